@@ -1,0 +1,29 @@
+"""ReconAD's detector library: windowed reconstruction autoencoders for time-series anomalies.
+
+>>> from detector import DetectorConfig, create_detector, load_detector
+>>> det = create_detector(DetectorConfig(kind="vae", window=64)).fit(train_df)  # doctest: +SKIP
+>>> scores = det.anomaly_score(test_df)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .config import KINDS, CalibrationConfig, DetectorConfig, TrainingConfig
+from .detector import Detector, Reconstruction, ScoreDetails, WindowScores, create_detector
+from .persistence import load_detector
+from .training import TrainingProgress
+
+__all__ = [
+    "KINDS",
+    "CalibrationConfig",
+    "Detector",
+    "DetectorConfig",
+    "Reconstruction",
+    "ScoreDetails",
+    "TrainingConfig",
+    "TrainingProgress",
+    "WindowScores",
+    "create_detector",
+    "errors",
+    "load_detector",
+]

@@ -1,0 +1,435 @@
+"""The detector: fit on normal data, score by reconstruction error, flag above a threshold.
+
+Scores
+------
+Each window is reconstructed by the network; a cell's squared error is combined over the windows
+that contain it (``score_reduction``, see :mod:`detector.windows`), divided by that feature's
+mean error on the held-out validation split (``error_normalization``), and the point's score is
+the mean over its observed features. ``explain`` returns each feature's share, so a row of
+``explain`` sums to the point's score. The threshold is calibrated on the scores of the
+held-out validation split (the last ``validation_fraction`` of the training data) with the
+configured :mod:`detector.thresholds` method.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import DetectorConfig
+from .errors import InputError, NonFiniteError, NotFittedError, TooShortError
+from .models import ReconstructionModel, model_class
+from .preprocessing import Preprocessor, Segment, as_frame
+from .thresholds import calibrate
+from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
+from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
+
+__all__ = ["Detector", "Reconstruction", "ScoreDetails", "WindowScores", "create_detector"]
+
+logger = logging.getLogger(__name__)
+
+#: Width of the reconstruction band, in standard deviations of the validation residuals.
+BAND_WIDTH = 3.0
+_CELLS_PER_BATCH = 1 << 21
+
+
+@dataclass
+class Reconstruction:
+    """Expected values and a band, each a DataFrame with one column per feature."""
+
+    expected: pd.DataFrame
+    lower: pd.DataFrame
+    upper: pd.DataFrame
+
+
+@dataclass
+class ScoreDetails:
+    """Everything one scoring pass yields for a series.
+
+    Attributes
+    ----------
+    scores : Series
+        Point scores on the input index (NaN where no feature was observed).
+    contributions : DataFrame
+        Each feature's share of the score; rows sum to ``scores``.
+    expected, lower, upper : DataFrame or None
+        Reconstruction and band in the input's units, when asked for.
+    """
+
+    scores: pd.Series
+    contributions: pd.DataFrame
+    expected: pd.DataFrame | None = None
+    lower: pd.DataFrame | None = None
+    upper: pd.DataFrame | None = None
+
+
+@dataclass
+class WindowScores:
+    """Scores of stand-alone windows: ``scores`` (B, W); ``contributions`` and the
+    reconstruction (B, W, F)."""
+
+    scores: np.ndarray
+    contributions: np.ndarray
+    expected: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+
+@dataclass
+class _PointErrors:
+    """Per-point results of one segment, before they are mapped back to the caller's rows."""
+
+    errors: np.ndarray  # (T, F) combined squared errors, scaled units
+    expected: np.ndarray | None  # (T, F) reconstruction, scaled units
+
+
+class Detector:
+    """A windowed reconstruction detector of any registered kind.
+
+    Parameters
+    ----------
+    config : DetectorConfig
+
+    Attributes
+    ----------
+    preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
+    calibration_, error_scale_, residual_std_, history_, validation_score_, device_
+        Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
+    """
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+
+    # ================================================================= fitting
+    def fit(
+        self,
+        data: pd.DataFrame | pd.Series,
+        progress: ProgressCallback | None = None,
+    ) -> Detector:
+        """Fit on normal data and calibrate the threshold on its held-out tail.
+
+        Parameters
+        ----------
+        data : DataFrame or Series, shape (T, F)
+            Timestamp- or integer-indexed, one numeric column per feature (plus the key column).
+        progress : callable, optional
+            Called with a :class:`~detector.training.TrainingProgress` after every epoch;
+            returning ``False`` cancels.
+
+        Returns
+        -------
+        Detector
+            ``self``.
+
+        Raises
+        ------
+        InputError
+            (and subclasses) for data that cannot be used; TrainingError, TrainingCancelled.
+        """
+        cfg = self.config
+        frame = as_frame(data)
+        pre = Preprocessor(cfg).fit(frame)
+        window = cfg.window if isinstance(cfg.window, int) else 64
+        segments = pre.transform(frame, max_fill=window)
+        if cfg.window == "auto":
+            longest = max(segments, key=len)
+            window = resolve_window("auto", longest.values)
+            segments = pre.transform(frame, max_fill=window)
+        train_segs, val_segs = self._split(segments, window, len(frame))
+
+        device = select_device(cfg.training.device)
+        seed_everything(cfg.training.seed)
+        network = model_class(cfg.kind)(cfg, window, len(pre.feature_names_), pre.n_conditions)
+        network.to(device)
+        train_set = WindowSet.build(
+            train_segs, window, cfg.stride, device, cfg.training.max_train_windows
+        )
+        val_set = WindowSet.build(val_segs, window, 1, device)
+        logger.info(
+            "fitting %s: window=%d features=%d train_windows=%d val_windows=%d device=%s",
+            cfg.kind, window, len(pre.feature_names_), len(train_set), len(val_set), device,
+        )
+        history, best_val = fit_model(network, train_set, val_set, cfg.training, progress)
+
+        self.preprocessor_ = pre
+        self.network_ = network
+        self.window_ = window
+        self.device_ = str(device)
+        self.history_ = history
+        self.validation_score_ = best_val
+        self.feature_names_in_ = list(pre.feature_names_)
+        self.n_features_in_ = len(pre.feature_names_)
+        self.error_scale_ = np.ones(self.n_features_in_)
+        self.residual_std_ = np.ones(self.n_features_in_)
+        self._calibrate(val_segs)
+        return self
+
+    def _split(
+        self, segments: list[Segment], window: int, n_rows: int
+    ) -> tuple[list[Segment], list[Segment]]:
+        """Cut every segment at ``1 - validation_fraction``: head to train, tail to validation."""
+        fraction = self.config.training.validation_fraction
+        train, val = [], []
+        for seg in segments:
+            cut = len(seg) - int(round(len(seg) * fraction))
+            if cut >= window:
+                train.append(seg.slice(0, cut))
+            if len(seg) - cut >= window:
+                val.append(seg.slice(cut, len(seg)))
+        if not train or not val:
+            need = math.ceil(window / min(fraction, 1 - fraction)) + 1
+            raise TooShortError(
+                f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
+                f"at least {need} consecutive points are needed; pass more data or a smaller window"
+            )
+        return train, val
+
+    def _calibrate(self, val_segs: list[Segment]) -> None:
+        """Per-feature error scale and residual spread, then the threshold, on validation data."""
+        point_errors = [self._segment_errors(seg, reconstruct=True) for seg in val_segs]
+        errors = np.concatenate([p.errors[s.observed.any(axis=1)] for p, s in zip(point_errors, val_segs)])
+        observed = np.concatenate([s.observed[s.observed.any(axis=1)] for s in val_segs])
+        if self.config.error_normalization:
+            with np.errstate(invalid="ignore"):
+                mean_err = np.nanmean(np.where(observed, errors, np.nan), axis=0)
+            floor = max(float(np.nanmean(mean_err)) * 1e-3, 1e-12) if np.isfinite(mean_err).any() else 1.0
+            self.error_scale_ = np.where(np.isfinite(mean_err), np.maximum(mean_err, floor), 1.0)
+        residuals = np.concatenate(
+            [np.where(s.observed, s.values - p.expected, np.nan) for p, s in zip(point_errors, val_segs) if p.expected is not None]
+        )
+        with np.errstate(invalid="ignore"):
+            std = np.nanstd(residuals, axis=0)
+        self.residual_std_ = np.where(np.isfinite(std), std, 1.0)
+        scores = np.concatenate(
+            [self._finish(p.errors, s)[0] for p, s in zip(point_errors, val_segs)]
+        )
+        result = calibrate(scores, self.config.calibration)
+        self.calibration_: dict[str, Any] = result.to_dict()
+        self.threshold_ = float(result.threshold)
+
+    # ================================================================= scoring core
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise NotFittedError("this detector is not fitted yet; call fit(train_data) first")
+
+    def _segment_errors(self, seg: Segment, reconstruct: bool) -> _PointErrors:
+        """Combined squared error per point and feature (scaled units) for one segment."""
+        network, window = self.network_, self.window_
+        device = next(network.parameters()).device
+        length, n_features = seg.values.shape
+        values = torch.from_numpy(seg.values).to(device)  # (T, F)
+        cond = None if seg.cond is None else torch.from_numpy(seg.cond).to(device)  # (T, C)
+        reduction = self.config.score_reduction
+        acc = torch.zeros(length, n_features, device=device)  # (T, F)
+        rec_acc = torch.zeros(length, n_features, device=device) if reconstruct else None
+        n_windows = length - window + 1
+        batch = max(256, _CELLS_PER_BATCH // (window * n_features))
+        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
+        network.eval()
+        with torch.inference_mode():
+            for first in range(0, n_windows, batch):
+                starts = torch.arange(first, min(first + batch, n_windows), device=device)
+                x = gather_windows(values, starts, window)  # (B, W, F)
+                c = None if cond is None else cond[starts + window - 1]  # (B, C)
+                err, recon = self._window_errors(network, x, c, generator)
+                overlap_reduce(err, first, acc, reduction)
+                if rec_acc is not None:
+                    overlap_reduce(recon, first, rec_acc, "mean")
+        counts = torch.from_numpy(coverage_counts(length, window)).to(device)[:, None]  # (T, 1)
+        if reduction == "mean":
+            acc /= counts
+        expected = None if rec_acc is None else (rec_acc / counts).cpu().numpy()
+        return _PointErrors(acc.cpu().numpy().astype(np.float64), expected)
+
+    def _window_errors(
+        self,
+        network: ReconstructionModel,
+        x: torch.Tensor,
+        cond: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared errors and reconstructions of a batch, both (B, W, F)."""
+        samples = self.config.score_samples
+        if samples > 0 and self.config.kind in ("vae", "cvae"):
+            recon = network.sample_reconstructions(x, cond, samples, generator)  # (S, B, W, F)
+            return ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)
+        recon = network(x, cond)  # (B, W, F)
+        return (recon - x) ** 2, recon
+
+    def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
+        normed = np.where(seg.observed, errors / self.error_scale_, 0.0)  # (T, F)
+        n_obs = seg.observed.sum(axis=1, keepdims=True).astype(np.float64)  # (T, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            contributions = np.where(n_obs > 0, normed / n_obs, np.nan)
+        if self.config.smoothing > 1:
+            contributions = (
+                pd.DataFrame(contributions).rolling(self.config.smoothing, min_periods=1).mean().to_numpy()
+            )
+        scores = contributions.sum(axis=1)
+        scores[n_obs[:, 0] == 0] = np.nan
+        return scores, contributions
+
+    def score_details(self, data: pd.DataFrame | pd.Series, reconstruct: bool = False) -> ScoreDetails:
+        """Scores, feature contributions and optionally the reconstruction of a series.
+
+        Parameters
+        ----------
+        data : DataFrame or Series, shape (T, F)
+            The feature columns the model was fitted on.
+        reconstruct : bool
+            Also return expected values and the band.
+
+        Raises
+        ------
+        NotFittedError, InputError (and subclasses), TooShortError
+        """
+        self._check_fitted()
+        frame = as_frame(data)
+        segments = self.preprocessor_.transform(frame, max_fill=self.window_)
+        if not any(len(s) >= self.window_ for s in segments):
+            raise TooShortError(
+                f"got {len(frame)} points but the model's window is {self.window_}; send at "
+                f"least {self.window_} consecutive points"
+            )
+        n_rows, n_feat = len(frame), self.n_features_in_
+        scores = np.full(n_rows, np.nan)
+        contributions = np.full((n_rows, n_feat), np.nan)
+        expected = np.full((n_rows, n_feat), np.nan) if reconstruct else None
+        for seg in segments:
+            if len(seg) < self.window_:
+                continue  # too short to score: NaN, documented
+            point = self._segment_errors(seg, reconstruct)
+            seg_scores, seg_contrib = self._finish(point.errors, seg)
+            real = seg.rows >= 0
+            rows = seg.rows[real]
+            scores[rows] = seg_scores[real]
+            contributions[rows] = seg_contrib[real]
+            if expected is not None and point.expected is not None:
+                expected[rows] = point.expected[real]
+        index, columns = frame.index, self.feature_names_in_
+        details = ScoreDetails(
+            pd.Series(scores, index=index, name="score"),
+            pd.DataFrame(contributions, index=index, columns=columns),
+        )
+        if expected is not None:
+            pre = self.preprocessor_
+            mean = expected * pre.scale_ + pre.center_
+            half = BAND_WIDTH * self.residual_std_ * pre.scale_
+            details.expected = pd.DataFrame(mean, index=index, columns=columns)
+            details.lower = pd.DataFrame(mean - half, index=index, columns=columns)
+            details.upper = pd.DataFrame(mean + half, index=index, columns=columns)
+        return details
+
+    def score_windows(self, x: np.ndarray, reconstruct: bool = False) -> WindowScores:
+        """Score stand-alone windows, each on its own.
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, W, F)
+            ``W`` must be the model's window and ``F`` its feature count, values finite.
+
+        Raises
+        ------
+        NotFittedError, InputError, NonFiniteError
+        """
+        self._check_fitted()
+        if self.network_.conditional:
+            raise InputError(
+                "this cvae model is conditioned on timestamps or a series key; score a series "
+                "segment with timestamps instead of bare windows"
+            )
+        arr = np.asarray(x, dtype=np.float64)
+        expected_shape = (self.window_, self.n_features_in_)
+        if arr.ndim != 3 or arr.shape[1:] != expected_shape:
+            raise InputError(
+                f"windows must have shape (n, {self.window_}, {self.n_features_in_}) "
+                f"(window length, features {self.feature_names_in_}); got {arr.shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise NonFiniteError("windows contain NaN or infinite values; send finite numbers")
+        pre = self.preprocessor_
+        scaled = ((arr - pre.center_) / pre.scale_).astype(np.float32)
+        device = next(self.network_.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
+        batch = max(256, _CELLS_PER_BATCH // (self.window_ * self.n_features_in_))
+        errs, recons = [], []
+        self.network_.eval()
+        with torch.inference_mode():
+            for i in range(0, len(scaled), batch):
+                xb = torch.from_numpy(scaled[i : i + batch]).to(device)  # (B, W, F)
+                err, recon = self._window_errors(self.network_, xb, None, generator)
+                errs.append(err.cpu().numpy())
+                recons.append(recon.cpu().numpy())
+        err_all = np.concatenate(errs).astype(np.float64) / self.error_scale_  # (B, W, F)
+        contributions = err_all / self.n_features_in_
+        result = WindowScores(contributions.sum(axis=2), contributions)
+        if reconstruct:
+            mean = np.concatenate(recons) * pre.scale_ + pre.center_
+            half = BAND_WIDTH * self.residual_std_ * pre.scale_
+            result.expected, result.lower, result.upper = mean, mean - half, mean + half
+        return result
+
+    # ================================================================= public scoring API
+    def anomaly_score(self, data: pd.DataFrame | pd.Series) -> pd.Series:
+        """Point scores on ``data.index``; higher is more anomalous.
+
+        Returns
+        -------
+        Series, shape (T,)
+            NaN where no feature was observed (or the point lies in a segment shorter than
+            a window).
+        """
+        return self.score_details(data).scores
+
+    def predict(self, data: pd.DataFrame | pd.Series) -> pd.Series:
+        """Anomaly flags: ``anomaly_score > threshold_`` (NaN scores are not flagged)."""
+        scores = self.anomaly_score(data)
+        return (scores > self.threshold_).rename("anomaly")
+
+    def explain(self, data: pd.DataFrame | pd.Series) -> pd.DataFrame:
+        """Each feature's contribution to each point's score; rows sum to the score."""
+        return self.score_details(data).contributions
+
+    def reconstruct(self, data: pd.DataFrame | pd.Series) -> Reconstruction:
+        """Expected values per point and feature with a band of ``BAND_WIDTH`` residual stds."""
+        details = self.score_details(data, reconstruct=True)
+        assert details.expected is not None and details.lower is not None
+        assert details.upper is not None
+        return Reconstruction(details.expected, details.lower, details.upper)
+
+    # ================================================================= device and persistence
+    def to(self, device: str) -> Detector:
+        """Move the network to ``device`` ("cpu", "cuda", "auto")."""
+        self._check_fitted()
+        target = select_device(device)
+        self.network_.to(target)
+        self.device_ = str(target)
+        return self
+
+    def save(self, path: str | Path) -> None:
+        """Save atomically to a directory (see :mod:`detector.persistence`)."""
+        from .persistence import save_detector
+
+        save_detector(self, path)
+
+    def __repr__(self) -> str:
+        fitted = f", window={self.window_}, threshold={self.threshold_:.4g}" if hasattr(self, "threshold_") else ""
+        return f"Detector(kind={self.config.kind!r}{fitted})"
+
+
+def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> Detector:
+    """An unfitted :class:`Detector` for ``config`` (a DetectorConfig or its dict form)."""
+    if config is None:
+        config = DetectorConfig()
+    elif isinstance(config, dict):
+        config = DetectorConfig.model_validate(config)
+    model_class(config.kind)  # unknown kinds fail here, not at fit time
+    return Detector(config)

@@ -1,0 +1,98 @@
+"""Adversarial autoencoder (Makhzani et al., 2016) over windows.
+
+The encoder is the generator: a discriminator learns to tell encoder codes from samples of the
+prior ``N(0, prior_std^2 I)``, and the encoder learns to fool it. Each batch runs three phases,
+each with its own Adam optimiser:
+
+1. reconstruction: encoder + decoder minimise the mean squared reconstruction error;
+2. discriminator: codes from the encoder, run in eval mode without gradients, against prior
+   samples (binary cross-entropy);
+3. generator: the encoder maximises the discriminator's belief that its codes are prior samples,
+   weighted by ``adversarial_weight``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as nnf
+
+from ..config import DetectorConfig, TrainingConfig
+from .base import ReconstructionModel, mlp
+
+__all__ = ["AdversarialAutoEncoder"]
+
+
+class AdversarialAutoEncoder(ReconstructionModel):
+    """AAE with a Gaussian prior; scoring uses the deterministic reconstruction."""
+
+    kind = "aae"
+
+    def __init__(
+        self, config: DetectorConfig, window: int, n_features: int, n_conditions: int = 0
+    ) -> None:
+        super().__init__(config, window, n_features, n_conditions)
+        hidden = list(config.hidden_dims)
+        self.encoder = mlp([self.n_inputs, *hidden, config.latent_dim], config.dropout)
+        self.decoder = mlp([config.latent_dim, *reversed(hidden), self.n_inputs], config.dropout)
+        self.discriminator = mlp([config.latent_dim, hidden[-1], hidden[-1], 1])
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.encoder(self.flatten(x))  # (B, L)
+        return self.unflatten(self.decoder(z))  # (B, W, F)
+
+    def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
+        lr, wd = training.learning_rate, training.weight_decay
+        autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
+        return {
+            "reconstruction": torch.optim.Adam(autoencoder, lr=lr, weight_decay=wd),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, weight_decay=wd),
+            "generator": torch.optim.Adam(self.encoder.parameters(), lr=lr, weight_decay=wd),
+        }
+
+    def training_step(
+        self,
+        x_in: torch.Tensor,
+        target: torch.Tensor,
+        cond: torch.Tensor | None,
+        optimizers: dict[str, torch.optim.Optimizer],
+    ) -> dict[str, float]:
+        # 1. reconstruction phase
+        opt = optimizers["reconstruction"]
+        opt.zero_grad(set_to_none=True)
+        recon_loss, _ = self.loss(x_in, target, cond)
+        recon_loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+
+        # 2. discriminator phase: encoder in eval mode, no gradient through it
+        opt = optimizers["discriminator"]
+        opt.zero_grad(set_to_none=True)
+        self.encoder.eval()
+        with torch.no_grad():
+            fake = self.encoder(self.flatten(x_in))  # (B, L)
+        self.encoder.train()
+        real = torch.randn_like(fake) * self.config.prior_std  # (B, L)
+        logits_real = self.discriminator(real)  # (B, 1)
+        logits_fake = self.discriminator(fake)  # (B, 1)
+        disc_loss = nnf.binary_cross_entropy_with_logits(
+            logits_real, torch.ones_like(logits_real)
+        ) + nnf.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+        disc_loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+
+        # 3. generator phase: the encoder tries to pass its codes off as prior samples
+        opt = optimizers["generator"]
+        opt.zero_grad(set_to_none=True)
+        logits = self.discriminator(self.encoder(self.flatten(x_in)))  # (B, 1)
+        gen_loss = self.config.adversarial_weight * nnf.binary_cross_entropy_with_logits(
+            logits, torch.ones_like(logits)
+        )
+        gen_loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        # the discriminator received gradients from the generator phase; they are cleared by its
+        # own zero_grad at the next step.
+        return {
+            "loss": float(recon_loss.detach()),
+            "recon": float(recon_loss.detach()),
+            "discriminator": float(disc_loss.detach()),
+            "generator": float(gen_loss.detach()),
+        }
