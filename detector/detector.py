@@ -220,7 +220,12 @@ class Detector:
             raise NotFittedError("this detector is not fitted yet; call fit(train_data) first")
 
     def _segment_errors(self, seg: Segment, reconstruct: bool) -> _PointErrors:
-        """Combined squared error per point and feature (scaled units) for one segment."""
+        """Combined squared error per point and feature (scaled units) for one segment.
+
+        When the segment has filled (missing) cells, a point's error is combined over the windows
+        that hold no filled cell, where there are any, so that a filled stretch does not raise
+        the scores of its observed neighbours.
+        """
         network, window = self.network_, self.window_
         device = next(network.parameters()).device
         length, n_features = seg.values.shape
@@ -230,6 +235,13 @@ class Detector:
         acc = torch.zeros(length, n_features, device=device)  # (T, F)
         rec_acc = torch.zeros(length, n_features, device=device) if reconstruct else None
         n_windows = length - window + 1
+        clean = None
+        if not seg.observed.all():
+            gaps = np.concatenate([[0], np.cumsum(~seg.observed.all(axis=1))])  # (T + 1,)
+            clean_np = (gaps[window:] - gaps[:-window]) == 0  # (n_windows,)
+            clean = torch.from_numpy(clean_np.astype(np.float32)).to(device)
+            clean_acc = torch.zeros(length, n_features, device=device)
+            clean_count = torch.zeros(length, 1, device=device)
         batch = max(256, _CELLS_PER_BATCH // (window * n_features))
         generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         network.eval()
@@ -242,9 +254,17 @@ class Detector:
                 overlap_reduce(err, first, acc, reduction)
                 if rec_acc is not None:
                     overlap_reduce(recon, first, rec_acc, "mean")
+                if clean is not None:
+                    w = clean[starts][:, None, None]  # (B, 1, 1)
+                    overlap_reduce(err * w, first, clean_acc, reduction)
+                    overlap_reduce(w.expand(-1, window, 1), first, clean_count, "mean")
         counts = torch.from_numpy(coverage_counts(length, window)).to(device)[:, None]  # (T, 1)
         if reduction == "mean":
             acc /= counts
+        if clean is not None:
+            if reduction == "mean":
+                clean_acc /= clean_count.clamp(min=1.0)
+            acc = torch.where(clean_count > 0, clean_acc, acc)
         expected = None if rec_acc is None else (rec_acc / counts).cpu().numpy()
         return _PointErrors(acc.cpu().numpy().astype(np.float64), expected)
 

@@ -228,7 +228,7 @@ class Preprocessor:
                 hour = hour_fraction(times)
                 parts += [np.sin(2 * np.pi * hour), np.cos(2 * np.pi * hour)]
             if "dayofweek" in self.config.condition_on:
-                day = (times.dayofweek.to_numpy() + hour_fraction(times)) / 7.0
+                day = (times.day_of_week.to_numpy() + hour_fraction(times)) / 7.0
                 parts += [np.sin(2 * np.pi * day), np.cos(2 * np.pi * day)]
         columns = [p[:, None] for p in parts]
         if "key" in self.config.condition_on:
@@ -369,5 +369,5 @@ def _index_kind(index: pd.Index) -> str:
 
 def _index_numbers(index: pd.Index) -> np.ndarray:
     if isinstance(index, pd.DatetimeIndex):
-        return np.asarray(index.asi8, dtype=np.int64)
+        return np.asarray(index.as_unit("ns").asi8, dtype=np.int64)
     return np.asarray(index, dtype=np.int64)

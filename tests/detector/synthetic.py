@@ -1,0 +1,54 @@
+"""Generated series with injected anomalies for the detector tests (no external data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ANOMALY_TYPES = ("spike", "level_shift", "frequency", "flatline", "correlation")
+
+
+def normal_series(n: int, seed: int, start: int = 0, n_features: int = 3) -> pd.DataFrame:
+    """Periodic, correlated features with noise: f1 follows f0, f2 has its own period."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(start, start + n)
+    base = np.sin(2 * np.pi * t / 40)
+    cols = {
+        "f0": base + 0.05 * rng.standard_normal(n),
+        "f1": 0.8 * base + 0.2 + 0.05 * rng.standard_normal(n),
+        "f2": 0.5 * np.cos(2 * np.pi * t / 25) + 0.05 * rng.standard_normal(n),
+    }
+    for j in range(3, n_features):
+        cols[f"f{j}"] = np.sin(2 * np.pi * t / (30 + 7 * j)) + 0.05 * rng.standard_normal(n)
+    index = pd.date_range("2024-01-01", periods=start + n, freq="min")[start:]
+    return pd.DataFrame(cols, index=index)
+
+
+def with_anomalies(
+    frame: pd.DataFrame, seed: int, length: int = 30
+) -> tuple[pd.DataFrame, pd.Series, dict[str, tuple[int, int]]]:
+    """Inject one segment of every anomaly type; returns data, 0/1 labels, segment positions."""
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    n = len(out)
+    labels = np.zeros(n, dtype=int)
+    spans: dict[str, tuple[int, int]] = {}
+    gap = n // (len(ANOMALY_TYPES) + 1)
+    t = np.arange(length)
+    for i, kind in enumerate(ANOMALY_TYPES):
+        lo = gap * (i + 1) + int(rng.integers(-5, 5))
+        hi = lo + length
+        if kind == "spike":
+            hi = lo + 3
+            out.iloc[lo:hi, 0] += 3.0
+        elif kind == "level_shift":
+            out.iloc[lo:hi, 2] += 1.5
+        elif kind == "frequency":
+            out.iloc[lo:hi, 0] = np.sin(2 * np.pi * t / 9) + 0.05 * rng.standard_normal(length)
+        elif kind == "flatline":
+            out.iloc[lo:hi, 2] = out.iloc[lo, 2]
+        else:  # broken correlation: f1 moves against f0
+            out.iloc[lo:hi, 1] = -0.8 * out.iloc[lo:hi, 0].to_numpy() + 0.2
+        labels[lo:hi] = 1
+        spans[kind] = (lo, hi)
+    return out, pd.Series(labels, index=out.index, name="label"), spans

@@ -1,0 +1,201 @@
+"""Missing values, gaps, series keys, training controls, windows and persistence safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import normal_series, with_anomalies
+
+from detector import DetectorConfig, TrainingProgress, create_detector, errors, load_detector
+from detector.detector import Detector
+from detector.windows import dominant_period, resolve_window
+
+
+@pytest.fixture(scope="module")
+def ae() -> Detector:
+    from conftest import tiny_config
+
+    return create_detector(DetectorConfig.model_validate(tiny_config("ae"))).fit(
+        normal_series(3000, seed=1)
+    )
+
+
+def test_nan_cells_are_left_out_not_turned_into_anomalies(ae: Detector) -> None:
+    test = normal_series(600, seed=5, start=3000)
+    clean = ae.anomaly_score(test)
+    holed = test.copy()
+    holed.iloc[100:110, 0] = np.nan  # one feature missing for a while
+    holed.iloc[300, :] = np.nan  # a point with nothing observed
+    scores = ae.anomaly_score(holed)
+    assert np.isnan(scores.iloc[300])
+    assert not ae.predict(holed).iloc[300]
+    assert np.isfinite(scores.drop(scores.index[300])).all()
+    # filled cells neither create anomalies nor zeros
+    assert not ae.predict(holed).iloc[95:115].any()
+    contributions = ae.explain(holed)
+    assert (contributions.iloc[100:110]["f0"] == 0).all()
+    assert (contributions.iloc[100:110][["f1", "f2"]] > 0).all().all()
+    assert abs(scores.iloc[150:250].mean() - clean.iloc[150:250].mean()) < 0.5
+
+
+def test_timestamp_gaps_are_filled_and_scores_stay_on_the_input_index(ae: Detector) -> None:
+    test = normal_series(600, seed=5, start=3000)
+    gappy = test.drop(test.index[200:205])  # five missing minutes
+    scores = ae.anomaly_score(gappy)
+    assert scores.index.equals(gappy.index)
+    assert np.isfinite(scores).all()
+    assert not ae.predict(gappy).any()
+    # a gap longer than a window splits the series instead of being interpolated
+    split = pd.concat([test.iloc[:200], test.iloc[400:]])
+    assert np.isfinite(ae.anomaly_score(split)).all()
+
+
+def test_short_segment_between_long_gaps_gets_nan(ae: Detector) -> None:
+    test = normal_series(600, seed=5, start=3000)
+    parts = pd.concat([test.iloc[:200], test.iloc[300:305], test.iloc[400:]])
+    scores = ae.anomaly_score(parts)
+    assert scores.iloc[200:205].isna().all()
+    assert np.isfinite(scores.iloc[:200]).all()
+
+
+def test_integer_index_and_series_input(tiny: Any) -> None:
+    frame = normal_series(1500, seed=1).reset_index(drop=True)
+    det = create_detector(DetectorConfig.model_validate(tiny("ae", training={"max_epochs": 2})))
+    det.fit(frame["f0"])
+    scores = det.anomaly_score(frame["f0"].iloc[:300])
+    assert scores.index.equals(frame.index[:300])
+    assert det.feature_names_in_ == ["f0"]
+
+
+def test_key_column_cvae_serves_several_series(tiny: Any) -> None:
+    a = normal_series(1500, seed=1)
+    b = normal_series(1500, seed=2) * 3 + 5  # a related series on another scale
+    train = pd.concat([a.assign(host="a"), b.assign(host="b")])
+    cfg = tiny("cvae", condition_on=["key"], key_column="host", training={"max_epochs": 15})
+    det = create_detector(DetectorConfig.model_validate(cfg)).fit(train)
+    assert det.feature_names_in_ == ["f0", "f1", "f2"]
+    test_a = normal_series(400, seed=3, start=1500).assign(host="a")
+    test_b = (normal_series(400, seed=4, start=1500) * 3 + 5).assign(host="b")
+    # series b's values under key a are anomalous, under key b they are normal
+    normal_b = det.anomaly_score(test_b)
+    swapped = det.anomaly_score(test_b.assign(host="a"))
+    assert swapped.mean() > 3 * normal_b.mean()
+    both = pd.concat([test_a, test_b])
+    scores = det.anomaly_score(both)
+    assert len(scores) == 800 and np.isfinite(scores).all()
+    with pytest.raises(errors.InputError, match="not seen in training"):
+        det.anomaly_score(test_a.assign(host="c"))
+    with pytest.raises(errors.ColumnsError, match="host"):
+        det.anomaly_score(test_a.drop(columns="host"))
+
+
+def test_calendar_condition_needs_timestamps(tiny: Any) -> None:
+    frame = normal_series(1500, seed=1).reset_index(drop=True)
+    det = create_detector(DetectorConfig.model_validate(tiny("cvae")))
+    with pytest.raises(errors.InputError, match="timestamp index"):
+        det.fit(frame)
+
+
+def test_progress_callback_epoch_cap_and_cancel(tiny: Any) -> None:
+    train = normal_series(1500, seed=1)
+    seen: list[TrainingProgress] = []
+    cfg = tiny("vae", training={"max_epochs": 4, "patience": 100})
+    det = create_detector(DetectorConfig.model_validate(cfg)).fit(train, progress=seen.append)
+    assert [p.epoch for p in seen] == [1, 2, 3, 4]
+    assert all(p.max_epochs == 4 and {"train", "val", "kl"} <= set(p.losses) for p in seen)
+    assert len(det.history_) == 4
+    with pytest.raises(errors.TrainingCancelled, match="epoch 2"):
+        create_detector(DetectorConfig.model_validate(cfg)).fit(
+            train, progress=lambda p: p.epoch < 2
+        )
+
+
+def test_wall_time_cap(tiny: Any) -> None:
+    cfg = tiny("ae", training={"max_epochs": 10_000, "patience": 10_000, "max_seconds": 1.0})
+    det = create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(3000, seed=1))
+    assert det.history_[-1]["seconds"] < 5.0
+    assert len(det.history_) < 10_000
+
+
+def test_early_stopping_restores_best_epoch(tiny: Any) -> None:
+    cfg = tiny("ae", training={"max_epochs": 200, "patience": 2, "max_seconds": 30})
+    det = create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(2000, seed=1))
+    vals = [h["val"] for h in det.history_]
+    assert len(vals) < 200
+    assert det.validation_score_ == pytest.approx(min(vals))
+
+
+def test_cuda_request_without_gpu_is_a_config_error(tiny: Any) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the CPU-only error cannot happen")
+    cfg = tiny("ae", training={"device": "cuda"})
+    with pytest.raises(errors.ConfigError, match="CUDA"):
+        create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(1500, seed=1))
+
+
+def test_auto_window_follows_the_period(tiny: Any) -> None:
+    t = np.arange(4000)
+    values = np.sin(2 * np.pi * t / 50)[:, None]
+    assert dominant_period(values) == 50
+    assert resolve_window("auto", np.random.default_rng(0).standard_normal((4000, 1))) == 64
+    assert resolve_window("auto", np.sin(2 * np.pi * t / 500)[:, None]) == 256
+    det = create_detector(
+        DetectorConfig.model_validate(tiny("ae", window="auto", training={"max_epochs": 2}))
+    ).fit(normal_series(2000, seed=1))
+    assert det.window_ == 200  # the joint period of the generated features (40 and 25)
+
+
+def test_interrupted_save_never_loads(ae: Detector, tmp_path: Path) -> None:
+    ae.save(tmp_path / "m")
+    state = json.loads((tmp_path / "m" / "state.json").read_text())
+    # a weights file that does not match the recorded checksum (a torn write) is refused
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(errors.PersistenceError, match="checksum"):
+        load_detector(tmp_path / "m")
+    # a directory without its state file (written last) is refused
+    ae.save(tmp_path / "n")
+    (tmp_path / "n" / "state.json").unlink()
+    with pytest.raises(errors.PersistenceError, match="state.json"):
+        load_detector(tmp_path / "n")
+    with pytest.raises(errors.PersistenceError):
+        load_detector(tmp_path / "missing")
+    assert state["format_version"] == 1 and "torch" in state["versions"]
+
+
+def test_save_failure_leaves_the_old_model(ae: Detector, tmp_path: Path, monkeypatch: Any) -> None:
+    ae.save(tmp_path / "m")
+    before = (tmp_path / "m" / "model.safetensors").read_bytes()
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("detector.persistence.save_file", boom)
+    with pytest.raises(errors.PersistenceError, match="disk full"):
+        ae.save(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary left behind
+    load_detector(tmp_path / "m")
+
+
+def test_no_pickle_in_saved_files(ae: Detector, tmp_path: Path) -> None:
+    ae.save(tmp_path / "m")
+    for path in (tmp_path / "m").iterdir():
+        assert b"\x80\x04\x95" not in path.read_bytes()[:64]  # pickle protocol 4 header
+
+
+def test_reduction_max_and_smoothing(tiny: Any) -> None:
+    train = normal_series(2000, seed=1)
+    test, labels, _ = with_anomalies(normal_series(1500, seed=2, start=2000), seed=3)
+    cfg = tiny("ae", score_reduction="max", smoothing=5, training={"max_epochs": 10})
+    det = create_detector(DetectorConfig.model_validate(cfg)).fit(train)
+    scores = det.anomaly_score(test)
+    np.testing.assert_allclose(det.explain(test).sum(axis=1), scores)
+    assert scores[labels == 1].mean() > 3 * scores[labels == 0].median()
