@@ -42,7 +42,9 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0)
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
-    patience: int = Field(5, ge=1, description="Epochs without validation improvement before stopping.")
+    patience: int = Field(
+        5, ge=1, description="Epochs without validation improvement before stopping."
+    )
     min_delta: float = Field(1e-4, ge=0, description="Relative improvement that resets patience.")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -85,7 +87,9 @@ class CalibrationConfig(_Strict):
     fpr: float = Field(0.005, gt=0, lt=1, description="quantile: target false-positive rate.")
     k: float = Field(5.0, gt=0, description="mad: number of scaled MADs above the median.")
     risk: float = Field(1e-3, gt=0, lt=1, description="pot: tail probability of the threshold.")
-    init_level: float = Field(0.98, gt=0.5, lt=1, description="pot: quantile where the tail starts.")
+    init_level: float = Field(
+        0.98, gt=0.5, lt=1, description="pot: quantile where the tail starts."
+    )
 
 
 class DetectorConfig(_Strict):
@@ -145,7 +149,7 @@ class DetectorConfig(_Strict):
     adversarial_weight: float = Field(1.0, ge=0, description="aae: weight of the generator loss.")
     # cvae
     condition_on: list[Literal["hour", "dayofweek", "key"]] = Field(
-        default_factory=lambda: ["hour", "dayofweek"],
+        default_factory=lambda: ["hour", "dayofweek"],  # type: ignore[arg-type]
         description="cvae: calendar context from a timestamp index and/or the key column.",
     )
     key_column: str | None = Field(

@@ -154,7 +154,12 @@ class Detector:
         val_set = WindowSet.build(val_segs, window, 1, device)
         logger.info(
             "fitting %s: window=%d features=%d train_windows=%d val_windows=%d device=%s",
-            cfg.kind, window, len(pre.feature_names_), len(train_set), len(val_set), device,
+            cfg.kind,
+            window,
+            len(pre.feature_names_),
+            len(train_set),
+            len(val_set),
+            device,
         )
         history, best_val = fit_model(network, train_set, val_set, cfg.training, progress)
 
@@ -178,7 +183,7 @@ class Detector:
         fraction = self.config.training.validation_fraction
         train, val = [], []
         for seg in segments:
-            cut = len(seg) - int(round(len(seg) * fraction))
+            cut = len(seg) - round(len(seg) * fraction)
             if cut >= window:
                 train.append(seg.slice(0, cut))
             if len(seg) - cut >= window:
@@ -194,21 +199,31 @@ class Detector:
     def _calibrate(self, val_segs: list[Segment]) -> None:
         """Per-feature error scale and residual spread, then the threshold, on validation data."""
         point_errors = [self._segment_errors(seg, reconstruct=True) for seg in val_segs]
-        errors = np.concatenate([p.errors[s.observed.any(axis=1)] for p, s in zip(point_errors, val_segs)])
+        errors = np.concatenate(
+            [p.errors[s.observed.any(axis=1)] for p, s in zip(point_errors, val_segs, strict=True)]
+        )
         observed = np.concatenate([s.observed[s.observed.any(axis=1)] for s in val_segs])
         if self.config.error_normalization:
             with np.errstate(invalid="ignore"):
                 mean_err = np.nanmean(np.where(observed, errors, np.nan), axis=0)
-            floor = max(float(np.nanmean(mean_err)) * 1e-3, 1e-12) if np.isfinite(mean_err).any() else 1.0
+            floor = (
+                max(float(np.nanmean(mean_err)) * 1e-3, 1e-12)
+                if np.isfinite(mean_err).any()
+                else 1.0
+            )
             self.error_scale_ = np.where(np.isfinite(mean_err), np.maximum(mean_err, floor), 1.0)
         residuals = np.concatenate(
-            [np.where(s.observed, s.values - p.expected, np.nan) for p, s in zip(point_errors, val_segs) if p.expected is not None]
+            [
+                np.where(s.observed, s.values - p.expected, np.nan)
+                for p, s in zip(point_errors, val_segs, strict=True)
+                if p.expected is not None
+            ]
         )
         with np.errstate(invalid="ignore"):
             std = np.nanstd(residuals, axis=0)
         self.residual_std_ = np.where(np.isfinite(std), std, 1.0)
         scores = np.concatenate(
-            [self._finish(p.errors, s)[0] for p, s in zip(point_errors, val_segs)]
+            [self._finish(p.errors, s)[0] for p, s in zip(point_errors, val_segs, strict=True)]
         )
         result = calibrate(scores, self.config.calibration)
         self.calibration_: dict[str, Any] = result.to_dict()
@@ -291,13 +306,18 @@ class Detector:
             contributions = np.where(n_obs > 0, normed / n_obs, np.nan)
         if self.config.smoothing > 1:
             contributions = (
-                pd.DataFrame(contributions).rolling(self.config.smoothing, min_periods=1).mean().to_numpy()
+                pd.DataFrame(contributions)
+                .rolling(self.config.smoothing, min_periods=1)
+                .mean()
+                .to_numpy()
             )
         scores = contributions.sum(axis=1)
         scores[n_obs[:, 0] == 0] = np.nan
         return scores, contributions
 
-    def score_details(self, data: pd.DataFrame | pd.Series, reconstruct: bool = False) -> ScoreDetails:
+    def score_details(
+        self, data: pd.DataFrame | pd.Series, reconstruct: bool = False
+    ) -> ScoreDetails:
         """Scores, feature contributions and optionally the reconstruction of a series.
 
         Parameters
@@ -441,7 +461,11 @@ class Detector:
         save_detector(self, path)
 
     def __repr__(self) -> str:
-        fitted = f", window={self.window_}, threshold={self.threshold_:.4g}" if hasattr(self, "threshold_") else ""
+        fitted = (
+            f", window={self.window_}, threshold={self.threshold_:.4g}"
+            if hasattr(self, "threshold_")
+            else ""
+        )
         return f"Detector(kind={self.config.kind!r}{fitted})"
 
 

@@ -84,7 +84,9 @@ def save_detector(detector: Detector, path: str | Path) -> None:
     try:
         tmp.mkdir(parents=True)
         _write_json(tmp / _CONFIG, detector.config.model_dump(mode="json"))
-        tensors = {k: v.detach().cpu().contiguous() for k, v in detector.network_.state_dict().items()}
+        tensors = {
+            k: v.detach().cpu().contiguous() for k, v in detector.network_.state_dict().items()
+        }
         save_file(tensors, str(tmp / _WEIGHTS))
         _fsync(tmp / _WEIGHTS)
         state = {
@@ -136,7 +138,9 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
         state = json.loads((root / _STATE).read_text(encoding="utf-8"))
         config = DetectorConfig.model_validate_json((root / _CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise PersistenceError(f"{root} is not a complete saved model (missing {exc.filename})") from exc
+        raise PersistenceError(
+            f"{root} is not a complete saved model (missing {exc.filename})"
+        ) from exc
     except (OSError, ValueError, ValidationError) as exc:
         raise PersistenceError(f"{root} holds an unreadable model: {exc}") from exc
     if state.get("format_version") != FORMAT_VERSION:

@@ -18,6 +18,7 @@ Scaling: each feature is standardised with the mean and standard deviation of th
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,11 @@ class Preprocessor:
             raise TooShortError("the training data is empty")
         self.feature_names_ = self._select_features(frame, fitting=True)
         values = self._numeric_values(frame, self.feature_names_)
-        all_nan = [f for f, bad in zip(self.feature_names_, np.isnan(values).all(axis=0)) if bad]
+        all_nan = [
+            f
+            for f, bad in zip(self.feature_names_, np.isnan(values).all(axis=0), strict=True)
+            if bad
+        ]
         if all_nan:
             raise MissingValuesError(
                 f"feature(s) {all_nan} have no observed value in the training data; "
@@ -183,7 +188,7 @@ class Preprocessor:
         breaks = np.nonzero(steps - 1 > max_fill)[0]
         out: list[Segment] = []
         bounds = [0, *(breaks + 1).tolist(), len(rows)]
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             offsets = np.concatenate([[0], np.cumsum(steps[lo : hi - 1])])  # (n,)
             length = int(offsets[-1]) + 1
             full = np.full((length, values.shape[1]), np.nan)
@@ -208,7 +213,8 @@ class Preprocessor:
                 full[:, j] = np.interp(grid, grid[seen], full[seen, j])
             else:
                 full[:, j] = self.center_[j]
-        return ((full - self.center_) / self.scale_).astype(np.float32)
+        scaled: np.ndarray = ((full - self.center_) / self.scale_).astype(np.float32)
+        return scaled
 
     def _conditions(self, stamps: np.ndarray, key: str, frame: pd.DataFrame) -> np.ndarray:
         """Condition vectors per point, shape (T, C): calendar sin/cos and a key one-hot."""
@@ -264,9 +270,7 @@ class Preprocessor:
                 )
         missing = [c for c in wanted if c not in columns]
         if missing:
-            raise ColumnsError(
-                f"missing feature column(s) {missing}; the model needs {wanted}"
-            )
+            raise ColumnsError(f"missing feature column(s) {missing}; the model needs {wanted}")
         if not wanted:
             raise ColumnsError("the data has no feature column")
         return wanted
@@ -276,9 +280,7 @@ class Preprocessor:
         bad = [
             f
             for f in features
-            if not (
-                pd.api.types.is_numeric_dtype(frame[f]) or pd.api.types.is_bool_dtype(frame[f])
-            )
+            if not (pd.api.types.is_numeric_dtype(frame[f]) or pd.api.types.is_bool_dtype(frame[f]))
             or pd.api.types.is_complex_dtype(frame[f])
         ]
         if bad:
@@ -289,13 +291,13 @@ class Preprocessor:
         values = frame[features].to_numpy(dtype=np.float64)
         infinite = np.isinf(values)
         if infinite.any():
-            cols = [f for f, b in zip(features, infinite.any(axis=0)) if b]
+            cols = [f for f, b in zip(features, infinite.any(axis=0), strict=True) if b]
             raise NonFiniteError(
                 f"{int(infinite.sum())} infinite value(s) in column(s) {cols}; replace them with "
                 "finite numbers or NaN (missing)"
             )
         if self.config.missing == "error" and np.isnan(values).any():
-            cols = [f for f, b in zip(features, np.isnan(values).any(axis=0)) if b]
+            cols = [f for f, b in zip(features, np.isnan(values).any(axis=0), strict=True) if b]
             raise MissingValuesError(
                 f"missing values in column(s) {cols} and the policy is missing='error'; fill "
                 "them or use missing='interpolate'"
@@ -308,7 +310,7 @@ class Preprocessor:
         if key is None:
             groups = {"": np.arange(len(frame))}
         else:
-            column = frame[[c for c in frame.columns if str(c) == key][0]]
+            column = frame[next(c for c in frame.columns if str(c) == key)]
             if column.isna().any():
                 raise InputError(f"the key column {key!r} has missing values; fill them")
             labels = column.astype(str).to_numpy()

@@ -98,8 +98,9 @@ class WindowSet:
                 starts.append(seg_starts + offset)
                 offset += len(seg)
         if not starts:
-            return cls(torch.empty(0, 0, device=device), None, torch.empty(0, dtype=torch.int64),
-                       window)
+            return cls(
+                torch.empty(0, 0, device=device), None, torch.empty(0, dtype=torch.int64), window
+            )
         all_starts = np.concatenate(starts)
         if max_windows is not None and all_starts.size > max_windows:
             pick = np.linspace(0, all_starts.size - 1, max_windows).round().astype(np.int64)
@@ -116,7 +117,7 @@ class WindowSet:
         return int(self.starts.shape[0])
 
     def batch(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Windows (B, W, F) and their conditions (B, C) — a window's condition is its last point's."""
+        """Windows (B, W, F) and conditions (B, C); a window's condition is its last point's."""
         x = gather_windows(self.values, starts, self.window)  # (B, W, F)
         cond = None if self.cond is None else self.cond[starts + self.window - 1]  # (B, C)
         return x, cond
@@ -138,15 +139,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _corrupt(
-    x: torch.Tensor, training: TrainingConfig, generator: torch.Generator
-) -> torch.Tensor:
+def _corrupt(x: torch.Tensor, training: TrainingConfig, generator: torch.Generator) -> torch.Tensor:
     """Denoising input corruption: Gaussian noise and/or random masking (target stays clean)."""
     if training.noise_std > 0:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = x + training.noise_std * noise
     if training.mask_probability > 0:
-        keep = torch.rand(x.shape, generator=generator, device=x.device) >= training.mask_probability
+        keep = (
+            torch.rand(x.shape, generator=generator, device=x.device) >= training.mask_probability
+        )
         x = x * keep
     return x
 
@@ -216,7 +217,10 @@ def fit_model(
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             n_batches += 1
-            if training.max_seconds is not None and time.monotonic() - started > training.max_seconds:
+            if (
+                training.max_seconds is not None
+                and time.monotonic() - started > training.max_seconds
+            ):
                 out_of_time = True
                 break
         val_loss = _validation_loss(model, val, training.batch_size)
@@ -231,9 +235,11 @@ def fit_model(
         elapsed = time.monotonic() - started
         history.append({"epoch": float(epoch), **losses, "seconds": elapsed})
         logger.debug("epoch %d: %s", epoch, losses)
-        if progress is not None and progress(
-            TrainingProgress(epoch, training.max_epochs, dict(losses), elapsed)
-        ) is False:
+        if (
+            progress is not None
+            and progress(TrainingProgress(epoch, training.max_epochs, dict(losses), elapsed))
+            is False
+        ):
             raise TrainingCancelled(f"training was cancelled after epoch {epoch}")
         if val_loss < best_val * (1 - training.min_delta):
             best_val, bad_epochs = val_loss, 0

@@ -45,7 +45,9 @@ class AdversarialAutoEncoder(ReconstructionModel):
         autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
         return {
             "reconstruction": torch.optim.Adam(autoencoder, lr=lr, weight_decay=wd),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, weight_decay=wd),
+            "discriminator": torch.optim.Adam(
+                self.discriminator.parameters(), lr=lr, weight_decay=wd
+            ),
             "generator": torch.optim.Adam(self.encoder.parameters(), lr=lr, weight_decay=wd),
         }
 

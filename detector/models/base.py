@@ -6,6 +6,7 @@ to vectors of ``window * n_features`` values (plus the condition vector for cond
 
 from __future__ import annotations
 
+import itertools
 from typing import ClassVar
 
 import torch
@@ -29,7 +30,7 @@ def mlp(sizes: list[int], dropout: float = 0.0, final_activation: bool = False) 
         Whether the last Linear is followed by an activation too.
     """
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         last = i == len(sizes) - 2
         if not last or final_activation:
@@ -103,7 +104,8 @@ class ReconstructionModel(nn.Module):
 
         Deterministic kinds return their single reconstruction.
         """
-        return self(x, cond).unsqueeze(0)
+        recon: torch.Tensor = self(x, cond)
+        return recon.unsqueeze(0)  # (1, B, W, F)
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
         """One Adam optimiser over every parameter."""

@@ -30,9 +30,7 @@ class VariationalAutoEncoder(ReconstructionModel):
         super().__init__(config, window, n_features, n_conditions)
         hidden = list(config.hidden_dims)
         extra = n_conditions if self.conditional else 0
-        self.encoder = mlp(
-            [self.n_inputs + extra, *hidden], config.dropout, final_activation=True
-        )
+        self.encoder = mlp([self.n_inputs + extra, *hidden], config.dropout, final_activation=True)
         self.to_mu = nn.Linear(hidden[-1], config.latent_dim)
         self.to_logvar = nn.Linear(hidden[-1], config.latent_dim)
         self.decoder = mlp(

@@ -163,7 +163,7 @@ def test_interrupted_save_never_loads(ae: Detector, tmp_path: Path) -> None:
     # a directory without its state file (written last) is refused
     ae.save(tmp_path / "n")
     (tmp_path / "n" / "state.json").unlink()
-    with pytest.raises(errors.PersistenceError, match="state.json"):
+    with pytest.raises(errors.PersistenceError, match=r"state\.json"):
         load_detector(tmp_path / "n")
     with pytest.raises(errors.PersistenceError):
         load_detector(tmp_path / "missing")

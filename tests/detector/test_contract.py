@@ -38,7 +38,9 @@ def test_every_kind_is_registered() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_shapes_and_index_alignment(kind: str, fitted: dict[str, Detector], data: dict[str, Any]) -> None:
+def test_shapes_and_index_alignment(
+    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
     det, test = fitted[kind], data["test"]
     scores = det.anomaly_score(test)
     assert isinstance(scores, pd.Series)
@@ -124,7 +126,9 @@ def test_determinism_under_seed(kind: str, data: dict[str, Any], tiny: Any) -> N
     b = fit(kind, train, tiny, training={"max_epochs": 3})
     c = fit(kind, train, tiny, training={"max_epochs": 3, "seed": 7})
     test = data["test"].iloc[:300]
-    np.testing.assert_array_equal(a.anomaly_score(test).to_numpy(), b.anomaly_score(test).to_numpy())
+    np.testing.assert_array_equal(
+        a.anomaly_score(test).to_numpy(), b.anomaly_score(test).to_numpy()
+    )
     assert not np.array_equal(a.anomaly_score(test).to_numpy(), c.anomaly_score(test).to_numpy())
 
 
@@ -134,13 +138,17 @@ def test_denoising_is_a_training_option_of_every_kind(
 ) -> None:
     train = data["train"].iloc[:1200]
     plain = fit(kind, train, tiny, training={"max_epochs": 2})
-    noisy = fit(kind, train, tiny, training={"max_epochs": 2, "noise_std": 0.3, "mask_probability": 0.1})
+    noisy = fit(
+        kind, train, tiny, training={"max_epochs": 2, "noise_std": 0.3, "mask_probability": 0.1}
+    )
     assert plain.history_[0]["train"] < noisy.history_[0]["train"]  # corrupted inputs are harder
     assert np.isfinite(noisy.anomaly_score(data["test"].iloc[:200])).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_score_windows_matches_shapes(kind: str, fitted: dict[str, Detector], data: dict[str, Any]) -> None:
+def test_score_windows_matches_shapes(
+    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
     det = fitted[kind]
     x = data["test"].to_numpy()[: det.window_ * 3].reshape(3, det.window_, 3)
     if kind == "cvae":
@@ -179,7 +187,7 @@ def test_errors(kind: str, fitted: dict[str, Detector], data: dict[str, Any], ti
     with pytest.raises(errors.MissingValuesError, match="f1"):
         unfitted.fit(train.assign(f1=np.nan))
     with pytest.raises(errors.InputError, match="DataFrame"):
-        det.anomaly_score(test.to_numpy())  # type: ignore[arg-type]
+        det.anomaly_score(test.to_numpy())
     with pytest.raises(errors.InputError, match="increasing"):
         det.anomaly_score(test.iloc[::-1])
     with pytest.raises(errors.InputError, match="index"):
