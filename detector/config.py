@@ -148,9 +148,12 @@ class DetectorConfig(_Strict):
     prior_std: float = Field(1.0, gt=0, description="aae: std of the Gaussian prior.")
     adversarial_weight: float = Field(1.0, ge=0, description="aae: weight of the generator loss.")
     # cvae
-    condition_on: list[Literal["hour", "dayofweek", "key"]] = Field(
-        default_factory=lambda: ["hour", "dayofweek"],  # type: ignore[arg-type]
-        description="cvae: calendar context from a timestamp index and/or the key column.",
+    condition_on: list[Literal["auto", "hour", "dayofweek", "phase", "key"]] = Field(
+        default_factory=lambda: ["auto"],  # type: ignore[arg-type]
+        description="cvae: 'hour' and 'dayofweek' (calendar context of a timestamp index), "
+        "'phase' (position within the training data's dominant period, for integer indexes), "
+        "'key' (one-hot of the key column); 'auto' is hour + dayofweek with a timestamp index "
+        "and phase otherwise.",
     )
     key_column: str | None = Field(
         None,

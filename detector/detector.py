@@ -59,15 +59,23 @@ class ScoreDetails:
         Point scores on the input index (NaN where no feature was observed).
     contributions : DataFrame
         Each feature's share of the score; rows sum to ``scores``.
+    threshold : float
+        The detector's threshold; ``flags`` is ``scores > threshold``.
     expected, lower, upper : DataFrame or None
         Reconstruction and band in the input's units, when asked for.
     """
 
     scores: pd.Series
     contributions: pd.DataFrame
+    threshold: float
     expected: pd.DataFrame | None = None
     lower: pd.DataFrame | None = None
     upper: pd.DataFrame | None = None
+
+    @property
+    def flags(self) -> pd.Series:
+        """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged)."""
+        return (self.scores > self.threshold).rename("anomaly")
 
 
 @dataclass
@@ -140,7 +148,9 @@ class Detector:
         segments = pre.transform(frame, max_fill=window)
         if cfg.window == "auto":
             longest = max(segments, key=len)
-            window = resolve_window("auto", longest.values)
+            fraction = cfg.training.validation_fraction
+            fits = int(len(longest) * min(fraction, 1 - fraction)) - 1
+            window = resolve_window("auto", longest.values, max_window=fits)
             segments = pre.transform(frame, max_fill=window)
         train_segs, val_segs = self._split(segments, window, len(frame))
 
@@ -358,6 +368,7 @@ class Detector:
         details = ScoreDetails(
             pd.Series(scores, index=index, name="score"),
             pd.DataFrame(contributions, index=index, columns=columns),
+            self.threshold_,
         )
         if expected is not None:
             pre = self.preprocessor_
@@ -431,8 +442,7 @@ class Detector:
 
     def predict(self, data: pd.DataFrame | pd.Series) -> pd.Series:
         """Anomaly flags: ``anomaly_score > threshold_`` (NaN scores are not flagged)."""
-        scores = self.anomaly_score(data)
-        return (scores > self.threshold_).rename("anomaly")
+        return self.score_details(data).flags
 
     def explain(self, data: pd.DataFrame | pd.Series) -> pd.DataFrame:
         """Each feature's contribution to each point's score; rows sum to the score."""

@@ -126,7 +126,8 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
     ----------
     path : str or Path
     device : str, optional
-        Where to put the network ("cpu", "cuda", "auto"); default: the config's training device.
+        Where to put the network ("cpu", "cuda", "auto"); default "auto": CUDA when
+        available, else CPU, whatever device the model was trained on.
 
     Raises
     ------
@@ -159,7 +160,7 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
         network.load_state_dict(load_file(str(weights)), strict=True)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise PersistenceError(f"{root} holds weights that do not fit its config: {exc}") from exc
-    target = select_device(device or config.training.device)
+    target = select_device(device or "auto")
     network.to(target).eval()
     det = Detector(config)
     det.preprocessor_ = pre

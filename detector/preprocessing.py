@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DetectorConfig
+from .windows import dominant_period
 from .errors import (
     ColumnsError,
     InputError,
@@ -125,19 +126,31 @@ class Preprocessor:
             scale = np.nanstd(values, axis=0)
         tiny = scale <= 1e-8 * np.maximum(1.0, np.abs(self.center_))
         self.scale_ = np.where(tiny | ~np.isfinite(scale), 1.0, scale)
+        self.conditions_ = self._resolve_conditions()
+        self.period_ = 0
+        if "phase" in self.conditions_:
+            filled = np.where(np.isnan(values), self.center_, values)
+            self.period_ = dominant_period((filled - self.center_) / self.scale_) or 0
         return self
+
+    def _resolve_conditions(self) -> list[str]:
+        """The cvae's conditions with ``auto`` replaced by calendar or phase context."""
+        if self.config.kind != "cvae":
+            return []
+        out: list[str] = []
+        for name in self.config.condition_on:
+            if name == "auto":
+                auto = ["hour", "dayofweek"] if self.index_kind_ == "datetime" else ["phase"]
+                out += [a for a in auto if a not in out]
+            elif name not in out:
+                out.append(name)
+        return out
 
     @property
     def n_conditions(self) -> int:
         """Length of the condition vector (0 unless the kind is cvae)."""
-        if self.config.kind != "cvae":
-            return 0
-        n = 0
-        if "hour" in self.config.condition_on:
-            n += 2
-        if "dayofweek" in self.config.condition_on:
-            n += 2
-        if "key" in self.config.condition_on:
+        n = 2 * len({"hour", "dayofweek", "phase"} & set(self.conditions_))
+        if "key" in self.conditions_:
             n += len(self.key_levels_)
         return n
 
@@ -165,7 +178,8 @@ class Preprocessor:
         kind = _index_kind(frame.index)
         if kind != self.index_kind_:
             raise InputError(
-                f"the model was fitted on a {self.index_kind_} index but got a {kind} index; "
+                f"the model was fitted on data indexed by {self.index_kind_} values but got "
+                f"data indexed by {kind} values; "
                 f"index the data the same way as the training data"
             )
         segments: list[Segment] = []
@@ -217,27 +231,32 @@ class Preprocessor:
         return scaled
 
     def _conditions(self, stamps: np.ndarray, key: str, frame: pd.DataFrame) -> np.ndarray:
-        """Condition vectors per point, shape (T, C): calendar sin/cos and a key one-hot."""
+        """Condition vectors per point, shape (T, C): calendar or phase sin/cos, a key one-hot."""
         parts: list[np.ndarray] = []
-        wants_calendar = {"hour", "dayofweek"} & set(self.config.condition_on)
+        if "phase" in self.conditions_:
+            phase = (
+                (stamps / self.step_) % self.period_ / self.period_ if self.period_ else 0 * stamps
+            )
+            parts += [np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)]
+        wants_calendar = {"hour", "dayofweek"} & set(self.conditions_)
         if wants_calendar:
             if self.index_kind_ != "datetime":
                 raise InputError(
                     "calendar conditions (hour, dayofweek) need a timestamp index; index the "
-                    "data by timestamps or set condition_on=['key']"
+                    "data by timestamps or set condition_on to ['phase'] or ['key']"
                 )
             tz = getattr(frame.index, "tz", None)
             times = pd.DatetimeIndex(pd.to_datetime(stamps.astype(np.int64), utc=tz is not None))
             if tz is not None:
                 times = times.tz_convert(tz)
-            if "hour" in self.config.condition_on:
+            if "hour" in self.conditions_:
                 hour = hour_fraction(times)
                 parts += [np.sin(2 * np.pi * hour), np.cos(2 * np.pi * hour)]
-            if "dayofweek" in self.config.condition_on:
+            if "dayofweek" in self.conditions_:
                 day = (times.day_of_week.to_numpy() + hour_fraction(times)) / 7.0
                 parts += [np.sin(2 * np.pi * day), np.cos(2 * np.pi * day)]
         columns = [p[:, None] for p in parts]
-        if "key" in self.config.condition_on:
+        if "key" in self.conditions_:
             if key not in self.key_levels_:
                 raise InputError(
                     f"series key {key!r} was not seen in training; known keys: "
@@ -338,6 +357,8 @@ class Preprocessor:
             "center": self.center_.tolist(),
             "scale": self.scale_.tolist(),
             "key_levels": self.key_levels_,
+            "conditions": self.conditions_,
+            "period": self.period_,
         }
 
     @classmethod
@@ -350,6 +371,8 @@ class Preprocessor:
         pre.center_ = np.asarray(state["center"], dtype=np.float64)
         pre.scale_ = np.asarray(state["scale"], dtype=np.float64)
         pre.key_levels_ = list(state["key_levels"])
+        pre.conditions_ = list(state["conditions"])
+        pre.period_ = int(state["period"])
         return pre
 
 

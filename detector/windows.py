@@ -136,14 +136,21 @@ def dominant_period(values: np.ndarray, max_lag: int = 1024) -> int | None:
     return int(lo + best)
 
 
-def resolve_window(window: int | str, values: np.ndarray) -> int:
+def resolve_window(window: int | str, values: np.ndarray, max_window: int | None = None) -> int:
     """Turn the configured window into a length: ``"auto"`` uses :func:`dominant_period`.
 
-    The automatic window is the dominant period clipped to [16, 256], or 64 without a clear period.
+    The automatic window is the dominant period clipped to [16, 256], or 64 without a clear
+    period, and never more than ``max_window`` (what short training data can hold), nor less
+    than 4 points.
     """
     if isinstance(window, int):
         return window
     period = dominant_period(values)
-    if period is None:
-        return _FALLBACK_WINDOW
-    return int(np.clip(period, _MIN_AUTO_WINDOW, _MAX_AUTO_WINDOW))
+    auto = (
+        _FALLBACK_WINDOW
+        if period is None
+        else int(np.clip(period, _MIN_AUTO_WINDOW, _MAX_AUTO_WINDOW))
+    )
+    if max_window is not None:
+        auto = max(4, min(auto, max_window))
+    return auto

@@ -95,7 +95,7 @@ class ReconstructionModel(nn.Module):
         """Training loss of one batch and its named parts (floats, for the history)."""
         recon = self(x_in, cond)
         mse = torch.mean((recon - target) ** 2)
-        return mse, {"recon": float(mse.detach())}
+        return mse, {}
 
     def sample_reconstructions(
         self, x: torch.Tensor, cond: torch.Tensor | None, n_samples: int, generator: torch.Generator

@@ -99,6 +99,22 @@ def test_calendar_condition_needs_timestamps(tiny: Any) -> None:
     det = create_detector(DetectorConfig.model_validate(tiny("cvae")))
     with pytest.raises(errors.InputError, match="timestamp index"):
         det.fit(frame)
+    # 'auto' conditions on the phase of the dominant period when there are no timestamps
+    auto = create_detector(
+        DetectorConfig.model_validate(
+            tiny("cvae", condition_on=["auto"], training={"max_epochs": 8})
+        )
+    ).fit(frame)
+    assert auto.preprocessor_.conditions_ == ["phase"] and auto.preprocessor_.period_ == 200
+    test = normal_series(400, seed=3, start=1500).reset_index(drop=True)
+    test.index += 1500
+    assert np.isfinite(auto.anomaly_score(test)).all()
+    timed = create_detector(
+        DetectorConfig.model_validate(
+            tiny("cvae", condition_on=["auto"], training={"max_epochs": 1})
+        )
+    ).fit(normal_series(1500, seed=1))
+    assert timed.preprocessor_.conditions_ == ["hour", "dayofweek"]
 
 
 def test_progress_callback_epoch_cap_and_cancel(tiny: Any) -> None:

@@ -1,0 +1,290 @@
+"""``reconad bench``: detectors against simple baselines on labelled benchmark folders.
+
+Folder layout (as in the project's benchmark data)::
+
+    <root>/<dataset>/<entity>/train.csv[.gz]   timestamp + one column per feature
+    <root>/<dataset>/<entity>/test.csv[.gz]    the same columns + label (0/1)
+
+For every entity each method is fitted on ``train`` and scores ``test``; the metrics of
+:func:`detector.evaluation.evaluate` are computed against ``label`` with one sliding window per
+entity (the dominant period of its training data, the rule of the ``"auto"`` window), the same
+for every method. Detectors report F1 at their own threshold, calibrated on training data only;
+best-F1 is an oracle upper bound. Means are macro averages over the entities of a dataset that
+have anomalies in test; entities without any carry the false-alarm rate only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .baselines import BASELINES, create_baseline
+from .config import KINDS, DetectorConfig
+from .detector import create_detector
+from .evaluation import evaluate
+from .io import read_frame
+from .preprocessing import Preprocessor
+from .windows import resolve_window
+
+__all__ = ["BenchResult", "add_bench_command", "list_entities", "run_bench", "summarise"]
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("vus_pr", "auc_pr", "auc_roc", "precision", "recall", "f1", "best_f1_upper_bound")
+
+
+@dataclass
+class BenchResult:
+    """The figures of one method on one entity."""
+
+    dataset: str
+    entity: str
+    method: str
+    n_train: int
+    n_test: int
+    n_anomalous: int
+    fit_s: float
+    score_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    flagged_fraction: float = math.nan
+    error: str | None = None
+
+
+def list_entities(
+    root: Path, datasets: Iterable[str] | None = None, limit: int | None = None
+) -> list[tuple[str, Path]]:
+    """``(dataset, entity_dir)`` pairs, sorted, at most ``limit`` per dataset."""
+    names = (
+        sorted(p.name for p in root.iterdir() if p.is_dir()) if datasets is None else list(datasets)
+    )
+    out: list[tuple[str, Path]] = []
+    for name in names:
+        folder = root / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no dataset folder {folder}")
+        entities = sorted(p for p in folder.iterdir() if p.is_dir() and _table(p, "train"))
+        out.extend((name, p) for p in entities[:limit])
+    return out
+
+
+def _table(folder: Path, stem: str) -> Path | None:
+    for suffix in (".csv", ".csv.gz", ".parquet"):
+        if (folder / f"{stem}{suffix}").exists():
+            return folder / f"{stem}{suffix}"
+    return None
+
+
+def load_entity(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Train frame, test frame (without labels) and test labels of an entity folder."""
+    train_path, test_path = _table(folder, "train"), _table(folder, "test")
+    if train_path is None or test_path is None:
+        raise FileNotFoundError(f"{folder} needs train and test tables")
+    train = read_frame(train_path)
+    test = read_frame(test_path)
+    labels = test.pop("label").to_numpy().astype(int)
+    return train.drop(columns=["label"], errors="ignore"), test, labels
+
+
+def metric_window(train: pd.DataFrame) -> int:
+    """Sliding window of the range-aware metrics: the training data's dominant period."""
+    pre = Preprocessor(DetectorConfig()).fit(train)
+    longest = max(pre.transform(train, max_fill=64), key=len)
+    return resolve_window("auto", longest.values)
+
+
+def _run_one(
+    method: str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    labels: np.ndarray,
+    window: int,
+    overrides: dict[str, Any],
+) -> tuple[float, float, dict[str, float], float]:
+    t0 = time.perf_counter()
+    if method in BASELINES:
+        baseline = create_baseline(method).fit(train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = baseline.anomaly_score(test).to_numpy()
+        threshold = math.nan
+    else:
+        cfg = DetectorConfig.model_validate({**overrides, "kind": method})
+        det = create_detector(cfg).fit(train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = det.anomaly_score(test).to_numpy()
+        threshold = det.threshold_
+    score_s = time.perf_counter() - t0
+    metrics = evaluate(labels, scores, threshold if math.isfinite(threshold) else np.inf, window)
+    if not math.isfinite(threshold):
+        for key in ("precision", "recall", "f1"):
+            metrics[key] = math.nan
+    flagged = float(np.mean(scores > threshold)) if math.isfinite(threshold) else math.nan
+    return fit_s, score_s, metrics, flagged
+
+
+def run_bench(
+    root: Path,
+    datasets: Iterable[str] | None = None,
+    methods: Iterable[str] = (*KINDS, *BASELINES),
+    limit: int | None = None,
+    time_budget_s: float | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_result: Callable[[BenchResult], None] | None = None,
+) -> list[BenchResult]:
+    """Fit and score every method on every entity; see the module docstring.
+
+    Entities not started within ``time_budget_s`` are skipped (logged).
+    """
+    started = time.monotonic()
+    results: list[BenchResult] = []
+    methods = list(methods)
+    for dataset, folder in list_entities(root, datasets, limit):
+        if time_budget_s is not None and time.monotonic() - started > time_budget_s:
+            logger.warning("time budget spent: skipping %s/%s", dataset, folder.name)
+            continue
+        train, test, labels = load_entity(folder)
+        window = metric_window(train)
+        for method in methods:
+            result = BenchResult(
+                dataset,
+                folder.name,
+                method,
+                len(train),
+                len(test),
+                int(labels.sum()),
+                math.nan,
+                math.nan,
+            )
+            try:
+                result.fit_s, result.score_s, result.metrics, result.flagged_fraction = _run_one(
+                    method, train, test, labels, window, overrides or {}
+                )
+            except Exception as exc:  # one broken entity must not end a long run
+                logger.exception("%s on %s/%s failed", method, dataset, folder.name)
+                result.error = f"{type(exc).__name__}: {exc}"
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def summarise(results: list[BenchResult]) -> pd.DataFrame:
+    """Macro means per dataset and method over entities with anomalies in test."""
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "dataset": r.dataset,
+                "method": r.method,
+                "entity": r.entity,
+                "has_anomalies": r.n_anomalous > 0,
+                "fit_s": r.fit_s,
+                "score_s": r.score_s,
+                "failed": r.error is not None,
+                **r.metrics,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    labelled = frame[frame["has_anomalies"]]
+    table = labelled.groupby(["dataset", "method"])[[m for m in METRICS if m in labelled]].mean()
+    table["entities"] = labelled.groupby(["dataset", "method"]).size()
+    table["failed"] = frame.groupby(["dataset", "method"])["failed"].sum()
+    table["fit_s"] = frame.groupby(["dataset", "method"])["fit_s"].mean()
+    return table
+
+
+def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Each detector kind's mean VUS-PR over the best baseline's (random excluded), per dataset."""
+    out = {}
+    for dataset, sub in table.groupby(level="dataset"):
+        per_method = sub["vus_pr"].droplevel("dataset")
+        baselines = per_method[[m for m in per_method.index if m in BASELINES and m != "random"]]
+        if baselines.empty:
+            continue
+        best = baselines.idxmax()
+        row = {"best_baseline": best, "best_baseline_vus_pr": baselines.max()}
+        for kind in per_method.index:
+            if kind not in BASELINES:
+                row[f"{kind}_ratio"] = per_method[kind] / baselines.max()
+                row[f"{kind}_f1_over_best_f1"] = (
+                    sub.loc[(dataset, kind), "f1"] / sub.loc[(dataset, kind), "best_f1_upper_bound"]
+                )
+        out[dataset] = row
+    return pd.DataFrame(out).T
+
+
+# ================================================================= command line
+def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to a command-line parser."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="compare detectors with baselines on labelled benchmark folders",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    bench.add_argument("root", type=Path, help="folder of <dataset>/<entity>/{train,test}.csv")
+    bench.add_argument("--datasets", type=lambda s: s.split(","), help="comma-separated datasets")
+    bench.add_argument("--kinds", default=",".join(KINDS), help="detector kinds (comma-separated)")
+    bench.add_argument(
+        "--baselines", default=",".join(BASELINES), help="baselines (comma-separated, or 'none')"
+    )
+    bench.add_argument("--limit", type=int, help="at most this many entities per dataset")
+    bench.add_argument(
+        "--time-budget", type=float, metavar="S", help="stop starting entities after S s"
+    )
+    bench.add_argument("--config", type=Path, help="detector config JSON applied to every kind")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    bench.add_argument("--quiet", "-q", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the tables and write JSON/CSV results."""
+    from tqdm import tqdm
+
+    kinds = [k for k in args.kinds.split(",") if k]
+    baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
+    overrides = json.loads(args.config.read_text()) if args.config else {}
+    entities = list_entities(args.root, args.datasets, args.limit)
+    bar = tqdm(total=len(entities) * (len(kinds) + len(baselines)), unit="fit", disable=args.quiet)
+
+    def tick(result: BenchResult) -> None:
+        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.method}")
+        bar.update()
+
+    started = time.perf_counter()
+    results = run_bench(
+        args.root,
+        args.datasets,
+        [*kinds, *baselines],
+        args.limit,
+        args.time_budget,
+        overrides,
+        on_result=tick,
+    )
+    bar.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = [asdict(r) for r in results]
+    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
+    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
+    table = summarise(results)
+    table.to_csv(args.out / "summary.csv")
+    pd.set_option("display.width", 200)
+    print(table.round(3).to_string())
+    if baselines:
+        ratios = ratio_table(table)
+        ratios.to_csv(args.out / "ratios.csv")
+        print()
+        print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{len(results)} fits in {time.perf_counter() - started:.0f} s; results in {args.out}")
+    return 0

@@ -1,0 +1,622 @@
+"""Command-line interface of the detector library: ``train``, ``score`` and ``evaluate``.
+
+The product's ``reconad`` command adds these subcommands to its own parser with
+:func:`add_commands`; ``python -m detector.cli`` runs them on their own::
+
+    reconad train data.csv --out model/ --window 64 --epochs 20
+    reconad score model/ data.csv --out scores.parquet --plot scores.png
+    reconad evaluate model/ labelled.csv --json metrics.json
+
+Data files are CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``), chosen by extension (see
+:mod:`detector.io`). Results go to stdout; logging and the training progress bar go to stderr.
+
+Exit codes: 0 on success; 2 for anything the user can fix, printed as ``error: <message>``
+without a traceback (bad arguments, a missing or unreadable file, any
+:class:`~detector.errors.ReconADError`); 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from .config import KINDS, DetectorConfig
+from .detector import Detector, create_detector
+from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADError
+from .evaluation import evaluate
+from .io import read_frame, table_format, write_table
+from .persistence import load_detector
+from .plotting import PLOT_SUFFIXES, plot_scores
+from .training import TrainingProgress
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "add_commands",
+    "build_parser",
+    "configure_logging",
+    "main",
+]
+
+# Under ``python -m detector.cli`` this module is ``__main__``; keep its records in the package.
+logger = logging.getLogger("detector.cli" if __name__ == "__main__" else __name__)
+
+EXIT_OK = 0
+#: Exit code of every error the user can fix (argparse uses the same code for bad arguments).
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_LABEL_COLUMN = "label"
+
+#: Order and wording of the metrics table printed by ``evaluate``.
+_METRIC_ROWS = (
+    ("vus_pr", "VUS-PR"),
+    ("vus_roc", "VUS-ROC"),
+    ("auc_pr", "AUC-PR"),
+    ("auc_roc", "AUC-ROC"),
+    ("precision", "precision at the threshold"),
+    ("recall", "recall at the threshold"),
+    ("f1", "F1 at the threshold"),
+    ("best_f1_upper_bound", "best F1 (oracle upper bound)"),
+)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+# ================================================================= parser
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``train``, ``score``, ``evaluate`` and ``bench`` subcommands to a parser.
+
+    Each subparser sets ``func``: call ``args.func(args)`` after parsing to run the command;
+    it returns the exit code and never raises for errors the user can fix.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The result of ``parser.add_subparsers()``.
+    """
+    from .bench import add_bench_command
+
+    add_bench_command(subparsers)
+    train = subparsers.add_parser(
+        "train",
+        help="fit a detector on normal data and save it",
+        description="Fit a detector on (mostly) normal data and save it to a model directory. "
+        "Command-line options override the values of --config.",
+    )
+    train.add_argument("data", type=Path, help="training data (.csv, .csv.gz or .parquet)")
+    train.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        required=True,
+        metavar="MODEL_DIR",
+        help="directory to save the model to (replaced if it exists)",
+    )
+    train.add_argument(
+        "--config",
+        type=Path,
+        metavar="CONFIG_JSON",
+        help="detector configuration as JSON (the fields of DetectorConfig)",
+    )
+    train.add_argument("--kind", choices=KINDS, help="model kind (default: the config's, else ae)")
+    train.add_argument(
+        "--window",
+        type=_window_arg,
+        metavar="N|auto",
+        help="window length in points, or 'auto' for the dominant period "
+        "(default: the config's, else auto)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="maximum training epochs (default: the config's, else 40)",
+    )
+    train.add_argument(
+        "--max-seconds",
+        type=_max_seconds_arg,
+        metavar="S",
+        default=argparse.SUPPRESS,
+        help="cap on training wall time in seconds, or 'none' (default: the config's, else 45)",
+    )
+    train.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        metavar="N",
+        help="random seed (default: the config's, else 0)",
+    )
+    train.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="where to train (default: the config's, else auto)",
+    )
+    train.add_argument(
+        "--features",
+        type=_features_arg,
+        metavar="A,B,...",
+        help="comma-separated feature columns (default: every numeric column)",
+    )
+    _add_data_options(train, label_help="column to drop before training, if present")
+    train.set_defaults(func=cmd_train)
+
+    score = subparsers.add_parser(
+        "score",
+        help="score a series with a saved model",
+        description="Score a series: write the anomaly score and flag of every point.",
+    )
+    score.add_argument("model_dir", type=Path, help="a model saved by 'train'")
+    score.add_argument("data", type=Path, help="series to score (.csv, .csv.gz or .parquet)")
+    score.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        required=True,
+        metavar="SCORES",
+        help="output table (.csv, .csv.gz or .parquet): the index, score, anomaly",
+    )
+    score.add_argument("--plot", type=Path, metavar="PLOT_PNG", help="also draw the scores")
+    score.add_argument(
+        "--reconstruct",
+        action="store_true",
+        help="also write the expected value of every feature (expected_<feature>)",
+    )
+    _add_model_device(score)
+    _add_data_options(score, label_help="column to drop before scoring, if present")
+    score.set_defaults(func=cmd_score)
+
+    evaluate_ = subparsers.add_parser(
+        "evaluate",
+        help="score labelled data and report detection metrics",
+        description="Score labelled data and compare with the labels (0 normal, 1 anomalous).",
+    )
+    evaluate_.add_argument("model_dir", type=Path, help="a model saved by 'train'")
+    evaluate_.add_argument("data", type=Path, help="labelled series (.csv, .csv.gz or .parquet)")
+    evaluate_.add_argument("--json", type=Path, metavar="OUT_JSON", help="also write the metrics")
+    evaluate_.add_argument(
+        "--plot", type=Path, metavar="PLOT_PNG", help="also draw the scores and labels"
+    )
+    _add_model_device(evaluate_)
+    _add_data_options(evaluate_, label_help="column holding the 0/1 labels")
+    evaluate_.set_defaults(func=cmd_evaluate)
+
+
+def _add_data_options(parser: argparse.ArgumentParser, label_help: str) -> None:
+    parser.add_argument(
+        "--time-column",
+        metavar="NAME",
+        help="column holding the time of each row; integers stay integers, anything else is "
+        "parsed as timestamps (default: 'timestamp' if present, else the row number)",
+    )
+    parser.add_argument(
+        "--label-column",
+        default=DEFAULT_LABEL_COLUMN,
+        metavar="NAME",
+        help=f"{label_help} (default: {DEFAULT_LABEL_COLUMN})",
+    )
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar and no informational logs"
+    )
+
+
+def _add_model_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="where to run the model (default: the device the model was configured with)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with just this library's subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m detector.cli",
+        description="Train, score and evaluate ReconAD anomaly detectors.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command.
+
+    Returns
+    -------
+    int
+        The exit code. Invalid arguments and ``--help`` raise ``SystemExit`` as argparse does.
+    """
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    return func(args)
+
+
+# ================================================================= argument types
+def _window_arg(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a window length in points or 'auto', got {text!r}"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _max_seconds_arg(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds or 'none', got {text!r}"
+        ) from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _features_arg(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated column names such as 'cpu,memory', got {text!r}"
+        )
+    return names
+
+
+# ================================================================= shared helpers
+class _StderrHandler(logging.Handler):
+    """Writes records to whatever ``sys.stderr`` is when the record is emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never break the command
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """Show the library's log records on stderr: INFO and above, WARNING and above if ``quiet``.
+
+    A stderr handler is added to the root logger only when no handler is configured yet, so an
+    application that set up logging keeps its own handlers.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+    logging.getLogger(__package__ or "detector").setLevel(
+        logging.WARNING if quiet else logging.INFO
+    )
+
+
+def _reports_errors(func: Command) -> Command:
+    """Turn errors the user can fix into ``error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        configure_logging(quiet=bool(getattr(args, "quiet", False)))
+        try:
+            return func(args)
+        except ReconADError as exc:
+            _print_error(str(exc))
+        except OSError as exc:
+            _print_error(_describe_os_error(exc))
+        except KeyboardInterrupt:
+            _print_error("interrupted")
+            return EXIT_INTERRUPTED
+        return EXIT_ERROR
+
+    return run
+
+
+def _print_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {exc.filename!s}"
+    return str(exc)
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def _check_plot_path(path: Path | None) -> None:
+    if path is not None and path.suffix.lower() not in PLOT_SUFFIXES:
+        raise InputError(
+            f"cannot write a plot to {str(path)!r}; use a file name ending in "
+            f"{', '.join(PLOT_SUFFIXES)}"
+        )
+
+
+def _drop_label(frame: pd.DataFrame, label_column: str, features: list[str] | None) -> pd.DataFrame:
+    """Remove the label column unless it is one of the model's features."""
+    if label_column in frame.columns and (features is None or label_column not in features):
+        logger.info("ignoring the %r column: labels are not model input", label_column)
+        return frame.drop(columns=[label_column])
+    return frame
+
+
+def _check_index(detector: Detector, frame: pd.DataFrame, args: argparse.Namespace) -> None:
+    """Say which option fixes a time index that differs from the training data's."""
+    fitted = str(detector.preprocessor_.index_kind_)
+    got = "datetime" if isinstance(frame.index, pd.DatetimeIndex) else "integer"
+    if fitted == got:
+        return
+    name = Path(args.data).name
+    if fitted == "datetime" and args.time_column is None:
+        raise InputError(
+            f"the model was trained on timestamps but {name} has no 'timestamp' column; name "
+            "its time column with --time-column"
+        )
+    if fitted == "datetime":
+        raise InputError(
+            f"the model was trained on timestamps but the time column {args.time_column!r} of "
+            f"{name} holds integers; name the timestamp column with --time-column"
+        )
+    raise InputError(
+        f"the model was trained on integer time steps but {name} is indexed by timestamps "
+        f"(column {frame.index.name!r}); index it by integer steps as in training"
+    )
+
+
+def _load(args: argparse.Namespace) -> Detector:
+    detector = load_detector(args.model_dir, device=args.device)
+    logger.info("loaded %r from %s", detector, args.model_dir)
+    return detector
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+# ================================================================= train
+def _load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no such config file: {str(path)!r}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"could not read the config file {str(path)!r}: {exc}") from exc
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"the config file {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ConfigError(f"the config file {str(path)!r} must hold a JSON object")
+    return payload
+
+
+def _train_config(args: argparse.Namespace) -> DetectorConfig:
+    """The config file's settings with the command-line options applied on top."""
+    payload = _load_config_file(args.config) if args.config is not None else {}
+    training = payload.get("training", {})
+    if not isinstance(training, dict):
+        raise ConfigError("'training' in the config must be a JSON object")
+    top = {"kind": args.kind, "window": args.window, "features": args.features}
+    payload.update({k: v for k, v in top.items() if v is not None})
+    nested = {"max_epochs": args.epochs, "seed": args.seed, "device": args.device}
+    explicit = {k: v for k, v in nested.items() if v is not None}
+    if hasattr(args, "max_seconds"):  # absent unless given; "none" (None) removes the cap
+        explicit["max_seconds"] = args.max_seconds
+    payload["training"] = {**training, **explicit}
+    try:
+        return DetectorConfig.model_validate(payload)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc)) from None
+
+
+class _EpochBar:
+    """A tqdm bar over epochs, driven by the detector's progress callback.
+
+    The bar is opened on the first epoch so that log lines written while the network is being
+    set up do not cut through it.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: tqdm[Any] | None = None
+
+    def __call__(self, progress: TrainingProgress) -> None:
+        if self._bar is None:
+            self._bar = tqdm(
+                total=progress.max_epochs,
+                desc="training",
+                unit="epoch",
+                file=sys.stderr,
+                disable=not self.enabled,
+                dynamic_ncols=True,
+            )
+        losses = progress.losses
+        order: list[str] = [n for n in ("train", "val") if n in losses]
+        order += [n for n in losses if n not in order]
+        postfix = {name: f"{losses[name]:.4g}" for name in order}
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@_reports_errors
+def cmd_train(args: argparse.Namespace) -> int:
+    """``train DATA --out MODEL_DIR``: fit a detector and save it."""
+    config = _train_config(args)
+    frame = read_frame(args.data, args.time_column)
+    frame = _drop_label(frame, args.label_column, config.features)
+    logger.info("training data: %d rows, columns %s", len(frame), [str(c) for c in frame.columns])
+    detector = create_detector(config)
+    bar = _EpochBar(enabled=not args.quiet)
+    started = time.perf_counter()
+    try:
+        detector.fit(frame, progress=bar)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    detector.save(args.out)
+    print(
+        f"trained {config.kind} model: window={detector.window_} "
+        f"threshold={detector.threshold_:.4g} epochs={len(detector.history_)} "
+        f"seconds={seconds:.1f} -> {args.out}"
+    )
+    return EXIT_OK
+
+
+# ================================================================= score
+@_reports_errors
+def cmd_score(args: argparse.Namespace) -> int:
+    """``score MODEL_DIR DATA --out SCORES``: write each point's score and anomaly flag."""
+    table_format(args.out)  # fail on a bad output name before any work
+    _check_plot_path(args.plot)
+    detector = _load(args)
+    frame = read_frame(args.data, args.time_column)
+    _check_index(detector, frame, args)
+    frame = _drop_label(frame, args.label_column, detector.config.features)
+    details = detector.score_details(frame, reconstruct=args.reconstruct)
+    threshold = detector.threshold_
+    flags = (details.scores > threshold).rename("anomaly")
+    out = pd.DataFrame({"score": details.scores, "anomaly": flags}, index=frame.index)
+    key = detector.config.key_column
+    if key is not None and key in frame.columns:
+        out.insert(0, key, frame[key])
+    if details.expected is not None:
+        for feature in detector.feature_names_in_:
+            out[f"expected_{feature}"] = details.expected[feature]
+    write_table(out, args.out)
+    if args.plot is not None:
+        plot_scores(
+            frame[detector.feature_names_in_],
+            details.scores,
+            threshold,
+            args.plot,
+            flags=flags,
+            expected=details.expected,
+            title=Path(args.data).name,
+        )
+    n_flagged = int(flags.sum())
+    print(
+        f"scored {len(out)} points: {n_flagged} flagged (threshold {threshold:.4g}) -> {args.out}"
+    )
+    return EXIT_OK
+
+
+# ================================================================= evaluate
+@_reports_errors
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate MODEL_DIR DATA``: score labelled data and print detection metrics."""
+    _check_plot_path(args.plot)
+    detector = _load(args)
+    frame = read_frame(args.data, args.time_column)
+    _check_index(detector, frame, args)
+    label_column: str = args.label_column
+    if label_column not in frame.columns:
+        raise ColumnsError(
+            f"label column {label_column!r} not found; the columns are "
+            f"{[str(c) for c in frame.columns]}. Name it with --label-column"
+        )
+    labels = frame[label_column]
+    if labels.isna().any():
+        raise LabelsError(
+            f"the label column {label_column!r} has {int(labels.isna().sum())} missing "
+            "value(s); label every row 0 (normal) or 1 (anomalous)"
+        )
+    features = frame.drop(columns=[label_column])
+    scores = detector.anomaly_score(features)
+    threshold, window = detector.threshold_, detector.window_
+    try:
+        metrics = evaluate(labels.to_numpy(), scores.to_numpy(), threshold, window)
+    except LabelsError as exc:
+        raise LabelsError(f"label column {label_column!r}: {exc}") from exc
+    flags = scores > threshold
+    n_points, n_positive = len(frame), int((labels.to_numpy() == 1).sum())
+    n_flagged = int(flags.sum())
+
+    print(
+        f"{n_points} points, {n_positive} labelled anomalous "
+        f"({n_positive / max(n_points, 1):.2%}), {n_flagged} flagged at threshold "
+        f"{threshold:.4g}; VUS sliding window {window}"
+    )
+    if math.isnan(metrics["auc_roc"]):
+        print("the labels hold only one class, so the metrics are undefined (n/a)")
+    width = max(len(title) for _, title in _METRIC_ROWS)
+    print(f"{'metric':<{width}}  value")
+    for key, title in _METRIC_ROWS:
+        line = f"{title:<{width}}  {_fmt(metrics[key])}"
+        if key == "best_f1_upper_bound" and not math.isnan(metrics[key]):
+            line += f"  (threshold {metrics['best_f1_threshold']:.4g}, chosen with the labels)"
+        print(line)
+
+    if args.json is not None:
+        report = {
+            "model": str(args.model_dir),
+            "data": str(args.data),
+            "n_points": n_points,
+            "n_labelled_anomalies": n_positive,
+            "n_flagged": n_flagged,
+            "threshold": threshold,
+            "sliding_window": window,
+            "metrics": {k: (None if math.isnan(v) else v) for k, v in metrics.items()},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        logger.info("wrote the metrics to %s", args.json)
+    if args.plot is not None:
+        plot_scores(
+            features[detector.feature_names_in_],
+            scores,
+            threshold,
+            args.plot,
+            flags=flags,
+            labels=labels,
+            title=Path(args.data).name,
+        )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
