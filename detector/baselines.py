@@ -1,6 +1,7 @@
 """Baselines that a user could set up in an afternoon, on the detectors' own windowing.
 
-Every baseline validates, fills and scales data with the same :class:`~detector.preprocessing.Preprocessor`,
+Every baseline validates, fills and scales data with the same
+:class:`~detector.preprocessing.Preprocessor`,
 takes the same windows (length from the same ``"auto"`` rule unless given) and turns window
 results into point scores with the same rule as the detectors (mean over the windows that
 contain a point), so that a comparison measures the model and nothing else.
@@ -96,7 +97,8 @@ class Baseline:
         w = self.window_
         if self.name == "pca":
             recon = self.model_.inverse_transform(self.model_.transform(flat))
-            return ((recon - flat) ** 2).reshape(len(flat), w, n_features)
+            cells: np.ndarray = ((recon - flat) ** 2).reshape(len(flat), w, n_features)
+            return cells
         if self.name == "iforest":
             score = -self.model_.score_samples(flat)
         else:

@@ -15,13 +15,11 @@ have anomalies in test; entities without any carry the false-alarm rate only.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from .io import read_frame
 from .preprocessing import Preprocessor
 from .windows import resolve_window
 
-__all__ = ["BenchResult", "add_bench_command", "list_entities", "run_bench", "summarise"]
+__all__ = ["BenchResult", "list_entities", "load_entity", "ratio_table", "run_bench", "summarise"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +87,21 @@ def load_entity(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     train_path, test_path = _table(folder, "train"), _table(folder, "test")
     if train_path is None or test_path is None:
         raise FileNotFoundError(f"{folder} needs train and test tables")
-    train = read_frame(train_path)
-    test = read_frame(test_path)
+    train = _sorted_unique(read_frame(train_path))
+    test = _sorted_unique(read_frame(test_path))
     labels = test.pop("label").to_numpy().astype(int)
     return train.drop(columns=["label"], errors="ignore"), test, labels
+
+
+def _sorted_unique(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort by time and keep the first of repeated timestamps (a few NAB files repeat an hour
+    at a daylight-saving change); the detectors refuse unsorted or repeated timestamps."""
+    if frame.index.is_monotonic_increasing and frame.index.is_unique:
+        return frame
+    out = frame.sort_index(kind="stable")
+    out = out[~out.index.duplicated(keep="first")]
+    logger.info("sorted and dropped %d repeated timestamp(s)", len(frame) - len(out))
+    return out
 
 
 def metric_window(train: pd.DataFrame) -> int:
@@ -214,77 +223,13 @@ def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
             continue
         best = baselines.idxmax()
         row = {"best_baseline": best, "best_baseline_vus_pr": baselines.max()}
+        per_kind = sub.droplevel("dataset")
         for kind in per_method.index:
             if kind not in BASELINES:
                 row[f"{kind}_ratio"] = per_method[kind] / baselines.max()
-                row[f"{kind}_f1_over_best_f1"] = (
-                    sub.loc[(dataset, kind), "f1"] / sub.loc[(dataset, kind), "best_f1_upper_bound"]
+                f1 = float(per_kind.at[kind, "f1"])  # type: ignore[arg-type]
+                row[f"{kind}_f1_over_best_f1"] = f1 / float(
+                    per_kind.at[kind, "best_f1_upper_bound"]  # type: ignore[arg-type]
                 )
         out[dataset] = row
     return pd.DataFrame(out).T
-
-
-# ================================================================= command line
-def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench`` to a command-line parser."""
-    bench = subparsers.add_parser(
-        "bench",
-        help="compare detectors with baselines on labelled benchmark folders",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    bench.add_argument("root", type=Path, help="folder of <dataset>/<entity>/{train,test}.csv")
-    bench.add_argument("--datasets", type=lambda s: s.split(","), help="comma-separated datasets")
-    bench.add_argument("--kinds", default=",".join(KINDS), help="detector kinds (comma-separated)")
-    bench.add_argument(
-        "--baselines", default=",".join(BASELINES), help="baselines (comma-separated, or 'none')"
-    )
-    bench.add_argument("--limit", type=int, help="at most this many entities per dataset")
-    bench.add_argument(
-        "--time-budget", type=float, metavar="S", help="stop starting entities after S s"
-    )
-    bench.add_argument("--config", type=Path, help="detector config JSON applied to every kind")
-    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
-    bench.add_argument("--quiet", "-q", action="store_true")
-    bench.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark, print the tables and write JSON/CSV results."""
-    from tqdm import tqdm
-
-    kinds = [k for k in args.kinds.split(",") if k]
-    baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
-    overrides = json.loads(args.config.read_text()) if args.config else {}
-    entities = list_entities(args.root, args.datasets, args.limit)
-    bar = tqdm(total=len(entities) * (len(kinds) + len(baselines)), unit="fit", disable=args.quiet)
-
-    def tick(result: BenchResult) -> None:
-        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.method}")
-        bar.update()
-
-    started = time.perf_counter()
-    results = run_bench(
-        args.root,
-        args.datasets,
-        [*kinds, *baselines],
-        args.limit,
-        args.time_budget,
-        overrides,
-        on_result=tick,
-    )
-    bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = [asdict(r) for r in results]
-    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
-    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
-    table = summarise(results)
-    table.to_csv(args.out / "summary.csv")
-    pd.set_option("display.width", 200)
-    print(table.round(3).to_string())
-    if baselines:
-        ratios = ratio_table(table)
-        ratios.to_csv(args.out / "ratios.csv")
-        print()
-        print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{len(results)} fits in {time.perf_counter() - started:.0f} s; results in {args.out}")
-    return 0

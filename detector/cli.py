@@ -25,6 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ import pandas as pd
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from .baselines import BASELINES
+from .bench import BenchResult, list_entities, ratio_table, run_bench, summarise
 from .config import KINDS, DetectorConfig
 from .detector import Detector, create_detector
 from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADError
@@ -88,8 +91,6 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     subparsers : argparse._SubParsersAction
         The result of ``parser.add_subparsers()``.
     """
-    from .bench import add_bench_command
-
     add_bench_command(subparsers)
     train = subparsers.add_parser(
         "train",
@@ -620,3 +621,68 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ================================================================= command line
+def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to a command-line parser."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="compare detectors with baselines on labelled benchmark folders",
+        description="Fit every detector kind and baseline on every entity of a benchmark folder "
+        "and compare them (see detector.bench).",
+    )
+    bench.add_argument("root", type=Path, help="folder of <dataset>/<entity>/{train,test}.csv")
+    bench.add_argument("--datasets", type=lambda s: s.split(","), help="comma-separated datasets")
+    bench.add_argument("--kinds", default=",".join(KINDS), help="detector kinds (comma-separated)")
+    bench.add_argument(
+        "--baselines", default=",".join(BASELINES), help="baselines (comma-separated, or 'none')"
+    )
+    bench.add_argument("--limit", type=int, help="at most this many entities per dataset")
+    bench.add_argument(
+        "--time-budget", type=float, metavar="S", help="stop starting entities after S s"
+    )
+    bench.add_argument("--config", type=Path, help="detector config JSON applied to every kind")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    bench.add_argument("--quiet", "-q", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the tables and write JSON/CSV results."""
+    kinds = [k for k in args.kinds.split(",") if k]
+    baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
+    overrides = json.loads(args.config.read_text()) if args.config else {}
+    entities = list_entities(args.root, args.datasets, args.limit)
+    bar = tqdm(total=len(entities) * (len(kinds) + len(baselines)), unit="fit", disable=args.quiet)
+
+    def tick(result: BenchResult) -> None:
+        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.method}")
+        bar.update()
+
+    started = time.perf_counter()
+    results = run_bench(
+        args.root,
+        args.datasets,
+        [*kinds, *baselines],
+        args.limit,
+        args.time_budget,
+        overrides,
+        on_result=tick,
+    )
+    bar.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = [asdict(r) for r in results]
+    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
+    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
+    table = summarise(results)
+    table.to_csv(args.out / "summary.csv")
+    pd.set_option("display.width", 200)
+    print(table.round(3).to_string())
+    if baselines:
+        ratios = ratio_table(table)
+        ratios.to_csv(args.out / "ratios.csv")
+        print()
+        print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{len(results)} fits in {time.perf_counter() - started:.0f} s; results in {args.out}")
+    return 0

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import DetectorConfig
-from .errors import InputError, NonFiniteError, NotFittedError, TooShortError
+from .config import CalibrationConfig, DetectorConfig
+from .errors import ConfigError, InputError, NonFiniteError, NotFittedError, TooShortError
 from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
 from .thresholds import calibrate
@@ -142,6 +142,11 @@ class Detector:
             (and subclasses) for data that cannot be used; TrainingError, TrainingCancelled.
         """
         cfg = self.config
+        if cfg.calibration.method == "best_f1":
+            raise ConfigError(
+                "calibration method 'best_f1' needs labels, which fit does not take: fit with "
+                "another method, then call calibrate(labelled_data, labels)"
+            )
         frame = as_frame(data)
         pre = Preprocessor(cfg).fit(frame)
         window = cfg.window if isinstance(cfg.window, int) else 64
@@ -238,6 +243,57 @@ class Detector:
         result = calibrate(scores, self.config.calibration)
         self.calibration_: dict[str, Any] = result.to_dict()
         self.threshold_ = float(result.threshold)
+
+    def calibrate(
+        self,
+        data: pd.DataFrame | pd.Series,
+        labels: pd.Series | np.ndarray | None = None,
+        calibration: CalibrationConfig | None = None,
+    ) -> Detector:
+        """Recalibrate the threshold on other held-out data (or on labelled data for best-F1).
+
+        Parameters
+        ----------
+        data : DataFrame or Series, shape (T, F)
+            Held-out normal data (``quantile``, ``mad``, ``pot``) or labelled data
+            (``best_f1``), with the features the model was fitted on.
+        labels : Series or ndarray of 0/1, shape (T,), optional
+            Required by ``best_f1``.
+        calibration : CalibrationConfig, optional
+            Method and parameters; default: the config's. Stored in ``calibration_``.
+
+        Returns
+        -------
+        Detector
+            ``self``, with ``threshold_`` and ``calibration_`` updated.
+
+        Raises
+        ------
+        NotFittedError, InputError, LabelsError
+        """
+        scores = self.anomaly_score(data).to_numpy()
+        label_array = None if labels is None else np.asarray(labels)
+        result = calibrate(scores, calibration or self.config.calibration, label_array)
+        self.calibration_ = result.to_dict()
+        self.threshold_ = float(result.threshold)
+        return self
+
+    def holdout_error(self, data: pd.DataFrame | pd.Series) -> float:
+        """Mean squared reconstruction error on ``data``, each feature in units of its variance
+        in ``data``; comparable between models (versions) scored on the same data.
+
+        Raises
+        ------
+        NotFittedError, InputError
+        """
+        frame = as_frame(data)
+        expected = self.score_details(frame, reconstruct=True).expected
+        assert expected is not None  # reconstruct=True always fills it
+        actual = frame[self.feature_names_in_].to_numpy(dtype=np.float64)
+        var = np.nanvar(actual, axis=0)
+        var = np.where(var > 1e-12, var, 1.0)
+        with np.errstate(invalid="ignore"):
+            return float(np.nanmean((actual - expected.to_numpy()) ** 2 / var))
 
     # ================================================================= scoring core
     def _check_fitted(self) -> None:

@@ -12,7 +12,7 @@ Exception tree::
     │   ├── ColumnsError             missing, extra or renamed feature columns
     │   ├── NonNumericError          a feature column that is not numeric
     │   ├── NonFiniteError           +/-inf in the data
-    │   ├── MissingValuesError       NaN where the missing-value policy forbids it, or an all-NaN feature
+    │   ├── MissingValuesError       forbidden NaN, or a feature never observed
     │   └── LabelsError              labels that do not match the scores they belong to
     ├── NotFittedError               scoring before ``fit``
     ├── TrainingError                training diverged or was cancelled
@@ -83,7 +83,7 @@ class TrainingError(ReconADError, RuntimeError):
     """Training failed (for example the loss became non-finite)."""
 
 
-class TrainingCancelled(TrainingError):
+class TrainingCancelled(TrainingError):  # noqa: N818 (a public name of the contract)
     """Training was stopped because the progress callback asked for it."""
 
 

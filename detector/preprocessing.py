@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from .config import DetectorConfig
-from .windows import dominant_period
 from .errors import (
     ColumnsError,
     InputError,
@@ -35,6 +34,7 @@ from .errors import (
     NonNumericError,
     TooShortError,
 )
+from .windows import dominant_period
 
 __all__ = ["Preprocessor", "Segment", "as_frame"]
 

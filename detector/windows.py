@@ -23,6 +23,7 @@ __all__ = [
 _MIN_AUTO_WINDOW = 16
 _MAX_AUTO_WINDOW = 256
 _FALLBACK_WINDOW = 64
+_MAX_AUTO_CELLS = 2048
 
 
 def window_starts(length: int, window: int, stride: int) -> np.ndarray:
@@ -140,8 +141,9 @@ def resolve_window(window: int | str, values: np.ndarray, max_window: int | None
     """Turn the configured window into a length: ``"auto"`` uses :func:`dominant_period`.
 
     The automatic window is the dominant period clipped to [16, 256], or 64 without a clear
-    period, and never more than ``max_window`` (what short training data can hold), nor less
-    than 4 points.
+    period; with many features it is shortened so that a window holds at most 2,048 values
+    (but not below 16 points); it is never more than ``max_window`` (what short training data
+    can hold), nor less than 4 points.
     """
     if isinstance(window, int):
         return window
@@ -151,6 +153,7 @@ def resolve_window(window: int | str, values: np.ndarray, max_window: int | None
         if period is None
         else int(np.clip(period, _MIN_AUTO_WINDOW, _MAX_AUTO_WINDOW))
     )
+    auto = min(auto, max(_MIN_AUTO_WINDOW, _MAX_AUTO_CELLS // int(values.shape[1])))
     if max_window is not None:
         auto = max(4, min(auto, max_window))
     return auto

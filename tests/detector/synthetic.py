@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -46,9 +48,26 @@ def with_anomalies(
         elif kind == "frequency":
             out.iloc[lo:hi, 0] = np.sin(2 * np.pi * t / 9) + 0.05 * rng.standard_normal(length)
         elif kind == "flatline":
-            out.iloc[lo:hi, 2] = out.iloc[lo, 2]
+            out.iloc[lo:hi, 2] = out["f2"].to_numpy()[lo]
         else:  # broken correlation: f1 moves against f0
             out.iloc[lo:hi, 1] = -0.8 * out.iloc[lo:hi, 0].to_numpy() + 0.2
         labels[lo:hi] = 1
         spans[kind] = (lo, hi)
     return out, pd.Series(labels, index=out.index, name="label"), spans
+
+
+def tiny_config(kind: str, **overrides: Any) -> dict[str, Any]:
+    """A small, fast configuration of ``kind`` for tests."""
+    cfg: dict[str, Any] = {
+        "kind": kind,
+        "window": 24,
+        "hidden_dims": [64],
+        "latent_dim": 8,
+        "training": {"max_epochs": 25, "max_seconds": 20, "patience": 4, "seed": 0},
+    }
+    if kind == "cvae":
+        cfg["condition_on"] = ["hour"]  # the generated data spans two days
+    training = overrides.pop("training", {})
+    cfg.update(overrides)
+    cfg["training"] = {**cfg["training"], **training}
+    return cfg

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import normal_series, with_anomalies
+from synthetic import normal_series, tiny_config, with_anomalies
 
 from detector import DetectorConfig, TrainingProgress, create_detector, errors, load_detector
 from detector.detector import Detector
@@ -18,8 +18,6 @@ from detector.windows import dominant_period, resolve_window
 
 @pytest.fixture(scope="module")
 def ae() -> Detector:
-    from conftest import tiny_config
-
     return create_detector(DetectorConfig.model_validate(tiny_config("ae"))).fit(
         normal_series(3000, seed=1)
     )
@@ -166,6 +164,8 @@ def test_auto_window_follows_the_period(tiny: Any) -> None:
         DetectorConfig.model_validate(tiny("ae", window="auto", training={"max_epochs": 2}))
     ).fit(normal_series(2000, seed=1))
     assert det.window_ == 200  # the joint period of the generated features (40 and 25)
+    many = np.tile(np.sin(2 * np.pi * t / 50)[:, None], (1, 64))
+    assert resolve_window("auto", many) == 32  # at most 2,048 values per window
 
 
 def test_interrupted_save_never_loads(ae: Detector, tmp_path: Path) -> None:
@@ -215,3 +215,30 @@ def test_reduction_max_and_smoothing(tiny: Any) -> None:
     scores = det.anomaly_score(test)
     np.testing.assert_allclose(det.explain(test).sum(axis=1), scores)
     assert scores[labels == 1].mean() > 3 * scores[labels == 0].median()
+
+
+def test_recalibration_with_labels_and_holdout_error(ae: Detector, tiny: Any) -> None:
+    from detector import CalibrationConfig
+
+    test, labels, _ = with_anomalies(normal_series(1500, seed=2, start=3000), seed=3)
+    det = create_detector(DetectorConfig.model_validate(tiny("ae")))
+    det.__dict__.update(ae.__dict__)  # the same fitted state, recalibrated below
+    det.calibrate(test, labels, CalibrationConfig(method="best_f1"))
+    assert det.calibration_["method"] == "best_f1"
+    flags = det.predict(test).to_numpy()
+    from sklearn.metrics import f1_score
+
+    assert f1_score(labels, flags) > 0.5
+    with pytest.raises(errors.LabelsError, match="labels"):
+        det.calibrate(test, None, CalibrationConfig(method="best_f1"))
+    with pytest.raises(errors.ConfigError, match="best_f1"):
+        create_detector(
+            DetectorConfig.model_validate(tiny("ae", calibration={"method": "best_f1"}))
+        ).fit(normal_series(1500, seed=1))
+    normal = normal_series(600, seed=9, start=3000)
+    assert ae.holdout_error(normal) < ae.holdout_error(test)
+    # a barely trained model fits the same held-out data worse: versions can be compared
+    weak = create_detector(
+        DetectorConfig.model_validate(tiny("ae", training={"max_epochs": 1, "seed": 3}))
+    ).fit(normal_series(600, seed=1))
+    assert weak.holdout_error(normal) > 1.5 * ae.holdout_error(normal)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
-from synthetic import ANOMALY_TYPES, normal_series, with_anomalies
+from synthetic import ANOMALY_TYPES, normal_series, tiny_config, with_anomalies
 
 from detector import KINDS, DetectorConfig, create_detector, errors, load_detector
 from detector.detector import Detector
@@ -28,8 +28,6 @@ def data() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fitted(data: dict[str, Any]) -> dict[str, Detector]:
-    from conftest import tiny_config
-
     return {kind: fit(kind, data["train"], tiny_config) for kind in KINDS}
 
 

@@ -1,0 +1,250 @@
+"""Benchmark of the HTTP service on this machine (not a test).
+
+Starts ``reconad serve`` (one uvicorn worker) on a temp data dir with one trained model
+(window 64, two features, the default network sizes), then, with 8 concurrent keep-alive
+connections from a light raw-socket client:
+
+1. ``GET /livez`` (no-op route) and ``POST /v1/models/bench/score`` with one 64-point window,
+   in the same run: requests/s, p50 and p99 latency, and their rate ratio;
+2. one ``POST /v1/models/bench/score`` with a 1,000,000-point series: seconds end to end.
+
+Run: ``python benchmarks/bench_service.py [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CONFIG: dict[str, Any] = {
+    "kind": "ae",
+    "window": 64,
+    "training": {"max_epochs": 3, "max_seconds": 60},
+    "calibration": {"method": "quantile", "fpr": 0.005},
+}
+
+
+def _frame(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    index = pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC", name="timestamp")
+    return pd.DataFrame(
+        {
+            "a": np.sin(2 * np.pi * t / 300) + 0.05 * rng.standard_normal(n),
+            "b": np.cos(2 * np.pi * t / 200) + 0.05 * rng.standard_normal(n),
+        },
+        index=index,
+    )
+
+
+def _seed(data_dir: Path) -> str:
+    """Create the model with one trained version directly in the data dir; return an API key."""
+    from detector import DetectorConfig, create_detector
+    from service.context import AppContext
+    from service.db import upgrade_schema
+    from service.registry import NewVersion
+    from service.settings import Settings
+
+    ctx = AppContext.build(Settings(data_dir=data_dir, log_level="WARNING"))
+    upgrade_schema(ctx.db)
+    cfg = DetectorConfig.model_validate(CONFIG)
+    model = ctx.registry.create_model("bench", cfg, "benchmark", "always")
+    frame = _frame(20_000)
+    det = create_detector(cfg).fit(frame)
+    key = f"{model.id}/v1"
+    with ctx.artifacts.staging() as tmp:
+        det.save(tmp / "m")
+        ctx.artifacts.publish(tmp / "m", key)
+    ctx.registry.register_version(
+        model.id,
+        NewVersion(
+            artifact_key=key,
+            config=cfg.model_dump(mode="json"),
+            threshold=float(det.threshold_),
+            validation_score=float(det.validation_score_),
+            calibration={},
+            metrics={},
+            history=[],
+            features=list(det.feature_names_in_),
+            window=int(det.window_),
+            data_start=None,
+            data_end=None,
+            n_points=len(frame),
+        ),
+    )
+    _, api_key = ctx.auth.create("admin", "bench")
+    ctx.scoring.close()
+    ctx.db.dispose()
+    return api_key
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def _load(port: int, payload: bytes, seconds: float, connections: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                writer.write(payload)
+                await writer.drain()
+                status, _ = await _read_response(reader)
+                latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    errors += 1
+        finally:
+            writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "errors": errors,
+        "rps": len(ordered) / elapsed,
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load run")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--points", type=int, default=1_000_000, help="size of the big series")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="reconad-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        key = _seed(data_dir)
+        port = _free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "RECONAD_DATA_DIR": str(data_dir),
+            "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
+        }
+        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
+        server = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/livez").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.2)
+
+            window = _frame(64, seed=1).to_numpy()[None].tolist()  # (1, 64, 2)
+            score = _request(
+                "POST", "/v1/models/bench/score", key, json.dumps({"windows": window}).encode()
+            )
+            livez = _request("GET", "/livez", key)
+            # warm up (loads the model, fills caches)
+            asyncio.run(_load(port, score, 2.0, args.connections))
+            asyncio.run(_load(port, livez, 1.0, args.connections))
+            live = asyncio.run(_load(port, livez, args.seconds, args.connections))
+            scored = asyncio.run(_load(port, score, args.seconds, args.connections))
+
+            print(
+                f"machine: {os.cpu_count()} CPU cores; one uvicorn worker; "
+                f"{args.connections} concurrent connections; {args.seconds:g}s per route"
+            )
+            for name, res in (("GET /livez", live), ("POST score 1x64-point window", scored)):
+                print(
+                    f"{name:<30} {res['rps']:8.0f} req/s   p50 {res['p50_ms']:6.2f} ms   "
+                    f"p99 {res['p99_ms']:6.2f} ms   ({res['requests']:.0f} requests, "
+                    f"{res['errors']:.0f} non-200)"
+                )
+            print(f"ratio score/livez requests/s: {scored['rps'] / live['rps']:.2f}")
+
+            big = _frame(args.points, seed=2)
+            body = json.dumps(
+                {
+                    "timestamps": pd.DatetimeIndex(big.index).as_unit("s").asi8.tolist(),
+                    "values": {c: big[c].round(6).tolist() for c in big.columns},
+                }
+            ).encode()
+            started = time.perf_counter()
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/v1/models/bench/score",
+                content=body,
+                headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+                timeout=600,
+            )
+            elapsed = time.perf_counter() - started
+            result = response.json()
+            print(
+                f"1 request, {args.points:,}-point series ({len(body) / 1e6:.1f} MB body, "
+                f"{len(response.content) / 1e6:.1f} MB response): {elapsed:.2f} s "
+                f"(status {response.status_code}, {len(result.get('scores', []))} scores)"
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

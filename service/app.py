@@ -1,0 +1,142 @@
+"""The application factory: ``create_app(settings)`` builds a FastAPI app with its own services.
+
+Routes live under ``/v1`` except ``/livez``, ``/readyz`` and ``/metrics``. On start the app
+applies the database migrations, marks jobs left running by a previous process as
+``interrupted``, removes unregistered artifacts, creates the first admin key if there is no key
+at all, and starts the job runner and the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.context import AppContext
+from service.deps import AnyKey
+from service.errors import PayloadTooLargeError, install_exception_handlers
+from service.observability import RequestContextMiddleware, configure_logging
+from service.routers import data, health, jobs, models, schedules, scoring, versions
+from service.settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "0.1.0"
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413: at once from ``Content-Length``, else while
+    the body streams in (pure ASGI, so it adds no per-request task)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._refuse(send, declared)
+                    return
+                break
+        received = 0
+        limit = self.max_bytes
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(
+                        f"the request body exceeds {limit} bytes (max_body_bytes); "
+                        "send less data per request"
+                    )
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        body = (
+            f'{{"detail":"the request body is {size} bytes; the limit is {self.max_bytes} '
+            f'bytes (max_body_bytes): send less data per request"}}'
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API.
+
+    Parameters
+    ----------
+    settings
+        Service settings; ``None`` reads them from ``RECONAD_*`` environment variables.
+
+    Returns
+    -------
+    FastAPI
+        The application; its lifespan starts and stops the background services.
+    """
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    context = AppContext.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context.prepare()
+        await context.start()
+        logger.info("ReconAD service ready", extra={"data_dir": str(settings.data_dir)})
+        try:
+            yield
+        finally:
+            await context.stop()
+            logger.info("ReconAD service stopped")
+
+    public = settings.public_docs
+    app = FastAPI(
+        title="ReconAD",
+        version=API_VERSION,
+        summary="Time-series anomaly detection: models, training jobs, schedules and scoring.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if public else None,
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+    )
+    if not public:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(_key: AnyKey) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+    app.state.context = context
+    install_exception_handlers(app)
+    # Routes are matched in order: the hot scoring route right after the health probes.
+    for module in (health, scoring, models, versions, data, jobs, schedules):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
+    return app

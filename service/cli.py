@@ -1,0 +1,129 @@
+"""The ``reconad`` command: ``serve``, ``keys create|list|revoke``, and the library's ``train``,
+``score`` and ``evaluate``.
+
+Settings come from ``RECONAD_*`` environment variables (``RECONAD_DATA_DIR`` first of all); the
+key commands work on the same database as the server, with or without the server running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from detector import cli as detector_cli
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings()
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _auth() -> Any:
+    from service.auth import AuthService
+    from service.db import Database, upgrade_schema
+    from service.settings import Settings
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    upgrade_schema(db)
+    return AuthService(db, cache_ttl_s=0)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    row, plain = _auth().create(args.scope, args.name or "")
+    print(plain)
+    print(
+        f"created key {row.id} with scope '{row.scope}'; it is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    rows = _auth().list_keys()
+    print(f"{'ID':<10} {'SCOPE':<6} {'CREATED (UTC)':<20} {'REVOKED (UTC)':<20} NAME")
+    for row in rows:
+        revoked = row.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if row.revoked_at else "-"
+        created = row.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{row.id:<10} {row.scope:<6} {created:<20} {revoked:<20} {row.name}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from service.errors import NotFoundError
+
+    try:
+        row = _auth().revoke(args.id)
+    except NotFoundError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"revoked key {row.id}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``reconad`` parser."""
+    parser = argparse.ArgumentParser(
+        prog="reconad",
+        description="ReconAD: time-series anomaly detection service and library. Settings "
+        "come from RECONAD_* environment variables (e.g. RECONAD_DATA_DIR).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=_serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument(
+        "--scope",
+        required=True,
+        choices=["score", "write", "admin"],
+        help="score: scoring and reads; write: also models, data, jobs, schedules; "
+        "admin: everything",
+    )
+    create.add_argument("--name", default="", help="a label for the key")
+    create.set_defaults(func=_keys_create)
+    listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    listing.set_defaults(func=_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", help="the key id shown by `keys list`")
+    revoke.set_defaults(func=_keys_revoke)
+
+    detector_cli.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``reconad`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Everything one app instance owns, built from its settings: database, stores, services."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from service.auth import AuthService
+from service.data import DataService
+from service.db import Database, upgrade_schema
+from service.jobs.runner import JobRunner, create_job_runner
+from service.jobs.service import JobService
+from service.observability import Metrics
+from service.registry import ModelRegistry
+from service.schedules import Scheduler, ScheduleService
+from service.scoring import ScoringService
+from service.settings import Settings
+from service.store import (
+    ArtifactStore,
+    HistoryStore,
+    create_artifact_store,
+    create_history_store,
+)
+
+__all__ = ["AppContext"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    """The services of one app; built by :meth:`build`, started and stopped by the lifespan."""
+
+    settings: Settings
+    db: Database
+    artifacts: ArtifactStore
+    history: HistoryStore
+    metrics: Metrics
+    auth: AuthService
+    registry: ModelRegistry
+    jobs: JobService
+    runner: JobRunner
+    schedules: ScheduleService
+    scheduler: Scheduler
+    scoring: ScoringService
+    data: DataService
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppContext:
+        """Create every component (nothing starts running yet)."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.database_url)
+        artifacts = create_artifact_store(settings.artifact_url)
+        history = create_history_store(settings.history_url)
+        metrics = Metrics()
+        registry = ModelRegistry(db, artifacts, history, settings.test_promotion_pause_s)
+        runner = create_job_runner(settings, db)
+        jobs = JobService(db, registry, artifacts, history, notify=runner.notify)
+        schedules = ScheduleService(db, registry, jobs, metrics)
+        scoring = ScoringService(
+            registry,
+            artifacts,
+            metrics,
+            device=settings.device,
+            cache_size=settings.model_cache_size,
+            max_points=settings.max_points_per_request,
+            batch_max_windows=settings.batch_max_windows,
+            batch_wait_s=settings.batch_wait_ms / 1000.0,
+            inference_threads=settings.inference_threads,
+            meta_ttl_s=settings.model_meta_ttl_s,
+            inline_max_cells=settings.inline_inference_max_cells,
+        )
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        metrics.track_jobs(jobs.counts_by_state)
+        return cls(
+            settings=settings,
+            db=db,
+            artifacts=artifacts,
+            history=history,
+            metrics=metrics,
+            auth=AuthService(db, settings.auth_cache_ttl_s),
+            registry=registry,
+            jobs=jobs,
+            runner=runner,
+            schedules=schedules,
+            scheduler=Scheduler(schedules, settings.scheduler_interval_s),
+            scoring=scoring,
+            data=DataService(registry, history, settings.max_points_per_request),
+        )
+
+    def prepare(self) -> None:
+        """Migrate the schema, recover from a crash and create the first admin key if needed."""
+        upgrade_schema(self.db)
+        self.jobs.recover_after_restart()
+        self.registry.sweep_orphans()
+        if self.settings.bootstrap_admin_key:
+            key = self.auth.bootstrap_admin()
+            if key is not None:
+                banner = (
+                    "\n  ReconAD: no API keys existed, so an admin key was created."
+                    f"\n  It is shown only this once:\n\n    {key}\n\n"
+                    "  Use it as 'Authorization: Bearer <key>'; "
+                    "`reconad keys create --scope score` makes more.\n"
+                )
+                sys.stderr.write(banner)
+                sys.stderr.flush()
+                logger.warning("bootstrap admin key created and printed to stderr once")
+
+    async def start(self) -> None:
+        """Start the job runner and the scheduler."""
+        self.runner.start()
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop the scheduler, the runner (interrupting running jobs) and the inference pool."""
+        await self.scheduler.stop()
+        self.runner.stop()
+        self.scoring.close()
+        self.db.dispose()

@@ -1,0 +1,225 @@
+"""Stored history of a model: turning JSON rows or CSV/Parquet uploads into validated frames.
+
+Every row carries a timestamp (ISO-8601 string or epoch seconds) and one number (or null for a
+missing value) per feature; a model's column set is fixed by its config's ``features`` or, when
+the config leaves them open, by its first upload. Rows whose timestamp (and series key) is
+already stored replace the stored row.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.parsing import numeric_array, parse_timestamps
+from service.registry import ModelRegistry
+from service.store import TIMESTAMP, HistoryStore, HistorySummary, StoreError
+
+__all__ = ["DataService", "frame_from_rows", "frame_from_upload"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_COLUMN_NAME = 128
+
+
+def _finish_frame(
+    frame: pd.DataFrame, timestamps: pd.DatetimeIndex, key_column: str | None, where: str
+) -> pd.DataFrame:
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        label = str(name)
+        if not label or len(label) > _MAX_COLUMN_NAME:
+            raise InvalidInputError(f"column names must have 1-{_MAX_COLUMN_NAME} characters")
+        if label == key_column:
+            columns[label] = frame[name].astype(str).to_numpy()
+            continue
+        series = frame[name]
+        what = f"{where} column {label!r}"
+        if series.dtype.kind in "biuf":
+            values = series.to_numpy(dtype=np.float64)
+            if np.isinf(values).any():
+                raise InvalidInputError(f"{what} holds infinite values; send finite numbers")
+            columns[label] = numeric_array(values, what, allow_null=True)
+        else:
+            raw = [None if (isinstance(v, float) and np.isnan(v)) else v for v in series.tolist()]
+            columns[label] = numeric_array(raw, what, allow_null=True)
+    if not columns:
+        raise InvalidInputError(f"{where} has no value columns besides the timestamp")
+    out = pd.DataFrame(columns, index=timestamps)
+    out.index.name = TIMESTAMP
+    return out
+
+
+def frame_from_rows(rows: list[dict[str, Any]], key_column: str | None = None) -> pd.DataFrame:
+    """Build a frame from JSON rows ``{"timestamp": ..., "<feature>": number | null, ...}``.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        For rows without a timestamp, unparseable timestamps, non-numeric values or NaN/inf.
+    """
+    if not rows:
+        raise InvalidInputError("rows must hold at least one row")
+    for i, row in enumerate(rows):
+        if TIMESTAMP not in row:
+            raise InvalidInputError(f"rows[{i}] has no 'timestamp'")
+        for name, value in row.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                raise InvalidInputError(
+                    f"rows[{i}].{name} is not finite; send null for a missing value"
+                )
+            if isinstance(value, dict | list):
+                raise InvalidInputError(f"rows[{i}].{name} must be a number or null")
+    frame = pd.DataFrame.from_records(rows)
+    stamps = parse_timestamps(frame[TIMESTAMP].tolist(), "rows[].timestamp")
+    return _finish_frame(frame.drop(columns=[TIMESTAMP]), stamps, key_column, "rows")
+
+
+def frame_from_upload(
+    content: bytes,
+    filename: str | None,
+    content_type: str | None,
+    timestamp_column: str = TIMESTAMP,
+    key_column: str | None = None,
+) -> pd.DataFrame:
+    """Build a frame from an uploaded CSV or Parquet file.
+
+    The format comes from the file's magic bytes (Parquet starts with ``PAR1``), else CSV.
+
+    Raises
+    ------
+    service.errors.BadRequestError
+        For a file that is neither readable CSV nor Parquet.
+    service.errors.InvalidInputError
+        For a missing timestamp column or bad values.
+    """
+    if not content:
+        raise InvalidInputError("the uploaded file is empty")
+    is_parquet = content[:4] == b"PAR1" or (filename or "").lower().endswith((".parquet", ".pq"))
+    try:
+        if is_parquet:
+            frame = pd.read_parquet(io.BytesIO(content))
+        else:
+            frame = pd.read_csv(io.BytesIO(content))
+    except Exception as exc:
+        kind = "Parquet" if is_parquet else "CSV"
+        raise BadRequestError(f"could not read the upload as {kind}: {exc}") from None
+    if isinstance(frame.index, pd.DatetimeIndex) and timestamp_column not in frame.columns:
+        frame = frame.reset_index(names=timestamp_column)
+    if timestamp_column not in frame.columns:
+        raise InvalidInputError(
+            f"the file has no {timestamp_column!r} column (columns: "
+            f"{[str(c) for c in frame.columns][:20]}); name the time column with the "
+            "timestamp_column form field"
+        )
+    if frame.empty:
+        raise InvalidInputError("the uploaded file has no rows")
+    raw = frame[timestamp_column]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = pd.DatetimeIndex(raw)
+        stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+        if stamps.hasnans:
+            raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
+        stamps = stamps.as_unit("us")
+    else:
+        values = raw.tolist()
+        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+            raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
+        stamps = parse_timestamps(values, f"column {timestamp_column!r}")
+    return _finish_frame(frame.drop(columns=[timestamp_column]), stamps, key_column, "the file")
+
+
+class DataService:
+    """Appends, summarises and drops stored history, checking columns against the model.
+
+    Parameters
+    ----------
+    registry
+        Model lookup.
+    history
+        The history store.
+    max_points
+        Most rows one append may carry.
+    """
+
+    def __init__(self, registry: ModelRegistry, history: HistoryStore, max_points: int) -> None:
+        self.registry = registry
+        self.history = history
+        self.max_points = max_points
+
+    def key_column(self, name: str) -> str | None:
+        """The model's series-key column (None for a single series)."""
+        key = self.registry.get_model(name).config.get("key_column")
+        return None if key is None else str(key)
+
+    def append(self, name: str, frame: pd.DataFrame) -> tuple[int, HistorySummary]:
+        """Append a validated frame to a model's history.
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            When the columns do not match the model's features or stored columns.
+        service.errors.PayloadTooLargeError
+            Above ``max_points`` rows.
+        """
+        if len(frame) > self.max_points:
+            raise PayloadTooLargeError(
+                f"{len(frame)} rows exceed the limit of {self.max_points} "
+                "(max_points_per_request); send them in several requests"
+            )
+        model = self.registry.get_model(name)
+        config = model.config
+        key_column = config.get("key_column")
+        features = config.get("features")
+        columns = [str(c) for c in frame.columns]
+        if features:
+            expected = set(features) | ({key_column} if key_column else set())
+            missing = sorted(expected - set(columns))
+            extra = sorted(set(columns) - expected)
+            if missing or extra:
+                raise InvalidInputError(
+                    f"columns do not match the model's features {features}"
+                    + (f"; missing {missing} (send null for missing values)" if missing else "")
+                    + (f"; unknown {extra}" if extra else "")
+                )
+        if key_column and key_column not in columns:
+            raise InvalidInputError(f"this model's rows need the series key column {key_column!r}")
+        stored = self.history.summary(model.id)
+        if stored.columns and sorted(stored.columns) != sorted(columns):
+            raise InvalidInputError(
+                f"columns {sorted(columns)} differ from the stored columns "
+                f"{sorted(stored.columns)}; send the same columns every time "
+                "(null for a missing value)"
+            )
+        try:
+            count = self.history.append(model.id, frame, key_column=key_column)
+        except StoreError as exc:
+            raise InvalidInputError(str(exc)) from None
+        logger.info("history appended", extra={"model": name, "rows": count})
+        return count, self.history.summary(model.id)
+
+    def summary(self, name: str) -> HistorySummary:
+        """How much history the model holds."""
+        return self.history.summary(self.registry.get_model(name).id)
+
+    def drop(
+        self, name: str, start: datetime | None, end: datetime | None
+    ) -> tuple[int, HistorySummary]:
+        """Drop rows with ``start <= timestamp < end``.
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            For an inverted range.
+        """
+        if start is not None and end is not None and start >= end:
+            raise InvalidInputError("start must be before end")
+        model = self.registry.get_model(name)
+        dropped = self.history.drop_range(model.id, start, end)
+        return dropped, self.history.summary(model.id)

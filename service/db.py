@@ -1,0 +1,113 @@
+"""The metadata database: engine, sessions and schema migrations.
+
+SQLite (the embedded default) runs in WAL mode with full fsync and a busy timeout, so the API
+process and job processes can write at the same time and a killed process never leaves a
+half-written transaction behind. Any other SQLAlchemy URL (PostgreSQL) is used as given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["Database", "upgrade_schema"]
+
+logger = logging.getLogger(__name__)
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """An engine plus a session factory for one database URL.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL; for SQLite the parent folder is created.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        connect_args: dict[str, Any] = {}
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            connect_args = {"check_same_thread": False, "timeout": 15}
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        """Return a new session (the caller closes it)."""
+        return self._sessions()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Open a session in a transaction: committed on success, rolled back on error.
+
+        For SQLite the transaction starts with ``BEGIN IMMEDIATE`` so that read-then-write
+        sequences (allocating a version number, claiming a job) cannot interleave.
+        """
+        with self._sessions() as session:
+            if self.is_sqlite:
+                session.execute(text("BEGIN IMMEDIATE"))
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raises on an unreachable database."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def upgrade_schema(database: Database, revision: str = "head") -> None:
+    """Apply the packaged Alembic migrations up to ``revision``.
+
+    Parameters
+    ----------
+    database
+        The database to migrate.
+    revision
+        Target revision (``"head"``: the latest).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database.url.replace("%", "%%"))
+    with database.engine.begin() as connection:
+        if database.is_sqlite:
+            # Serialise concurrent first starts (server and CLI): the second waits, then sees head.
+            connection.execute(text("BEGIN IMMEDIATE"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    logger.debug("database schema at %s", revision)

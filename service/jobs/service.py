@@ -1,0 +1,337 @@
+"""Training jobs as database rows: create, list, cancel, retry, recover after a crash.
+
+Job states::
+
+    queued -> running -> succeeded | failed | cancelled | interrupted
+    queued -> cancelled
+
+``interrupted`` means the server stopped (or was killed) while the job ran; ``failed``,
+``cancelled`` and ``interrupted`` jobs can be retried, which queues a new job with the same
+parameters. The job process itself writes ``running`` progress and the final state; a
+:class:`~service.jobs.runner.JobRunner` decides when and where it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select, update
+
+from detector import DetectorConfig
+from service.db import Database
+from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.registry import ModelRegistry
+from service.store import ArtifactStore, HistoryStore
+from service.tables import Job, Model, utcnow
+
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "JOB_STATES", "RETRYABLE_STATES", "JobService"]
+
+logger = logging.getLogger(__name__)
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
+RETRYABLE_STATES = ("failed", "cancelled", "interrupted")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else pd.Timestamp(value).tz_convert("UTC").isoformat()
+
+
+class JobService:
+    """Creates and manages job rows; the runner is told through ``notify``.
+
+    Parameters
+    ----------
+    db, registry, artifacts, history
+        The database and stores.
+    notify
+        Called after a job is queued or a cancellation is requested (wakes the runner).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        registry: ModelRegistry,
+        artifacts: ArtifactStore,
+        history: HistoryStore,
+        notify: Any = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.artifacts = artifacts
+        self.history = history
+        self._notify = notify or (lambda: None)
+
+    def set_notifier(self, notify: Any) -> None:
+        """Replace the callback that wakes the job runner."""
+        self._notify = notify
+
+    # ------------------------------------------------------------------ creation
+    def create(
+        self,
+        model_name: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        last_s: float | None = None,
+        anchor: str = "now",
+        config: DetectorConfig | None = None,
+        promote: bool | None = None,
+        inline: pd.DataFrame | None = None,
+        trigger: str = "api",
+        schedule_id: str | None = None,
+    ) -> Job:
+        """Queue a training job for a model.
+
+        Parameters
+        ----------
+        model_name
+            The model to train.
+        start, end
+            Range of stored history (``start <= t < end``); ``None`` leaves that side open.
+        last_s
+            Instead of ``start``: the last ``last_s`` seconds before ``anchor`` (``end`` too
+            when ``end`` is unset).
+        anchor
+            ``"now"`` or ``"latest"`` (the newest stored timestamp) for ``last_s``.
+        config
+            Train with this config instead of the model's.
+        promote
+            ``None`` applies the model's promotion policy; True/False force the decision.
+        inline
+            Train on this frame instead of the stored history.
+        trigger, schedule_id
+            Who asked (``api``, ``schedule``, ``retry``).
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            For an empty or inverted range, or a range holding no stored data.
+        """
+        model = self.registry.get_model(model_name)
+        job_id = uuid.uuid4().hex
+        params: dict[str, Any] = {
+            "config": (config.model_dump(mode="json") if config else model.config),
+            "promote": promote,
+        }
+        if inline is not None:
+            key = f"inputs-{model.id}/{job_id}.parquet"
+            buffer = io.BytesIO()
+            inline.to_parquet(buffer)
+            self.artifacts.put_bytes(key, buffer.getvalue())
+            params.update(source="inline", input_key=key, points=len(inline))
+        else:
+            if last_s is not None:
+                if anchor == "latest":
+                    summary = self.history.summary(model.id)
+                    base = summary.end + timedelta(microseconds=1) if summary.end else utcnow()
+                else:
+                    base = utcnow()
+                end = end or base
+                start = end - timedelta(seconds=last_s)
+            if start is not None and end is not None and start >= end:
+                raise InvalidInputError(
+                    f"the range is empty: start {start} is not before end {end}"
+                )
+            summary = self.history.summary(model.id)
+            if summary.points == 0:
+                raise InvalidInputError(
+                    f"model {model_name!r} has no stored history: append data "
+                    f"(POST /v1/models/{model_name}/data) or send it with the job"
+                )
+            assert summary.start is not None and summary.end is not None
+            if (start is not None and start > summary.end) or (
+                end is not None and end <= summary.start
+            ):
+                raise InvalidInputError(
+                    f"the range holds no stored data: model {model_name!r} has data from "
+                    f"{_iso(summary.start)} to {_iso(summary.end)}"
+                )
+            params.update(source="history", start=_iso(start), end=_iso(end))
+        return self._insert(model, job_id, params, trigger, schedule_id, retry_of=None)
+
+    def _insert(
+        self,
+        model: Model,
+        job_id: str,
+        params: dict[str, Any],
+        trigger: str,
+        schedule_id: str | None,
+        retry_of: str | None,
+    ) -> Job:
+        with self.db.transaction() as session:
+            if session.get(Model, model.id) is None:
+                raise NotFoundError(f"model {model.name!r} was deleted")
+            job = Job(
+                id=job_id,
+                model_id=model.id,
+                status="queued",
+                trigger=trigger,
+                schedule_id=schedule_id,
+                retry_of=retry_of,
+                params=params,
+                progress={},
+                cancel_requested=False,
+                created_at=utcnow(),
+            )
+            session.add(job)
+        logger.info("job queued", extra={"job_id": job_id, "model": model.name})
+        self._notify()
+        return job
+
+    # ------------------------------------------------------------------ queries
+    def get(self, job_id: str) -> tuple[Job, str]:
+        """A job and its model's name.
+
+        Raises
+        ------
+        service.errors.NotFoundError
+            For an unknown id.
+        """
+        with self.db.session() as session:
+            row = session.execute(
+                select(Job, Model.name)
+                .join(Model, Model.id == Job.model_id)
+                .where(Job.id == job_id)
+            ).first()
+            if row is None:
+                raise NotFoundError(f"no job with id {job_id[:64]!r}; GET /v1/jobs lists them")
+            return row[0], row[1]
+
+    def list_jobs(
+        self,
+        model_name: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[tuple[Job, str]], int]:
+        """Jobs newest first (optionally of one model / in one state) and the total count."""
+        query = select(Job, Model.name).join(Model, Model.id == Job.model_id)
+        counter = select(func.count()).select_from(Job).join(Model, Model.id == Job.model_id)
+        if model_name is not None:
+            model = self.registry.get_model(model_name)
+            query = query.where(Job.model_id == model.id)
+            counter = counter.where(Job.model_id == model.id)
+        if status is not None:
+            query = query.where(Job.status == status)
+            counter = counter.where(Job.status == status)
+        with self.db.session() as session:
+            total = int(session.scalar(counter) or 0)
+            rows = session.execute(
+                query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)
+            ).all()
+            return [(r[0], r[1]) for r in rows], total
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Number of jobs in each state (every state present, zeros included)."""
+        with self.db.session() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        counts = dict.fromkeys(JOB_STATES, 0)
+        counts.update({str(s): int(n) for s, n in rows})
+        return counts
+
+    # ------------------------------------------------------------------ actions
+    def cancel(self, job_id: str) -> tuple[Job, str]:
+        """Cancel a queued job at once, or ask a running one to stop.
+
+        Raises
+        ------
+        service.errors.ConflictError
+            When the job has already finished.
+        """
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"no job with id {job_id[:64]!r}; GET /v1/jobs lists them")
+            if job.status == "queued":
+                job.status = "cancelled"
+                job.finished_at = utcnow()
+                job.error = "cancelled before it started"
+            elif job.status == "running":
+                job.cancel_requested = True
+            else:
+                raise ConflictError(f"job {job_id} has already finished ({job.status})")
+        self._notify()
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a new job with the parameters of a failed, cancelled or interrupted one.
+
+        Raises
+        ------
+        service.errors.ConflictError
+            When the job is queued, running or succeeded.
+        """
+        job, _name = self.get(job_id)
+        if job.status not in RETRYABLE_STATES:
+            raise ConflictError(
+                f"job {job_id} is {job.status}; only {', '.join(RETRYABLE_STATES)} jobs can be "
+                "retried"
+            )
+        with self.db.session() as session:
+            model = session.get(Model, job.model_id)
+        if model is None:  # pragma: no cover - cascade deletes jobs with their model
+            raise NotFoundError("the job's model no longer exists")
+        params = dict(job.params)
+        if params.get("source") == "inline" and not self.artifacts_exists(params["input_key"]):
+            raise ConflictError("the job's uploaded data is gone; start a new job with the data")
+        return self._insert(
+            model, uuid.uuid4().hex, params, "retry", job.schedule_id, retry_of=job.id
+        )
+
+    def artifacts_exists(self, key: str) -> bool:
+        """Whether a job input blob still exists."""
+        try:
+            self.artifacts.get_bytes(key)
+        except Exception:
+            return False
+        return True
+
+    def recover_after_restart(self) -> int:
+        """Mark jobs left ``running`` by a stopped server as ``interrupted``; return the count."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Job)
+                .where(Job.status == "running")
+                .values(
+                    status="interrupted",
+                    finished_at=utcnow(),
+                    error="the server stopped while this job was running; "
+                    "POST /v1/jobs/{id}/retry runs it again",
+                )
+            )
+            count = int(getattr(result, "rowcount", 0) or 0)
+        if count:
+            logger.warning("marked %d running jobs as interrupted", count)
+        return count
+
+    def has_active(self, model_id: str, schedule_id: str | None = None) -> bool:
+        """Whether the model (or the schedule) has a queued or running job."""
+        query = select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE_STATES))
+        if schedule_id is not None:
+            query = query.where(Job.schedule_id == schedule_id)
+        else:
+            query = query.where(Job.model_id == model_id)
+        with self.db.session() as session:
+            return int(session.scalar(query) or 0) > 0
+
+    def cancel_for_model(self, model_id: str) -> None:
+        """Cancel every queued or running job of a model (before it is deleted)."""
+        with self.db.transaction() as session:
+            session.execute(
+                update(Job)
+                .where(Job.model_id == model_id, Job.status == "queued")
+                .values(status="cancelled", finished_at=utcnow(), error="model deleted")
+            )
+            session.execute(
+                update(Job)
+                .where(Job.model_id == model_id, Job.status == "running")
+                .values(cancel_requested=True)
+            )
+        self._notify()

@@ -1,0 +1,277 @@
+"""The job process: ``python -m service.jobs.worker JOB_ID`` trains one model version.
+
+Settings come from ``RECONAD_*`` environment variables (the runner exports its own). The process
+writes progress (epoch, losses, elapsed time) to the job row after every epoch, stops when a
+cancellation is requested, saves the fitted detector to a staging directory, publishes it, and
+only then registers the version (and applies the promotion policy) in one transaction that also
+checks the job still belongs to this run. It exits when its parent (the server) dies.
+
+:func:`run_job` is the entry point a distributed backend calls from its own worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select, update
+
+from detector import DetectorConfig, TrainingProgress, create_detector
+from detector import errors as det_errors
+from service.db import Database
+from service.errors import ServiceError
+from service.observability import configure_logging
+from service.registry import ModelRegistry, NewVersion
+from service.settings import Settings
+from service.store import create_artifact_store, create_history_store
+from service.tables import Job, Model, utcnow
+
+__all__ = ["main", "run_job"]
+
+logger = logging.getLogger(__name__)
+
+_HEARTBEAT_S = 5.0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; poll as a fallback."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class _JobContext:
+    def __init__(self, db: Database, job_id: str, token: str) -> None:
+        self.db = db
+        self.job_id = job_id
+        self.token = token
+        self._stop = threading.Event()
+
+    def _mine(self) -> Any:
+        return (Job.id == self.job_id) & (Job.run_token == self.token) & (Job.status == "running")
+
+    def heartbeat(self) -> None:
+        while not self._stop.wait(_HEARTBEAT_S):
+            with contextlib.suppress(Exception), self.db.transaction() as session:
+                session.execute(update(Job).where(self._mine()).values(heartbeat_at=utcnow()))
+
+    def progress(self, p: TrainingProgress) -> bool:
+        losses = {k: _finite(v) for k, v in p.losses.items()}
+        values = {
+            "epoch": p.epoch,
+            "max_epochs": p.max_epochs,
+            "losses": losses,
+            "elapsed_s": round(p.elapsed_s, 3),
+            "stage": "training",
+        }
+        with self.db.transaction() as session:
+            session.execute(
+                update(Job).where(self._mine()).values(progress=values, heartbeat_at=utcnow())
+            )
+            row = session.execute(
+                select(Job.status, Job.cancel_requested).where(Job.id == self.job_id)
+            ).first()
+        if row is None or row.status != "running" or row.cancel_requested:
+            logger.info("cancellation requested", extra={"job_id": self.job_id})
+            return False
+        return True
+
+    def stage(self, stage: str) -> None:
+        with self.db.transaction() as session:
+            job = session.get(Job, self.job_id)
+            if job is not None and job.run_token == self.token and job.status == "running":
+                job.progress = {**(job.progress or {}), "stage": stage}
+
+    def finish(self, status: str, error: str | None) -> None:
+        with self.db.transaction() as session:
+            session.execute(
+                update(Job)
+                .where(self._mine())
+                .values(status=status, error=error, finished_at=utcnow())
+            )
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _load_data(job: Job, model: Model, settings: Settings) -> pd.DataFrame:
+    params = job.params
+    if params.get("source") == "inline":
+        store = create_artifact_store(settings.artifact_url)
+        frame = pd.read_parquet(io.BytesIO(store.get_bytes(params["input_key"])))
+    else:
+        history = create_history_store(settings.history_url)
+        start = pd.Timestamp(params["start"]) if params.get("start") else None
+        end = pd.Timestamp(params["end"]) if params.get("end") else None
+        frame = history.read(model.id, start, end)
+    if frame.empty:
+        raise det_errors.TooShortError(
+            "the selected range holds no data; append history or choose another range"
+        )
+    return frame
+
+
+def run_job(settings: Settings, job_id: str) -> int:
+    """Run one claimed job to its end; return the process exit status.
+
+    Parameters
+    ----------
+    settings
+        Service settings.
+    job_id
+        A job in state ``running`` (claimed by a runner, which set its run token).
+
+    Returns
+    -------
+    int
+        0 when the job reached a final state (even ``failed``), 1 on an internal error.
+    """
+    db = Database(settings.database_url)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        model = session.get(Model, job.model_id) if job is not None else None
+    if job is None or model is None or job.status != "running" or job.run_token is None:
+        logger.warning("job %s is not claimed for running; nothing to do", job_id)
+        return 0
+    ctx = _JobContext(db, job_id, job.run_token)
+    threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
+    artifacts = create_artifact_store(settings.artifact_url)
+    registry = ModelRegistry(db, artifacts, create_history_store(settings.history_url))
+    log_extra = {"job_id": job_id, "model": model.name}
+    started = time.monotonic()
+    try:
+        config = DetectorConfig.model_validate(job.params["config"])
+        if settings.device != "auto":
+            training = config.training.model_copy(update={"device": settings.device})
+            config = config.model_copy(update={"training": training})
+        ctx.stage("loading data")
+        frame = _load_data(job, model, settings)
+        logger.info("training on %d points", len(frame), extra=log_extra)
+        ctx.stage("training")
+        detector = create_detector(config).fit(frame, progress=ctx.progress)
+        ctx.stage("saving")
+        train_s = time.monotonic() - started
+        key = f"{model.id}/{uuid.uuid4().hex}"
+        with artifacts.staging() as tmp:
+            detector.save(tmp / "model")
+            artifacts.publish(tmp / "model", key)
+        index = frame.index
+        is_time = isinstance(index, pd.DatetimeIndex)
+        new = NewVersion(
+            artifact_key=key,
+            config=config.model_dump(mode="json"),
+            threshold=float(detector.threshold_),
+            validation_score=_finite(getattr(detector, "validation_score_", None)),
+            calibration=_json_safe(dict(detector.calibration_)),
+            metrics={
+                "train_seconds": round(train_s, 3),
+                "epochs": len(detector.history_),
+                "device": str(getattr(detector, "device_", "cpu")),
+            },
+            history=_json_safe(list(detector.history_)),
+            features=[str(f) for f in detector.feature_names_in_],
+            window=int(detector.window_),
+            data_start=index.min().to_pydatetime() if is_time and len(index) else None,
+            data_end=index.max().to_pydatetime() if is_time and len(index) else None,
+            n_points=len(frame),
+        )
+        try:
+            version, promoted, reason = registry.register_version(
+                model.id,
+                new,
+                job_id=job_id,
+                run_token=ctx.token,
+                force_promote=job.params.get("promote"),
+            )
+        except BaseException:
+            artifacts.delete(key)
+            raise
+        if job.params.get("source") == "inline":
+            with contextlib.suppress(Exception):
+                artifacts.delete(job.params["input_key"])
+        logger.info(
+            "job succeeded: version %d (%s, %s)",
+            version.version,
+            "promoted" if promoted else "not promoted",
+            reason,
+            extra=log_extra,
+        )
+        return 0
+    except det_errors.TrainingCancelled:
+        ctx.finish("cancelled", "cancelled while running")
+        logger.info("job cancelled", extra=log_extra)
+        return 0
+    except (det_errors.ReconADError, ServiceError, ValueError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        ctx.finish("failed", message[:4000])
+        logger.info("job failed: %s", message, extra=log_extra)
+        return 0
+    except Exception as exc:
+        logger.exception("job crashed", extra=log_extra)
+        ctx.finish("failed", f"internal error ({type(exc).__name__}): {exc}"[:4000])
+        return 1
+    finally:
+        ctx.close()
+        db.dispose()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    try:
+        return _finite(value)
+    except Exception:  # pragma: no cover - defensive
+        return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: ``python -m service.jobs.worker JOB_ID``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m service.jobs.worker JOB_ID", file=sys.stderr)  # noqa: T201
+        return 2
+    _die_with_parent()
+    settings = Settings()
+    if settings.job_niceness:
+        with contextlib.suppress(OSError):
+            os.nice(settings.job_niceness)
+    configure_logging(settings.log_level, settings.log_json, static={"job_id": args[0]})
+    return run_job(settings, args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Parsing of request bodies: JSON with clear errors, numeric arrays, timestamps, durations."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from service.errors import BadRequestError, InvalidInputError
+
+__all__ = ["numeric_array", "parse_duration", "parse_json", "parse_timestamps"]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+class _BadConstantError(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _BadConstantError(name)
+
+
+class _OutOfRangeError(ValueError):
+    pass
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRangeError(text)
+    return value
+
+
+def _checked_int(text: str) -> float:
+    value = float(int(text)) if len(text) < 400 else math.inf
+    if not math.isfinite(value):
+        raise _OutOfRangeError(text if len(text) < 40 else text[:20] + "...")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body, explaining NaN/Infinity and out-of-range numbers.
+
+    Raises
+    ------
+    service.errors.BadRequestError
+        For malformed JSON (with the position).
+    service.errors.InvalidInputError
+        For NaN, Infinity or numbers beyond the float64 range.
+    """
+    if not body.strip():
+        raise BadRequestError("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            json.loads(
+                body,
+                parse_constant=_reject_constant,
+                parse_float=_checked_float,
+                parse_int=_checked_int,
+            )
+        except _BadConstantError as exc:
+            raise InvalidInputError(
+                f"the body contains {exc.args[0]}, which is not a JSON number: values must be "
+                "finite; send null for a missing value"
+            ) from None
+        except _OutOfRangeError as exc:
+            raise InvalidInputError(
+                f"the number {exc.args[0]} is out of range: values must be finite floats "
+                "(within +/-1.8e308)"
+            ) from None
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequestError(f"malformed JSON: {fast_error}") from None
+        if "infinity" in str(fast_error):
+            raise InvalidInputError(
+                f"a number is out of range ({fast_error}); send finite float values"
+            ) from None
+        raise BadRequestError(f"malformed JSON: {fast_error}") from None  # pragma: no cover
+
+
+def numeric_array(raw: Any, what: str, allow_null: bool) -> np.ndarray:
+    """Convert nested JSON lists to a float64 array, explaining what is wrong.
+
+    Parameters
+    ----------
+    raw
+        Parsed JSON (lists of numbers; ``null`` becomes NaN when ``allow_null``).
+    what
+        How the value is named in error messages.
+    allow_null
+        Whether ``null`` (a missing value) is acceptable.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        For ragged arrays, strings, nulls (unless allowed) or values beyond the float32 range.
+    """
+    try:
+        arr = np.asarray(raw)
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} must be a regular array: every row needs the same length"
+        ) from None
+    except OverflowError:
+        raise InvalidInputError(f"{what} holds an integer too large for a float") from None
+    if arr.dtype.kind in "biuf":
+        out = arr.astype(np.float64, copy=False)
+    elif arr.dtype.kind == "O":
+        flat = arr.ravel().tolist()
+        if any(isinstance(v, list | dict) for v in flat):
+            raise InvalidInputError(
+                f"{what} must be a regular array: every row needs the same length"
+            )
+        if any(isinstance(v, str) for v in flat):
+            raise InvalidInputError(f"{what} must hold numbers, not strings")
+        if not allow_null and any(v is None for v in flat):
+            raise InvalidInputError(
+                f"{what} holds null: windows must be complete; score a series segment "
+                "(timestamps + values) to send missing values"
+            )
+        try:
+            out = arr.astype(np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInputError(f"{what} must hold numbers") from None
+    else:
+        raise InvalidInputError(
+            f"{what} must hold numbers, not {'strings' if arr.dtype.kind in 'US' else arr.dtype}"
+        )
+    big = np.abs(out) > _FLOAT32_MAX
+    if big.any():
+        where = tuple(int(i) for i in np.argwhere(big)[0])
+        raise InvalidInputError(
+            f"{what}{list(where)} = {out[where]:g} is too large: values must be within "
+            f"+/-{_FLOAT32_MAX:.3g}"
+        )
+    return out
+
+
+def parse_timestamps(raw: list[Any], what: str = "timestamps") -> pd.DatetimeIndex:
+    """Parse ISO-8601 strings or epoch seconds into a UTC index.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        For mixed, unparseable or out-of-range values.
+    """
+    if all(isinstance(v, str) for v in raw):
+        try:
+            index = pd.DatetimeIndex(pd.to_datetime(raw, utc=True, format="ISO8601"))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"{what} must be ISO-8601 strings (2024-01-31T12:00:00Z) or epoch seconds: {exc}"
+            ) from None
+    elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+        arr = np.asarray(raw, dtype=np.float64)
+        if not np.isfinite(arr).all() or (np.abs(arr) > 1e11).any():
+            raise InvalidInputError(f"{what} as numbers must be epoch seconds (finite, < 1e11)")
+        index = pd.DatetimeIndex(pd.to_datetime(arr, unit="s", utc=True))
+    else:
+        raise InvalidInputError(
+            f"{what} must all be ISO-8601 strings or all epoch seconds (no nulls, no mixing)"
+        )
+    return index.as_unit("us")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"90s"``, ``"6h"``, ``"14d"`` or ``"2w"``.
+
+    Raises
+    ------
+    ValueError
+        For anything else, or a duration that is not positive.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '14d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match is None:
+            raise ValueError(
+                f"invalid duration {value[:40]!r}: use seconds or a number with s, m, h, d or w "
+                "(e.g. '14d')"
+            )
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '14d'")
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > 100 * 365 * 86400:
+        raise ValueError("a duration must be positive and at most 100 years")
+    return seconds

@@ -1,0 +1,491 @@
+"""The model registry: models, their immutable versions and which version is active.
+
+Consistency rules:
+
+- a version row is inserted only after its artifact is published, in the same transaction that
+  allocates its number (numbers are never reused, even after a version is deleted);
+- the active version is one column of the model row, changed together with an entry in the
+  promotion log in a single transaction, so a crash leaves exactly the old or the new version
+  active;
+- artifacts without a version row (a crash between publishing and registering) are removed by
+  :meth:`ModelRegistry.sweep_orphans` on start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from detector import DetectorConfig
+from service.db import Database
+from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.store import ArtifactStore, HistoryStore
+from service.tables import Job, Model, Promotion, Version, utcnow
+
+__all__ = [
+    "NAME_PATTERN",
+    "ModelRegistry",
+    "NewVersion",
+    "PromotionPolicy",
+    "decide_promotion",
+]
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+PromotionPolicy = Literal["always", "if_better", "manual"]
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        Otherwise (names are 1-64 letters, digits, '-' or '_', starting with a letter or digit).
+    """
+    if not _NAME_RE.match(name):
+        raise InvalidInputError(
+            f"invalid model name {name[:80]!r}: use 1-64 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def decide_promotion(
+    policy: str, candidate_score: float | None, active_score: float | None, has_active: bool
+) -> tuple[bool, str]:
+    """Whether a freshly trained version becomes active, and why.
+
+    Parameters
+    ----------
+    policy
+        The model's promotion policy.
+    candidate_score, active_score
+        Validation scores (lower is better) of the new and the active version.
+    has_active
+        Whether the model has an active version; a model without one always takes the new one.
+
+    Returns
+    -------
+    tuple[bool, str]
+        The decision and a short reason stored in the promotion log and on the job.
+    """
+    if not has_active:
+        return True, "first_version"
+    if policy == "always":
+        return True, "policy_always"
+    if policy == "manual":
+        return False, "policy_manual"
+    if candidate_score is None or active_score is None:
+        return False, "if_better_no_score"
+    if candidate_score <= active_score:
+        return True, "if_better"
+    return False, "if_better_worse"
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What a finished training run registers."""
+
+    artifact_key: str
+    config: dict[str, Any]
+    threshold: float
+    validation_score: float | None
+    calibration: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[Any]
+    features: list[str]
+    window: int
+    data_start: datetime | None
+    data_end: datetime | None
+    n_points: int
+
+
+class ModelRegistry:
+    """Models, versions and promotions over the metadata database and the stores.
+
+    Parameters
+    ----------
+    db
+        The metadata database.
+    artifacts
+        Where version artifacts live.
+    history
+        Where observations live.
+    promotion_pause_s
+        Testing only: sleep inside the promotion transaction.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        history: HistoryStore,
+        promotion_pause_s: float = 0.0,
+    ) -> None:
+        self.db = db
+        self.artifacts = artifacts
+        self.history = history
+        self._pause = promotion_pause_s
+        self._listeners: list[Any] = []
+
+    def on_change(self, callback: Any) -> None:
+        """Call ``callback(model_name)`` after a model's active version or config changes here."""
+        self._listeners.append(callback)
+
+    def _changed(self, name: str) -> None:
+        for callback in self._listeners:
+            callback(name)
+
+    # ------------------------------------------------------------------ models
+    @staticmethod
+    def _get(session: Session, name: str) -> Model:
+        row = session.scalar(select(Model).where(Model.name == name))
+        if row is None:
+            raise NotFoundError(f"no model named {name[:80]!r}; GET /v1/models lists them")
+        return row
+
+    def create_model(
+        self, name: str, config: DetectorConfig, description: str, policy: str
+    ) -> Model:
+        """Create a model.
+
+        Raises
+        ------
+        service.errors.ConflictError
+            When the name is taken.
+        """
+        check_name(name)
+        with self.db.transaction() as session:
+            if session.scalar(select(Model.id).where(Model.name == name)) is not None:
+                raise ConflictError(f"a model named {name!r} already exists; pick another name")
+            now = utcnow()
+            row = Model(
+                id=uuid.uuid4().hex,
+                name=name,
+                description=description,
+                config=config.model_dump(mode="json"),
+                promotion_policy=policy,
+                active_version=None,
+                last_version=0,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+        logger.info("model created", extra={"model": name})
+        return row
+
+    def list_models(self, offset: int, limit: int) -> tuple[list[Model], int]:
+        """A page of models by name, and the total count."""
+        with self.db.session() as session:
+            count = int(session.scalar(select(func.count()).select_from(Model)) or 0)
+            rows = session.scalars(select(Model).order_by(Model.name).offset(offset).limit(limit))
+            return list(rows), count
+
+    def get_model(self, name: str) -> Model:
+        """The model named ``name``.
+
+        Raises
+        ------
+        service.errors.NotFoundError
+            When there is none.
+        """
+        with self.db.session() as session:
+            return self._get(session, name)
+
+    def update_model(
+        self,
+        name: str,
+        config: DetectorConfig | None,
+        description: str | None,
+        policy: str | None,
+    ) -> Model:
+        """Change a model's settings; existing versions keep the config they were trained with."""
+        with self.db.transaction() as session:
+            row = self._get(session, name)
+            if config is not None:
+                row.config = config.model_dump(mode="json")
+            if description is not None:
+                row.description = description
+            if policy is not None:
+                row.promotion_policy = policy
+            row.updated_at = utcnow()
+        self._changed(name)
+        return row
+
+    def delete_model(self, name: str) -> Model:
+        """Delete a model, its versions, jobs, schedules, artifacts and stored history."""
+        with self.db.transaction() as session:
+            row = self._get(session, name)
+            session.delete(row)
+        self._changed(name)
+        self.artifacts.delete(row.id)
+        self.artifacts.delete(f"inputs-{row.id}")
+        self.history.delete(row.id)
+        logger.info("model deleted", extra={"model": name})
+        return row
+
+    # ------------------------------------------------------------------ versions
+    def list_versions(self, name: str) -> tuple[Model, list[Version]]:
+        """A model and all its versions, newest first."""
+        with self.db.session() as session:
+            model = self._get(session, name)
+            rows = session.scalars(
+                select(Version).where(Version.model_id == model.id).order_by(Version.version.desc())
+            )
+            return model, list(rows)
+
+    def get_version(self, name: str, version: int | None = None) -> tuple[Model, Version]:
+        """A model and one of its versions (``None``: the active one).
+
+        Raises
+        ------
+        service.errors.NotFoundError
+            For an unknown model or version.
+        service.errors.ConflictError
+            When ``version`` is None and the model has no active version yet.
+        """
+        with self.db.session() as session:
+            model = self._get(session, name)
+            if version is None:
+                if model.active_version is None:
+                    raise ConflictError(
+                        f"model {name!r} has no active version yet: train it "
+                        f"(POST /v1/models/{name}/jobs) or promote a version"
+                    )
+                version = model.active_version
+            row = session.scalar(
+                select(Version).where(Version.model_id == model.id, Version.version == version)
+            )
+            if row is None:
+                raise NotFoundError(
+                    f"model {name!r} has no version {version}; "
+                    f"GET /v1/models/{name}/versions lists them"
+                )
+            return model, row
+
+    def register_version(
+        self,
+        model_id: str,
+        new: NewVersion,
+        job_id: str | None = None,
+        run_token: str | None = None,
+        force_promote: bool | None = None,
+    ) -> tuple[Version, bool, str]:
+        """Insert a version whose artifact is already published, and apply the promotion policy.
+
+        When ``job_id`` and ``run_token`` are given, the job must still be running with that
+        token (the server may have marked it interrupted meanwhile); it is marked succeeded in
+        the same transaction.
+
+        Returns
+        -------
+        tuple[Version, bool, str]
+            The version row, whether it became active, and the reason.
+
+        Raises
+        ------
+        service.errors.NotFoundError
+            When the model was deleted meanwhile.
+        service.errors.ConflictError
+            When the job is no longer running under ``run_token``.
+        """
+        with self.db.transaction() as session:
+            model = session.get(Model, model_id)
+            if model is None:
+                raise NotFoundError("the model was deleted while it was training")
+            job: Job | None = None
+            if job_id is not None:
+                job = session.get(Job, job_id)
+                if job is None or job.status != "running" or job.run_token != run_token:
+                    raise ConflictError("the job is no longer running; its result is discarded")
+            number = model.last_version + 1
+            model.last_version = number
+            row = Version(
+                model_id=model_id,
+                version=number,
+                artifact_key=new.artifact_key,
+                config=new.config,
+                threshold=new.threshold,
+                validation_score=new.validation_score,
+                calibration=new.calibration,
+                metrics=new.metrics,
+                history=new.history,
+                features=new.features,
+                window=new.window,
+                data_start=new.data_start,
+                data_end=new.data_end,
+                n_points=new.n_points,
+                job_id=job_id,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            active_score: float | None = None
+            if model.active_version is not None:
+                active_score = session.scalar(
+                    select(Version.validation_score).where(
+                        Version.model_id == model_id, Version.version == model.active_version
+                    )
+                )
+            if force_promote is None:
+                promote, reason = decide_promotion(
+                    model.promotion_policy,
+                    new.validation_score,
+                    active_score,
+                    model.active_version is not None,
+                )
+            else:
+                promote = force_promote or model.active_version is None
+                reason = "requested" if force_promote else "not_requested"
+                if promote and not force_promote:
+                    reason = "first_version"
+            if promote:
+                self._activate(session, model, number, reason)
+            if job is not None:
+                job.status = "succeeded"
+                job.version = number
+                job.promoted = promote
+                job.finished_at = utcnow()
+                job.progress = {**(job.progress or {}), "stage": "done", "promotion": reason}
+        self._changed(model.name)
+        return row, promote, reason
+
+    def _activate(self, session: Session, model: Model, version: int, reason: str) -> None:
+        session.add(
+            Promotion(
+                model_id=model.id,
+                from_version=model.active_version,
+                to_version=version,
+                reason=reason,
+                created_at=utcnow(),
+            )
+        )
+        model.active_version = version
+        model.updated_at = utcnow()
+        if self._pause > 0:
+            session.flush()
+            logger.warning("pausing %.1fs inside a promotion (test setting)", self._pause)
+            time.sleep(self._pause)
+
+    def promote(self, name: str, version: int, reason: str = "manual") -> Model:
+        """Make ``version`` the active version of model ``name`` (one transaction).
+
+        Raises
+        ------
+        service.errors.NotFoundError
+            For an unknown model or version.
+        """
+        with self.db.transaction() as session:
+            model = self._get(session, name)
+            exists = session.scalar(
+                select(Version.id).where(Version.model_id == model.id, Version.version == version)
+            )
+            if exists is None:
+                raise NotFoundError(
+                    f"model {name!r} has no version {version}; "
+                    f"GET /v1/models/{name}/versions lists them"
+                )
+            if model.active_version != version:
+                self._activate(session, model, version, reason)
+        self._changed(name)
+        logger.info("version promoted", extra={"model": name, "version": version})
+        return model
+
+    def rollback(self, name: str) -> Model:
+        """Re-activate the version that was active before the current one.
+
+        Promotions push onto a stack and roll-backs pop it, so repeated roll-backs walk back
+        through history; versions deleted since are skipped.
+
+        Raises
+        ------
+        service.errors.ConflictError
+            When there is nothing to roll back to.
+        """
+        with self.db.transaction() as session:
+            model = self._get(session, name)
+            log = session.scalars(
+                select(Promotion).where(Promotion.model_id == model.id).order_by(Promotion.id)
+            )
+            stack: list[int] = []
+            for entry in log:
+                if entry.reason == "rollback":
+                    while stack and stack[-1] != entry.to_version:
+                        stack.pop()
+                    if not stack:
+                        stack.append(entry.to_version)
+                else:
+                    stack.append(entry.to_version)
+            existing = set(
+                session.scalars(select(Version.version).where(Version.model_id == model.id))
+            )
+            stack = [v for v in stack if v in existing]
+            while stack and stack[-1] == model.active_version:
+                stack.pop()
+            if not stack:
+                raise ConflictError(f"model {name!r} has no earlier version to roll back to")
+            self._activate(session, model, stack[-1], "rollback")
+        self._changed(name)
+        logger.info("version rolled back", extra={"model": name, "version": model.active_version})
+        return model
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version that is not active (its number is never reused).
+
+        Raises
+        ------
+        service.errors.ConflictError
+            When it is the active version.
+        """
+        with self.db.transaction() as session:
+            model = self._get(session, name)
+            row = session.scalar(
+                select(Version).where(Version.model_id == model.id, Version.version == version)
+            )
+            if row is None:
+                raise NotFoundError(f"model {name!r} has no version {version}")
+            if model.active_version == version:
+                raise ConflictError(
+                    f"version {version} is active; promote another version before deleting it"
+                )
+            key = row.artifact_key
+            session.delete(row)
+        self.artifacts.delete(key)
+
+    # ------------------------------------------------------------------ maintenance
+    def sweep_orphans(self) -> int:
+        """Delete published artifacts that no version row references; return the count.
+
+        Call only when no job can be between publishing and registering (on start, after
+        running jobs were marked interrupted).
+        """
+        with self.db.session() as session:
+            keys = set(session.scalars(select(Version.artifact_key)))
+            model_ids = list(session.scalars(select(Model.id)))
+        removed = 0
+        for model_id in model_ids:
+            for key in self.artifacts.list(model_id):
+                if key not in keys:
+                    self.artifacts.delete(key)
+                    removed += 1
+        self.artifacts.sweep_staging()
+        if removed:
+            logger.warning("removed %d unregistered artifacts", removed)
+        return removed
+
+    def validate_config(self, config: dict[str, Any]) -> DetectorConfig:
+        """Parse a stored config dict (raises ``InvalidInputError`` when it no longer validates)."""
+        try:
+            return DetectorConfig.model_validate(config)
+        except ValueError as exc:
+            raise InvalidInputError(f"stored config is invalid: {exc}") from exc

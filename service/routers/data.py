@@ -1,0 +1,91 @@
+"""Stored history: append JSON rows or a CSV/Parquet file, summarise, drop a range."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+
+from service.data import frame_from_rows, frame_from_upload
+from service.deps import DataDep, ScoreKey, WriteKey
+from service.errors import InvalidInputError
+from service.parsing import parse_json
+from service.routers.params import API_PREFIX, ModelName
+from service.schemas import DataAppend, DataAppended, DataDropped, DataSummary
+
+router = APIRouter(prefix=API_PREFIX + "/models/{name}/data", tags=["data"])
+
+_APPEND_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": DataAppend.model_json_schema()}},
+    }
+}
+
+
+@router.post("", response_model=DataAppended, openapi_extra=_APPEND_BODY)
+async def append_rows(
+    name: ModelName, request: Request, data: DataDep, _key: WriteKey
+) -> DataAppended:
+    """Append JSON rows; rows with an already stored timestamp replace it."""
+    body = await request.body()
+
+    def work() -> DataAppended:
+        payload = DataAppend.model_validate(parse_json(body))
+        frame = frame_from_rows(payload.rows, data.key_column(name))
+        count, summary = data.append(name, frame)
+        return DataAppended(appended=count, summary=DataSummary.from_summary(summary))
+
+    return await asyncio.to_thread(work)
+
+
+@router.post("/upload", response_model=DataAppended)
+async def upload(
+    name: ModelName,
+    data: DataDep,
+    _key: WriteKey,
+    file: Annotated[UploadFile, File(description="A CSV or Parquet file.")],
+    timestamp_column: Annotated[str, Form(max_length=128)] = "timestamp",
+) -> DataAppended:
+    """Append a CSV or Parquet file with a timestamp column and one column per feature."""
+    content = await file.read()
+
+    def work() -> DataAppended:
+        key_column = data.key_column(name)
+        frame = frame_from_upload(
+            content, file.filename, file.content_type, timestamp_column, key_column
+        )
+        count, summary = data.append(name, frame)
+        return DataAppended(appended=count, summary=DataSummary.from_summary(summary))
+
+    return await asyncio.to_thread(work)
+
+
+@router.get("", response_model=DataSummary)
+def summary(name: ModelName, data: DataDep, _key: ScoreKey) -> DataSummary:
+    """How much history the model holds: points, time range, columns, bytes."""
+    return DataSummary.from_summary(data.summary(name))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.delete("", response_model=DataDropped)
+def drop_range(
+    name: ModelName,
+    data: DataDep,
+    _key: WriteKey,
+    start: Annotated[datetime | None, Query(description="Drop from (inclusive).")] = None,
+    end: Annotated[datetime | None, Query(description="Drop until (exclusive).")] = None,
+    all: Annotated[bool, Query(description="Drop everything (needs no range).")] = False,
+) -> DataDropped:
+    """Drop stored rows with ``start <= timestamp < end``."""
+    if start is None and end is None and not all:
+        raise InvalidInputError("give 'start' and/or 'end', or all=true to drop everything")
+    dropped, summary = data.drop(name, _utc(start), _utc(end))
+    return DataDropped(dropped=dropped, summary=DataSummary.from_summary(summary))

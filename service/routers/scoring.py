@@ -1,0 +1,43 @@
+"""Scoring: windows or a series segment against the active or a pinned version."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.deps import authorize, context_of
+from service.routers.params import API_PREFIX, ModelName
+from service.schemas import ScoreRequest, ScoreResponse
+
+router = APIRouter(prefix=API_PREFIX, tags=["scoring"])
+
+_SCORE_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ScoreRequest.model_json_schema()}},
+    },
+    "security": [{"APIKey": []}],
+}
+
+
+@router.post(
+    "/models/{name}/score",
+    response_model=ScoreResponse,
+    openapi_extra=_SCORE_OPENAPI,
+    responses={
+        413: {"description": "Body or point count over the configured limit."},
+        422: {"description": "Values that cannot be scored; the message says what to fix."},
+    },
+)
+async def score(name: ModelName, request: Request) -> Response:
+    """Score windows (n, window, features) or a series segment (values + timestamps).
+
+    Needs a key with scope ``score``. The hot path of the service, so it skips FastAPI's
+    dependency injection (checked here in one call, documented above) and its body parsing:
+    the service parses the body itself so that a million-point series is parsed off the event
+    loop and NaN/Infinity get a precise message.
+    """
+    await authorize(request, "score")
+    body = await request.body()
+    content = await context_of(request).scoring.score(name, body)
+    return Response(content, media_type="application/json")

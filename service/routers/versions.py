@@ -1,0 +1,61 @@
+"""Versions: list, show, promote, roll back, delete."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, status
+from starlette.responses import Response
+
+from service.deps import AdminKey, ContextDep, RegistryDep, ScoreKey, WriteKey
+from service.routers.params import API_PREFIX, ModelName, VersionNumber
+from service.schemas import ModelPublic, VersionPublic, VersionsPublic
+
+router = APIRouter(prefix=API_PREFIX + "/models/{name}", tags=["versions"])
+
+
+@router.get("/versions", response_model=VersionsPublic)
+def list_versions(name: ModelName, registry: RegistryDep, _key: ScoreKey) -> VersionsPublic:
+    """Every version of a model, newest first."""
+    model, rows = registry.list_versions(name)
+    return VersionsPublic(
+        data=[VersionPublic.from_row(model, r) for r in rows],
+        count=len(rows),
+        active_version=model.active_version,
+    )
+
+
+@router.get("/versions/{version}", response_model=VersionPublic)
+def get_version(
+    name: ModelName, version: VersionNumber, registry: RegistryDep, _key: ScoreKey
+) -> VersionPublic:
+    """One version: metrics, threshold, calibration, training history, data range."""
+    model, row = registry.get_version(name, version)
+    return VersionPublic.from_row(model, row)
+
+
+@router.post("/versions/{version}/promote", response_model=ModelPublic)
+def promote_version(
+    name: ModelName, version: VersionNumber, registry: RegistryDep, _key: WriteKey
+) -> ModelPublic:
+    """Make this version the active one (a single transaction)."""
+    return ModelPublic.from_row(registry.promote(name, version))
+
+
+@router.post("/rollback", response_model=ModelPublic)
+def rollback(name: ModelName, registry: RegistryDep, _key: WriteKey) -> ModelPublic:
+    """Re-activate the version that was active before the current one."""
+    return ModelPublic.from_row(registry.rollback(name))
+
+
+@router.delete(
+    "/versions/{version}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
+)
+async def delete_version(
+    name: ModelName, version: VersionNumber, ctx: ContextDep, _key: AdminKey
+) -> Response:
+    """Delete a version that is not active (its number is never reused)."""
+    model = await asyncio.to_thread(ctx.registry.get_model, name)
+    await asyncio.to_thread(ctx.registry.delete_version, name, version)
+    ctx.scoring.cache.drop(model.id, version)  # on the event loop, which owns the cache
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,467 @@
+"""Request and response schemas of the HTTP API (names say their role: ``ModelCreate``,
+``ModelPublic``, ``ModelsPublic``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from detector import DetectorConfig
+from service.parsing import parse_duration
+from service.registry import NAME_PATTERN, PromotionPolicy
+from service.store import HistorySummary
+from service.tables import Job, Model, Schedule, Version
+
+__all__ = [
+    "DataAppend",
+    "DataAppended",
+    "DataDropped",
+    "DataSummary",
+    "Duration",
+    "HealthPublic",
+    "JobCreate",
+    "JobPublic",
+    "JobsPublic",
+    "ModelCreate",
+    "ModelPublic",
+    "ModelUpdate",
+    "ModelsPublic",
+    "ScheduleCreate",
+    "SchedulePublic",
+    "SchedulesPublic",
+    "ScoreRequest",
+    "ScoreResponse",
+    "VersionPublic",
+    "VersionsPublic",
+]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": "Seconds, or a number with a unit: s, m, h, d, w (e.g. '14d').",
+            "examples": ["14d", 3600],
+        }
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelCreate(_Strict):
+    """A new model: a name and a detector config."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="1-64 letters, digits, '-' or '_', starting with a letter or digit.",
+        examples=["cpu-load"],
+    )
+    config: DetectorConfig = Field(default_factory=DetectorConfig)
+    description: str = Field("", max_length=2000)
+    promotion_policy: PromotionPolicy = Field(
+        "if_better",
+        description="How retrained versions become active: 'always', 'if_better' (validation "
+        "score no worse than the active version's) or 'manual'. A model's first version is "
+        "always activated.",
+    )
+
+
+class ModelUpdate(_Strict):
+    """Changes to a model; omitted fields stay as they are."""
+
+    config: DetectorConfig | None = Field(
+        None, description="Config for future trainings; existing versions keep theirs."
+    )
+    description: str | None = Field(None, max_length=2000)
+    promotion_policy: PromotionPolicy | None = None
+
+
+class DataSummary(BaseModel):
+    """How much history a model holds."""
+
+    points: int
+    start: datetime | None
+    end: datetime | None
+    columns: list[str]
+    bytes: int
+
+    @classmethod
+    def from_summary(cls, summary: HistorySummary) -> DataSummary:
+        """Build from a store summary."""
+        return cls(
+            points=summary.points,
+            start=summary.start,
+            end=summary.end,
+            columns=summary.columns,
+            bytes=summary.bytes,
+        )
+
+
+class ModelPublic(BaseModel):
+    """A model as the API shows it."""
+
+    id: str
+    name: str
+    description: str
+    config: dict[str, Any]
+    promotion_policy: str
+    active_version: int | None
+    latest_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Model) -> ModelPublic:
+        """Build from a table row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            description=row.description,
+            config=row.config,
+            promotion_policy=row.promotion_policy,
+            active_version=row.active_version,
+            latest_version=row.last_version or None,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class ModelsPublic(BaseModel):
+    """A page of models."""
+
+    data: list[ModelPublic]
+    count: int
+
+
+# --------------------------------------------------------------------------- versions
+
+
+class VersionPublic(BaseModel):
+    """An immutable trained version."""
+
+    model: str
+    version: int
+    active: bool
+    created_at: datetime
+    job_id: str | None
+    threshold: float
+    validation_score: float | None
+    calibration: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[Any] = Field(description="Per-epoch losses.")
+    features: list[str]
+    window: int
+    data_start: datetime | None
+    data_end: datetime | None
+    n_points: int
+    config: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, model: Model, row: Version) -> VersionPublic:
+        """Build from table rows."""
+        return cls(
+            model=model.name,
+            version=row.version,
+            active=model.active_version == row.version,
+            created_at=row.created_at,
+            job_id=row.job_id,
+            threshold=row.threshold,
+            validation_score=row.validation_score,
+            calibration=row.calibration,
+            metrics=row.metrics,
+            history=row.history,
+            features=row.features,
+            window=row.window,
+            data_start=row.data_start,
+            data_end=row.data_end,
+            n_points=row.n_points,
+            config=row.config,
+        )
+
+
+class VersionsPublic(BaseModel):
+    """Every version of a model, newest first."""
+
+    data: list[VersionPublic]
+    count: int
+    active_version: int | None
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataAppend(_Strict):
+    """Observations to store: one object per time point."""
+
+    rows: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Each row: 'timestamp' (ISO-8601 string or epoch seconds) and one number "
+        "(or null for a missing value) per feature.",
+        examples=[[{"timestamp": "2024-01-01T00:00:00Z", "cpu": 0.42, "mem": 0.61}]],
+    )
+
+
+class DataAppended(BaseModel):
+    """Result of an append."""
+
+    appended: int
+    summary: DataSummary
+
+
+class DataDropped(BaseModel):
+    """Result of dropping a range."""
+
+    dropped: int
+    summary: DataSummary
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class JobCreate(_Strict):
+    """A training request. Without ``data``, trains on stored history in ``[start, end)`` or
+    the ``last`` duration; with ``data``, trains on those rows only."""
+
+    start: datetime | None = Field(None, description="Range start (inclusive), UTC if no zone.")
+    end: datetime | None = Field(None, description="Range end (exclusive), UTC if no zone.")
+    last: Duration | None = Field(
+        None, description="Train on the last duration before 'anchor' (instead of 'start')."
+    )
+    anchor: Literal["now", "latest"] = Field(
+        "now", description="'now' or 'latest' (the newest stored timestamp), for 'last'."
+    )
+    config: DetectorConfig | None = Field(
+        None, description="Train with this config instead of the model's."
+    )
+    promote: bool | None = Field(
+        None,
+        description="null: apply the model's promotion policy; true: activate the new version; "
+        "false: keep the current one.",
+    )
+    data: DataAppend | None = Field(
+        None, description="Train on these rows instead of the stored history."
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _zone(cls, v: datetime | None) -> datetime | None:
+        return _utc(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobCreate:
+        if self.data is not None and (self.start or self.end or self.last):
+            raise ValueError("give either 'data' or a range of stored history, not both")
+        if self.last is not None and self.start is not None:
+            raise ValueError("give either 'start' or 'last', not both")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError("'start' must be before 'end'")
+        return self
+
+
+class JobPublic(BaseModel):
+    """A training job."""
+
+    id: str
+    model: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    trigger: str
+    schedule_id: str | None
+    retry_of: str | None
+    params: dict[str, Any]
+    progress: dict[str, Any] = Field(
+        description="stage, epoch, max_epochs, losses, elapsed_s while running."
+    )
+    error: str | None
+    version: int | None
+    promoted: bool | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+    @classmethod
+    def from_row(cls, row: Job, model: str) -> JobPublic:
+        """Build from a table row and its model's name."""
+        params = {k: v for k, v in (row.params or {}).items() if k != "input_key"}
+        duration = None
+        if row.started_at is not None and row.finished_at is not None:
+            duration = round((row.finished_at - row.started_at).total_seconds(), 3)
+        return cls(
+            id=row.id,
+            model=model,
+            status=row.status,
+            trigger=row.trigger,
+            schedule_id=row.schedule_id,
+            retry_of=row.retry_of,
+            params=params,
+            progress=row.progress or {},
+            error=row.error,
+            version=row.version,
+            promoted=row.promoted,
+            cancel_requested=bool(row.cancel_requested),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            duration_s=duration,
+        )
+
+
+class JobsPublic(BaseModel):
+    """A page of jobs, newest first."""
+
+    data: list[JobPublic]
+    count: int
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+class ScheduleCreate(_Strict):
+    """A retraining schedule: exactly one of ``cron`` and ``interval``."""
+
+    cron: str | None = Field(
+        None, max_length=100, description="Cron expression in UTC, e.g. '0 3 * * *'."
+    )
+    interval: Duration | None = Field(None, description="Run every interval (at least 1s).")
+    window: Duration = Field(description="Rolling range of history to train on, e.g. '14d'.")
+    anchor: Literal["now", "latest"] = Field(
+        "now", description="The range ends now, or at the newest stored timestamp."
+    )
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> ScheduleCreate:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("give exactly one of 'cron' and 'interval'")
+        return self
+
+
+class SchedulePublic(BaseModel):
+    """A schedule."""
+
+    id: str
+    model: str
+    cron: str | None
+    interval_s: float | None
+    window_s: float
+    anchor: str
+    paused: bool
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Schedule, model: str) -> SchedulePublic:
+        """Build from a table row and its model's name."""
+        return cls(
+            id=row.id,
+            model=model,
+            cron=row.cron,
+            interval_s=row.interval_s,
+            window_s=row.window_s,
+            anchor=row.anchor,
+            paused=row.paused,
+            next_run_at=row.next_run_at,
+            last_run_at=row.last_run_at,
+            last_job_id=row.last_job_id,
+            created_at=row.created_at,
+        )
+
+
+class SchedulesPublic(BaseModel):
+    """Schedules, oldest first."""
+
+    data: list[SchedulePublic]
+    count: int
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+class ScoreRequest(_Strict):
+    """Windows or a series segment to score (send exactly one of ``windows`` and ``values``)."""
+
+    windows: list[list[list[float]]] | None = Field(
+        None,
+        description="Stand-alone windows, shape (n_windows, window, n_features); each window "
+        "is scored on its own.",
+    )
+    values: dict[str, list[float | None]] | None = Field(
+        None,
+        description="A series segment: feature name -> values (null = missing), at least one "
+        "window long.",
+    )
+    timestamps: list[str | float] | None = Field(
+        None, description="One ISO-8601 string or epoch second per point of 'values'."
+    )
+    version: int | None = Field(None, ge=1, description="Pin a version (default: the active).")
+    reconstruct: bool = Field(False, description="Also return the expected values.")
+    top_k: int = Field(3, ge=0, le=1000, description="Top contributing features per point.")
+
+
+class ScoreResponse(BaseModel):
+    """Per-point results, in the shape of the input: (n_windows, window) for windows, (T,) for
+    a series. ``normalized`` = score / threshold; > 1 means anomalous."""
+
+    model: str
+    version: int
+    threshold: float
+    window: int
+    features: list[str]
+    n_points: int
+    n_anomalous: int
+    scores: list[Any]
+    normalized: list[Any]
+    anomalous: list[Any]
+    top_features: list[Any] | None = Field(None, description="Top-k feature names per point.")
+    top_contributions: list[Any] | None = Field(
+        None, description="Their contributions (they sum with the others to the score)."
+    )
+    expected: list[Any] | dict[str, list[float | None]] | None = Field(
+        None, description="Reconstruction (windows: (n, window, F); series: feature -> values)."
+    )
+
+
+# --------------------------------------------------------------------------- health
+
+
+class HealthPublic(BaseModel):
+    """Readiness of the service and its stores."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]

@@ -1,0 +1,176 @@
+"""Service configuration: one pydantic-settings class read from ``RECONAD_*`` environment variables.
+
+The app factory builds a :class:`Settings` (``create_app(settings)``); nothing reads the
+environment at import time, so tests build apps with their own settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "settings_to_env"]
+
+_ENV_PREFIX = "RECONAD_"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, with its environment variable ``RECONAD_<NAME>``.
+
+    Paths and URLs left empty are derived from ``data_dir`` after validation.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path("./reconad-data"),
+        description="Folder holding the embedded database, model artifacts and stored history.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the metadata database "
+        "(default: sqlite:///<data_dir>/reconad.db).",
+    )
+    artifact_url: str = Field(
+        "", description="Where model versions are stored (default: <data_dir>/artifacts)."
+    )
+    history_url: str = Field(
+        "", description="Where stored observations live (default: <data_dir>/history)."
+    )
+    job_backend: Literal["inprocess"] = Field(
+        "inprocess", description="How training jobs run: 'inprocess' = one child process per job."
+    )
+    max_concurrent_jobs: int = Field(
+        1, ge=0, le=64, description="Training jobs running at once; 0 keeps jobs queued."
+    )
+    job_timeout_s: float = Field(
+        3600.0, gt=0, description="A training job still running after this is killed and failed."
+    )
+    job_niceness: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="Added to the nice value of job processes so the API stays responsive.",
+    )
+    cancel_grace_s: float = Field(
+        3.0,
+        ge=0,
+        description="Seconds a cancelled job gets to stop on its own before it is killed.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device for scoring and training; 'cpu' forces CPU."
+    )
+    model_cache_size: int = Field(
+        8, ge=1, le=1024, description="Loaded model versions kept in memory (LRU)."
+    )
+    max_points_per_request: int = Field(
+        2_000_000,
+        ge=1,
+        description="Time points one request may carry (a window of W points counts W); "
+        "more is refused with 413.",
+    )
+    max_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest request body in bytes; more is a 413."
+    )
+    batch_max_windows: int = Field(
+        4096, ge=1, description="Most windows scored together in one micro-batch."
+    )
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long a micro-batch waits for more requests (0: batch whatever queued "
+        "while the previous batch ran).",
+    )
+    inference_threads: int = Field(
+        1, ge=1, le=64, description="Threads running model inference for large batches."
+    )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Torch intra-op threads of the API process (0: torch's default, one per "
+        "core). One keeps small-request latency steady next to the event loop; job processes "
+        "always use torch's default.",
+    )
+    inline_inference_max_cells: int = Field(
+        8192,
+        ge=0,
+        description="Micro-batches of at most this many cells (windows x points x features) run "
+        "on the event loop, where they cost less than a thread hop; 0 sends every batch to the "
+        "inference threads.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the service loggers."
+    )
+    log_json: bool = Field(True, description="One JSON object per log line (False: plain text).")
+    public_docs: bool = Field(
+        False,
+        description="Serve /openapi.json, /docs and /redoc without a key (otherwise "
+        "/openapi.json needs one and the HTML docs are off).",
+    )
+    bootstrap_admin_key: bool = Field(
+        True,
+        description="On a start with no API keys at all, create an admin key and print it once.",
+    )
+    scheduler_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="How often the scheduler looks for due schedules."
+    )
+    auth_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a verified key is trusted before the database is asked again.",
+    )
+    model_meta_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a model's active version is cached for scoring (promotions made by "
+        "this process apply at once).",
+    )
+    test_promotion_pause_s: float = Field(
+        0.0,
+        ge=0,
+        description="Testing only: sleep inside the promotion transaction (crash-safety tests).",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        derived: dict[str, Any] = {}
+        if not self.database_url:
+            derived["database_url"] = f"sqlite:///{self.data_dir / 'reconad.db'}"
+        if not self.artifact_url:
+            derived["artifact_url"] = str(self.data_dir / "artifacts")
+        if not self.history_url:
+            derived["history_url"] = str(self.data_dir / "history")
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)
+        return self
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that rebuild ``settings`` in a child process.
+
+    Parameters
+    ----------
+    settings
+        The settings to export.
+
+    Returns
+    -------
+    dict[str, str]
+        The current environment plus one ``RECONAD_<NAME>`` variable per field.
+    """
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        env[f"{_ENV_PREFIX}{name.upper()}"] = text
+    return env

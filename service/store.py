@@ -1,0 +1,581 @@
+"""Storage behind two small interfaces: model artifacts and stored observation history.
+
+:class:`ArtifactStore` keeps immutable directories (one per model version) under string keys;
+:class:`HistoryStore` keeps each model's observations as a time-indexed table. The local
+implementations use a directory on disk; other backends (object storage) implement the same
+methods.
+
+Local history layout (one folder per model)::
+
+    <root>/<model_id>/CURRENT              name of the live generation
+    <root>/<model_id>/g000001/manifest.json  parts, row counts, time range, columns
+    <root>/<model_id>/g000001/p000001.parquet
+
+Appending data newer than everything stored adds a part; data that overlaps the stored range (or
+dropping a range) rewrites the model's history into a new generation and switches ``CURRENT``
+atomically, so readers never see a half-written state and timestamps stay unique.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "ArtifactStore",
+    "HistoryStore",
+    "HistorySummary",
+    "LocalArtifactStore",
+    "LocalHistoryStore",
+    "StoreError",
+    "create_artifact_store",
+    "create_history_store",
+]
+
+logger = logging.getLogger(__name__)
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+TIMESTAMP = "timestamp"
+
+
+class StoreError(RuntimeError):
+    """A storage operation failed or was given an invalid key."""
+
+
+def _check_key(key: str) -> list[str]:
+    parts = key.split("/")
+    if not parts or any(not _KEY_PART.match(p) or p in {".", ".."} for p in parts):
+        raise StoreError(f"invalid storage key {key!r}")
+    return parts
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(root))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+class ArtifactStore(ABC):
+    """Immutable directories under keys such as ``"<model_id>/<artifact_id>"``."""
+
+    @abstractmethod
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A fresh local directory to build an artifact in; removed on exit."""
+
+    @abstractmethod
+    def publish(self, local_dir: Path, key: str) -> None:
+        """Publish a complete directory under ``key`` atomically (all or nothing).
+
+        Raises
+        ------
+        StoreError
+            If ``key`` already exists or is invalid.
+        """
+
+    @abstractmethod
+    def fetch(self, key: str) -> Path:
+        """Return a local directory holding the artifact's files.
+
+        Raises
+        ------
+        StoreError
+            If the key does not exist.
+        """
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a published artifact."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete an artifact or every artifact under a prefix; missing keys are ignored."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys directly under ``prefix``."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store a small blob (job inputs) atomically."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a blob written by :meth:`put_bytes`."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise :class:`StoreError` when the store is not usable (readiness)."""
+
+    def sweep_staging(self, older_than_s: float = 0.0) -> int:
+        """Remove abandoned staging directories; return how many were removed."""
+        return 0
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Artifacts as directories under a local root; publishing is a rename on one filesystem.
+
+    Parameters
+    ----------
+    root
+        Folder holding every artifact (created if missing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._staging_root = self.root / ".staging"
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*_check_key(key))
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        path = Path(tempfile.mkdtemp(dir=self._staging_root, prefix="s-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(self, local_dir: Path, key: str) -> None:
+        target = self._path(key)
+        if target.exists():
+            raise StoreError(f"artifact {key!r} already exists; versions are immutable")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        local_dir = Path(local_dir)
+        try:
+            same_fs = local_dir.resolve().is_relative_to(self.root.resolve())
+        except OSError:  # pragma: no cover - defensive
+            same_fs = False
+        if not same_fs:
+            with self.staging() as tmp:
+                copy = tmp / "copy"
+                shutil.copytree(local_dir, copy)
+                self._rename_in(copy, target)
+            return
+        self._rename_in(local_dir, target)
+
+    @staticmethod
+    def _rename_in(source: Path, target: Path) -> None:
+        _fsync_tree(source)
+        os.rename(source, target)
+        _fsync_dir(target.parent)
+
+    def fetch(self, key: str) -> Path:
+        path = self._path(key)
+        if not path.is_dir():
+            raise StoreError(f"artifact {key!r} is missing")
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_dir():
+            # Rename first so a half-deleted directory is never visible under its key.
+            trash = self._staging_root / f"trash-{uuid.uuid4().hex}"
+            try:
+                os.rename(path, trash)
+            except FileNotFoundError:
+                return
+            shutil.rmtree(trash, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        if not path.is_dir():
+            return []
+        return sorted(f"{prefix}/{p.name}" for p in path.iterdir() if not p.name.startswith("."))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, data)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(f"blob {key!r} is missing") from exc
+
+    def check(self) -> None:
+        probe = self._staging_root / f"probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"artifact store at {self.root} is not writable: {exc}") from exc
+
+    def sweep_staging(self, older_than_s: float = 0.0) -> int:
+        removed = 0
+        now = time.time()
+        for entry in self._staging_root.iterdir():
+            try:
+                if now - entry.stat().st_mtime < older_than_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+def create_artifact_store(url: str) -> ArtifactStore:
+    """Build the artifact store for a URL (a plain path or ``file://`` URL).
+
+    Raises
+    ------
+    StoreError
+        For a scheme no backend handles yet.
+    """
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    elif "://" in url:
+        raise StoreError(f"no artifact store backend for {url!r}: use a local path")
+    return LocalArtifactStore(Path(url))
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class HistorySummary:
+    """How much history a model holds."""
+
+    points: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+    columns: list[str] = field(default_factory=list)
+    bytes: int = 0
+    parts: int = 0
+
+
+class HistoryStore(ABC):
+    """Per-model observations: a frame with a UTC ``DatetimeIndex`` named ``timestamp``."""
+
+    @abstractmethod
+    def append(self, model_id: str, frame: pd.DataFrame, key_column: str | None = None) -> int:
+        """Store rows (replacing stored rows with the same timestamp and key); return the count.
+
+        Raises
+        ------
+        StoreError
+            When the columns differ from those already stored.
+        """
+
+    @abstractmethod
+    def read(
+        self, model_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        """Rows with ``start <= timestamp < end`` in time order (empty frame when none)."""
+
+    @abstractmethod
+    def summary(self, model_id: str) -> HistorySummary:
+        """Counts, range and columns."""
+
+    @abstractmethod
+    def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
+        """Delete rows with ``start <= timestamp < end``; return how many were deleted."""
+
+    @abstractmethod
+    def delete(self, model_id: str) -> None:
+        """Delete everything stored for a model."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise :class:`StoreError` when the store is not usable."""
+
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class LocalHistoryStore(HistoryStore):
+    """History as Parquet parts in generation folders (see the module docstring).
+
+    Parameters
+    ----------
+    root
+        Folder holding one sub-folder per model (created if missing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- helpers
+    def _dir(self, model_id: str) -> Path:
+        if not _MODEL_ID.match(model_id):
+            raise StoreError(f"invalid model id {model_id!r}")
+        return self.root / model_id
+
+    @contextlib.contextmanager
+    def _locked(self, model_id: str) -> Iterator[Path]:
+        mdir = self._dir(model_id)
+        mdir.mkdir(parents=True, exist_ok=True)
+        with self._locks_guard:
+            lock = self._locks.setdefault(model_id, threading.Lock())
+        with lock, open(mdir / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield mdir
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _current(mdir: Path) -> tuple[Path, dict[str, Any]] | None:
+        try:
+            gen = (mdir / "CURRENT").read_text().strip()
+            manifest = json.loads((mdir / gen / "manifest.json").read_text())
+        except FileNotFoundError:
+            return None
+        return mdir / gen, manifest
+
+    @staticmethod
+    def _write_part(gen: Path, frame: pd.DataFrame, index: int) -> dict[str, Any]:
+        name = f"p{index:06d}.parquet"
+        table = pa.Table.from_pandas(frame, preserve_index=True)
+        tmp = gen / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, gen / name)
+        idx = frame.index
+        return {
+            "file": name,
+            "rows": len(frame),
+            "start": idx.min().isoformat() if len(frame) else None,
+            "end": idx.max().isoformat() if len(frame) else None,
+            "bytes": (gen / name).stat().st_size,
+        }
+
+    def _new_generation(
+        self, mdir: Path, frame: pd.DataFrame, columns: list[str], key_column: str | None
+    ) -> None:
+        current = self._current(mdir)
+        number = 1
+        if current is not None:
+            number = int(current[0].name[1:]) + 1
+        gen = mdir / f"g{number:06d}"
+        if gen.exists():
+            shutil.rmtree(gen)
+        gen.mkdir()
+        parts = [self._write_part(gen, frame, 1)] if len(frame) else []
+        manifest = {"parts": parts, "columns": columns, "key_column": key_column}
+        _atomic_write_bytes(gen / "manifest.json", json.dumps(manifest).encode())
+        _atomic_write_bytes(mdir / "CURRENT", gen.name.encode())
+        # Readers holding an old manifest retry once it disappears; leftovers of a crash go too.
+        for old in mdir.glob("g*"):
+            if old.name != gen.name and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise StoreError("history frames need a DatetimeIndex")
+        index = frame.index
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        frame = frame.copy()
+        frame.index = index.as_unit("us").rename(TIMESTAMP)
+        return frame
+
+    @staticmethod
+    def _dedupe(frame: pd.DataFrame, key_column: str | None) -> pd.DataFrame:
+        if key_column is None:
+            frame = frame[~frame.index.duplicated(keep="last")]
+            return frame.sort_index(kind="stable")
+        keys = frame[key_column].astype(str)
+        mask = ~pd.DataFrame({"t": frame.index, "k": keys.to_numpy()}).duplicated(keep="last")
+        frame = frame[mask.to_numpy()]
+        return frame.sort_index(kind="stable")
+
+    def _read_gen(self, gen: Path, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
+        frames = []
+        for part in manifest["parts"]:
+            if start is not None and part["end"] is not None and pd.Timestamp(part["end"]) < start:
+                continue
+            if end is not None and part["start"] is not None and pd.Timestamp(part["start"]) >= end:
+                continue
+            frames.append(pq.read_table(gen / part["file"]).to_pandas())
+        if not frames:
+            cols = manifest.get("columns", [])
+            empty = pd.DataFrame(
+                {c: pd.Series(dtype="float64") for c in cols},
+                index=pd.DatetimeIndex([], tz="UTC", name=TIMESTAMP).as_unit("us"),
+            )
+            return empty
+        frame = pd.concat(frames) if len(frames) > 1 else frames[0]
+        frame = self._normalise(frame)
+        if start is not None:
+            frame = frame[frame.index >= start]
+        if end is not None:
+            frame = frame[frame.index < end]
+        result: pd.DataFrame = frame.sort_index(kind="stable")
+        return result
+
+    @staticmethod
+    def _ts(value: datetime | None) -> pd.Timestamp | None:
+        if value is None:
+            return None
+        ts = pd.Timestamp(value)
+        return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+    # -- interface
+    def append(self, model_id: str, frame: pd.DataFrame, key_column: str | None = None) -> int:
+        if frame.empty:
+            return 0
+        frame = self._dedupe(self._normalise(frame), key_column)
+        columns = [str(c) for c in frame.columns]
+        with self._locked(model_id) as mdir:
+            current = self._current(mdir)
+            if current is None or not current[1]["parts"]:
+                self._new_generation(mdir, frame, columns, key_column)
+                return len(frame)
+            gen, manifest = current
+            if sorted(manifest["columns"]) != sorted(columns):
+                raise StoreError(
+                    f"columns {columns} differ from the stored columns {manifest['columns']}; "
+                    "send the same columns every time (null for a missing value)"
+                )
+            frame = frame[manifest["columns"]]
+            stored_end = max(pd.Timestamp(p["end"]) for p in manifest["parts"])
+            if frame.index.min() > stored_end:
+                part = self._write_part(gen, frame, len(manifest["parts"]) + 1)
+                manifest["parts"].append(part)
+                _atomic_write_bytes(gen / "manifest.json", json.dumps(manifest).encode())
+                if len(manifest["parts"]) > 64:
+                    merged = self._read_gen(gen, manifest, None, None)
+                    self._new_generation(mdir, merged, manifest["columns"], key_column)
+                return len(frame)
+            merged = pd.concat([self._read_gen(gen, manifest, None, None), frame])
+            merged = self._dedupe(merged, key_column)
+            self._new_generation(mdir, merged, manifest["columns"], key_column)
+            return len(frame)
+
+    def read(
+        self, model_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        mdir = self._dir(model_id)
+        lo, hi = self._ts(start), self._ts(end)
+        for _attempt in range(5):
+            current = self._current(mdir)
+            if current is None:
+                return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name=TIMESTAMP))
+            try:
+                return self._read_gen(current[0], current[1], lo, hi)
+            except FileNotFoundError:
+                time.sleep(0.05)  # a rewrite replaced the generation; read the new one
+        raise StoreError(f"history of model {model_id} kept changing while it was read")
+
+    def summary(self, model_id: str) -> HistorySummary:
+        current = self._current(self._dir(model_id))
+        if current is None:
+            return HistorySummary()
+        parts = current[1]["parts"]
+        if not parts:
+            return HistorySummary(columns=list(current[1]["columns"]))
+        return HistorySummary(
+            points=sum(int(p["rows"]) for p in parts),
+            start=min(pd.Timestamp(p["start"]) for p in parts).to_pydatetime(),
+            end=max(pd.Timestamp(p["end"]) for p in parts).to_pydatetime(),
+            columns=list(current[1]["columns"]),
+            bytes=sum(int(p["bytes"]) for p in parts),
+            parts=len(parts),
+        )
+
+    def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
+        lo, hi = self._ts(start), self._ts(end)
+        with self._locked(model_id) as mdir:
+            current = self._current(mdir)
+            if current is None:
+                return 0
+            frame = self._read_gen(current[0], current[1], None, None)
+            mask = pd.Series(True, index=frame.index)
+            if lo is not None:
+                mask &= frame.index >= lo
+            if hi is not None:
+                mask &= frame.index < hi
+            dropped = int(mask.sum())
+            if dropped:
+                self._new_generation(
+                    mdir, frame[~mask.to_numpy()], current[1]["columns"], current[1]["key_column"]
+                )
+            return dropped
+
+    def delete(self, model_id: str) -> None:
+        mdir = self._dir(model_id)
+        if mdir.exists():
+            trash = self.root / f".trash-{uuid.uuid4().hex}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(mdir, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+
+    def check(self) -> None:
+        probe = self.root / f".probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"history store at {self.root} is not writable: {exc}") from exc
+
+
+def create_history_store(url: str) -> HistoryStore:
+    """Build the history store for a URL (a plain path or ``file://`` URL).
+
+    Raises
+    ------
+    StoreError
+        For a scheme no backend handles yet.
+    """
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    elif "://" in url:
+        raise StoreError(f"no history store backend for {url!r}: use a local path")
+    return LocalHistoryStore(Path(url))

@@ -1,0 +1,154 @@
+"""Model registry: models, versions, promotion policies, roll-back, orphan sweep, migrations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from detector import DetectorConfig
+from service.context import AppContext
+from service.db import Database
+from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.registry import NewVersion, decide_promotion
+from service.tables import Base, Promotion
+
+
+def _new(key: str, score: float | None = 1.0) -> NewVersion:
+    return NewVersion(
+        artifact_key=key,
+        config={},
+        threshold=2.0,
+        validation_score=score,
+        calibration={},
+        metrics={},
+        history=[],
+        features=["a"],
+        window=16,
+        data_start=None,
+        data_end=None,
+        n_points=100,
+    )
+
+
+def _publish(ctx: AppContext, model_id: str, name: str) -> str:
+    key = f"{model_id}/{name}"
+    with ctx.artifacts.staging() as tmp:
+        (tmp / "m").mkdir()
+        ctx.artifacts.publish(tmp / "m", key)
+    return key
+
+
+def _model(ctx: AppContext, name: str = "m1", policy: str = "always") -> Any:
+    return ctx.registry.create_model(name, DetectorConfig(window=16), "", policy)
+
+
+def test_migrations_match_the_tables(db: Database) -> None:
+    with db.engine.connect() as conn:
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
+    assert diff == []
+
+
+def test_model_crud_and_names(context: AppContext) -> None:
+    reg = context.registry
+    _model(context, "cpu-1")
+    with pytest.raises(ConflictError, match="already exists"):
+        _model(context, "cpu-1")
+    for bad in ("../x", "a/b", "", "-x", "a" * 65, "a.b"):
+        with pytest.raises(InvalidInputError, match="invalid model name"):
+            _model(context, bad)
+    rows, count = reg.list_models(0, 10)
+    assert count == 1 and rows[0].name == "cpu-1"
+    updated = reg.update_model("cpu-1", None, "hello", "manual")
+    assert updated.description == "hello" and updated.promotion_policy == "manual"
+    reg.delete_model("cpu-1")
+    with pytest.raises(NotFoundError, match="no model named"):
+        reg.get_model("cpu-1")
+
+
+@pytest.mark.parametrize(
+    ("policy", "cand", "active", "has", "expected"),
+    [
+        ("manual", 1.0, None, False, (True, "first_version")),
+        ("always", 5.0, 1.0, True, (True, "policy_always")),
+        ("manual", 0.1, 1.0, True, (False, "policy_manual")),
+        ("if_better", 1.0, 1.0, True, (True, "if_better")),
+        ("if_better", 0.5, 1.0, True, (True, "if_better")),
+        ("if_better", 1.5, 1.0, True, (False, "if_better_worse")),
+        ("if_better", None, 1.0, True, (False, "if_better_no_score")),
+    ],
+)
+def test_decide_promotion(
+    policy: str, cand: float | None, active: float | None, has: bool, expected: Any
+) -> None:
+    assert decide_promotion(policy, cand, active, has) == expected
+
+
+def test_versions_are_numbered_once_and_policy_applies(context: AppContext) -> None:
+    reg = context.registry
+    model = _model(context, "m1", policy="if_better")
+    v1, promoted, reason = reg.register_version(
+        model.id, _new(_publish(context, model.id, "a"), 1.0)
+    )
+    assert (v1.version, promoted, reason) == (1, True, "first_version")
+    v2, promoted, _ = reg.register_version(model.id, _new(_publish(context, model.id, "b"), 2.0))
+    assert (v2.version, promoted) == (2, False)
+    v3, promoted, _ = reg.register_version(model.id, _new(_publish(context, model.id, "c"), 0.5))
+    assert (v3.version, promoted) == (3, True)
+    reg.delete_version("m1", 2)
+    v4, _, _ = reg.register_version(
+        model.id, _new(_publish(context, model.id, "d")), force_promote=False
+    )
+    assert v4.version == 4  # numbers are never reused
+    with pytest.raises(ConflictError, match="is active"):
+        reg.delete_version("m1", 3)
+    model_row, active = reg.get_version("m1")
+    assert active.version == 3 and model_row.active_version == 3
+
+
+def test_promote_and_rollback_walk_back(context: AppContext) -> None:
+    reg = context.registry
+    model = _model(context)
+    for name in "abc":
+        reg.register_version(model.id, _new(_publish(context, model.id, name)))
+    assert reg.get_model("m1").active_version == 3
+    assert reg.rollback("m1").active_version == 2
+    assert reg.rollback("m1").active_version == 1
+    with pytest.raises(ConflictError, match="no earlier version"):
+        reg.rollback("m1")
+    assert reg.promote("m1", 3).active_version == 3
+    assert reg.rollback("m1").active_version == 1
+    with pytest.raises(NotFoundError, match="has no version 9"):
+        reg.promote("m1", 9)
+    with context.db.session() as session:
+        log = list(session.scalars(select(Promotion).order_by(Promotion.id)))
+    assert [(p.from_version, p.to_version) for p in log][-2:] == [(1, 3), (3, 1)]
+
+
+def test_register_checks_the_job_token(context: AppContext) -> None:
+    model = _model(context)
+    with pytest.raises(ConflictError, match="no longer running"):
+        context.registry.register_version(
+            model.id, _new(_publish(context, model.id, "a")), job_id="nope", run_token="t"
+        )
+    assert context.registry.get_model("m1").last_version == 0
+
+
+def test_sweep_removes_unregistered_artifacts(context: AppContext) -> None:
+    model = _model(context)
+    registered = _publish(context, model.id, "kept")
+    context.registry.register_version(model.id, _new(registered))
+    orphan = _publish(context, model.id, "orphan")
+    assert context.registry.sweep_orphans() == 1
+    assert context.artifacts.exists(registered) and not context.artifacts.exists(orphan)
+
+
+def test_no_active_version_is_a_conflict(context: AppContext) -> None:
+    _model(context)
+    with pytest.raises(ConflictError, match="no active version"):
+        context.registry.get_version("m1")

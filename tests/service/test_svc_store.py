@@ -1,0 +1,121 @@
+"""Artifact and history stores on a temp directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from svc_helpers import make_frame
+
+from service.store import LocalArtifactStore, LocalHistoryStore, StoreError, create_artifact_store
+
+
+def test_artifacts_publish_is_atomic_and_immutable(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "art")
+    with store.staging() as tmp:
+        (tmp / "m").mkdir()
+        (tmp / "m" / "config.json").write_text("{}")
+        store.publish(tmp / "m", "model1/abc")
+    assert store.exists("model1/abc")
+    assert (store.fetch("model1/abc") / "config.json").read_text() == "{}"
+    assert store.list("model1") == ["model1/abc"]
+    with store.staging() as tmp:
+        (tmp / "m").mkdir()
+        with pytest.raises(StoreError, match="immutable"):
+            store.publish(tmp / "m", "model1/abc")
+    store.delete("model1/abc")
+    assert not store.exists("model1/abc")
+    with pytest.raises(StoreError, match="missing"):
+        store.fetch("model1/abc")
+    assert store.sweep_staging() == 0  # staging dirs remove themselves
+
+
+def test_artifacts_publish_from_another_folder_copies(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "art")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_text("x")
+    store.publish(outside, "m/v")
+    assert (store.fetch("m/v") / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a/../b", "", "a//b", ".hidden"])
+def test_artifacts_reject_path_tricks(tmp_path: Path, key: str) -> None:
+    store = LocalArtifactStore(tmp_path / "art")
+    with pytest.raises(StoreError, match="invalid storage key"):
+        store.exists(key)
+
+
+def test_artifact_blobs_and_urls(tmp_path: Path) -> None:
+    store = create_artifact_store(f"file://{tmp_path / 'art'}")
+    store.put_bytes("inputs-m/j.parquet", b"data")
+    assert store.get_bytes("inputs-m/j.parquet") == b"data"
+    store.check()
+    with pytest.raises(StoreError, match="no artifact store backend"):
+        create_artifact_store("s3://bucket/x")
+
+
+def test_history_append_read_and_summary(tmp_path: Path) -> None:
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(100)
+    assert store.append("m1", frame.iloc[:60]) == 60
+    assert store.append("m1", frame.iloc[60:]) == 40  # newer data: a new part
+    summary = store.summary("m1")
+    assert summary.points == 100 and summary.parts == 2
+    assert summary.columns == ["a", "b"]
+    assert summary.start == frame.index[0].to_pydatetime()
+    assert summary.end == frame.index[-1].to_pydatetime()
+    back = store.read("m1")
+    pd.testing.assert_frame_equal(back, frame, check_freq=False, check_index_type=False)
+    middle = store.read("m1", frame.index[10], frame.index[20])
+    assert len(middle) == 10 and middle.index[0] == frame.index[10]
+
+
+def test_history_overlap_replaces_rows(tmp_path: Path) -> None:
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(50)
+    store.append("m1", frame)
+    changed = frame.iloc[10:20] + 100.0
+    store.append("m1", changed)
+    back = store.read("m1")
+    assert len(back) == 50
+    assert store.summary("m1").points == 50
+    assert (back.iloc[10:20]["a"] > 50).all() and (back.iloc[:10]["a"] < 50).all()
+
+
+def test_history_drop_range_and_columns(tmp_path: Path) -> None:
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(50)
+    store.append("m1", frame)
+    assert store.drop_range("m1", frame.index[0], frame.index[25]) == 25
+    assert store.summary("m1").points == 25
+    assert store.drop_range("m1", None, None) == 25
+    assert store.summary("m1").points == 0
+    store.append("m1", frame)
+    with pytest.raises(StoreError, match="differ from the stored columns"):
+        later = make_frame(5, end=frame.index[-1] + pd.Timedelta("10min"))
+        store.append("m1", later.rename(columns={"a": "z"}))
+    store.delete("m1")
+    assert store.summary("m1").points == 0
+    assert store.read("m1").empty
+
+
+def test_history_recovers_from_a_crash_between_generations(tmp_path: Path) -> None:
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(30)
+    store.append("m1", frame)
+    # a rewrite that died before switching CURRENT leaves a stray generation behind
+    stray = tmp_path / "hist" / "m1" / "g000002"
+    stray.mkdir()
+    (stray / "p000001.parquet").write_bytes(b"garbage")
+    assert store.summary("m1").points == 30
+    store.append("m1", frame.iloc[:5] * 2)  # overlap: rewrites into a new generation
+    assert store.summary("m1").points == 30
+    assert not stray.exists() or (stray / "manifest.json").exists()
+
+
+def test_history_rejects_bad_model_ids(tmp_path: Path) -> None:
+    store = LocalHistoryStore(tmp_path / "hist")
+    with pytest.raises(StoreError):
+        store.summary("../etc")
