@@ -109,6 +109,9 @@ class NewVersion:
     data_start: datetime | None
     data_end: datetime | None
     n_points: int
+    #: The active version's score on the same held-out data as ``validation_score``, with the
+    #: number of that version; ``if_better`` compares these two when the version is still active.
+    active_score: tuple[int, float] | None = None
 
 
 class ModelRegistry:
@@ -331,7 +334,9 @@ class ModelRegistry:
             )
             session.add(row)
             active_score: float | None = None
-            if model.active_version is not None:
+            if new.active_score is not None and new.active_score[0] == model.active_version:
+                active_score = new.active_score[1]
+            elif model.active_version is not None:
                 active_score = session.scalar(
                     select(Version.validation_score).where(
                         Version.model_id == model_id, Version.version == model.active_version

@@ -27,14 +27,15 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select, update
 
-from detector import DetectorConfig, TrainingProgress, create_detector
+from detector import Detector, DetectorConfig, TrainingProgress, create_detector, load_detector
 from detector import errors as det_errors
+from detector.errors import ReconADError
 from service.db import Database
 from service.errors import ServiceError
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion
 from service.settings import Settings
-from service.store import create_artifact_store, create_history_store
+from service.store import ArtifactStore, StoreError, create_artifact_store, create_history_store
 from service.tables import Job, Model, utcnow
 
 __all__ = ["main", "run_job"]
@@ -141,6 +142,39 @@ def _load_data(job: Job, model: Model, settings: Settings) -> pd.DataFrame:
     return frame
 
 
+def _holdout_error(detector: Detector, holdout: pd.DataFrame) -> float | None:
+    """The detector's error on held-out data (comparable across versions), or None."""
+    try:
+        return _finite(detector.holdout_error(holdout))
+    except ReconADError:
+        return None
+
+
+def _active_holdout_error(
+    registry: ModelRegistry,
+    artifacts: ArtifactStore,
+    model_name: str,
+    holdout: pd.DataFrame,
+    log_extra: dict[str, Any],
+) -> tuple[int, float] | None:
+    """The active version's error on the new version's held-out data, for ``if_better``.
+
+    None when there is no active version or it cannot score this data (other features, say);
+    promotion then falls back to the stored validation scores.
+    """
+    try:
+        _, active = registry.get_version(model_name)
+    except ServiceError:  # no active version yet
+        return None
+    try:
+        old = load_detector(artifacts.fetch(active.artifact_key), device="cpu")
+        score = _holdout_error(old, holdout)
+    except (ReconADError, StoreError) as exc:
+        logger.info("active version cannot score the new hold-out: %s", exc, extra=log_extra)
+        return None
+    return None if score is None else (active.version, score)
+
+
 def run_job(settings: Settings, job_id: str) -> int:
     """Run one claimed job to its end; return the process exit status.
 
@@ -187,11 +221,13 @@ def run_job(settings: Settings, job_id: str) -> int:
             artifacts.publish(tmp / "model", key)
         index = frame.index
         is_time = isinstance(index, pd.DatetimeIndex)
+        holdout = frame.iloc[len(frame) - round(len(frame) * config.training.validation_fraction) :]
         new = NewVersion(
             artifact_key=key,
             config=config.model_dump(mode="json"),
             threshold=float(detector.threshold_),
-            validation_score=_finite(getattr(detector, "validation_score_", None)),
+            validation_score=_holdout_error(detector, holdout),
+            active_score=_active_holdout_error(registry, artifacts, model.name, holdout, log_extra),
             calibration=_json_safe(dict(detector.calibration_)),
             metrics={
                 "train_seconds": round(train_s, 3),

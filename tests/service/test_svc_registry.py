@@ -111,6 +111,23 @@ def test_versions_are_numbered_once_and_policy_applies(context: AppContext) -> N
     assert active.version == 3 and model_row.active_version == 3
 
 
+def test_if_better_compares_scores_on_the_same_holdout(context: AppContext) -> None:
+    """The active version's score on the new version's held-out data wins over its stored one."""
+    from dataclasses import replace
+
+    reg = context.registry
+    model = _model(context, "m1", policy="if_better")
+    reg.register_version(model.id, _new(_publish(context, model.id, "a"), 5.0))
+    # stored: 0.7 < 5.0 would promote, but on the same held-out data the active one does 0.5
+    same = replace(_new(_publish(context, model.id, "b"), 0.7), active_score=(1, 0.5))
+    _, promoted, reason = reg.register_version(model.id, same)
+    assert (promoted, reason) == (False, "if_better_worse")
+    # a comparison made against a version that is no longer active falls back to stored scores
+    stale = replace(_new(_publish(context, model.id, "c"), 0.7), active_score=(2, 0.1))
+    _, promoted, _ = reg.register_version(model.id, stale)
+    assert promoted
+
+
 def test_promote_and_rollback_walk_back(context: AppContext) -> None:
     reg = context.registry
     model = _model(context)
