@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as nnf
 
 from ..config import DetectorConfig, TrainingConfig
-from .base import ReconstructionModel, mlp
+from .ae import AutoEncoder
+from .base import mlp, step
 
 __all__ = ["AdversarialAutoEncoder"]
 
 
-class AdversarialAutoEncoder(ReconstructionModel):
-    """AAE with a Gaussian prior; scoring uses the deterministic reconstruction."""
+class AdversarialAutoEncoder(AutoEncoder):
+    """The autoencoder of :mod:`detector.models.ae` plus a discriminator on its codes; scoring
+    uses the deterministic reconstruction."""
 
     kind = "aae"
 
@@ -32,13 +34,7 @@ class AdversarialAutoEncoder(ReconstructionModel):
     ) -> None:
         super().__init__(config, window, n_features, n_conditions)
         hidden = list(config.hidden_dims)
-        self.encoder = mlp([self.n_inputs, *hidden, config.latent_dim], config.dropout)
-        self.decoder = mlp([config.latent_dim, *reversed(hidden), self.n_inputs], config.dropout)
         self.discriminator = mlp([config.latent_dim, hidden[-1], hidden[-1], 1])
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        z = self.encoder(self.flatten(x))  # (B, L)
-        return self.unflatten(self.decoder(z))  # (B, W, F)
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
         lr, wd = training.learning_rate, training.weight_decay
@@ -59,15 +55,10 @@ class AdversarialAutoEncoder(ReconstructionModel):
         optimizers: dict[str, torch.optim.Optimizer],
     ) -> dict[str, float]:
         # 1. reconstruction phase
-        opt = optimizers["reconstruction"]
-        opt.zero_grad(set_to_none=True)
         recon_loss, _ = self.loss(x_in, target, cond)
-        recon_loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
+        step(optimizers["reconstruction"], recon_loss)
 
         # 2. discriminator phase: encoder in eval mode, no gradient through it
-        opt = optimizers["discriminator"]
-        opt.zero_grad(set_to_none=True)
         self.encoder.eval()
         with torch.no_grad():
             fake = self.encoder(self.flatten(x_in))  # (B, L)
@@ -78,23 +69,17 @@ class AdversarialAutoEncoder(ReconstructionModel):
         disc_loss = nnf.binary_cross_entropy_with_logits(
             logits_real, torch.ones_like(logits_real)
         ) + nnf.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
-        disc_loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
+        step(optimizers["discriminator"], disc_loss)
 
-        # 3. generator phase: the encoder tries to pass its codes off as prior samples
-        opt = optimizers["generator"]
-        opt.zero_grad(set_to_none=True)
+        # 3. generator phase: the encoder tries to pass its codes off as prior samples; the
+        # discriminator's gradients from this phase are cleared before its next step
         logits = self.discriminator(self.encoder(self.flatten(x_in)))  # (B, 1)
         gen_loss = self.config.adversarial_weight * nnf.binary_cross_entropy_with_logits(
             logits, torch.ones_like(logits)
         )
-        gen_loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        # the discriminator received gradients from the generator phase; they are cleared by its
-        # own zero_grad at the next step.
+        step(optimizers["generator"], gen_loss)
         return {
             "loss": float(recon_loss.detach()),
-            "recon": float(recon_loss.detach()),
             "discriminator": float(disc_loss.detach()),
             "generator": float(gen_loss.detach()),
         }

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import DetectorConfig, TrainingConfig
 
-__all__ = ["ReconstructionModel", "mlp"]
+__all__ = ["ReconstructionModel", "mlp", "step"]
 
 
 def mlp(sizes: list[int], dropout: float = 0.0, final_activation: bool = False) -> nn.Sequential:
@@ -123,9 +123,13 @@ class ReconstructionModel(nn.Module):
         optimizers: dict[str, torch.optim.Optimizer],
     ) -> dict[str, float]:
         """One optimisation step on a batch; returns the losses to log."""
-        optimizer = optimizers["main"]
-        optimizer.zero_grad(set_to_none=True)
         loss, parts = self.loss(x_in, target, cond)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+        step(optimizers["main"], loss)
         return {"loss": float(loss.detach()), **parts}
+
+
+def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Back-propagate ``loss`` and take one step of ``optimizer`` (gradients cleared first)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
