@@ -110,6 +110,7 @@ class Detector:
     preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
     calibration_, error_scale_, residual_std_, history_, validation_score_, device_
         Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
+        ``network_`` is left in eval mode by both, so scoring never switches modes.
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -325,7 +326,6 @@ class Detector:
             clean_count = torch.zeros(length, 1, device=device)
         batch = max(256, _CELLS_PER_BATCH // (window * n_features))
         generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
-        network.eval()
         with torch.inference_mode():
             for first in range(0, n_windows, batch):
                 starts = torch.arange(first, min(first + batch, n_windows), device=device)
@@ -468,7 +468,6 @@ class Detector:
         generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         batch = max(256, _CELLS_PER_BATCH // (self.window_ * self.n_features_in_))
         errs, recons = [], []
-        self.network_.eval()
         with torch.inference_mode():
             for i in range(0, len(scaled), batch):
                 xb = torch.from_numpy(scaled[i : i + batch]).to(device)  # (B, W, F)

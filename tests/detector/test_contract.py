@@ -111,6 +111,7 @@ def test_save_load_gives_identical_scores(
         loaded.anomaly_score(data["test"]).to_numpy(), det.anomaly_score(data["test"]).to_numpy()
     )
     assert loaded.threshold_ == det.threshold_
+    assert not loaded.network_.training and not det.network_.training  # scoring needs eval mode
     assert loaded.config == det.config
     # saving again over an existing model replaces it atomically
     det.save(tmp_path / "model")
