@@ -140,7 +140,11 @@ class InProcessJobRunner(JobRunner):
         claimed: list[tuple[str, str]] = []
         with self.db.transaction() as session:
             rows = session.scalars(
-                select(Job).where(Job.status == "queued").order_by(Job.created_at).limit(free)
+                select(Job)
+                .where(Job.status == "queued")
+                .order_by(Job.created_at)
+                .limit(free)
+                .with_for_update(skip_locked=True)
             )
             for job in rows:
                 token = uuid.uuid4().hex

@@ -108,7 +108,7 @@ class _JobContext:
 
     def stage(self, stage: str) -> None:
         with self.db.transaction() as session:
-            job = session.get(Job, self.job_id)
+            job = session.get(Job, self.job_id, with_for_update=True)
             if job is not None and job.run_token == self.token and job.status == "running":
                 job.progress = {**(job.progress or {}), "stage": stage}
 
