@@ -11,6 +11,7 @@ leaves out there), and concurrent first starts serialise their migrations on an 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +65,8 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def session(self) -> Session:
         """Return a new session (the caller closes it)."""
@@ -85,6 +88,25 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def named_lock(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` shared by every process on this database.
+
+        PostgreSQL: a transaction-scoped advisory lock (released even when the holder dies).
+        SQLite (one machine): a lock of this process only.
+        """
+        if not self.is_postgresql:
+            with self._local_lock(name):
+                yield
+            return
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+            yield
+
+    def _local_lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raises on an unreachable database."""

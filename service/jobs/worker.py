@@ -34,7 +34,7 @@ from service.errors import ServiceError
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion
 from service.settings import Settings
-from service.store import create_artifact_store, create_history_store
+from service.store import ArtifactStore, HistoryStore, open_stores
 from service.tables import Job, Model, utcnow
 
 __all__ = ["main", "run_job"]
@@ -124,13 +124,13 @@ class _JobContext:
         self._stop.set()
 
 
-def _load_data(job: Job, model: Model, settings: Settings) -> pd.DataFrame:
+def _load_data(
+    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore
+) -> pd.DataFrame:
     params = job.params
     if params.get("source") == "inline":
-        store = create_artifact_store(settings.artifact_url)
-        frame = pd.read_parquet(io.BytesIO(store.get_bytes(params["input_key"])))
+        frame = pd.read_parquet(io.BytesIO(artifacts.get_bytes(params["input_key"])))
     else:
-        history = create_history_store(settings.history_url)
         start = pd.Timestamp(params["start"]) if params.get("start") else None
         end = pd.Timestamp(params["end"]) if params.get("end") else None
         frame = history.read(model.id, start, end)
@@ -165,8 +165,8 @@ def run_job(settings: Settings, job_id: str) -> int:
         return 0
     ctx = _JobContext(db, job_id, job.run_token)
     threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
-    artifacts = create_artifact_store(settings.artifact_url)
-    registry = ModelRegistry(db, artifacts, create_history_store(settings.history_url))
+    artifacts, history = open_stores(settings, db)
+    registry = ModelRegistry(db, artifacts, history)
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:
@@ -175,7 +175,7 @@ def run_job(settings: Settings, job_id: str) -> int:
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
         ctx.stage("loading data")
-        frame = _load_data(job, model, settings)
+        frame = _load_data(job, model, artifacts, history)
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
         detector = create_detector(config).fit(frame, progress=ctx.progress)

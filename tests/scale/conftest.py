@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 
-from scale_infra import postgres_reason, s3_reason, s3_server, temp_database  # noqa: E402
+from scale_infra import postgres_reason, s3_reason, s3_server, temp_database
 
 
 @pytest.fixture
