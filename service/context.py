@@ -93,8 +93,10 @@ class AppContext:
     def prepare(self) -> None:
         """Migrate the schema, recover from a crash and create the first admin key if needed."""
         upgrade_schema(self.db)
-        self.jobs.recover_after_restart()
-        self.registry.sweep_orphans()
+        if self.runner.exclusive:
+            # With shared workers, running jobs are not ours: the runner's reaper watches them.
+            self.jobs.recover_after_restart()
+            self.registry.sweep_orphans()
         if self.settings.bootstrap_admin_key:
             key = self.auth.bootstrap_admin()
             if key is not None:

@@ -41,8 +41,6 @@ __all__ = ["main", "run_job"]
 
 logger = logging.getLogger(__name__)
 
-_HEARTBEAT_S = 5.0
-
 
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies; poll as a fallback."""
@@ -71,8 +69,9 @@ def _finite(value: Any) -> float | None:
 
 
 class _JobContext:
-    def __init__(self, db: Database, job_id: str, token: str) -> None:
+    def __init__(self, db: Database, job_id: str, token: str, heartbeat_s: float) -> None:
         self.db = db
+        self.heartbeat_s = heartbeat_s
         self.job_id = job_id
         self.token = token
         self._stop = threading.Event()
@@ -81,7 +80,7 @@ class _JobContext:
         return (Job.id == self.job_id) & (Job.run_token == self.token) & (Job.status == "running")
 
     def heartbeat(self) -> None:
-        while not self._stop.wait(_HEARTBEAT_S):
+        while not self._stop.wait(self.heartbeat_s):
             with contextlib.suppress(Exception), self.db.transaction() as session:
                 session.execute(update(Job).where(self._mine()).values(heartbeat_at=utcnow()))
 
@@ -163,7 +162,7 @@ def run_job(settings: Settings, job_id: str) -> int:
     if job is None or model is None or job.status != "running" or job.run_token is None:
         logger.warning("job %s is not claimed for running; nothing to do", job_id)
         return 0
-    ctx = _JobContext(db, job_id, job.run_token)
+    ctx = _JobContext(db, job_id, job.run_token, settings.job_heartbeat_s)
     threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
     artifacts, history = open_stores(settings, db)
     registry = ModelRegistry(db, artifacts, history)
