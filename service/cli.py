@@ -1,5 +1,5 @@
-"""The ``reconad`` command: ``serve``, ``keys create|list|revoke``, and the library's ``train``,
-``score`` and ``evaluate``.
+"""The ``reconad`` command: ``serve``, ``worker``, ``keys create|list|revoke``, and the
+library's ``train``, ``score`` and ``evaluate``.
 
 Settings come from ``RECONAD_*`` environment variables (``RECONAD_DATA_DIR`` first of all); the
 key commands work on the same database as the server, with or without the server running.
@@ -35,6 +35,25 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from service.jobs.celery_backend import QUEUES, create_celery
+    from service.observability import configure_logging
+    from service.settings import Settings
+
+    settings = Settings()
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        print(f"error: --queues takes {', '.join(QUEUES)} (comma-separated)", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_json)
+    app = create_celery(settings)
+    argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency)]
+    argv += ["--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
     return 0
 
 
@@ -95,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser(
+        "worker", help="run a Celery training worker (RECONAD_JOB_BACKEND=celery)"
+    )
+    worker.add_argument(
+        "--queues",
+        default="cpu",
+        help="queues to take jobs from: cpu, gpu or cpu,gpu (default cpu)",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=1, help="trainings at once (default 1; one per GPU)"
+    )
+    worker.set_defaults(func=_worker)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -21,8 +21,7 @@ from service.settings import Settings
 from service.store import (
     ArtifactStore,
     HistoryStore,
-    create_artifact_store,
-    create_history_store,
+    open_stores,
 )
 
 __all__ = ["AppContext"]
@@ -53,8 +52,7 @@ class AppContext:
         """Create every component (nothing starts running yet)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url)
-        artifacts = create_artifact_store(settings.artifact_url)
-        history = create_history_store(settings.history_url)
+        artifacts, history = open_stores(settings, db)
         metrics = Metrics()
         registry = ModelRegistry(db, artifacts, history, settings.test_promotion_pause_s)
         runner = create_job_runner(settings, db)
@@ -95,8 +93,10 @@ class AppContext:
     def prepare(self) -> None:
         """Migrate the schema, recover from a crash and create the first admin key if needed."""
         upgrade_schema(self.db)
-        self.jobs.recover_after_restart()
-        self.registry.sweep_orphans()
+        if self.runner.exclusive:
+            # With shared workers, running jobs are not ours: the runner's reaper watches them.
+            self.jobs.recover_after_restart()
+            self.registry.sweep_orphans()
         if self.settings.bootstrap_admin_key:
             key = self.auth.bootstrap_admin()
             if key is not None:

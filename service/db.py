@@ -2,12 +2,16 @@
 
 SQLite (the embedded default) runs in WAL mode with full fsync and a busy timeout, so the API
 process and job processes can write at the same time and a killed process never leaves a
-half-written transaction behind. Any other SQLAlchemy URL (PostgreSQL) is used as given.
+half-written transaction behind. PostgreSQL (``postgresql+psycopg://...``, for several API
+replicas and workers) runs the same migrations; read-then-write sequences take row locks
+(``SELECT ... FOR UPDATE``, which SQLite's ``BEGIN IMMEDIATE`` makes unnecessary and SQLAlchemy
+leaves out there), and concurrent first starts serialise their migrations on an advisory lock.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +28,7 @@ __all__ = ["Database", "upgrade_schema"]
 logger = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x5245434F4E4144  # "RECONAD": the advisory lock id of schema migrations
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -51,6 +56,7 @@ class Database:
         parsed = make_url(url)
         connect_args: dict[str, Any] = {}
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = parsed.get_backend_name() == "postgresql"
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +65,8 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def session(self) -> Session:
         """Return a new session (the caller closes it)."""
@@ -80,6 +88,25 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def named_lock(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` shared by every process on this database.
+
+        PostgreSQL: a transaction-scoped advisory lock (released even when the holder dies).
+        SQLite (one machine): a lock of this process only.
+        """
+        if not self.is_postgresql:
+            with self._local_lock(name):
+                yield
+            return
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+            yield
+
+    def _local_lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raises on an unreachable database."""
@@ -108,6 +135,9 @@ def upgrade_schema(database: Database, revision: str = "head") -> None:
         if database.is_sqlite:
             # Serialise concurrent first starts (server and CLI): the second waits, then sees head.
             connection.execute(text("BEGIN IMMEDIATE"))
+        elif database.is_postgresql:
+            # Replicas starting at once: one migrates, the others wait and then see head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
     logger.debug("database schema at %s", revision)

@@ -152,8 +152,11 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ models
     @staticmethod
-    def _get(session: Session, name: str) -> Model:
-        row = session.scalar(select(Model).where(Model.name == name))
+    def _get(session: Session, name: str, lock: bool = False) -> Model:
+        query = select(Model).where(Model.name == name)
+        if lock:  # a row lock (PostgreSQL) so concurrent writers queue instead of losing updates
+            query = query.with_for_update()
+        row = session.scalar(query)
         if row is None:
             raise NotFoundError(f"no model named {name[:80]!r}; GET /v1/models lists them")
         return row
@@ -215,7 +218,7 @@ class ModelRegistry:
     ) -> Model:
         """Change a model's settings; existing versions keep the config they were trained with."""
         with self.db.transaction() as session:
-            row = self._get(session, name)
+            row = self._get(session, name, lock=True)
             if config is not None:
                 row.config = config.model_dump(mode="json")
             if description is not None:
@@ -229,7 +232,7 @@ class ModelRegistry:
     def delete_model(self, name: str) -> Model:
         """Delete a model, its versions, jobs, schedules, artifacts and stored history."""
         with self.db.transaction() as session:
-            row = self._get(session, name)
+            row = self._get(session, name, lock=True)
             session.delete(row)
         self._changed(name)
         self.artifacts.delete(row.id)
@@ -304,12 +307,12 @@ class ModelRegistry:
             When the job is no longer running under ``run_token``.
         """
         with self.db.transaction() as session:
-            model = session.get(Model, model_id)
+            model = session.get(Model, model_id, with_for_update=True)
             if model is None:
                 raise NotFoundError("the model was deleted while it was training")
             job: Job | None = None
             if job_id is not None:
-                job = session.get(Job, job_id)
+                job = session.get(Job, job_id, with_for_update=True)
                 if job is None or job.status != "running" or job.run_token != run_token:
                     raise ConflictError("the job is no longer running; its result is discarded")
             number = model.last_version + 1
@@ -391,7 +394,7 @@ class ModelRegistry:
             For an unknown model or version.
         """
         with self.db.transaction() as session:
-            model = self._get(session, name)
+            model = self._get(session, name, lock=True)
             exists = session.scalar(
                 select(Version.id).where(Version.model_id == model.id, Version.version == version)
             )
@@ -418,7 +421,7 @@ class ModelRegistry:
             When there is nothing to roll back to.
         """
         with self.db.transaction() as session:
-            model = self._get(session, name)
+            model = self._get(session, name, lock=True)
             log = session.scalars(
                 select(Promotion).where(Promotion.model_id == model.id).order_by(Promotion.id)
             )
@@ -453,7 +456,7 @@ class ModelRegistry:
             When it is the active version.
         """
         with self.db.transaction() as session:
-            model = self._get(session, name)
+            model = self._get(session, name, lock=True)
             row = session.scalar(
                 select(Version).where(Version.model_id == model.id, Version.version == version)
             )

@@ -151,7 +151,7 @@ class ScheduleService:
     def set_paused(self, schedule_id: str, paused: bool) -> tuple[Schedule, str]:
         """Pause or resume; resuming computes the next run from now (no catch-up)."""
         with self.db.transaction() as session:
-            row = session.get(Schedule, schedule_id)
+            row = session.get(Schedule, schedule_id, with_for_update=True)
             if row is None:
                 raise NotFoundError(f"no schedule with id {schedule_id[:64]!r}")
             if row.paused and not paused:

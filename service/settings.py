@@ -41,8 +41,31 @@ class Settings(BaseSettings):
     history_url: str = Field(
         "", description="Where stored observations live (default: <data_dir>/history)."
     )
-    job_backend: Literal["inprocess"] = Field(
-        "inprocess", description="How training jobs run: 'inprocess' = one child process per job."
+    job_backend: Literal["inprocess", "celery"] = Field(
+        "inprocess",
+        description="How training jobs run: 'inprocess' = one child process per job of the API "
+        "process; 'celery' = on `reconad worker` processes through the broker.",
+    )
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker (job_backend 'celery'): redis://... or amqp://... (RabbitMQ).",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="Endpoint of an S3-compatible store (MinIO) for s3:// artifact and history "
+        "URLs; empty: AWS. Credentials come from the usual AWS_* variables.",
+    )
+    job_heartbeat_s: float = Field(
+        5.0, gt=0, le=300, description="How often a running job writes its heartbeat."
+    )
+    job_stale_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="job_backend 'celery': a running job whose heartbeat is older than this "
+        "lost its worker; it is queued again, or failed after job_max_attempts.",
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, le=100, description="job_backend 'celery': runs a job gets before it is failed."
     )
     max_concurrent_jobs: int = Field(
         1, ge=0, le=64, description="Training jobs running at once; 0 keeps jobs queued."

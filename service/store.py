@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from service.db import Database
+from service.settings import Settings
 
 __all__ = [
     "ArtifactStore",
@@ -49,6 +52,7 @@ __all__ = [
     "StoreError",
     "create_artifact_store",
     "create_history_store",
+    "open_stores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -266,18 +270,25 @@ class LocalArtifactStore(ArtifactStore):
         return removed
 
 
-def create_artifact_store(url: str) -> ArtifactStore:
-    """Build the artifact store for a URL (a plain path or ``file://`` URL).
+def create_artifact_store(
+    url: str, cache_dir: Path | None = None, endpoint_url: str = ""
+) -> ArtifactStore:
+    """Build the artifact store for a URL: a plain path or ``file://`` URL (local), or an
+    fsspec URL such as ``s3://bucket/prefix`` (object storage, fetched into ``cache_dir``).
 
     Raises
     ------
     StoreError
-        For a scheme no backend handles yet.
+        For an object-store URL without ``cache_dir``, or a scheme fsspec does not know.
     """
     if url.startswith("file://"):
         url = url[len("file://") :]
     elif "://" in url:
-        raise StoreError(f"no artifact store backend for {url!r}: use a local path")
+        from service.objectstore import FsspecArtifactStore
+
+        if cache_dir is None:
+            raise StoreError(f"artifact store {url!r} needs a local cache folder")
+        return FsspecArtifactStore(url, cache_dir, endpoint_url)
     return LocalArtifactStore(Path(url))
 
 
@@ -351,10 +362,14 @@ class LocalHistoryStore(HistoryStore):
         self._locks_guard = threading.Lock()
 
     # -- helpers
-    def _dir(self, model_id: str) -> Path:
+    @staticmethod
+    def _check_model_id(model_id: str) -> str:
         if not _MODEL_ID.match(model_id):
             raise StoreError(f"invalid model id {model_id!r}")
-        return self.root / model_id
+        return model_id
+
+    def _dir(self, model_id: str) -> Path:
+        return self.root / self._check_model_id(model_id)
 
     @contextlib.contextmanager
     def _locked(self, model_id: str) -> Iterator[Path]:
@@ -436,29 +451,78 @@ class LocalHistoryStore(HistoryStore):
         frame = frame[mask.to_numpy()]
         return frame.sort_index(kind="stable")
 
-    def _read_gen(self, gen: Path, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
+    @staticmethod
+    def _empty(columns: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {c: pd.Series(dtype="float64") for c in columns},
+            index=pd.DatetimeIndex([], tz="UTC", name=TIMESTAMP).as_unit("us"),
+        )
+
+    @staticmethod
+    def _check_columns(manifest: dict[str, Any], columns: list[str]) -> None:
+        if sorted(manifest["columns"]) != sorted(columns):
+            raise StoreError(
+                f"columns {columns} differ from the stored columns {manifest['columns']}; "
+                "send the same columns every time (null for a missing value)"
+            )
+
+    @staticmethod
+    def _outside(frame: pd.DataFrame, lo: Any, hi: Any) -> Any:
+        """Boolean mask of the rows outside ``lo <= t < hi`` (the rows a drop keeps)."""
+        mask = pd.Series(True, index=frame.index)
+        if lo is not None:
+            mask &= frame.index >= lo
+        if hi is not None:
+            mask &= frame.index < hi
+        return ~mask.to_numpy()
+
+    @staticmethod
+    def _summarise(manifest: dict[str, Any] | None) -> HistorySummary:
+        if manifest is None:
+            return HistorySummary()
+        parts = manifest["parts"]
+        if not parts:
+            return HistorySummary(columns=list(manifest["columns"]))
+        return HistorySummary(
+            points=sum(int(p["rows"]) for p in parts),
+            start=min(pd.Timestamp(p["start"]) for p in parts).to_pydatetime(),
+            end=max(pd.Timestamp(p["end"]) for p in parts).to_pydatetime(),
+            columns=list(manifest["columns"]),
+            bytes=sum(int(p["bytes"]) for p in parts),
+            parts=len(parts),
+        )
+
+    @classmethod
+    def _select_parts(
+        cls,
+        manifest: dict[str, Any],
+        start: Any,
+        end: Any,
+        read_part: Callable[[str], pd.DataFrame],
+    ) -> pd.DataFrame:
+        """Rows of a generation with ``start <= t < end``, reading only overlapping parts."""
         frames = []
         for part in manifest["parts"]:
             if start is not None and part["end"] is not None and pd.Timestamp(part["end"]) < start:
                 continue
             if end is not None and part["start"] is not None and pd.Timestamp(part["start"]) >= end:
                 continue
-            frames.append(pq.read_table(gen / part["file"]).to_pandas())
+            frames.append(read_part(part["file"]))
         if not frames:
-            cols = manifest.get("columns", [])
-            empty = pd.DataFrame(
-                {c: pd.Series(dtype="float64") for c in cols},
-                index=pd.DatetimeIndex([], tz="UTC", name=TIMESTAMP).as_unit("us"),
-            )
-            return empty
+            return cls._empty(manifest.get("columns", []))
         frame = pd.concat(frames) if len(frames) > 1 else frames[0]
-        frame = self._normalise(frame)
+        frame = cls._normalise(frame)
         if start is not None:
             frame = frame[frame.index >= start]
         if end is not None:
             frame = frame[frame.index < end]
         result: pd.DataFrame = frame.sort_index(kind="stable")
         return result
+
+    def _read_gen(self, gen: Path, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
+        return self._select_parts(
+            manifest, start, end, lambda name: pq.read_table(gen / name).to_pandas()
+        )
 
     @staticmethod
     def _ts(value: datetime | None) -> pd.Timestamp | None:
@@ -479,11 +543,7 @@ class LocalHistoryStore(HistoryStore):
                 self._new_generation(mdir, frame, columns, key_column)
                 return len(frame)
             gen, manifest = current
-            if sorted(manifest["columns"]) != sorted(columns):
-                raise StoreError(
-                    f"columns {columns} differ from the stored columns {manifest['columns']}; "
-                    "send the same columns every time (null for a missing value)"
-                )
+            self._check_columns(manifest, columns)
             frame = frame[manifest["columns"]]
             stored_end = max(pd.Timestamp(p["end"]) for p in manifest["parts"])
             if frame.index.min() > stored_end:
@@ -516,19 +576,7 @@ class LocalHistoryStore(HistoryStore):
 
     def summary(self, model_id: str) -> HistorySummary:
         current = self._current(self._dir(model_id))
-        if current is None:
-            return HistorySummary()
-        parts = current[1]["parts"]
-        if not parts:
-            return HistorySummary(columns=list(current[1]["columns"]))
-        return HistorySummary(
-            points=sum(int(p["rows"]) for p in parts),
-            start=min(pd.Timestamp(p["start"]) for p in parts).to_pydatetime(),
-            end=max(pd.Timestamp(p["end"]) for p in parts).to_pydatetime(),
-            columns=list(current[1]["columns"]),
-            bytes=sum(int(p["bytes"]) for p in parts),
-            parts=len(parts),
-        )
+        return self._summarise(None if current is None else current[1])
 
     def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
         lo, hi = self._ts(start), self._ts(end)
@@ -537,15 +585,11 @@ class LocalHistoryStore(HistoryStore):
             if current is None:
                 return 0
             frame = self._read_gen(current[0], current[1], None, None)
-            mask = pd.Series(True, index=frame.index)
-            if lo is not None:
-                mask &= frame.index >= lo
-            if hi is not None:
-                mask &= frame.index < hi
-            dropped = int(mask.sum())
+            keep = self._outside(frame, lo, hi)
+            dropped = int((~keep).sum())
             if dropped:
                 self._new_generation(
-                    mdir, frame[~mask.to_numpy()], current[1]["columns"], current[1]["key_column"]
+                    mdir, frame[keep], current[1]["columns"], current[1]["key_column"]
                 )
             return dropped
 
@@ -566,16 +610,33 @@ class LocalHistoryStore(HistoryStore):
             raise StoreError(f"history store at {self.root} is not writable: {exc}") from exc
 
 
-def create_history_store(url: str) -> HistoryStore:
-    """Build the history store for a URL (a plain path or ``file://`` URL).
+def create_history_store(
+    url: str,
+    endpoint_url: str = "",
+    lock: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
+) -> HistoryStore:
+    """Build the history store for a URL: a plain path or ``file://`` URL (local), or an fsspec
+    URL such as ``s3://bucket/prefix`` whose writers serialise on ``lock(name)``.
 
     Raises
     ------
     StoreError
-        For a scheme no backend handles yet.
+        For a scheme fsspec does not know.
     """
     if url.startswith("file://"):
         url = url[len("file://") :]
     elif "://" in url:
-        raise StoreError(f"no history store backend for {url!r}: use a local path")
+        from service.objectstore import FsspecHistoryStore
+
+        return FsspecHistoryStore(url, endpoint_url, lock)
     return LocalHistoryStore(Path(url))
+
+
+def open_stores(settings: Settings, db: Database) -> tuple[ArtifactStore, HistoryStore]:
+    """The artifact and history stores named by ``settings`` (object-store history writers
+    serialise on the database's named locks, so API replicas and workers can share it)."""
+    artifacts = create_artifact_store(
+        settings.artifact_url, settings.data_dir / "cache" / "artifacts", settings.s3_endpoint_url
+    )
+    history = create_history_store(settings.history_url, settings.s3_endpoint_url, db.named_lock)
+    return artifacts, history

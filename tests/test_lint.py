@@ -26,8 +26,13 @@ def test_ruff_lint_and_format() -> None:
 
 @pytest.mark.parametrize(
     "paths",
-    [("detector", "service", "benchmarks"), ("tests/detector",), ("tests/service", "tests/docker")],
-    ids=["packages", "detector-tests", "service-tests"],
+    [
+        ("detector", "service", "benchmarks"),
+        ("tests/detector",),
+        ("tests/service", "tests/docker"),
+        ("tests/scale",),
+    ],
+    ids=["packages", "detector-tests", "service-tests", "scale-tests"],
 )
 def test_mypy_strict(paths: tuple[str, ...]) -> None:
     result = run("mypy", *paths)

@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 class JobRunner(ABC):
     """Runs queued jobs; the job rows in the database are the queue."""
 
+    #: Whether this process alone runs jobs, so that at start any job left ``running`` was
+    #: interrupted and any unregistered artifact is an orphan (False for shared workers).
+    exclusive = True
+
     @abstractmethod
     def start(self) -> None:
         """Start dispatching queued jobs."""
@@ -140,7 +144,11 @@ class InProcessJobRunner(JobRunner):
         claimed: list[tuple[str, str]] = []
         with self.db.transaction() as session:
             rows = session.scalars(
-                select(Job).where(Job.status == "queued").order_by(Job.created_at).limit(free)
+                select(Job)
+                .where(Job.status == "queued")
+                .order_by(Job.created_at)
+                .limit(free)
+                .with_for_update(skip_locked=True)
             )
             for job in rows:
                 token = uuid.uuid4().hex
@@ -238,4 +246,8 @@ def create_job_runner(settings: Settings, db: Database) -> JobRunner:
     """Build the runner named by ``settings.job_backend``."""
     if settings.job_backend == "inprocess":
         return InProcessJobRunner(settings, db)
+    if settings.job_backend == "celery":
+        from service.jobs.celery_backend import CeleryJobRunner
+
+        return CeleryJobRunner(settings, db)
     raise ValueError(f"unknown job backend {settings.job_backend!r}")  # pragma: no cover

@@ -166,7 +166,8 @@ class JobService:
         retry_of: str | None,
     ) -> Job:
         with self.db.transaction() as session:
-            if session.get(Model, model.id) is None:
+            # Key-share lock: the model cannot be deleted before this job row is in.
+            if session.get(Model, model.id, with_for_update={"key_share": True}) is None:
                 raise NotFoundError(f"model {model.name!r} was deleted")
             job = Job(
                 id=job_id,
@@ -246,7 +247,7 @@ class JobService:
             When the job has already finished.
         """
         with self.db.transaction() as session:
-            job = session.get(Job, job_id)
+            job = session.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise NotFoundError(f"no job with id {job_id[:64]!r}; GET /v1/jobs lists them")
             if job.status == "queued":

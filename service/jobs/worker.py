@@ -35,14 +35,12 @@ from service.errors import ServiceError
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion
 from service.settings import Settings
-from service.store import ArtifactStore, StoreError, create_artifact_store, create_history_store
+from service.store import ArtifactStore, HistoryStore, StoreError, open_stores
 from service.tables import Job, Model, utcnow
 
 __all__ = ["main", "run_job"]
 
 logger = logging.getLogger(__name__)
-
-_HEARTBEAT_S = 5.0
 
 
 def _die_with_parent() -> None:
@@ -72,8 +70,9 @@ def _finite(value: Any) -> float | None:
 
 
 class _JobContext:
-    def __init__(self, db: Database, job_id: str, token: str) -> None:
+    def __init__(self, db: Database, job_id: str, token: str, heartbeat_s: float) -> None:
         self.db = db
+        self.heartbeat_s = heartbeat_s
         self.job_id = job_id
         self.token = token
         self._stop = threading.Event()
@@ -82,7 +81,7 @@ class _JobContext:
         return (Job.id == self.job_id) & (Job.run_token == self.token) & (Job.status == "running")
 
     def heartbeat(self) -> None:
-        while not self._stop.wait(_HEARTBEAT_S):
+        while not self._stop.wait(self.heartbeat_s):
             with contextlib.suppress(Exception), self.db.transaction() as session:
                 session.execute(update(Job).where(self._mine()).values(heartbeat_at=utcnow()))
 
@@ -109,7 +108,7 @@ class _JobContext:
 
     def stage(self, stage: str) -> None:
         with self.db.transaction() as session:
-            job = session.get(Job, self.job_id)
+            job = session.get(Job, self.job_id, with_for_update=True)
             if job is not None and job.run_token == self.token and job.status == "running":
                 job.progress = {**(job.progress or {}), "stage": stage}
 
@@ -125,13 +124,13 @@ class _JobContext:
         self._stop.set()
 
 
-def _load_data(job: Job, model: Model, settings: Settings) -> pd.DataFrame:
+def _load_data(
+    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore
+) -> pd.DataFrame:
     params = job.params
     if params.get("source") == "inline":
-        store = create_artifact_store(settings.artifact_url)
-        frame = pd.read_parquet(io.BytesIO(store.get_bytes(params["input_key"])))
+        frame = pd.read_parquet(io.BytesIO(artifacts.get_bytes(params["input_key"])))
     else:
-        history = create_history_store(settings.history_url)
         start = pd.Timestamp(params["start"]) if params.get("start") else None
         end = pd.Timestamp(params["end"]) if params.get("end") else None
         frame = history.read(model.id, start, end)
@@ -197,10 +196,10 @@ def run_job(settings: Settings, job_id: str) -> int:
     if job is None or model is None or job.status != "running" or job.run_token is None:
         logger.warning("job %s is not claimed for running; nothing to do", job_id)
         return 0
-    ctx = _JobContext(db, job_id, job.run_token)
+    ctx = _JobContext(db, job_id, job.run_token, settings.job_heartbeat_s)
     threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
-    artifacts = create_artifact_store(settings.artifact_url)
-    registry = ModelRegistry(db, artifacts, create_history_store(settings.history_url))
+    artifacts, history = open_stores(settings, db)
+    registry = ModelRegistry(db, artifacts, history)
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:
@@ -209,7 +208,7 @@ def run_job(settings: Settings, job_id: str) -> int:
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
         ctx.stage("loading data")
-        frame = _load_data(job, model, settings)
+        frame = _load_data(job, model, artifacts, history)
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
         detector = create_detector(config).fit(frame, progress=ctx.progress)

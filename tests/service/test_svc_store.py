@@ -52,8 +52,8 @@ def test_artifact_blobs_and_urls(tmp_path: Path) -> None:
     store.put_bytes("inputs-m/j.parquet", b"data")
     assert store.get_bytes("inputs-m/j.parquet") == b"data"
     store.check()
-    with pytest.raises(StoreError, match="no artifact store backend"):
-        create_artifact_store("s3://bucket/x")
+    with pytest.raises(StoreError, match="no storage backend"):
+        create_artifact_store("nosuchscheme://bucket/x", tmp_path / "cache")
 
 
 def test_history_append_read_and_summary(tmp_path: Path) -> None:

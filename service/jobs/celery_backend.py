@@ -1,0 +1,219 @@
+"""Training on Celery workers (``job_backend = "celery"``).
+
+The jobs table stays the queue of record and the source of truth for status and progress; the
+broker only carries "run job J under token T" messages:
+
+- :class:`CeleryJobRunner` (in every API replica) gives each queued job a run token under a row
+  lock that other replicas skip, then sends the task to the ``gpu`` queue when the job trains on
+  ``cuda`` and to ``cpu`` otherwise;
+- the task (in a ``reconad worker`` process) claims the job only if it is still queued under
+  that token (or running under it with a stale heartbeat: a redelivery after its worker was
+  lost), counts an attempt and calls :func:`service.jobs.worker.run_job`, which writes progress,
+  heartbeats and the final state, and stops at the next epoch once cancellation is requested;
+- the reaper (in the runner) looks for running jobs whose heartbeat went stale (their worker
+  died): each is queued again under a new token, or failed once it has had
+  ``job_max_attempts`` runs, so no job is silently lost.
+
+Workers acknowledge late, are rejected back to the queue when lost, prefetch one message and
+run one training at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select, update
+
+from service.db import Database
+from service.jobs.runner import JobRunner
+from service.settings import Settings
+from service.tables import Job, utcnow
+
+__all__ = ["QUEUES", "TASK_NAME", "CeleryJobRunner", "create_celery", "queue_for"]
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "reconad.train"
+QUEUES = ("cpu", "gpu")
+
+
+def queue_for(params: dict[str, Any], settings: Settings) -> str:
+    """``gpu`` for a job that trains on CUDA, ``cpu`` otherwise."""
+    training = (params.get("config") or {}).get("training") or {}
+    return "gpu" if training.get("device") == "cuda" else "cpu"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """The Celery application of the service (producer in the API, consumer in workers)."""
+    app = Celery("reconad", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_create_missing_queues=True,
+        task_default_queue="cpu",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_max_tasks_per_child=1,  # every training gets a fresh process
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+
+    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def train(job_id: str, token: str) -> str:
+        return execute(Settings(), job_id, token)
+
+    return app
+
+
+def claim(db: Database, job_id: str, token: str, stale_after_s: float) -> bool:
+    """Mark the job running for this delivery; False when it is not ours to run."""
+    now = utcnow()
+    with db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.run_token != token or job.cancel_requested:
+            return False
+        if job.status == "running":
+            last = job.heartbeat_at or job.started_at
+            if last is not None and now - last < timedelta(seconds=stale_after_s):
+                return False  # still alive elsewhere: a duplicate delivery
+        elif job.status != "queued":
+            return False
+        job.status = "running"
+        job.started_at = now
+        job.heartbeat_at = now
+        job.attempts = (job.attempts or 0) + 1
+        job.pid = os.getpid()
+    return True
+
+
+def execute(settings: Settings, job_id: str, token: str) -> str:
+    """Body of the Celery task: claim the job, then train it to a final state."""
+    from service.jobs.worker import run_job
+
+    db = Database(settings.database_url)
+    try:
+        if not claim(db, job_id, token, settings.job_stale_after_s):
+            logger.info("job %s is not ours to run (token %s); skipped", job_id, token)
+            return "skipped"
+    finally:
+        db.dispose()
+    code = run_job(settings, job_id)
+    return "done" if code == 0 else "error"
+
+
+class CeleryJobRunner(JobRunner):
+    """Dispatches queued jobs to Celery workers and re-queues jobs whose worker was lost.
+
+    Every API replica runs one; row locks with ``SKIP LOCKED`` make each job go out once.
+    """
+
+    exclusive = False
+
+    def __init__(self, settings: Settings, db: Database, poll_s: float = 1.0) -> None:
+        self.settings = settings
+        self.db = db
+        self.poll_s = poll_s
+        self.app = create_celery(settings)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._loop, name="job-dispatcher", daemon=True)
+            self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def running(self) -> int:
+        return 0  # jobs run on workers, not in this process
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop dispatching; jobs keep running on their workers."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.reap()
+                self.dispatch()
+            except Exception:
+                logger.exception("job dispatcher error")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def dispatch(self) -> int:
+        """Send every queued, not yet sent job to its queue; return how many were sent."""
+        with self.db.transaction() as session:
+            jobs = session.scalars(
+                select(Job)
+                .where(Job.status == "queued", Job.run_token.is_(None))
+                .order_by(Job.created_at)
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            ).all()
+            batch = []
+            for job in jobs:
+                job.run_token = uuid.uuid4().hex
+                batch.append((job.id, job.run_token, queue_for(job.params, self.settings)))
+        for job_id, token, queue in batch:
+            try:
+                self.app.send_task(TASK_NAME, args=[job_id, token], queue=queue)
+            except Exception:
+                logger.exception("could not send job %s to the broker; it stays queued", job_id)
+                with self.db.transaction() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.run_token == token, Job.status == "queued")
+                        .values(run_token=None)
+                    )
+                continue
+            logger.info("job sent to the %s queue", queue, extra={"job_id": job_id})
+        return len(batch)
+
+    def reap(self) -> int:
+        """Re-queue or fail running jobs whose heartbeat is stale; return how many."""
+        limit = utcnow() - timedelta(seconds=self.settings.job_stale_after_s)
+        handled = 0
+        with self.db.transaction() as session:
+            jobs = session.scalars(
+                select(Job)
+                .where(Job.status == "running", Job.heartbeat_at < limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for job in jobs:
+                handled += 1
+                if job.cancel_requested:
+                    job.status, job.error = "cancelled", "cancelled; its worker was lost"
+                    job.finished_at = utcnow()
+                elif job.attempts >= self.settings.job_max_attempts:
+                    job.status = "failed"
+                    job.finished_at = utcnow()
+                    job.error = (
+                        f"the worker running this job was lost {job.attempts} times "
+                        f"(job_max_attempts={self.settings.job_max_attempts}); "
+                        "POST /v1/jobs/{id}/retry runs it again"
+                    )
+                else:
+                    job.status, job.run_token = "queued", None
+                    job.progress = {**(job.progress or {}), "stage": "requeued: worker lost"}
+                logger.warning("job lost its worker: %s", job.status, extra={"job_id": job.id})
+        if handled:
+            self._wake.set()
+        return handled
