@@ -171,6 +171,7 @@ class CeleryJobRunner(JobRunner):
             batch = []
             for job in jobs:
                 job.run_token = uuid.uuid4().hex
+                job.heartbeat_at = utcnow()  # when it was sent; see resend_unclaimed
                 batch.append((job.id, job.run_token, queue_for(job.params, self.settings)))
         for job_id, token, queue in batch:
             try:
@@ -187,8 +188,31 @@ class CeleryJobRunner(JobRunner):
             logger.info("job sent to the %s queue", queue, extra={"job_id": job_id})
         return len(batch)
 
+    def resend_unclaimed(self) -> int:
+        """Send again the jobs handed a token but never claimed for ``10 * job_stale_after_s``.
+
+        Covers a replica that died between giving a job its token and sending the message:
+        the job would otherwise stay queued forever. An old message that does arrive later is
+        refused by :func:`claim`, whose token no longer matches, so a job never runs twice.
+        """
+        limit = utcnow() - timedelta(seconds=10 * self.settings.job_stale_after_s)
+        with self.db.transaction() as session:
+            stuck = session.scalars(
+                select(Job)
+                .where(Job.status == "queued", Job.run_token.is_not(None), Job.heartbeat_at < limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for job in stuck:
+                job.run_token = None
+            resent = len(stuck)
+        if resent:
+            logger.warning("%d job(s) sent but never claimed: sending again", resent)
+            self._wake.set()
+        return resent
+
     def reap(self) -> int:
         """Re-queue or fail running jobs whose heartbeat is stale; return how many."""
+        self.resend_unclaimed()
         limit = utcnow() - timedelta(seconds=self.settings.job_stale_after_s)
         handled = 0
         with self.db.transaction() as session:

@@ -169,3 +169,33 @@ def test_no_active_version_is_a_conflict(context: AppContext) -> None:
     _model(context)
     with pytest.raises(ConflictError, match="no active version"):
         context.registry.get_version("m1")
+
+
+def test_celery_dispatcher_resends_jobs_sent_but_never_claimed(
+    context: AppContext, settings: Any
+) -> None:
+    """A replica that died between handing out a token and sending the message loses nothing."""
+    pytest.importorskip("celery", reason="the scale extra (celery) is not installed")
+    from datetime import timedelta
+
+    from service.jobs.celery_backend import CeleryJobRunner
+    from service.tables import Job, utcnow
+
+    model = _model(context, "m1")
+    runner = CeleryJobRunner(settings, context.db)
+    with context.db.transaction() as session:
+        for name, sent_ago in (("lost", 3600.0), ("recent", 1.0)):
+            session.add(
+                Job(
+                    id=name,
+                    model_id=model.id,
+                    status="queued",
+                    params={},
+                    run_token="t-" + name,
+                    heartbeat_at=utcnow() - timedelta(seconds=sent_ago),
+                )
+            )
+    assert runner.resend_unclaimed() == 1
+    with context.db.session() as session:
+        assert session.get(Job, "lost").run_token is None  # the dispatcher sends it again
+        assert session.get(Job, "recent").run_token == "t-recent"  # still in flight
