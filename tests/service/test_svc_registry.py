@@ -197,5 +197,7 @@ def test_celery_dispatcher_resends_jobs_sent_but_never_claimed(
             )
     assert runner.resend_unclaimed() == 1
     with context.db.session() as session:
-        assert session.get(Job, "lost").run_token is None  # the dispatcher sends it again
-        assert session.get(Job, "recent").run_token == "t-recent"  # still in flight
+        lost, recent = session.get(Job, "lost"), session.get(Job, "recent")
+        assert lost is not None and recent is not None
+        assert lost.run_token is None  # the dispatcher sends it again
+        assert recent.run_token == "t-recent"  # still in flight
