@@ -57,7 +57,7 @@ def s3_reason() -> str | None:
         import s3fs  # noqa: F401
         from moto.server import ThreadedMotoServer  # noqa: F401
     except ImportError:
-        return "s3fs or moto[server] is not installed (pip install -e '.[dev]')"
+        return "s3fs, moto or flask is not installed (pip install -e '.[dev]')"
     return None
 
 
