@@ -158,3 +158,18 @@ def test_two_replicas_one_worker(stack: dict[str, Any]) -> None:
     assert versions["count"] == 3 and done["version"] == 3
     r = a.post("/v1/models/m/score", json={"windows": windows_of(frame, 4)})
     assert r.status_code == 200 and r.json()["version"] == 3, r.text
+
+    # cancelling a job that runs on a worker reaches it (checked by the job at every epoch)
+    long_config = {**SLOW_CONFIG, "training": {**SLOW_CONFIG["training"], "max_seconds": 120}}
+    r = a.post("/v1/models/m/jobs", json={"config": long_config})
+    job_id = r.json()["id"]
+    wait_for(
+        lambda: (b.get(f"/v1/jobs/{job_id}").json().get("progress") or {}).get("epoch", 0) >= 1,
+        60,
+        "the long job to train",
+    )
+    r = b.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code in (200, 202), r.text
+    cancelled = wait_job(a, job_id, timeout=30)
+    assert cancelled["status"] == "cancelled", cancelled
+    assert a.get("/v1/models/m/versions").json()["count"] == 3  # nothing was registered
