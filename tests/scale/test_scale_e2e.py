@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scale_infra import WorkerProcess, redis_reason, wait_for
+from scale_infra import WorkerProcess, port_open, redis_reason, wait_for
 from sqlalchemy import update
 from svc_helpers import REPO, TINY_CONFIG, ServerProcess, make_frame, wait_job, windows_of
 
@@ -173,3 +173,22 @@ def test_two_replicas_one_worker(stack: dict[str, Any]) -> None:
     cancelled = wait_job(a, job_id, timeout=30)
     assert cancelled["status"] == "cancelled", cancelled
     assert a.get("/v1/models/m/versions").json()["count"] == 3  # nothing was registered
+
+
+def test_rabbitmq_broker_runs_a_job(stack: dict[str, Any]) -> None:
+    """The same job path with RabbitMQ as the broker instead of Redis."""
+    if not port_open("127.0.0.1", 5672):
+        pytest.skip("no RabbitMQ server on 127.0.0.1:5672")
+    stack["env"]["RECONAD_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:5672//"
+    _, key = AuthService(stack["db"]).create("admin", "tests")
+    api = _api(stack, "api").client(key)
+    worker = _worker(stack, "worker")
+    r = api.post("/v1/models", json={"name": "r", "config": TINY_CONFIG})
+    assert r.status_code == 201, r.text
+    csv = make_frame(1500).reset_index().to_csv(index=False).encode()
+    r = api.post("/v1/models/r/data/upload", files={"file": ("r.csv", csv, "text/csv")})
+    assert r.status_code == 200, r.text
+    r = api.post("/v1/models/r/jobs", json={"last": "7d"})
+    job = wait_job(api, r.json()["id"], timeout=90)
+    assert job["status"] == "succeeded", (job, worker.log_path.read_text()[-3000:])
+    assert job["version"] == 1
