@@ -107,8 +107,39 @@ def execute(settings: Settings, job_id: str, token: str) -> str:
             return "skipped"
     finally:
         db.dispose()
-    code = run_job(settings, job_id)
+    timer = threading.Timer(settings.job_timeout_s, _time_out, args=(settings, job_id, token))
+    timer.daemon = True
+    timer.start()
+    try:
+        code = run_job(settings, job_id)
+    finally:
+        timer.cancel()
     return "done" if code == 0 else "error"
+
+
+def _time_out(settings: Settings, job_id: str, token: str) -> None:
+    """Fail a job that outlived ``job_timeout_s`` and end its process (one process per job).
+
+    The redelivered message that the lost process leaves behind is then refused by
+    :func:`claim`, since the job is no longer queued or running.
+    """
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.run_token == token, Job.status == "running")
+                .values(
+                    status="failed",
+                    finished_at=utcnow(),
+                    error=f"timed out after {settings.job_timeout_s:g} s "
+                    "(RECONAD_JOB_TIMEOUT_S); lower max_seconds or raise the timeout, then retry",
+                )
+            )
+    finally:
+        db.dispose()
+    logger.error("job timed out; ending its process", extra={"job_id": job_id})
+    os._exit(1)
 
 
 class CeleryJobRunner(JobRunner):

@@ -192,3 +192,24 @@ def test_rabbitmq_broker_runs_a_job(stack: dict[str, Any]) -> None:
     job = wait_job(api, r.json()["id"], timeout=90)
     assert job["status"] == "succeeded", (job, worker.log_path.read_text()[-3000:])
     assert job["version"] == 1
+
+
+def test_job_timeout_fails_a_job_on_a_worker(stack: dict[str, Any]) -> None:
+    """RECONAD_JOB_TIMEOUT_S ends a job that runs too long on a worker, and it stays failed."""
+    stack["env"]["RECONAD_JOB_TIMEOUT_S"] = "4"
+    _, key = AuthService(stack["db"]).create("admin", "tests")
+    api = _api(stack, "api").client(key)
+    _worker(stack, "worker")
+    r = api.post("/v1/models", json={"name": "t", "config": TINY_CONFIG})
+    assert r.status_code == 201, r.text
+    csv = make_frame(1500).reset_index().to_csv(index=False).encode()
+    assert api.post(
+        "/v1/models/t/data/upload", files={"file": ("t.csv", csv, "text/csv")}
+    ).is_success
+    long_config = {**SLOW_CONFIG, "training": {**SLOW_CONFIG["training"], "max_seconds": 120}}
+    r = api.post("/v1/models/t/jobs", json={"config": long_config})
+    job = wait_job(api, r.json()["id"], timeout=60)
+    assert job["status"] == "failed" and "timed out" in job["error"], job
+    time.sleep(3.0)  # the redelivered message is refused: the job stays failed
+    assert api.get(f"/v1/jobs/{job['id']}").json()["status"] == "failed"
+    assert api.get("/v1/models/t/versions").json()["count"] == 0
