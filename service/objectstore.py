@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from service.store import (
     HistoryStore,
     HistorySummary,
     LocalHistoryStore,
+    LocalStaging,
     StoreError,
     _check_key,
 )
@@ -87,7 +87,7 @@ def _thread_locks() -> LockFactory:
     return lock
 
 
-class FsspecArtifactStore(ArtifactStore):
+class FsspecArtifactStore(LocalStaging, ArtifactStore):
     """Artifacts as object prefixes with a completion marker, fetched into a local cache.
 
     Parameters
@@ -104,19 +104,10 @@ class FsspecArtifactStore(ArtifactStore):
         self.url = url
         self.fs, self.root = open_filesystem(url, endpoint_url)
         self.cache_dir = Path(cache_dir)
-        self._staging_root = self.cache_dir / ".staging"
-        self._staging_root.mkdir(parents=True, exist_ok=True)
+        self._init_staging(self.cache_dir / ".staging")
 
     def _path(self, key: str) -> str:
         return "/".join([self.root, *_check_key(key)])
-
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        path = Path(tempfile.mkdtemp(dir=self._staging_root, prefix="s-"))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
 
     def publish(self, local_dir: Path, key: str) -> None:
         target = self._path(key)
@@ -197,16 +188,6 @@ class FsspecArtifactStore(ArtifactStore):
             self.fs.rm_file(probe)
         except Exception as exc:
             raise StoreError(f"artifact store at {self.url} is not usable: {exc}") from exc
-
-    def sweep_staging(self, older_than_s: float = 0.0) -> int:
-        removed = 0
-        now = time.time()
-        for entry in self._staging_root.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if now - entry.stat().st_mtime >= older_than_s:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed += 1
-        return removed
 
 
 class FsspecHistoryStore(HistoryStore):

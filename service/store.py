@@ -49,6 +49,7 @@ __all__ = [
     "HistorySummary",
     "LocalArtifactStore",
     "LocalHistoryStore",
+    "LocalStaging",
     "StoreError",
     "create_artifact_store",
     "create_history_store",
@@ -157,7 +158,46 @@ class ArtifactStore(ABC):
         return 0
 
 
-class LocalArtifactStore(ArtifactStore):
+class LocalStaging:
+    """Staging directories in a local folder, shared by every artifact store.
+
+    Subclasses call :meth:`_init_staging` with the folder (created if missing).
+    """
+
+    _staging_root: Path
+
+    def _init_staging(self, root: Path) -> None:
+        self._staging_root = root
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh local directory to build an artifact in; removed on exit."""
+        path = Path(tempfile.mkdtemp(dir=self._staging_root, prefix="s-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def sweep_staging(self, older_than_s: float = 0.0) -> int:
+        """Remove staging entries older than ``older_than_s``; return how many were removed."""
+        removed = 0
+        now = time.time()
+        for entry in self._staging_root.iterdir():
+            try:
+                if now - entry.stat().st_mtime < older_than_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+class LocalArtifactStore(LocalStaging, ArtifactStore):
     """Artifacts as directories under a local root; publishing is a rename on one filesystem.
 
     Parameters
@@ -168,19 +208,10 @@ class LocalArtifactStore(ArtifactStore):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._staging_root = self.root / ".staging"
-        self._staging_root.mkdir(parents=True, exist_ok=True)
+        self._init_staging(self.root / ".staging")
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*_check_key(key))
-
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        path = Path(tempfile.mkdtemp(dir=self._staging_root, prefix="s-"))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
 
     def publish(self, local_dir: Path, key: str) -> None:
         target = self._path(key)
@@ -252,22 +283,6 @@ class LocalArtifactStore(ArtifactStore):
             probe.unlink()
         except OSError as exc:
             raise StoreError(f"artifact store at {self.root} is not writable: {exc}") from exc
-
-    def sweep_staging(self, older_than_s: float = 0.0) -> int:
-        removed = 0
-        now = time.time()
-        for entry in self._staging_root.iterdir():
-            try:
-                if now - entry.stat().st_mtime < older_than_s:
-                    continue
-            except FileNotFoundError:
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed += 1
-        return removed
 
 
 def create_artifact_store(
