@@ -150,14 +150,16 @@ class Detector:
             )
         frame = as_frame(data)
         pre = Preprocessor(cfg).fit(frame)
-        window = cfg.window if isinstance(cfg.window, int) else 64
-        segments = pre.transform(frame, max_fill=window)
+        first_fill = cfg.window if isinstance(cfg.window, int) else 64
+        segments = pre.transform(frame, max_fill=first_fill)
+        window = first_fill
         if cfg.window == "auto":
             longest = max(segments, key=len)
             fraction = cfg.training.validation_fraction
             fits = int(len(longest) * min(fraction, 1 - fraction)) - 1
             window = resolve_window("auto", longest.values, max_window=fits)
-            segments = pre.transform(frame, max_fill=window)
+            if window != first_fill:  # gap filling depends on the window: cut again
+                segments = pre.transform(frame, max_fill=window)
         train_segs, val_segs = self._split(segments, window, len(frame))
 
         device = select_device(cfg.training.device)
