@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class AppContext:
         artifacts, history = open_stores(settings, db)
         metrics = Metrics()
         registry = ModelRegistry(db, artifacts, history, settings.test_promotion_pause_s)
-        runner = create_job_runner(settings, db)
+        runner = create_job_runner(
+            settings, db, sweep=functools.partial(registry.sweep_orphans, shared_workers=True)
+        )
         jobs = JobService(db, registry, artifacts, history, notify=runner.notify)
         schedules = ScheduleService(db, registry, jobs, metrics)
         scoring = ScoringService(
@@ -94,7 +97,8 @@ class AppContext:
         """Migrate the schema, recover from a crash and create the first admin key if needed."""
         upgrade_schema(self.db)
         if self.runner.exclusive:
-            # With shared workers, running jobs are not ours: the runner's reaper watches them.
+            # With shared workers, running jobs are not ours: the runner's reaper watches them
+            # and its periodic sweep removes the orphans of jobs that ended.
             self.jobs.recover_after_restart()
             self.registry.sweep_orphans()
         if self.settings.bootstrap_admin_key:

@@ -8,7 +8,9 @@ Consistency rules:
   promotion log in a single transaction, so a crash leaves exactly the old or the new version
   active;
 - artifacts without a version row (a crash between publishing and registering) are removed by
-  :meth:`ModelRegistry.sweep_orphans` on start.
+  :meth:`ModelRegistry.sweep_orphans`: on start when this process alone runs jobs, and now and
+  then with shared workers, where a job's artifact key names the job (:func:`job_artifact_key`)
+  so that the artifacts of jobs still queued or running are kept.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from detector import DetectorConfig
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.store import ArtifactStore, HistoryStore
-from service.tables import Job, Model, Promotion, Version, utcnow
+from service.tables import ACTIVE_STATES, Job, Model, Promotion, Version, utcnow
 
 __all__ = [
     "NAME_PATTERN",
@@ -36,6 +38,7 @@ __all__ = [
     "NewVersion",
     "PromotionPolicy",
     "decide_promotion",
+    "job_artifact_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,21 @@ logger = logging.getLogger(__name__)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 PromotionPolicy = Literal["always", "if_better", "manual"]
+_JOB_KEY = re.compile(r"^job-(?P<job>.+)-[0-9a-f]{12}$")
+
+
+def job_artifact_key(model_id: str, job_id: str) -> str:
+    """A fresh key for an artifact that job ``job_id`` publishes: ``<model>/job-<job>-<random>``.
+
+    The job in the key lets a sweep with shared workers tell an orphan (its job ended without
+    registering it) from an artifact whose job may still register it.
+    """
+    return f"{model_id}/job-{job_id}-{uuid.uuid4().hex[:12]}"
+
+
+def _job_of(key: str) -> str | None:
+    match = _JOB_KEY.match(key.rsplit("/", 1)[-1])
+    return match["job"] if match else None
 
 
 def check_name(name: str) -> str:
@@ -471,22 +489,36 @@ class ModelRegistry:
         self.artifacts.delete(key)
 
     # ------------------------------------------------------------------ maintenance
-    def sweep_orphans(self) -> int:
+    def sweep_orphans(self, shared_workers: bool = False) -> int:
         """Delete published artifacts that no version row references; return the count.
 
-        Call only when no job can be between publishing and registering (on start, after
-        running jobs were marked interrupted).
+        Without ``shared_workers``, call only when no job can be between publishing and
+        registering (on start, after running jobs were marked interrupted): every unreferenced
+        artifact goes. With ``shared_workers`` (jobs run elsewhere at any time, and several
+        replicas may sweep at once) an unreferenced artifact goes only when its key names a job
+        that is no longer queued or running, so no job can still register it; keys that name no
+        job are kept. The key listing comes first, then the jobs' states, then the version rows:
+        a job that registered its artifact after the listing is seen succeeded, and then its
+        version row is seen too.
         """
         with self.db.session() as session:
-            keys = set(session.scalars(select(Version.artifact_key)))
             model_ids = list(session.scalars(select(Model.id)))
+        listed = [key for model_id in model_ids for key in self.artifacts.list(model_id)]
+        with self.db.session() as session:
+            active = set(session.scalars(select(Job.id).where(Job.status.in_(ACTIVE_STATES))))
+            keys = set(session.scalars(select(Version.artifact_key)))
         removed = 0
-        for model_id in model_ids:
-            for key in self.artifacts.list(model_id):
-                if key not in keys:
-                    self.artifacts.delete(key)
-                    removed += 1
-        self.artifacts.sweep_staging()
+        for key in listed:
+            if key in keys:
+                continue
+            if shared_workers:
+                job = _job_of(key)
+                if job is None or job in active:
+                    continue
+            self.artifacts.delete(key)
+            removed += 1
+        if not shared_workers:  # with shared workers, staging folders may be in use
+            self.artifacts.sweep_staging()
         if removed:
             logger.warning("removed %d unregistered artifacts", removed)
         return removed

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         3, ge=1, le=100, description="job_backend 'celery': runs a job gets before it is failed."
     )
+    orphan_sweep_s: float = Field(
+        600.0,
+        ge=0,
+        description="job_backend 'celery': how often each API replica deletes the artifacts that "
+        "jobs which ended (failed, lost their worker) published but never registered; 0: never.",
+    )
     max_concurrent_jobs: int = Field(
         1, ge=0, le=64, description="Training jobs running at once; 0 keeps jobs queued."
     )

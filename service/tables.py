@@ -26,6 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ACTIVE_STATES",
     "ApiKey",
     "Base",
     "Job",
@@ -35,6 +36,10 @@ __all__ = [
     "Version",
     "utcnow",
 ]
+
+
+#: Job states in which a job may still run (and publish or register an artifact).
+ACTIVE_STATES = ("queued", "running")
 
 
 def utcnow() -> datetime:

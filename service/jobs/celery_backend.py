@@ -13,6 +13,9 @@ broker only carries "run job J under token T" messages:
 - the reaper (in the runner) looks for running jobs whose heartbeat went stale (their worker
   died): each is queued again under a new token, or failed once it has had
   ``job_max_attempts`` runs, so no job is silently lost.
+- every ``orphan_sweep_s`` the runner deletes artifacts that jobs which ended published but
+  never registered (a worker killed between the upload and the registration), keeping those of
+  jobs still queued or running (:meth:`service.registry.ModelRegistry.sweep_orphans`).
 
 Workers acknowledge late, are rejected back to the queue when lost, prefetch one message and
 run one training at a time.
@@ -24,6 +27,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -146,24 +150,39 @@ class CeleryJobRunner(JobRunner):
     """Dispatches queued jobs to Celery workers and re-queues jobs whose worker was lost.
 
     Every API replica runs one; row locks with ``SKIP LOCKED`` make each job go out once.
+    ``sweep`` (deleting orphan artifacts) runs in a thread of its own every ``orphan_sweep_s``,
+    starting at once; replicas sweeping at the same time only find less to delete.
     """
 
     exclusive = False
 
-    def __init__(self, settings: Settings, db: Database, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        poll_s: float = 1.0,
+        sweep: Callable[[], object] | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.poll_s = poll_s
+        self.sweep = sweep
         self.app = create_celery(settings)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
 
     def start(self) -> None:
         if self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(target=self._loop, name="job-dispatcher", daemon=True)
             self._thread.start()
+        if self._sweeper is None and self.sweep is not None and self.settings.orphan_sweep_s > 0:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="orphan-sweep", daemon=True
+            )
+            self._sweeper.start()
 
     def notify(self) -> None:
         self._wake.set()
@@ -175,9 +194,19 @@ class CeleryJobRunner(JobRunner):
         """Stop dispatching; jobs keep running on their workers."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._sweeper):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._sweeper = None
+
+    def _sweep_loop(self) -> None:
+        delay = 0.0
+        while self.sweep is not None and not self._stopping.wait(delay):
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("orphan artifact sweep error")
+            delay = self.settings.orphan_sweep_s
 
     def _loop(self) -> None:
         while not self._stopping.is_set():

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -242,12 +243,18 @@ class InProcessJobRunner(JobRunner):
             )
 
 
-def create_job_runner(settings: Settings, db: Database) -> JobRunner:
-    """Build the runner named by ``settings.job_backend``."""
+def create_job_runner(
+    settings: Settings, db: Database, sweep: Callable[[], object] | None = None
+) -> JobRunner:
+    """Build the runner named by ``settings.job_backend``.
+
+    ``sweep`` deletes orphan artifacts; a runner sharing its workers calls it periodically (the
+    exclusive runner leaves it to the start-up sweep).
+    """
     if settings.job_backend == "inprocess":
         return InProcessJobRunner(settings, db)
     if settings.job_backend == "celery":
         from service.jobs.celery_backend import CeleryJobRunner
 
-        return CeleryJobRunner(settings, db)
+        return CeleryJobRunner(settings, db, sweep=sweep)
     raise ValueError(f"unknown job backend {settings.job_backend!r}")  # pragma: no cover

@@ -27,14 +27,13 @@ from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.registry import ModelRegistry
 from service.store import ArtifactStore, HistoryStore
-from service.tables import Job, Model, utcnow
+from service.tables import ACTIVE_STATES, Job, Model, utcnow
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JOB_STATES", "RETRYABLE_STATES", "JobService"]
 
 logger = logging.getLogger(__name__)
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 RETRYABLE_STATES = ("failed", "cancelled", "interrupted")
 

@@ -21,7 +21,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 import pandas as pd
@@ -33,7 +32,7 @@ from detector.errors import ReconADError
 from service.db import Database
 from service.errors import ServiceError
 from service.observability import configure_logging
-from service.registry import ModelRegistry, NewVersion
+from service.registry import ModelRegistry, NewVersion, job_artifact_key
 from service.settings import Settings
 from service.store import ArtifactStore, HistoryStore, StoreError, open_stores
 from service.tables import Job, Model, utcnow
@@ -214,7 +213,7 @@ def run_job(settings: Settings, job_id: str) -> int:
         detector = create_detector(config).fit(frame, progress=ctx.progress)
         ctx.stage("saving")
         train_s = time.monotonic() - started
-        key = f"{model.id}/{uuid.uuid4().hex}"
+        key = job_artifact_key(model.id, job_id)
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)

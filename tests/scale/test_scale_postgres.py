@@ -1,39 +1,44 @@
-"""PostgreSQL as the metadata database: migrations, and no lost updates between replicas."""
+"""PostgreSQL as the metadata database: migrations, no lost updates between replicas, and the
+orphan artifact sweep of scale-out replicas on an S3-compatible server."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from scale_infra import redis_reason, wait_for
 from sqlalchemy import update
 
 from detector import DetectorConfig
 from service.context import AppContext
 from service.db import upgrade_schema
-from service.registry import NewVersion
+from service.registry import NewVersion, job_artifact_key
 from service.settings import Settings
-from service.tables import Base, Schedule, Version, utcnow
+from service.tables import Base, Job, Schedule, Version, utcnow
 
 
-def _settings(tmp_path: Path, pg_url: str) -> Settings:
+def _settings(tmp_path: Path, pg_url: str, **extra: Any) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         database_url=pg_url,
         max_concurrent_jobs=0,
         bootstrap_admin_key=False,
         log_level="WARNING",
+        **extra,
     )
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, pg_url: str) -> Iterator[list[AppContext]]:
+@contextmanager
+def _two_replicas(settings: Settings) -> Iterator[list[AppContext]]:
     """Two app contexts (as two API replicas) on one PostgreSQL database and one data dir."""
-    contexts = [AppContext.build(_settings(tmp_path, pg_url)) for _ in range(2)]
+    contexts = [AppContext.build(settings) for _ in range(2)]
     threads = [threading.Thread(target=upgrade_schema, args=(c.db,)) for c in contexts]
     for t in threads:
         t.start()
@@ -41,12 +46,44 @@ def replicas(tmp_path: Path, pg_url: str) -> Iterator[list[AppContext]]:
         t.join()
     yield contexts
     for ctx in contexts:
+        ctx.runner.stop()
         ctx.scoring.close()
         ctx.db.dispose()
 
 
-def _new_version(ctx: AppContext, model_id: str) -> NewVersion:
-    key = f"{model_id}/a{threading.get_ident()}-{utcnow().timestamp()}".replace(".", "-")
+@pytest.fixture
+def replicas(tmp_path: Path, pg_url: str) -> Iterator[list[AppContext]]:
+    """Two embedded-mode replicas (no job runs)."""
+    with _two_replicas(_settings(tmp_path, pg_url)) as contexts:
+        yield contexts
+
+
+@pytest.fixture
+def scale_out_replicas(tmp_path: Path, pg_url: str, s3_endpoint: str) -> Iterator[list[AppContext]]:
+    """Two replicas with Celery jobs and S3 stores (their runners are not started)."""
+    reason = redis_reason()
+    if reason:
+        pytest.skip(reason)
+    settings = _settings(
+        tmp_path,
+        pg_url,
+        artifact_url="s3://reconad/orphans/artifacts",
+        history_url="s3://reconad/orphans/history",
+        s3_endpoint_url=s3_endpoint,
+        job_backend="celery",
+        broker_url="redis://127.0.0.1:6379/13",
+        job_stale_after_s=30,
+        job_max_attempts=1,
+        orphan_sweep_s=0.5,
+    )
+    with _two_replicas(settings) as contexts:
+        for ctx in contexts:
+            ctx.prepare()
+        yield contexts
+
+
+def _new_version(ctx: AppContext, model_id: str, key: str = "") -> NewVersion:
+    key = key or f"{model_id}/a{threading.get_ident()}-{utcnow().timestamp()}".replace(".", "-")
     return NewVersion(
         artifact_key=key,
         config=DetectorConfig(window=16).model_dump(mode="json"),
@@ -128,3 +165,53 @@ def test_a_due_schedule_fires_once_across_replicas(replicas: list[AppContext]) -
     assert sum(len(f) for f in fired) == 1
     jobs, total = ctx.jobs.list_jobs("pg-s")
     assert total == 1 and jobs[0][0].trigger == "schedule"
+
+
+def _publish(ctx: AppContext, key: str) -> str:
+    with ctx.artifacts.staging() as tmp:
+        (tmp / "m").mkdir()
+        (tmp / "m" / "weights.bin").write_bytes(b"w" * 100)
+        ctx.artifacts.publish(tmp / "m", key)
+    return key
+
+
+def test_orphans_of_ended_jobs_are_swept(scale_out_replicas: list[AppContext]) -> None:
+    """The runners of two replicas reap and sweep at once: the artifact that a lost job uploaded
+    goes, a registered one and that of a job still running elsewhere stay."""
+    ctx, other = scale_out_replicas
+    model = ctx.registry.create_model("orph", DetectorConfig(window=16), "", "always")
+    now, lost_at = utcnow(), utcnow() - timedelta(hours=1)
+    with ctx.db.transaction() as session:
+        # "killed": its worker died after the upload, before the registration (stale heartbeat,
+        # no attempt left: the reaper fails it); "live" is still training elsewhere.
+        for job_id, status, seen in (
+            ("killed", "running", lost_at),
+            ("live", "running", now),
+            ("done", "succeeded", now),
+        ):
+            session.add(
+                Job(
+                    id=job_id,
+                    model_id=model.id,
+                    status=status,
+                    params={},
+                    run_token=f"t-{job_id}",
+                    attempts=1,
+                    started_at=seen,
+                    heartbeat_at=seen,
+                )
+            )
+    registered = _publish(ctx, job_artifact_key(model.id, "done"))
+    ctx.registry.register_version(model.id, _new_version(ctx, model.id, registered))
+    orphan = _publish(ctx, job_artifact_key(model.id, "killed"))
+    in_flight = _publish(other, job_artifact_key(model.id, "live"))
+
+    for replica in scale_out_replicas:
+        replica.runner.start()
+    wait_for(lambda: not ctx.artifacts.exists(orphan), 30, "the orphan to be swept")
+    with ctx.db.session() as session:
+        killed = session.get(Job, "killed")
+        assert killed is not None and killed.status == "failed"
+    for replica in scale_out_replicas:
+        assert replica.artifacts.list(model.id) == sorted([registered, in_flight])
+    assert (other.artifacts.fetch(registered) / "weights.bin").read_bytes() == b"w" * 100

@@ -165,6 +165,40 @@ def test_sweep_removes_unregistered_artifacts(context: AppContext) -> None:
     assert context.artifacts.exists(registered) and not context.artifacts.exists(orphan)
 
 
+def test_sweep_with_shared_workers_keeps_what_a_job_may_still_register(
+    context: AppContext,
+) -> None:
+    """Unreferenced artifacts go once their job ended; those of queued or running jobs stay."""
+    from service.registry import job_artifact_key
+    from service.tables import Job
+
+    model = _model(context)
+    with context.db.transaction() as session:
+        for job_id, status in (("done", "succeeded"), ("dead", "failed"), ("live", "running")):
+            session.add(Job(id=job_id, model_id=model.id, status=status, params={}))
+        session.add(Job(id="waiting", model_id=model.id, status="queued", params={}))
+
+    def publish(job_id: str) -> str:
+        key = job_artifact_key(model.id, job_id)
+        return _publish(context, model.id, key.split("/")[1])
+
+    registered = publish("done")
+    context.registry.register_version(model.id, _new(registered))
+    dead, live, waiting = publish("dead"), publish("live"), publish("waiting")
+    gone_job = publish("deleted-job")  # its job row no longer exists
+    no_job = _publish(context, model.id, "legacy")  # a key that names no job
+    assert context.registry.sweep_orphans(shared_workers=True) == 2
+    for key in (registered, live, waiting, no_job):
+        assert context.artifacts.exists(key), key
+    assert not context.artifacts.exists(dead) and not context.artifacts.exists(gone_job)
+    with context.db.transaction() as session:
+        job = session.get(Job, "live")
+        assert job is not None
+        job.status = "failed"  # its worker was lost for good: the reaper failed it
+    assert context.registry.sweep_orphans(shared_workers=True) == 1
+    assert not context.artifacts.exists(live) and context.artifacts.exists(registered)
+
+
 def test_no_active_version_is_a_conflict(context: AppContext) -> None:
     _model(context)
     with pytest.raises(ConflictError, match="no active version"):
