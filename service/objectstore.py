@@ -7,47 +7,36 @@ Object stores have no atomic rename, so publication works by markers and single-
   not exist for :meth:`FsspecArtifactStore.exists` and :meth:`~FsspecArtifactStore.fetch`, so a
   loader never sees a partly uploaded version, and a version row is only inserted after
   :meth:`~FsspecArtifactStore.publish` returned;
-- history keeps the local layout (``CURRENT`` -> generation -> ``manifest.json`` -> parts);
-  parts are written before the manifest that lists them and generations before the ``CURRENT``
-  object naming them, each a single atomic put. Writers of one model serialise on a lock given
-  by the caller (a PostgreSQL advisory lock when several processes share the store).
+- history is the local store's logic (:class:`service.store.GenerationHistoryStore`) over
+  object puts, each atomic; writers of one model serialise on a lock given by the caller (a
+  PostgreSQL advisory lock when several processes share the store).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import shutil
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from service.store import (
     ArtifactStore,
-    HistoryStore,
-    HistorySummary,
-    LocalHistoryStore,
+    GenerationHistoryStore,
     LocalStaging,
+    LockFactory,
     StoreError,
     _check_key,
+    _thread_locks,
 )
 
 __all__ = ["FsspecArtifactStore", "FsspecHistoryStore", "LockFactory", "open_filesystem"]
 
 logger = logging.getLogger(__name__)
 
-LockFactory = Callable[[str], contextlib.AbstractContextManager[None]]
 _MARKER = ".complete"
 
 
@@ -71,20 +60,6 @@ def open_filesystem(url: str, endpoint_url: str = "") -> tuple[Any, str]:
             f"no storage backend for {url!r}: {exc} (pip install 'reconad[scale]')"
         ) from exc
     return fs, path.rstrip("/")
-
-
-def _thread_locks() -> LockFactory:
-    guard = threading.Lock()
-    locks: dict[str, threading.Lock] = {}
-
-    @contextlib.contextmanager
-    def lock(name: str) -> Iterator[None]:
-        with guard:
-            one = locks.setdefault(name, threading.Lock())
-        with one:
-            yield
-
-    return lock
 
 
 class FsspecArtifactStore(LocalStaging, ArtifactStore):
@@ -190,7 +165,7 @@ class FsspecArtifactStore(LocalStaging, ArtifactStore):
             raise StoreError(f"artifact store at {self.url} is not usable: {exc}") from exc
 
 
-class FsspecHistoryStore(HistoryStore):
+class FsspecHistoryStore(GenerationHistoryStore):
     """History as Parquet parts in generation prefixes of an object store.
 
     Parameters
@@ -207,127 +182,25 @@ class FsspecHistoryStore(HistoryStore):
     def __init__(self, url: str, endpoint_url: str = "", lock: LockFactory | None = None) -> None:
         self.url = url
         self.fs, self.root = open_filesystem(url, endpoint_url)
+        super().__init__(self.root, url)
         self._lock = lock or _thread_locks()
 
-    def _dir(self, model_id: str) -> str:
-        LocalHistoryStore._check_model_id(model_id)
-        return f"{self.root}/{model_id}"
+    def _locked(self, model_id: str) -> contextlib.AbstractContextManager[None]:
+        return self._lock(f"history:{model_id}")
 
-    def _current(self, mdir: str) -> tuple[str, dict[str, Any]] | None:
+    def _get(self, path: str) -> bytes:
+        data: bytes = self.fs.cat_file(path)
+        return data
+
+    def _put(self, path: str, data: bytes) -> None:
+        self.fs.pipe_file(path, data)  # one object put: atomic
+
+    def _names(self, path: str) -> list[str]:
         try:
-            gen = self.fs.cat_file(f"{mdir}/CURRENT").decode().strip()
-            manifest = json.loads(self.fs.cat_file(f"{mdir}/{gen}/manifest.json"))
+            return [str(n).rstrip("/").rsplit("/", 1)[-1] for n in self.fs.ls(path, detail=False)]
         except FileNotFoundError:
-            return None
-        return f"{mdir}/{gen}", manifest
+            return []
 
-    def _write_part(self, gen: str, frame: pd.DataFrame, index: int) -> dict[str, Any]:
-        name = f"p{index:06d}.parquet"
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), buffer)
-        data = buffer.getvalue()
-        self.fs.pipe_file(f"{gen}/{name}", data)
-        idx = frame.index
-        return {
-            "file": name,
-            "rows": len(frame),
-            "start": idx.min().isoformat() if len(frame) else None,
-            "end": idx.max().isoformat() if len(frame) else None,
-            "bytes": len(data),
-        }
-
-    def _put_manifest(self, gen: str, manifest: dict[str, Any]) -> None:
-        self.fs.pipe_file(f"{gen}/manifest.json", json.dumps(manifest).encode())
-
-    def _new_generation(
-        self, mdir: str, frame: pd.DataFrame, columns: list[str], key_column: str | None
-    ) -> None:
-        current = self._current(mdir)
-        old = current[0] if current is not None else None
-        gen = f"{mdir}/g{uuid.uuid4().hex[:12]}"
-        parts = [self._write_part(gen, frame, 1)] if len(frame) else []
-        self._put_manifest(gen, {"parts": parts, "columns": columns, "key_column": key_column})
-        self.fs.pipe_file(f"{mdir}/CURRENT", gen.rsplit("/", 1)[-1].encode())
-        if old is not None:  # readers holding the old manifest retry when its parts vanish
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(old, recursive=True)
-
-    def _read_gen(self, gen: str, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
-        def read_part(name: str) -> pd.DataFrame:
-            table = pq.read_table(io.BytesIO(self.fs.cat_file(f"{gen}/{name}")))
-            frame: pd.DataFrame = table.to_pandas()
-            return frame
-
-        return LocalHistoryStore._select_parts(manifest, start, end, read_part)
-
-    # -- interface
-    def append(self, model_id: str, frame: pd.DataFrame, key_column: str | None = None) -> int:
-        if frame.empty:
-            return 0
-        frame = LocalHistoryStore._dedupe(LocalHistoryStore._normalise(frame), key_column)
-        columns = [str(c) for c in frame.columns]
-        mdir = self._dir(model_id)
-        with self._lock(f"history:{model_id}"):
-            current = self._current(mdir)
-            if current is None or not current[1]["parts"]:
-                self._new_generation(mdir, frame, columns, key_column)
-                return len(frame)
-            gen, manifest = current
-            LocalHistoryStore._check_columns(manifest, columns)
-            frame = frame[manifest["columns"]]
-            stored_end = max(pd.Timestamp(p["end"]) for p in manifest["parts"])
-            if frame.index.min() > stored_end and len(manifest["parts"]) < 64:
-                manifest["parts"].append(self._write_part(gen, frame, len(manifest["parts"]) + 1))
-                self._put_manifest(gen, manifest)
-                return len(frame)
-            merged = pd.concat([self._read_gen(gen, manifest, None, None), frame])
-            merged = LocalHistoryStore._dedupe(merged, key_column)
-            self._new_generation(mdir, merged, manifest["columns"], key_column)
-            return len(frame)
-
-    def read(
-        self, model_id: str, start: datetime | None = None, end: datetime | None = None
-    ) -> pd.DataFrame:
-        mdir = self._dir(model_id)
-        lo, hi = LocalHistoryStore._ts(start), LocalHistoryStore._ts(end)
-        for _attempt in range(5):
-            current = self._current(mdir)
-            if current is None:
-                return LocalHistoryStore._empty([])
-            try:
-                return self._read_gen(current[0], current[1], lo, hi)
-            except FileNotFoundError:
-                time.sleep(0.05)
-        raise StoreError(f"history of model {model_id} kept changing while it was read")
-
-    def summary(self, model_id: str) -> HistorySummary:
-        current = self._current(self._dir(model_id))
-        return LocalHistoryStore._summarise(None if current is None else current[1])
-
-    def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
-        lo, hi = LocalHistoryStore._ts(start), LocalHistoryStore._ts(end)
-        mdir = self._dir(model_id)
-        with self._lock(f"history:{model_id}"):
-            current = self._current(mdir)
-            if current is None:
-                return 0
-            frame = self._read_gen(current[0], current[1], None, None)
-            keep = LocalHistoryStore._outside(frame, lo, hi)
-            dropped = int((~keep).sum())
-            if dropped:
-                self._new_generation(
-                    mdir, frame[keep], current[1]["columns"], current[1]["key_column"]
-                )
-            return dropped
-
-    def delete(self, model_id: str) -> None:
+    def _remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self._dir(model_id), recursive=True)
-
-    def check(self) -> None:
-        probe = f"{self.root}/.probe-{uuid.uuid4().hex}"
-        try:
-            self.fs.pipe_file(probe, b"ok")
-            self.fs.rm_file(probe)
-        except Exception as exc:
-            raise StoreError(f"history store at {self.url} is not usable: {exc}") from exc
+            self.fs.rm(path, recursive=True)

@@ -5,21 +5,25 @@
 implementations use a directory on disk; other backends (object storage) implement the same
 methods.
 
-Local history layout (one folder per model)::
+History layout (one folder per model), the same in every backend of
+:class:`GenerationHistoryStore`::
 
-    <root>/<model_id>/CURRENT              name of the live generation
-    <root>/<model_id>/g000001/manifest.json  parts, row counts, time range, columns
-    <root>/<model_id>/g000001/p000001.parquet
+    <root>/<model_id>/CURRENT                    name of the live generation
+    <root>/<model_id>/g<random>/manifest.json    parts, row counts, time range, columns
+    <root>/<model_id>/g<random>/p000001.parquet
 
-Appending data newer than everything stored adds a part; data that overlaps the stored range (or
-dropping a range) rewrites the model's history into a new generation and switches ``CURRENT``
-atomically, so readers never see a half-written state and timestamps stay unique.
+Appending data newer than everything stored adds a part (written before the manifest that lists
+it); data that overlaps the stored range (or dropping a range) rewrites the model's history into
+a new generation and switches ``CURRENT`` atomically, so readers never see a half-written state
+and timestamps stay unique. Writers of one model serialise on a lock; readers that lose a
+generation to a rewrite read the new one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -45,11 +49,13 @@ from service.settings import Settings
 
 __all__ = [
     "ArtifactStore",
+    "GenerationHistoryStore",
     "HistoryStore",
     "HistorySummary",
     "LocalArtifactStore",
     "LocalHistoryStore",
     "LocalStaging",
+    "LockFactory",
     "StoreError",
     "create_artifact_store",
     "create_history_store",
@@ -359,22 +365,56 @@ class HistoryStore(ABC):
 
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LockFactory = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
-class LocalHistoryStore(HistoryStore):
+def _thread_locks() -> LockFactory:
+    """``lock(name)``: a lock per name, shared by the threads of this process only."""
+    guard = threading.Lock()
+    locks: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def lock(name: str) -> Iterator[None]:
+        with guard:
+            one = locks.setdefault(name, threading.Lock())
+        with one:
+            yield
+
+    return lock
+
+
+class GenerationHistoryStore(HistoryStore):
     """History as Parquet parts in generation folders (see the module docstring).
 
-    Parameters
-    ----------
-    root
-        Folder holding one sub-folder per model (created if missing).
+    Every backend shares this logic and supplies the storage primitives below: reading and
+    atomically writing a file, listing and removing, and the lock that serialises the writers of
+    one model. Paths are ``/``-joined strings under ``top``; ``where`` names the store in errors.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+    def __init__(self, top: str, where: str) -> None:
+        self._top = top.rstrip("/")
+        self._where = where
+
+    # -- storage primitives
+    @abstractmethod
+    def _locked(self, model_id: str) -> contextlib.AbstractContextManager[None]:
+        """Held while a model's history is written."""
+
+    @abstractmethod
+    def _get(self, path: str) -> bytes:
+        """A file's content; raises ``FileNotFoundError`` when it is missing."""
+
+    @abstractmethod
+    def _put(self, path: str, data: bytes) -> None:
+        """Write a file atomically (readers see the old or the new content)."""
+
+    @abstractmethod
+    def _names(self, path: str) -> list[str]:
+        """Names directly in a folder (none when it is missing)."""
+
+    @abstractmethod
+    def _remove(self, path: str) -> None:
+        """Remove a file or a folder with its content; a missing one is ignored."""
 
     # -- helpers
     @staticmethod
@@ -383,68 +423,47 @@ class LocalHistoryStore(HistoryStore):
             raise StoreError(f"invalid model id {model_id!r}")
         return model_id
 
-    def _dir(self, model_id: str) -> Path:
-        return self.root / self._check_model_id(model_id)
+    def _dir(self, model_id: str) -> str:
+        return f"{self._top}/{self._check_model_id(model_id)}"
 
-    @contextlib.contextmanager
-    def _locked(self, model_id: str) -> Iterator[Path]:
-        mdir = self._dir(model_id)
-        mdir.mkdir(parents=True, exist_ok=True)
-        with self._locks_guard:
-            lock = self._locks.setdefault(model_id, threading.Lock())
-        with lock, open(mdir / ".lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield mdir
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-    @staticmethod
-    def _current(mdir: Path) -> tuple[Path, dict[str, Any]] | None:
+    def _current(self, mdir: str) -> tuple[str, dict[str, Any]] | None:
         try:
-            gen = (mdir / "CURRENT").read_text().strip()
-            manifest = json.loads((mdir / gen / "manifest.json").read_text())
+            gen = self._get(f"{mdir}/CURRENT").decode().strip()
+            manifest = json.loads(self._get(f"{mdir}/{gen}/manifest.json"))
         except FileNotFoundError:
             return None
-        return mdir / gen, manifest
+        return f"{mdir}/{gen}", manifest
 
-    @staticmethod
-    def _write_part(gen: Path, frame: pd.DataFrame, index: int) -> dict[str, Any]:
+    def _write_part(self, gen: str, frame: pd.DataFrame, index: int) -> dict[str, Any]:
         name = f"p{index:06d}.parquet"
-        table = pa.Table.from_pandas(frame, preserve_index=True)
-        tmp = gen / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, gen / name)
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), buffer)
+        data = buffer.getvalue()
+        self._put(f"{gen}/{name}", data)
         idx = frame.index
         return {
             "file": name,
             "rows": len(frame),
             "start": idx.min().isoformat() if len(frame) else None,
             "end": idx.max().isoformat() if len(frame) else None,
-            "bytes": (gen / name).stat().st_size,
+            "bytes": len(data),
         }
 
+    def _put_manifest(self, gen: str, manifest: dict[str, Any]) -> None:
+        self._put(f"{gen}/manifest.json", json.dumps(manifest).encode())
+
     def _new_generation(
-        self, mdir: Path, frame: pd.DataFrame, columns: list[str], key_column: str | None
+        self, mdir: str, frame: pd.DataFrame, columns: list[str], key_column: str | None
     ) -> None:
-        current = self._current(mdir)
-        number = 1
-        if current is not None:
-            number = int(current[0].name[1:]) + 1
-        gen = mdir / f"g{number:06d}"
-        if gen.exists():
-            shutil.rmtree(gen)
-        gen.mkdir()
-        parts = [self._write_part(gen, frame, 1)] if len(frame) else []
+        name = f"g{uuid.uuid4().hex[:12]}"
+        parts = [self._write_part(f"{mdir}/{name}", frame, 1)] if len(frame) else []
         manifest = {"parts": parts, "columns": columns, "key_column": key_column}
-        _atomic_write_bytes(gen / "manifest.json", json.dumps(manifest).encode())
-        _atomic_write_bytes(mdir / "CURRENT", gen.name.encode())
-        # Readers holding an old manifest retry once it disappears; leftovers of a crash go too.
-        for old in mdir.glob("g*"):
-            if old.name != gen.name and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+        self._put_manifest(f"{mdir}/{name}", manifest)
+        self._put(f"{mdir}/CURRENT", name.encode())
+        # Readers holding an old manifest retry once its parts vanish; leftovers of a crash go too.
+        for old in self._names(mdir):
+            if old.startswith("g") and old != name:
+                self._remove(f"{mdir}/{old}")
 
     @staticmethod
     def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -507,14 +526,7 @@ class LocalHistoryStore(HistoryStore):
             parts=len(parts),
         )
 
-    @classmethod
-    def _select_parts(
-        cls,
-        manifest: dict[str, Any],
-        start: Any,
-        end: Any,
-        read_part: Callable[[str], pd.DataFrame],
-    ) -> pd.DataFrame:
+    def _read_gen(self, gen: str, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
         """Rows of a generation with ``start <= t < end``, reading only overlapping parts."""
         frames = []
         for part in manifest["parts"]:
@@ -522,22 +534,18 @@ class LocalHistoryStore(HistoryStore):
                 continue
             if end is not None and part["start"] is not None and pd.Timestamp(part["start"]) >= end:
                 continue
-            frames.append(read_part(part["file"]))
+            table = pq.read_table(io.BytesIO(self._get(f"{gen}/{part['file']}")))
+            frames.append(table.to_pandas())
         if not frames:
-            return cls._empty(manifest.get("columns", []))
+            return self._empty(manifest.get("columns", []))
         frame = pd.concat(frames) if len(frames) > 1 else frames[0]
-        frame = cls._normalise(frame)
+        frame = self._normalise(frame)
         if start is not None:
             frame = frame[frame.index >= start]
         if end is not None:
             frame = frame[frame.index < end]
         result: pd.DataFrame = frame.sort_index(kind="stable")
         return result
-
-    def _read_gen(self, gen: Path, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
-        return self._select_parts(
-            manifest, start, end, lambda name: pq.read_table(gen / name).to_pandas()
-        )
 
     @staticmethod
     def _ts(value: datetime | None) -> pd.Timestamp | None:
@@ -552,7 +560,8 @@ class LocalHistoryStore(HistoryStore):
             return 0
         frame = self._dedupe(self._normalise(frame), key_column)
         columns = [str(c) for c in frame.columns]
-        with self._locked(model_id) as mdir:
+        mdir = self._dir(model_id)
+        with self._locked(model_id):
             current = self._current(mdir)
             if current is None or not current[1]["parts"]:
                 self._new_generation(mdir, frame, columns, key_column)
@@ -561,13 +570,9 @@ class LocalHistoryStore(HistoryStore):
             self._check_columns(manifest, columns)
             frame = frame[manifest["columns"]]
             stored_end = max(pd.Timestamp(p["end"]) for p in manifest["parts"])
-            if frame.index.min() > stored_end:
-                part = self._write_part(gen, frame, len(manifest["parts"]) + 1)
-                manifest["parts"].append(part)
-                _atomic_write_bytes(gen / "manifest.json", json.dumps(manifest).encode())
-                if len(manifest["parts"]) > 64:
-                    merged = self._read_gen(gen, manifest, None, None)
-                    self._new_generation(mdir, merged, manifest["columns"], key_column)
+            if frame.index.min() > stored_end and len(manifest["parts"]) < 64:
+                manifest["parts"].append(self._write_part(gen, frame, len(manifest["parts"]) + 1))
+                self._put_manifest(gen, manifest)
                 return len(frame)
             merged = pd.concat([self._read_gen(gen, manifest, None, None), frame])
             merged = self._dedupe(merged, key_column)
@@ -582,7 +587,7 @@ class LocalHistoryStore(HistoryStore):
         for _attempt in range(5):
             current = self._current(mdir)
             if current is None:
-                return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name=TIMESTAMP))
+                return self._empty([])
             try:
                 return self._read_gen(current[0], current[1], lo, hi)
             except FileNotFoundError:
@@ -595,7 +600,8 @@ class LocalHistoryStore(HistoryStore):
 
     def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
         lo, hi = self._ts(start), self._ts(end)
-        with self._locked(model_id) as mdir:
+        mdir = self._dir(model_id)
+        with self._locked(model_id):
             current = self._current(mdir)
             if current is None:
                 return 0
@@ -609,26 +615,70 @@ class LocalHistoryStore(HistoryStore):
             return dropped
 
     def delete(self, model_id: str) -> None:
-        mdir = self._dir(model_id)
-        if mdir.exists():
-            trash = self.root / f".trash-{uuid.uuid4().hex}"
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(mdir, trash)
-                shutil.rmtree(trash, ignore_errors=True)
+        self._remove(self._dir(model_id))
 
     def check(self) -> None:
-        probe = self.root / f".probe-{uuid.uuid4().hex}"
+        probe = f"{self._top}/.probe-{uuid.uuid4().hex}"
         try:
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as exc:
-            raise StoreError(f"history store at {self.root} is not writable: {exc}") from exc
+            self._put(probe, b"ok")
+            self._remove(probe)
+        except Exception as exc:
+            raise StoreError(f"history store at {self._where} is not usable: {exc}") from exc
+
+
+class LocalHistoryStore(GenerationHistoryStore):
+    """History in a local folder: files are replaced by fsync'd renames, and the writers of a
+    model serialise on a lock file in its folder (``flock``, so across processes too).
+
+    Parameters
+    ----------
+    root
+        Folder holding one sub-folder per model (created if missing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(str(self.root), str(self.root))
+        self._threads = _thread_locks()  # flock does not serialise the threads of one process
+
+    @contextlib.contextmanager
+    def _locked(self, model_id: str) -> Iterator[None]:
+        mdir = Path(self._dir(model_id))
+        mdir.mkdir(parents=True, exist_ok=True)
+        with self._threads(model_id), open(mdir / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _get(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def _put(self, path: str, data: bytes) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(Path(path), data)
+
+    def _names(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
+    def _remove(self, path: str) -> None:
+        # Rename first, so a half-removed folder is never seen under its name.
+        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, trash)
+            if trash.is_dir():
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink()
 
 
 def create_history_store(
-    url: str,
-    endpoint_url: str = "",
-    lock: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
+    url: str, endpoint_url: str = "", lock: LockFactory | None = None
 ) -> HistoryStore:
     """Build the history store for a URL: a plain path or ``file://`` URL (local), or an fsspec
     URL such as ``s3://bucket/prefix`` whose writers serialise on ``lock(name)``.

@@ -54,6 +54,8 @@ def test_history_append_rewrite_drop(s3_endpoint: str) -> None:
     assert store.append("m1", frame.iloc[40:60] * 2) == 20  # overlap: a new generation
     summary = store.summary("m1")
     assert summary.points == 100 and summary.parts == 1
+    generations = [n for n in store.fs.ls("reconad/hist/m1", detail=False) if "/g" in n]
+    assert len(generations) == 1  # the replaced generation was removed
     back = store.read("m1", index[40], index[60])
     assert len(back) == 20 and (back["a"].to_numpy() == frame["a"].iloc[40:60].to_numpy() * 2).all()
     assert store.drop_range("m1", index[0], index[10]) == 10

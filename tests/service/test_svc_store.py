@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from svc_helpers import make_frame
+from svc_helpers import REPO, make_frame
 
 from service.store import LocalArtifactStore, LocalHistoryStore, StoreError, create_artifact_store
 
@@ -119,3 +122,30 @@ def test_history_rejects_bad_model_ids(tmp_path: Path) -> None:
     store = LocalHistoryStore(tmp_path / "hist")
     with pytest.raises(StoreError):
         store.summary("../etc")
+
+
+_WRITER = """
+import sys
+import pandas as pd
+from service.store import LocalHistoryStore
+store = LocalHistoryStore(sys.argv[1])
+for i in range(int(sys.argv[2]), 40, 2):
+    at = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=i)
+    store.append("m1", pd.DataFrame({"a": [float(i)]}, index=pd.DatetimeIndex([at])))
+"""
+
+
+def test_history_writers_in_two_processes_lose_nothing(tmp_path: Path) -> None:
+    """Interleaved appends (many overlap, so they rewrite) serialise on the model's lock file."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "hist"), first], env=env)
+        for first in ("0", "1")
+    ]
+    assert [w.wait(120) for w in writers] == [0, 0]
+    store = LocalHistoryStore(tmp_path / "hist")
+    back = store.read("m1")
+    assert back["a"].tolist() == [float(i) for i in range(40)]
+    assert [p.name for p in (tmp_path / "hist" / "m1").iterdir() if p.name.startswith("g")] == [
+        (tmp_path / "hist" / "m1" / "CURRENT").read_text()
+    ]
