@@ -34,7 +34,15 @@ from .io import read_frame
 from .preprocessing import Preprocessor
 from .windows import resolve_window
 
-__all__ = ["BenchResult", "list_entities", "load_entity", "ratio_table", "run_bench", "summarise"]
+__all__ = [
+    "BenchResult",
+    "list_entities",
+    "load_entity",
+    "markdown_report",
+    "ratio_table",
+    "run_bench",
+    "summarise",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +241,42 @@ def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
                 )
         out[dataset] = row
     return pd.DataFrame(out).T
+
+
+def markdown_report(table: pd.DataFrame) -> str:
+    """Markdown tables of a :func:`summarise` table: mean VUS-PR and AUC-PR per dataset and
+    method, then each detector kind's F1 at its own threshold against the oracle best-F1."""
+    lines = []
+    for metric, title in (("vus_pr", "mean VUS-PR"), ("auc_pr", "mean AUC-PR")):
+        wide = table[metric].unstack("method")
+        methods = [m for m in (*KINDS, *BASELINES) if m in wide.columns]
+        lines += [f"**{title}** (entities with anomalies in test)", ""]
+        lines.append(
+            "| dataset | entities | " + " | ".join(methods) + " | best kind / best baseline |"
+        )
+        lines.append("|---|---|" + "---|" * (len(methods) + 1))
+        for dataset, row in wide.iterrows():
+            kinds = row[[m for m in methods if m in KINDS]]
+            bases = row[[m for m in methods if m in BASELINES and m != "random"]]
+            ratio = (
+                f"{kinds.max() / bases.max():.2f} ({kinds.idxmax()} / {bases.idxmax()})"
+                if len(kinds) and len(bases)
+                else "-"
+            )
+            counts = table["entities"].xs(dataset, level="dataset")
+            count = int(counts.max())
+            cells = " | ".join(f"{row[m]:.3f}" for m in methods)
+            lines.append(f"| {dataset} | {count} | {cells} | {ratio} |")
+        lines.append("")
+    kinds_present = [k for k in KINDS if k in table.index.get_level_values("method")]
+    if kinds_present:
+        lines += ["**F1 at the detector's own threshold / oracle best-F1**", ""]
+        lines.append("| dataset | " + " | ".join(kinds_present) + " |")
+        lines.append("|---|" + "---|" * len(kinds_present))
+        for dataset, sub in table.groupby(level="dataset"):
+            per = sub.droplevel("dataset")
+            f1, best = per["f1"], per["best_f1_upper_bound"]
+            cells = " | ".join(f"{float(f1[k]):.3f} / {float(best[k]):.3f}" for k in kinds_present)
+            lines.append(f"| {dataset} | {cells} |")
+        lines.append("")
+    return "\n".join(lines)

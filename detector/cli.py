@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import math
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,14 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from .bench import BenchResult, list_entities, ratio_table, run_bench, summarise
+from .bench import (
+    BenchResult,
+    list_entities,
+    markdown_report,
+    ratio_table,
+    run_bench,
+    summarise,
+)
 from .config import KINDS, DetectorConfig
 from .detector import Detector, create_detector
 from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADError
@@ -241,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         The exit code. Invalid arguments and ``--help`` raise ``SystemExit`` as argparse does.
     """
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     func: Command = args.func
     return func(args)
 
@@ -677,6 +686,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
     table = summarise(results)
     table.to_csv(args.out / "summary.csv")
+    elapsed = time.perf_counter() - started
+    report = markdown_report(table)
+    command = shlex.join(["reconad", *args.argv])
+    (args.out / "summary.md").write_text(
+        f"Command: `{command}`\n\n{len(results)} fits in {elapsed:.0f} s.\n\n{report}"
+    )
     pd.set_option("display.width", 200)
     print(table.round(3).to_string())
     if baselines:
@@ -684,5 +699,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ratios.to_csv(args.out / "ratios.csv")
         print()
         print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{len(results)} fits in {time.perf_counter() - started:.0f} s; results in {args.out}")
+    print(f"\n{len(results)} fits in {elapsed:.0f} s; results in {args.out}")
     return 0

@@ -129,9 +129,24 @@ class DetectorConfig(_Strict):
         "mean",
         description="How the per-window errors of a point (one per window covering it) combine.",
     )
+    window_weight: float | Literal["auto"] = Field(
+        "auto",
+        description="Weight of a window's mean error (per feature), shared by every point of the "
+        "window, against each point's own error: 1 scores whole windows (anomalies that change "
+        "a stretch), 0 single points (short anomalies). 'auto': 1 / the number of continuous "
+        "features of the training data.",
+    )
     error_normalization: bool = Field(
         True,
         description="Divide each feature's error by its mean error on held-out normal data.",
+    )
+    error_floor: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="Error normalisation divides no feature's error by less than this fraction "
+        "of the mean error over features, so that features predicted almost perfectly on "
+        "normal data (constants, rare flags) cannot dominate the score.",
     )
     smoothing: int = Field(
         0, ge=0, description="Trailing moving-average of point scores over this many points."
@@ -167,6 +182,13 @@ class DetectorConfig(_Strict):
     def _check_window(cls, v: int | str) -> int | str:
         if isinstance(v, int) and not 2 <= v <= 4096:
             raise ValueError("window must be between 2 and 4096 points, or 'auto'")
+        return v
+
+    @field_validator("window_weight")
+    @classmethod
+    def _check_window_weight(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0 <= v <= 1:
+            raise ValueError("window_weight must be between 0 and 1, or 'auto'")
         return v
 
     @field_validator("hidden_dims")

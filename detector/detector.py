@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -108,7 +108,8 @@ class Detector:
     Attributes
     ----------
     preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
-    calibration_, error_scale_, residual_std_, history_, validation_score_, device_
+    calibration_, error_scale_, residual_std_, window_weight_, history_, validation_score_,
+    device_
         Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
         ``network_`` is left in eval mode by both, so scoring never switches modes.
     """
@@ -189,6 +190,7 @@ class Detector:
         self.validation_score_ = best_val
         self.feature_names_in_ = list(pre.feature_names_)
         self.n_features_in_ = len(pre.feature_names_)
+        self.window_weight_ = resolve_window_weight(cfg.window_weight, frame[pre.feature_names_])
         self.error_scale_ = np.ones(self.n_features_in_)
         self.residual_std_ = np.ones(self.n_features_in_)
         self._calibrate(val_segs)
@@ -225,7 +227,7 @@ class Detector:
             with np.errstate(invalid="ignore"):
                 mean_err = np.nanmean(np.where(observed, errors, np.nan), axis=0)
             floor = (
-                max(float(np.nanmean(mean_err)) * 1e-3, 1e-12)
+                max(float(np.nanmean(mean_err)) * self.config.error_floor, 1e-12)
                 if np.isfinite(mean_err).any()
                 else 1.0
             )
@@ -362,9 +364,14 @@ class Detector:
         samples = self.config.score_samples
         if samples > 0 and self.config.kind in ("vae", "cvae"):
             recon = network.sample_reconstructions(x, cond, samples, generator)  # (S, B, W, F)
-            return ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)
-        recon = network(x, cond)  # (B, W, F)
-        return (recon - x) ** 2, recon
+            err, recon = ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)
+        else:
+            recon = network(x, cond)  # (B, W, F)
+            err = (recon - x) ** 2
+        weight = self.window_weight_
+        if weight > 0:  # each cell shares its window's mean error (per feature)
+            err = (1 - weight) * err + weight * err.mean(dim=1, keepdim=True)
+        return err, recon
 
     def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
@@ -534,6 +541,21 @@ class Detector:
             else ""
         )
         return f"Detector(kind={self.config.kind!r}{fitted})"
+
+
+def resolve_window_weight(weight: float | Literal["auto"], train: pd.DataFrame) -> float:
+    """The weight of window errors against point errors; ``"auto"``: ``1 / n``, with ``n`` the
+    number of continuous features (more than two distinct values) in the training data.
+
+    A point's own error is one squared error per feature, averaged over the features: with one
+    continuous signal it is as noisy as that signal, and the window's mean error is the stable
+    measure; with many, the average over features is already stable and keeps short anomalies
+    sharp, so the point's own error dominates.
+    """
+    if weight != "auto":
+        return float(weight)
+    continuous = int((train.nunique() > 2).sum())
+    return 1.0 / max(continuous, 1)
 
 
 def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> Detector:

@@ -99,6 +99,7 @@ def save_detector(detector: Detector, path: str | Path) -> None:
             "calibration": detector.calibration_,
             "error_scale": detector.error_scale_.tolist(),
             "residual_std": detector.residual_std_.tolist(),
+            "window_weight": detector.window_weight_,
             "validation_score": detector.validation_score_,
             "history": detector.history_,
             "versions": _versions(),
@@ -173,6 +174,7 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
     det.calibration_ = dict(state["calibration"])
     det.error_scale_ = np.asarray(state["error_scale"], dtype=np.float64)
     det.residual_std_ = np.asarray(state["residual_std"], dtype=np.float64)
+    det.window_weight_ = float(state.get("window_weight", 0.0))  # saved before the option: 0
     det.validation_score_ = float(state["validation_score"])
     det.history_ = list(state["history"])
     return det

@@ -324,7 +324,7 @@ def _fit_gpd(y: FloatArray) -> tuple[float, float]:
         x_best, ll_best = float(grid[i]), float(ll[i])
         if lo < hi:
             res = minimize_scalar(
-                lambda v: -float(_profile_loglik(np.array([v]), y)[0]),
+                lambda v: _negative_loglik(v, y),
                 bounds=(float(lo), float(hi)),
                 method="bounded",
                 options={"xatol": 1e-10 * max(abs(float(lo)), abs(float(hi)))},
@@ -335,6 +335,13 @@ def _fit_gpd(y: FloatArray) -> tuple[float, float]:
             gamma = float(np.mean(np.log1p(x_best * y)))
             best_gamma, best_sigma, best_ll = gamma, gamma / x_best, ll_best
     return best_gamma, best_sigma
+
+
+def _negative_loglik(x: float, y: np.ndarray) -> float:
+    """The profile log-likelihood's negative at ``x``, finite (the bounded search cannot handle
+    infinities)."""
+    value = -float(_profile_loglik(np.array([x]), y)[0])
+    return value if np.isfinite(value) else 1e300
 
 
 def _pot_quantile(t: float, gamma: float, sigma: float, risk: float, n: int, n_peaks: int) -> float:

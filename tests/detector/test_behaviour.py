@@ -242,3 +242,36 @@ def test_recalibration_with_labels_and_holdout_error(ae: Detector, tiny: Any) ->
         DetectorConfig.model_validate(tiny("ae", training={"max_epochs": 1, "seed": 3}))
     ).fit(normal_series(600, seed=1))
     assert weak.holdout_error(normal) > 1.5 * ae.holdout_error(normal)
+
+
+def test_window_weight_auto_follows_continuous_features_and_is_saved(
+    tiny: Any, tmp_path: Path
+) -> None:
+    train = normal_series(1500, seed=1)
+    train["flag"] = (np.arange(len(train)) % 200 == 0).astype(float)  # binary: not continuous
+    det = create_detector(DetectorConfig.model_validate(tiny("ae"))).fit(train)
+    assert det.window_weight_ == pytest.approx(1 / 3)  # f0, f1, f2
+    det.save(tmp_path / "m")
+    assert load_detector(tmp_path / "m").window_weight_ == pytest.approx(1 / 3)
+    uni = create_detector(DetectorConfig.model_validate(tiny("ae"))).fit(train["f0"])
+    assert uni.window_weight_ == 1.0
+    with pytest.raises(ValueError, match="window_weight"):
+        DetectorConfig(window_weight=1.5)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_window_weight_spreads_a_windows_error_over_its_points(tiny: Any, weight: float) -> None:
+    train = normal_series(1500, seed=1)
+    det = create_detector(
+        DetectorConfig.model_validate(tiny("ae", window_weight=weight, training={"max_epochs": 3}))
+    ).fit(train)
+    windows = normal_series(24 * 4, seed=5).to_numpy().copy().reshape(4, 24, 3)
+    windows[0, 10, 0] += 5.0  # one bad cell
+    result = det.score_windows(windows)
+    first = result.contributions[0, :, 0]  # feature f0 along the first window
+    if weight == 1.0:  # every point carries the window's mean error
+        np.testing.assert_allclose(first, first[0], rtol=1e-5)
+    else:  # the bad cell stands out from its neighbours
+        assert first[10] > 10 * np.median(first)
+    # either way the window with the bad cell scores above the clean ones
+    assert result.scores[0].mean() > result.scores[1:].mean(axis=1).max()

@@ -1,0 +1,96 @@
+"""``reconad bench``: generated benchmark folders, every output file, and an honest floor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import normal_series, tiny_config, with_anomalies
+
+from detector.bench import list_entities, load_entity, run_bench, summarise
+from detector.cli import main
+
+
+def _write_entity(folder: Path, seed: int, anomalies: bool = True) -> None:
+    folder.mkdir(parents=True)
+    train = normal_series(1500, seed=seed)
+    test = normal_series(1200, seed=seed + 100, start=1500)
+    if anomalies:
+        test, labels, _ = with_anomalies(test, seed=seed)
+    else:
+        labels = pd.Series(0, index=test.index, name="label")
+    for frame, name in ((train, "train"), (test.assign(label=labels.to_numpy()), "test")):
+        out = frame.reset_index(drop=True)
+        out.insert(0, "timestamp", np.arange(len(out)) + (1500 if name == "test" else 0))
+        out.to_csv(folder / f"{name}.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    _write_entity(root / "alpha" / "e1", seed=1)
+    _write_entity(root / "alpha" / "e2", seed=2)
+    _write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)
+    _write_entity(root / "beta" / "e1", seed=4)
+    return root
+
+
+def test_bench_command_writes_every_figure_and_beats_random(
+    bench_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.json"
+    cfg = tiny_config("ae")
+    del cfg["kind"]
+    config.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    argv = ["bench", str(bench_root), "--kinds", "ae", "--baselines", "random,pca"]
+    assert main([*argv, "--config", str(config), "--out", str(out), "-q"]) == 0
+
+    printed = capsys.readouterr().out
+    assert "ae_ratio" in printed and "12 fits" in printed
+    records = json.loads((out / "results.json").read_text())
+    assert len(records) == 4 * 3  # entities x methods
+    assert not [r for r in records if r["error"]]
+    summary = pd.read_csv(out / "summary.csv", index_col=[0, 1])
+    rows = {key: row.to_dict() for key, row in summary.iterrows()}
+    assert set(summary.index.get_level_values("dataset")) == {"alpha", "beta"}
+    assert rows[("alpha", "ae")]["entities"] == 2  # the quiet entity has no labels
+    for dataset in ("alpha", "beta"):
+        ae, rnd = rows[(dataset, "ae")], rows[(dataset, "random")]
+        assert ae["vus_pr"] > 2 * rnd["vus_pr"]  # random sits near the anomaly ratio
+        assert 0 < ae["f1"] <= ae["best_f1_upper_bound"]
+        assert np.isnan(rnd["f1"])  # baselines have no threshold of their own
+    report = (out / "summary.md").read_text()
+    assert report.startswith("Command: `reconad bench ")
+    assert "| alpha | 2 |" in report and "(ae / pca)" in report
+    ratios = pd.read_csv(out / "ratios.csv", index_col=0)
+    assert ratios.loc["alpha", "best_baseline"] == "pca"
+    assert pd.read_csv(out / "results.csv")["metrics.vus_pr"].notna().sum() == 9
+
+
+def test_limit_time_budget_and_failures_are_reported(bench_root: Path) -> None:
+    assert [p.name for _, p in list_entities(bench_root, ["alpha"], limit=2)] == ["e1", "e2"]
+    with pytest.raises(FileNotFoundError, match="gamma"):
+        list_entities(bench_root, ["gamma"])
+    assert run_bench(bench_root, ["alpha"], ["random"], time_budget_s=0.0) == []  # all skipped
+    assert len(run_bench(bench_root, ["alpha"], ["random"], time_budget_s=600.0)) == 3
+    bad = run_bench(bench_root, ["beta"], ["ae"], overrides={"window": 4000})
+    assert bad[0].error is not None and "TooShortError" in bad[0].error
+    assert summarise(bad).loc[("beta", "ae"), "failed"] == 1
+
+
+def test_load_entity_sorts_and_drops_repeated_timestamps(tmp_path: Path) -> None:
+    folder = tmp_path / "e"
+    folder.mkdir()
+    pd.DataFrame({"timestamp": [2, 1, 1, 3], "value": [2.0, 1.0, 9.0, 3.0]}).to_csv(
+        folder / "train.csv", index=False
+    )
+    pd.DataFrame({"timestamp": [4, 5], "value": [1.0, 2.0], "label": [0, 1]}).to_csv(
+        folder / "test.csv", index=False
+    )
+    train, test, labels = load_entity(folder)
+    assert list(train.index) == [1, 2, 3] and list(train["value"]) == [1.0, 2.0, 3.0]
+    assert "label" not in test.columns and list(labels) == [0, 1]
