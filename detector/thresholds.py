@@ -341,7 +341,7 @@ def _negative_loglik(x: float, y: np.ndarray) -> float:
     """The profile log-likelihood's negative at ``x``, finite (the bounded search cannot handle
     infinities)."""
     value = -float(_profile_loglik(np.array([x]), y)[0])
-    return value if np.isfinite(value) else 1e300
+    return value if np.isfinite(value) else 1e100
 
 
 def _pot_quantile(t: float, gamma: float, sigma: float, risk: float, n: int, n_peaks: int) -> float:

@@ -11,7 +11,7 @@ import pytest
 from synthetic import normal_series, tiny_config, with_anomalies
 
 from detector.bench import list_entities, load_entity, run_bench, summarise
-from detector.cli import main
+from service.cli import main  # the `reconad` entry point
 
 
 def _write_entity(folder: Path, seed: int, anomalies: bool = True) -> None:
