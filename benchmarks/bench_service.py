@@ -73,21 +73,7 @@ def _seed(data_dir: Path) -> str:
         det.save(tmp / "m")
         ctx.artifacts.publish(tmp / "m", key)
     ctx.registry.register_version(
-        model.id,
-        NewVersion(
-            artifact_key=key,
-            config=cfg.model_dump(mode="json"),
-            threshold=float(det.threshold_),
-            validation_score=float(det.validation_score_),
-            calibration={},
-            metrics={},
-            history=[],
-            features=list(det.feature_names_in_),
-            window=int(det.window_),
-            data_start=None,
-            data_end=None,
-            n_points=len(frame),
-        ),
+        model.id, NewVersion.from_detector(det, key, frame, float(det.validation_score_))
     )
     _, api_key = ctx.auth.create("admin", "bench")
     ctx.scoring.close()

@@ -16,6 +16,7 @@ Consistency rules:
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import uuid
@@ -23,10 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from detector import DetectorConfig
+from detector import Detector, DetectorConfig
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.store import ArtifactStore, HistoryStore
@@ -38,7 +40,9 @@ __all__ = [
     "NewVersion",
     "PromotionPolicy",
     "decide_promotion",
+    "finite_or_none",
     "job_artifact_key",
+    "json_safe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,6 +134,59 @@ class NewVersion:
     #: The active version's score on the same held-out data as ``validation_score``, with the
     #: number of that version; ``if_better`` compares these two when the version is still active.
     active_score: tuple[int, float] | None = None
+
+    @classmethod
+    def from_detector(
+        cls,
+        detector: Detector,
+        artifact_key: str,
+        data: pd.DataFrame,
+        validation_score: float | None,
+        metrics: dict[str, Any] | None = None,
+        active_score: tuple[int, float] | None = None,
+    ) -> NewVersion:
+        """What registering ``detector``, fitted on ``data`` and published at ``artifact_key``,
+        records."""
+        index = data.index
+        dated = isinstance(index, pd.DatetimeIndex) and len(index) > 0
+        return cls(
+            artifact_key=artifact_key,
+            config=detector.config.model_dump(mode="json"),
+            threshold=float(detector.threshold_),
+            validation_score=validation_score,
+            calibration=json_safe(dict(detector.calibration_)),
+            metrics=metrics or {},
+            history=json_safe(list(detector.history_)),
+            features=[str(f) for f in detector.feature_names_in_],
+            window=int(detector.window_),
+            data_start=index.min().to_pydatetime() if dated else None,
+            data_end=index.max().to_pydatetime() if dated else None,
+            n_points=len(data),
+            active_score=active_score,
+        )
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or None (JSON has no NaN or infinity)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with string keys, lists for tuples and None for non-finite numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    try:
+        return finite_or_none(value)
+    except Exception:  # pragma: no cover - defensive
+        return str(value)
 
 
 class ModelRegistry:

@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import io
 import logging
-import math
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ from detector.errors import ReconADError
 from service.db import Database
 from service.errors import ServiceError
 from service.observability import configure_logging
-from service.registry import ModelRegistry, NewVersion, job_artifact_key
+from service.registry import ModelRegistry, NewVersion, finite_or_none, job_artifact_key
 from service.settings import Settings
 from service.store import ArtifactStore, HistoryStore, StoreError, open_stores
 from service.tables import Job, Model, utcnow
@@ -60,14 +59,6 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 class _JobContext:
     def __init__(self, db: Database, job_id: str, token: str, heartbeat_s: float) -> None:
         self.db = db
@@ -85,7 +76,7 @@ class _JobContext:
                 session.execute(update(Job).where(self._mine()).values(heartbeat_at=utcnow()))
 
     def progress(self, p: TrainingProgress) -> bool:
-        losses = {k: _finite(v) for k, v in p.losses.items()}
+        losses = {k: finite_or_none(v) for k, v in p.losses.items()}
         values = {
             "epoch": p.epoch,
             "max_epochs": p.max_epochs,
@@ -143,7 +134,7 @@ def _load_data(
 def _holdout_error(detector: Detector, holdout: pd.DataFrame) -> float | None:
     """The detector's error on held-out data (comparable across versions), or None."""
     try:
-        return _finite(detector.holdout_error(holdout))
+        return finite_or_none(detector.holdout_error(holdout))
     except ReconADError:
         return None
 
@@ -217,27 +208,18 @@ def run_job(settings: Settings, job_id: str) -> int:
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)
-        index = frame.index
-        is_time = isinstance(index, pd.DatetimeIndex)
         holdout = frame.iloc[len(frame) - round(len(frame) * config.training.validation_fraction) :]
-        new = NewVersion(
-            artifact_key=key,
-            config=config.model_dump(mode="json"),
-            threshold=float(detector.threshold_),
+        new = NewVersion.from_detector(
+            detector,
+            key,
+            frame,
             validation_score=_holdout_error(detector, holdout),
-            active_score=_active_holdout_error(registry, artifacts, model.name, holdout, log_extra),
-            calibration=_json_safe(dict(detector.calibration_)),
             metrics={
                 "train_seconds": round(train_s, 3),
                 "epochs": len(detector.history_),
                 "device": str(getattr(detector, "device_", "cpu")),
             },
-            history=_json_safe(list(detector.history_)),
-            features=[str(f) for f in detector.feature_names_in_],
-            window=int(detector.window_),
-            data_start=index.min().to_pydatetime() if is_time and len(index) else None,
-            data_end=index.max().to_pydatetime() if is_time and len(index) else None,
-            n_points=len(frame),
+            active_score=_active_holdout_error(registry, artifacts, model.name, holdout, log_extra),
         )
         try:
             version, promoted, reason = registry.register_version(
@@ -277,19 +259,6 @@ def run_job(settings: Settings, job_id: str) -> int:
     finally:
         ctx.close()
         db.dispose()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    try:
-        return _finite(value)
-    except Exception:  # pragma: no cover - defensive
-        return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,20 +84,7 @@ def register_trained_version(
         ctx.artifacts.publish(tmp / "model", key)
     version, _, _ = ctx.registry.register_version(
         model.id,
-        NewVersion(
-            artifact_key=key,
-            config=cfg.model_dump(mode="json"),
-            threshold=float(det.threshold_),
-            validation_score=float(det.validation_score_),
-            calibration={"method": "quantile"},
-            metrics={},
-            history=[],
-            features=list(det.feature_names_in_),
-            window=int(det.window_),
-            data_start=None,
-            data_end=None,
-            n_points=len(frame),
-        ),
+        NewVersion.from_detector(det, key, frame, float(det.validation_score_)),
         force_promote=promote,
     )
     return version.version
