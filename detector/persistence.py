@@ -29,7 +29,7 @@ from .models import model_class
 from .preprocessing import Preprocessor
 from .training import select_device
 
-__all__ = ["FORMAT_VERSION", "load_detector", "save_detector"]
+__all__ = ["FORMAT_VERSION", "fsync_path", "load_detector", "save_detector"]
 
 FORMAT_VERSION = 1
 _CONFIG, _WEIGHTS, _STATE = "config.json", "model.safetensors", "state.json"
@@ -60,7 +60,8 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory entry to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -88,7 +89,7 @@ def save_detector(detector: Detector, path: str | Path) -> None:
             k: v.detach().cpu().contiguous() for k, v in detector.network_.state_dict().items()
         }
         save_file(tensors, str(tmp / _WEIGHTS))
-        _fsync(tmp / _WEIGHTS)
+        fsync_path(tmp / _WEIGHTS)
         state = {
             "format_version": FORMAT_VERSION,
             "kind": detector.config.kind,
@@ -106,13 +107,13 @@ def save_detector(detector: Detector, path: str | Path) -> None:
             "files": {_WEIGHTS: _sha256(tmp / _WEIGHTS)},
         }
         _write_json(tmp / _STATE, state)
-        _fsync(tmp)
+        fsync_path(tmp)
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
             target.rename(old)
         tmp.rename(target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:

@@ -44,6 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from detector.persistence import fsync_path
 from service.db import Database
 from service.settings import Settings
 
@@ -79,20 +80,12 @@ def _check_key(key: str) -> list[str]:
     return parts
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: Path) -> None:
     for root, _dirs, files in os.walk(path):
         for name in files:
             with open(os.path.join(root, name), "rb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(Path(root))
+        fsync_path(Path(root))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -102,7 +95,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -241,7 +234,7 @@ class LocalArtifactStore(LocalStaging, ArtifactStore):
     def _rename_in(source: Path, target: Path) -> None:
         _fsync_tree(source)
         os.rename(source, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
 
     def fetch(self, key: str) -> Path:
         path = self._path(key)
