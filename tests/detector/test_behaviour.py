@@ -275,3 +275,20 @@ def test_window_weight_spreads_a_windows_error_over_its_points(tiny: Any, weight
         assert first[10] > 10 * np.median(first)
     # either way the window with the bad cell scores above the clean ones
     assert result.scores[0].mean() > result.scores[1:].mean(axis=1).max()
+
+
+def test_error_floor_bounds_the_weight_of_features_that_never_vary(tiny: Any) -> None:
+    train = normal_series(1500, seed=1)
+    train["const"] = 0.0  # predicted perfectly on normal data
+    test = normal_series(300, seed=2, start=1500)
+    test["const"] = 0.0
+    test.loc[test.index[150:160], "const"] = 1.0
+    shares = {}
+    for floor in (1e-3, 1.0):
+        cfg = tiny("ae", error_floor=floor, training={"max_epochs": 3})
+        det = create_detector(DetectorConfig.model_validate(cfg)).fit(train)
+        shares[floor] = float(det.explain(test)["const"].iloc[150:160].mean())
+    assert shares[1.0] < shares[1e-3] / 10
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="error_floor"):
+            DetectorConfig(error_floor=bad)
