@@ -148,6 +148,16 @@ class DetectorConfig(_Strict):
         "of the mean error over features, so that features predicted almost perfectly on "
         "normal data (constants, rare flags) cannot dominate the score.",
     )
+    two_valued_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight in the score of features with at most two distinct values in the "
+        "training data (command flags, on/off states), against 1 for every continuous feature. "
+        "A flag that rarely flips on normal data has a tiny held-out error, so under error "
+        "normalisation any flip, normal ones included, would dominate the score. They stay "
+        "network inputs (context) either way. When every feature is two-valued all count fully.",
+    )
     smoothing: int = Field(
         0, ge=0, description="Trailing moving-average of point scores over this many points."
     )

@@ -108,8 +108,8 @@ class Detector:
     Attributes
     ----------
     preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
-    calibration_, error_scale_, residual_std_, window_weight_, history_, validation_score_,
-    device_
+    calibration_, error_scale_, residual_std_, window_weight_, feature_weight_, history_,
+    validation_score_, device_
         Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
         ``network_`` is left in eval mode by both, so scoring never switches modes.
     """
@@ -190,7 +190,9 @@ class Detector:
         self.validation_score_ = best_val
         self.feature_names_in_ = list(pre.feature_names_)
         self.n_features_in_ = len(pre.feature_names_)
-        self.window_weight_ = resolve_window_weight(cfg.window_weight, frame[pre.feature_names_])
+        train_features = frame[pre.feature_names_]
+        self.window_weight_ = resolve_window_weight(cfg.window_weight, train_features)
+        self.feature_weight_ = feature_weights(cfg.two_valued_weight, train_features)
         self.error_scale_ = np.ones(self.n_features_in_)
         self.residual_std_ = np.ones(self.n_features_in_)
         self._calibrate(val_segs)
@@ -375,10 +377,11 @@ class Detector:
 
     def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
-        normed = np.where(seg.observed, errors / self.error_scale_, 0.0)  # (T, F)
-        n_obs = seg.observed.sum(axis=1, keepdims=True).astype(np.float64)  # (T, 1)
+        weights = np.where(seg.observed, self.feature_weight_, 0.0)  # (T, F)
+        total = weights.sum(axis=1, keepdims=True)  # (T, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            contributions = np.where(n_obs > 0, normed / n_obs, np.nan)
+            share = weights / total  # (T, F)
+            contributions = np.where(total > 0, errors / self.error_scale_ * share, np.nan)
         if self.config.smoothing > 1:
             contributions = (
                 pd.DataFrame(contributions)
@@ -387,7 +390,7 @@ class Detector:
                 .to_numpy()
             )
         scores = contributions.sum(axis=1)
-        scores[n_obs[:, 0] == 0] = np.nan
+        scores[total[:, 0] == 0] = np.nan
         return scores, contributions
 
     def score_details(
@@ -484,7 +487,7 @@ class Detector:
                 errs.append(err.cpu().numpy())
                 recons.append(recon.cpu().numpy())
         err_all = np.concatenate(errs).astype(np.float64) / self.error_scale_  # (B, W, F)
-        contributions = err_all / self.n_features_in_
+        contributions = err_all * (self.feature_weight_ / self.feature_weight_.sum())
         result = WindowScores(contributions.sum(axis=2), contributions)
         if reconstruct:
             mean = np.concatenate(recons) * pre.scale_ + pre.center_
@@ -554,8 +557,21 @@ def resolve_window_weight(weight: float | Literal["auto"], train: pd.DataFrame) 
     """
     if weight != "auto":
         return float(weight)
-    continuous = int((train.nunique() > 2).sum())
-    return 1.0 / max(continuous, 1)
+    return 1.0 / max(int(continuous_features(train).sum()), 1)
+
+
+def continuous_features(train: pd.DataFrame) -> np.ndarray:
+    """Boolean mask (F,): the features with more than two distinct values in ``train``."""
+    return np.asarray(train.nunique() > 2)
+
+
+def feature_weights(two_valued_weight: float, train: pd.DataFrame) -> np.ndarray:
+    """Each feature's weight in the point score (F,): 1 for continuous features,
+    ``two_valued_weight`` for the others; all 1 when no feature is continuous."""
+    continuous = continuous_features(train)
+    if not continuous.any():
+        return np.ones(len(continuous))
+    return np.where(continuous, 1.0, two_valued_weight)
 
 
 def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> Detector:

@@ -101,6 +101,7 @@ def save_detector(detector: Detector, path: str | Path) -> None:
             "error_scale": detector.error_scale_.tolist(),
             "residual_std": detector.residual_std_.tolist(),
             "window_weight": detector.window_weight_,
+            "feature_weight": detector.feature_weight_.tolist(),
             "validation_score": detector.validation_score_,
             "history": detector.history_,
             "versions": _versions(),
@@ -176,6 +177,10 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
     det.error_scale_ = np.asarray(state["error_scale"], dtype=np.float64)
     det.residual_std_ = np.asarray(state["residual_std"], dtype=np.float64)
     det.window_weight_ = float(state.get("window_weight", 0.0))  # saved before the option: 0
+    # saved before feature weights: every feature counts fully
+    det.feature_weight_ = np.asarray(
+        state.get("feature_weight", np.ones(det.n_features_in_)), dtype=np.float64
+    )
     det.validation_score_ = float(state["validation_score"])
     det.history_ = list(state["history"])
     return det

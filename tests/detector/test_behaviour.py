@@ -285,10 +285,51 @@ def test_error_floor_bounds_the_weight_of_features_that_never_vary(tiny: Any) ->
     test.loc[test.index[150:160], "const"] = 1.0
     shares = {}
     for floor in (1e-3, 1.0):
-        cfg = tiny("ae", error_floor=floor, training={"max_epochs": 3})
+        cfg = tiny("ae", error_floor=floor, two_valued_weight=1.0, training={"max_epochs": 3})
         det = create_detector(DetectorConfig.model_validate(cfg)).fit(train)
         shares[floor] = float(det.explain(test)["const"].iloc[150:160].mean())
     assert shares[1.0] < shares[1e-3] / 10
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="error_floor"):
             DetectorConfig(error_floor=bad)
+
+
+def test_two_valued_features_are_context_not_score_by_default(tiny: Any, tmp_path: Path) -> None:
+    train = normal_series(1500, seed=1)
+    train["flag"] = (np.arange(len(train)) % 300 == 0).astype(float)  # a rarely flipping flag
+    test = normal_series(300, seed=2, start=1500)
+    test["flag"] = 0.0
+    test.loc[test.index[100:110], "flag"] = 1.0  # a normal run of the flag
+    test.loc[test.index[200:205], "f0"] += 4.0  # an anomaly in a measurement
+    flag_run, anomaly = slice(100, 110), slice(200, 205)
+    dets = {
+        w: create_detector(
+            DetectorConfig.model_validate(
+                tiny("ae", two_valued_weight=w, training={"max_epochs": 3})
+            )
+        ).fit(train)
+        for w in (0.0, 1.0)
+    }
+    default = dets[0.0]
+    np.testing.assert_array_equal(default.feature_weight_, [1.0, 1.0, 1.0, 0.0])
+    contrib, scores = default.explain(test), default.anomaly_score(test)
+    np.testing.assert_allclose(contrib.sum(axis=1), scores, rtol=1e-9)
+    assert (contrib["flag"] == 0).all()
+    assert scores.iloc[anomaly].max() > scores.iloc[flag_run].max()
+    windows = test.to_numpy()[None, 90:114]  # one window over the flag run
+    assert (default.score_windows(windows).contributions[..., 3] == 0).all()
+    # counted in full, the flag flip dominates the score of normal points
+    full = dets[1.0].explain(test)
+    assert (
+        full["flag"].iloc[flag_run].mean()
+        > full.drop(columns="flag").iloc[flag_run].sum(axis=1).mean()
+    )
+    assert dets[1.0].anomaly_score(test).iloc[flag_run].max() > scores.iloc[flag_run].max()
+    default.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_detector(tmp_path / "m").feature_weight_, [1, 1, 1, 0])
+    # with no continuous feature every feature counts
+    only_flags = create_detector(DetectorConfig.model_validate(tiny("ae"))).fit(train[["flag"]])
+    np.testing.assert_array_equal(only_flags.feature_weight_, [1.0])
+    assert only_flags.anomaly_score(test[["flag"]]).notna().all()
+    with pytest.raises(ValueError, match="two_valued_weight"):
+        DetectorConfig(two_valued_weight=2.0)
