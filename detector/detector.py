@@ -191,9 +191,9 @@ class Detector:
         self.validation_score_ = best_val
         self.feature_names_in_ = list(pre.feature_names_)
         self.n_features_in_ = len(pre.feature_names_)
-        train_features = frame[pre.feature_names_]
-        self.window_weight_ = resolve_window_weight(cfg.window_weight, train_features)
-        self.feature_weight_ = feature_weights(cfg.two_valued_weight, train_features)
+        continuous = continuous_features(frame[pre.feature_names_])
+        self.window_weight_ = resolve_window_weight(cfg.window_weight, continuous)
+        self.feature_weight_ = feature_weights(cfg.two_valued_weight, continuous)
         self.error_scale_ = np.ones(self.n_features_in_)
         self.residual_std_ = np.ones(self.n_features_in_)
         self._calibrate(val_segs)
@@ -547,9 +547,9 @@ class Detector:
         return f"Detector(kind={self.config.kind!r}{fitted})"
 
 
-def resolve_window_weight(weight: float | Literal["auto"], train: pd.DataFrame) -> float:
+def resolve_window_weight(weight: float | Literal["auto"], continuous: np.ndarray) -> float:
     """The weight of window errors against point errors; ``"auto"``: ``1 / n``, with ``n`` the
-    number of continuous features (more than two distinct values) in the training data.
+    number of continuous features (the mask of :func:`continuous_features`).
 
     A point's own error is one squared error per feature, averaged over the features: with one
     continuous signal it is as noisy as that signal, and the window's mean error is the stable
@@ -558,7 +558,7 @@ def resolve_window_weight(weight: float | Literal["auto"], train: pd.DataFrame) 
     """
     if weight != "auto":
         return float(weight)
-    return 1.0 / max(int(continuous_features(train).sum()), 1)
+    return 1.0 / max(int(continuous.sum()), 1)
 
 
 def continuous_features(train: pd.DataFrame) -> np.ndarray:
@@ -566,10 +566,10 @@ def continuous_features(train: pd.DataFrame) -> np.ndarray:
     return np.asarray(train.nunique() > 2)
 
 
-def feature_weights(two_valued_weight: float, train: pd.DataFrame) -> np.ndarray:
-    """Each feature's weight in the point score (F,): 1 for continuous features,
-    ``two_valued_weight`` for the others; all 1 when no feature is continuous."""
-    continuous = continuous_features(train)
+def feature_weights(two_valued_weight: float, continuous: np.ndarray) -> np.ndarray:
+    """Each feature's weight in the point score (F,): 1 for continuous features (the mask of
+    :func:`continuous_features`), ``two_valued_weight`` for the others; all 1 when no feature
+    is continuous."""
     if not continuous.any():
         return np.ones(len(continuous))
     return np.where(continuous, 1.0, two_valued_weight)
