@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from scale_infra import WorkerProcess, port_open, redis_reason, wait_for
 from sqlalchemy import update
@@ -90,6 +91,20 @@ def _job_row(db: Database, job_id: str) -> Job:
         return job
 
 
+def _start_training(
+    submit: httpx.Client, poll: httpx.Client, config: dict[str, Any], what: str
+) -> str:
+    """Submit a training job for model ``m`` on one replica; its id once the other reports an
+    epoch done."""
+    job_id: str = submit.post("/v1/models/m/jobs", json={"config": config}).json()["id"]
+    wait_for(
+        lambda: (poll.get(f"/v1/jobs/{job_id}").json().get("progress") or {}).get("epoch", 0) >= 1,
+        60,
+        what,
+    )
+    return job_id
+
+
 def test_two_replicas_one_worker(stack: dict[str, Any]) -> None:
     db: Database = stack["db"]
     _, key = AuthService(db).create("admin", "tests")
@@ -137,13 +152,7 @@ def test_two_replicas_one_worker(stack: dict[str, Any]) -> None:
     assert wait_job(a, fired[0]["id"], timeout=90)["status"] == "succeeded"
 
     # SIGKILL the worker mid-training: the job is queued again and a new worker finishes it
-    r = b.post("/v1/models/m/jobs", json={"config": SLOW_CONFIG})
-    job_id = r.json()["id"]
-    wait_for(
-        lambda: (a.get(f"/v1/jobs/{job_id}").json().get("progress") or {}).get("epoch", 0) >= 1,
-        60,
-        "the slow job to train",
-    )
+    job_id = _start_training(b, a, SLOW_CONFIG, "the slow job to train")
     worker.kill()
     wait_for(
         lambda: a.get(f"/v1/jobs/{job_id}").json()["status"] == "queued",
@@ -161,13 +170,7 @@ def test_two_replicas_one_worker(stack: dict[str, Any]) -> None:
 
     # cancelling a job that runs on a worker reaches it (checked by the job at every epoch)
     long_config = {**SLOW_CONFIG, "training": {**SLOW_CONFIG["training"], "max_seconds": 120}}
-    r = a.post("/v1/models/m/jobs", json={"config": long_config})
-    job_id = r.json()["id"]
-    wait_for(
-        lambda: (b.get(f"/v1/jobs/{job_id}").json().get("progress") or {}).get("epoch", 0) >= 1,
-        60,
-        "the long job to train",
-    )
+    job_id = _start_training(a, b, long_config, "the long job to train")
     r = b.post(f"/v1/jobs/{job_id}/cancel")
     assert r.status_code in (200, 202), r.text
     cancelled = wait_job(a, job_id, timeout=30)
