@@ -3,8 +3,9 @@
 Every baseline validates, fills and scales data with the same
 :class:`~detector.preprocessing.Preprocessor`,
 takes the same windows (length from the same ``"auto"`` rule unless given) and turns window
-results into point scores with the same rule as the detectors (mean over the windows that
-contain a point), so that a comparison measures the model and nothing else.
+results into point scores with the same rule as the detectors (``reduction``: the mean, or the
+max, over the windows that contain a point), so that a comparison measures the model and
+nothing else.
 
 - ``random``: uniform random scores (the floor any detector must clear).
 - ``pca``: PCA on flattened training windows keeping 95% of the variance; a cell's score is its
@@ -45,6 +46,9 @@ class Baseline:
     name : {"random", "pca", "iforest", "knn"}
     window : int or "auto"
     seed : int
+    reduction : {"mean", "max"}
+        How the results of the windows that contain a point combine (the detectors'
+        ``score_reduction``).
     """
 
     def __init__(
@@ -52,10 +56,12 @@ class Baseline:
         name: Literal["random", "pca", "iforest", "knn"],
         window: int | Literal["auto"] = "auto",
         seed: int = 0,
+        reduction: Literal["mean", "max"] = "mean",
     ) -> None:
         self.name = name
         self.window = window
         self.seed = seed
+        self.reduction = reduction
 
     def fit(self, data: pd.DataFrame | pd.Series) -> Baseline:
         frame = as_frame(data)
@@ -123,18 +129,25 @@ class Baseline:
                     cells = torch.from_numpy(
                         np.ascontiguousarray(self._window_cells(flat, sub.values.shape[1]))
                     )
-                    overlap_reduce(cells.double(), first, acc, "mean")
-                acc /= torch.from_numpy(coverage_counts(len(seg), self.window_)).double()[:, None]
+                    overlap_reduce(cells.double(), first, acc, self.reduction)
+                if self.reduction == "mean":
+                    counts = coverage_counts(len(seg), self.window_)
+                    acc /= torch.from_numpy(counts).double()[:, None]
                 point = acc.numpy().mean(axis=1)
             real = seg.rows >= 0
             scores[seg.rows[real]] = point[real]
         return pd.Series(scores, index=frame.index, name="score")
 
 
-def create_baseline(name: str, window: int | Literal["auto"] = "auto", seed: int = 0) -> Baseline:
+def create_baseline(
+    name: str,
+    window: int | Literal["auto"] = "auto",
+    seed: int = 0,
+    reduction: Literal["mean", "max"] = "mean",
+) -> Baseline:
     """A baseline by name (one of :data:`BASELINES`)."""
     if name not in BASELINES:
         from .errors import ConfigError
 
         raise ConfigError(f"unknown baseline {name!r}; choose one of {list(BASELINES)}")
-    return Baseline(name, window, seed)  # type: ignore[arg-type]
+    return Baseline(name, window, seed, reduction)  # type: ignore[arg-type]

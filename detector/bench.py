@@ -11,6 +11,11 @@ entity (the dominant period of its training data, the rule of the ``"auto"`` win
 for every method. Detectors report F1 at their own threshold, calibrated on training data only;
 best-F1 is an oracle upper bound. Means are macro averages over the entities of a dataset that
 have anomalies in test; entities without any carry the false-alarm rate only.
+
+With ``scores_dir``, every method's test scores are also kept, one NumPy file per method and
+entity (``<scores_dir>/<dataset>/<entity>/<method>.npz``: ``scores``, ``labels``, ``threshold``
+(NaN for baselines) and the metric ``window``), so that studies of scores and thresholds need no
+refit.
 """
 
 from __future__ import annotations
@@ -126,10 +131,14 @@ def _run_one(
     labels: np.ndarray,
     window: int,
     overrides: dict[str, Any],
+    scores_file: Path | None = None,
 ) -> tuple[float, float, dict[str, float], float]:
     t0 = time.perf_counter()
-    if method in BASELINES:
-        baseline = create_baseline(method).fit(train)
+    if method in BASELINES:  # the detectors' window and point rule: compare models only
+        cfg = DetectorConfig.model_validate(overrides)
+        baseline = create_baseline(method, cfg.window, cfg.training.seed, cfg.score_reduction).fit(
+            train
+        )
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         scores = baseline.anomaly_score(test).to_numpy()
@@ -142,6 +151,11 @@ def _run_one(
         scores = det.anomaly_score(test).to_numpy()
         threshold = det.threshold_
     score_s = time.perf_counter() - t0
+    if scores_file is not None:
+        scores_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            scores_file, scores=scores, labels=labels, threshold=threshold, window=window
+        )
     metrics = evaluate(labels, scores, threshold if math.isfinite(threshold) else np.inf, window)
     if not math.isfinite(threshold):
         for key in ("precision", "recall", "f1"):
@@ -158,6 +172,7 @@ def run_bench(
     time_budget_s: float | None = None,
     overrides: dict[str, Any] | None = None,
     on_result: Callable[[BenchResult], None] | None = None,
+    scores_dir: Path | None = None,
 ) -> list[BenchResult]:
     """Fit and score every method on every entity; see the module docstring.
 
@@ -183,9 +198,12 @@ def run_bench(
                 math.nan,
                 math.nan,
             )
+            scores_file = (
+                None if scores_dir is None else scores_dir / dataset / folder.name / f"{method}.npz"
+            )
             try:
                 result.fit_s, result.score_s, result.metrics, result.flagged_fraction = _run_one(
-                    method, train, test, labels, window, overrides or {}
+                    method, train, test, labels, window, overrides or {}, scores_file
                 )
             except Exception as exc:  # one broken entity must not end a long run
                 logger.exception("%s on %s/%s failed", method, dataset, folder.name)

@@ -653,6 +653,13 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     bench.add_argument("--config", type=Path, help="detector config JSON applied to every kind")
     bench.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    bench.add_argument(
+        "--scores",
+        type=Path,
+        metavar="DIR",
+        help="also keep every method's test scores, labels and threshold (DIR/<dataset>/"
+        "<entity>/<method>.npz) for offline studies",
+    )
     bench.add_argument("--quiet", "-q", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
@@ -678,6 +685,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.time_budget,
         overrides,
         on_result=tick,
+        scores_dir=args.scores,
     )
     bar.close()
     args.out.mkdir(parents=True, exist_ok=True)

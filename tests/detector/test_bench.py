@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from synthetic import normal_series, tiny_config, with_anomalies
 
+from detector import bench
+from detector.baselines import Baseline, create_baseline
 from detector.bench import list_entities, load_entity, run_bench, summarise
+from detector.evaluation import auc_pr
 from service.cli import main  # the `reconad` entry point
 
 
@@ -45,9 +49,11 @@ def test_bench_command_writes_every_figure_and_beats_random(
     cfg = tiny_config("ae")
     del cfg["kind"]
     config.write_text(json.dumps(cfg))
-    out = tmp_path / "out"
+    out, kept = tmp_path / "out", tmp_path / "scores"
     argv = ["bench", str(bench_root), "--kinds", "ae", "--baselines", "random,pca"]
-    assert main([*argv, "--config", str(config), "--out", str(out), "-q"]) == 0
+    assert (
+        main([*argv, "--config", str(config), "--out", str(out), "--scores", str(kept), "-q"]) == 0
+    )
 
     printed = capsys.readouterr().out
     assert "ae_ratio" in printed and "12 fits" in printed
@@ -69,6 +75,20 @@ def test_bench_command_writes_every_figure_and_beats_random(
     ratios = pd.read_csv(out / "ratios.csv", index_col=0)
     assert ratios.loc["alpha", "best_baseline"] == "pca"
     assert pd.read_csv(out / "results.csv")["metrics.vus_pr"].notna().sum() == 9
+    # the kept scores reproduce the reported figures without a refit
+    _, _, labels = load_entity(bench_root / "alpha" / "e1")
+    by_key = {(r["dataset"], r["entity"], r["method"]): r for r in records}
+    for method in ("ae", "pca"):
+        record = by_key[("alpha", "e1", method)]
+        with np.load(kept / "alpha" / "e1" / f"{method}.npz") as saved:
+            scores, threshold = saved["scores"], float(saved["threshold"])
+            assert np.array_equal(saved["labels"], labels) and len(scores) == len(labels)
+            assert int(saved["window"]) >= 2
+        assert auc_pr(labels, scores) == pytest.approx(record["metrics"]["auc_pr"])
+        if method == "ae":
+            assert np.mean(scores > threshold) == pytest.approx(record["flagged_fraction"])
+        else:
+            assert np.isnan(threshold)  # baselines have no threshold
 
 
 def test_limit_time_budget_and_failures_are_reported(bench_root: Path) -> None:
@@ -80,6 +100,40 @@ def test_limit_time_budget_and_failures_are_reported(bench_root: Path) -> None:
     bad = run_bench(bench_root, ["beta"], ["ae"], overrides={"window": 4000})
     assert bad[0].error is not None and "TooShortError" in bad[0].error
     assert summarise(bad).loc[("beta", "ae"), "failed"] == 1
+
+
+def test_baselines_take_the_detectors_window_seed_and_point_rule(
+    bench_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[tuple[object, ...]] = []
+    real = bench.create_baseline
+
+    def record(*args: Any) -> Baseline:
+        made.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(bench, "create_baseline", record)
+    overrides = {"window": 16, "score_reduction": "max", "training": {"seed": 3}}
+    (result,) = run_bench(bench_root, ["beta"], ["knn"], overrides=overrides)
+    assert result.error is None and made == [("knn", 16, 3, "max")]
+
+
+def test_max_rule_scores_each_point_by_its_worst_window() -> None:
+    train = normal_series(600, seed=5)
+    test, _, _ = with_anomalies(normal_series(400, seed=6, start=600), seed=6)
+    by_rule = {
+        rule: create_baseline("knn", window=16, reduction=rule).fit(train)
+        for rule in ("mean", "max")
+    }
+    scores = {rule: b.anomaly_score(test).to_numpy() for rule, b in by_rule.items()}
+    knn = by_rule["max"]
+    (segment,) = knn.pre_.transform(test, max_fill=16)
+    flat = knn._flat_windows([segment], stride=1, limit=None)
+    window_scores = knn._window_cells(flat, segment.values.shape[1])[:, 0, 0]  # (B,)
+    expected = [window_scores[max(0, t - 15) : t + 1].max() for t in range(len(test))]
+    np.testing.assert_allclose(scores["max"], expected, rtol=1e-6)
+    assert np.all(scores["max"] >= scores["mean"] - 1e-9)
+    assert np.mean(scores["max"] > scores["mean"] + 1e-9) > 0.5
 
 
 def test_load_entity_sorts_and_drops_repeated_timestamps(tmp_path: Path) -> None:
