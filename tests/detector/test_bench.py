@@ -106,7 +106,7 @@ def test_baselines_take_the_detectors_window_seed_and_point_rule(
     bench_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[tuple[object, ...]] = []
-    real = bench.create_baseline
+    real = create_baseline
 
     def record(*args: Any) -> Baseline:
         made.append(args)
