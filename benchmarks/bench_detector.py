@@ -6,7 +6,7 @@ Usage::
 
 Data is generated (periodic signals plus noise, timestamp-indexed so that the cvae has calendar
 context): a 20,000-point univariate series and a 25,000 x 38 multivariate one. Training uses
-the default configuration (window "auto", caps of 40 epochs and 45 s). Scoring throughput is
+the default configuration (window "auto", caps of 40 epochs and 300 s). Scoring throughput is
 windows per second over a long series (stride 1, batched, ``torch.inference_mode``). With a GPU,
 ``--compare-cpu`` also checks that CPU and GPU scores agree.
 """

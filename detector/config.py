@@ -36,7 +36,11 @@ class TrainingConfig(_Strict):
 
     max_epochs: int = Field(40, ge=1, le=10_000, description="Cap on training epochs.")
     max_seconds: float | None = Field(
-        45.0, gt=0, description="Cap on training wall time in seconds (None: no cap)."
+        300.0,
+        gt=0,
+        description="Cap on training wall time in seconds (None: no cap). A safety net for "
+        "pathological fits: a cap that ordinary fits reach makes the model depend on how busy "
+        "the machine is, so epochs and early stopping should end training first.",
     )
     batch_size: int = Field(256, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0, le=1.0)
