@@ -34,6 +34,7 @@ import pandas as pd
 from .baselines import BASELINES, create_baseline
 from .config import KINDS, DetectorConfig
 from .detector import create_detector
+from .errors import ConfigError
 from .evaluation import evaluate
 from .io import read_frame
 from .preprocessing import Preprocessor
@@ -130,12 +131,11 @@ def _run_one(
     test: pd.DataFrame,
     labels: np.ndarray,
     window: int,
-    overrides: dict[str, Any],
+    cfg: DetectorConfig,
     scores_file: Path | None = None,
 ) -> tuple[float, float, dict[str, float], float]:
     t0 = time.perf_counter()
     if method in BASELINES:  # the detectors' window and point rule: compare models only
-        cfg = DetectorConfig.model_validate(overrides)
         baseline = create_baseline(method, cfg.window, cfg.training.seed, cfg.score_reduction).fit(
             train
         )
@@ -144,7 +144,6 @@ def _run_one(
         scores = baseline.anomaly_score(test).to_numpy()
         threshold = math.nan
     else:
-        cfg = DetectorConfig.model_validate({**overrides, "kind": method})
         det = create_detector(cfg).fit(train)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -176,11 +175,25 @@ def run_bench(
 ) -> list[BenchResult]:
     """Fit and score every method on every entity; see the module docstring.
 
-    Entities not started within ``time_budget_s`` are skipped (logged).
+    Entities not started within ``time_budget_s`` are skipped (logged). ``overrides`` are
+    validated for every method before anything is fitted (pydantic ``ValidationError``); each
+    baseline takes the window, seed and ``score_reduction`` they set.
     """
     started = time.monotonic()
     results: list[BenchResult] = []
     methods = list(methods)
+    unknown = [m for m in methods if m not in KINDS and m not in BASELINES]
+    if unknown:
+        raise ConfigError(
+            f"unknown method(s) {unknown}; choose detector kinds from {list(KINDS)} and "
+            f"baselines from {list(BASELINES)}"
+        )
+    configs = {
+        m: DetectorConfig.model_validate(
+            {**(overrides or {}), **({"kind": m} if m in KINDS else {})}
+        )
+        for m in methods
+    }
     for dataset, folder in list_entities(root, datasets, limit):
         if time_budget_s is not None and time.monotonic() - started > time_budget_s:
             logger.warning("time budget spent: skipping %s/%s", dataset, folder.name)
@@ -203,7 +216,7 @@ def run_bench(
             )
             try:
                 result.fit_s, result.score_s, result.metrics, result.flagged_fraction = _run_one(
-                    method, train, test, labels, window, overrides or {}, scores_file
+                    method, train, test, labels, window, configs[method], scores_file
                 )
             except Exception as exc:  # one broken entity must not end a long run
                 logger.exception("%s on %s/%s failed", method, dataset, folder.name)

@@ -664,11 +664,12 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     bench.set_defaults(func=cmd_bench)
 
 
+@_reports_errors
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark, print the tables and write JSON/CSV results."""
     kinds = [k for k in args.kinds.split(",") if k]
     baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
-    overrides = json.loads(args.config.read_text()) if args.config else {}
+    overrides = _load_config_file(args.config) if args.config else {}
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (len(kinds) + len(baselines)), unit="fit", disable=args.quiet)
 
@@ -677,17 +678,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bar.update()
 
     started = time.perf_counter()
-    results = run_bench(
-        args.root,
-        args.datasets,
-        [*kinds, *baselines],
-        args.limit,
-        args.time_budget,
-        overrides,
-        on_result=tick,
-        scores_dir=args.scores,
-    )
-    bar.close()
+    try:
+        results = run_bench(
+            args.root,
+            args.datasets,
+            [*kinds, *baselines],
+            args.limit,
+            args.time_budget,
+            overrides,
+            on_result=tick,
+            scores_dir=args.scores,
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc)) from None
+    finally:
+        bar.close()
     args.out.mkdir(parents=True, exist_ok=True)
     records = [asdict(r) for r in results]
     (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))

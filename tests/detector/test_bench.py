@@ -102,6 +102,32 @@ def test_limit_time_budget_and_failures_are_reported(bench_root: Path) -> None:
     assert summarise(bad).loc[("beta", "ae"), "failed"] == 1
 
 
+@pytest.mark.parametrize(
+    ("config", "extra", "message"),
+    [
+        ('{"windw": 5}', [], "invalid configuration: windw"),
+        ('{"score_reduction": "median"}', [], "invalid configuration: score_reduction"),
+        ("not json", [], "is not valid JSON"),
+        ("{}", ["--kinds", "ae,foo"], "unknown method(s) ['foo']"),
+        ("{}", ["--datasets", "gamma"], "no dataset folder"),
+    ],
+)
+def test_bad_bench_input_is_refused_before_any_fit(
+    bench_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    config: str,
+    extra: list[str],
+    message: str,
+) -> None:
+    path, out = tmp_path / "config.json", tmp_path / "out"
+    path.write_text(config)
+    argv = ["bench", str(bench_root), "--config", str(path), "--out", str(out), "-q", *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written
+
+
 def test_baselines_take_the_detectors_window_seed_and_point_rule(
     bench_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
