@@ -2,7 +2,8 @@
 
 Every baseline validates, fills and scales data with the same
 :class:`~detector.preprocessing.Preprocessor`,
-takes the same windows (length from the same ``"auto"`` rule unless given) and turns window
+takes the same windows (length from the same ``"auto"`` rule, capped like the detectors' by
+what a validation split of ``validation_fraction`` could hold, unless given) and turns window
 results into point scores with the same rule as the detectors (``reduction``: the mean, or the
 max, over the windows that contain a point), so that a comparison measures the model and
 nothing else.
@@ -29,7 +30,14 @@ from sklearn.ensemble import IsolationForest
 from .config import DetectorConfig
 from .errors import TooShortError
 from .preprocessing import Preprocessor, Segment, as_frame
-from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window, window_starts
+from .windows import (
+    coverage_counts,
+    gather_windows,
+    overlap_reduce,
+    resolve_window,
+    validation_cap,
+    window_starts,
+)
 
 __all__ = ["BASELINES", "Baseline", "create_baseline"]
 
@@ -49,6 +57,9 @@ class Baseline:
     reduction : {"mean", "max"}
         How the results of the windows that contain a point combine (the detectors'
         ``score_reduction``).
+    validation_fraction : float
+        The detectors' ``training.validation_fraction``: an ``"auto"`` window is capped by it
+        exactly as a detector's is, so that both see windows of the same length.
     """
 
     def __init__(
@@ -57,18 +68,21 @@ class Baseline:
         window: int | Literal["auto"] = "auto",
         seed: int = 0,
         reduction: Literal["mean", "max"] = "mean",
+        validation_fraction: float = 0.2,
     ) -> None:
         self.name = name
         self.window = window
         self.seed = seed
         self.reduction = reduction
+        self.validation_fraction = validation_fraction
 
     def fit(self, data: pd.DataFrame | pd.Series) -> Baseline:
         frame = as_frame(data)
         self.pre_ = Preprocessor(DetectorConfig(kind="ae")).fit(frame)
         segments = self.pre_.transform(frame, max_fill=64)
         longest = max(segments, key=len)
-        self.window_ = resolve_window(self.window, longest.values, max_window=len(longest) // 2)
+        fits = validation_cap(len(longest), self.validation_fraction)
+        self.window_ = resolve_window(self.window, longest.values, max_window=fits)
         windows = self._flat_windows(segments, stride=1, limit=_MAX_FIT_WINDOWS)
         if len(windows) == 0:
             raise TooShortError(f"the training data is shorter than the window ({self.window_})")
@@ -144,10 +158,11 @@ def create_baseline(
     window: int | Literal["auto"] = "auto",
     seed: int = 0,
     reduction: Literal["mean", "max"] = "mean",
+    validation_fraction: float = 0.2,
 ) -> Baseline:
     """A baseline by name (one of :data:`BASELINES`)."""
     if name not in BASELINES:
         from .errors import ConfigError
 
         raise ConfigError(f"unknown baseline {name!r}; choose one of {list(BASELINES)}")
-    return Baseline(name, window, seed, reduction)  # type: ignore[arg-type]
+    return Baseline(name, window, seed, reduction, validation_fraction)  # type: ignore[arg-type]

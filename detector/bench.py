@@ -7,10 +7,11 @@ Folder layout (as in the project's benchmark data)::
 
 For every entity each method is fitted on ``train`` and scores ``test``; the metrics of
 :func:`detector.evaluation.evaluate` are computed against ``label`` with one sliding window per
-entity (the dominant period of its training data, the rule of the ``"auto"`` window), the same
-for every method. Detectors report F1 at their own threshold, calibrated on training data only;
-best-F1 is an oracle upper bound. Means are macro averages over the entities of a dataset that
-have anomalies in test; entities without any carry the false-alarm rate only.
+entity (the dominant period of its training data, see
+:func:`~detector.windows.period_window`), the same for every method. Detectors report F1 at
+their own threshold, calibrated on training data only; best-F1 is an oracle upper bound. Means
+are macro averages over the entities of a dataset that have anomalies in test; entities without
+any carry the false-alarm rate only.
 
 With ``scores_dir``, every method's test scores are also kept, one NumPy file per method and
 entity (``<scores_dir>/<dataset>/<entity>/<method>.npz``: ``scores``, ``labels``, ``threshold``
@@ -38,7 +39,7 @@ from .errors import ConfigError
 from .evaluation import evaluate
 from .io import read_frame
 from .preprocessing import Preprocessor
-from .windows import resolve_window
+from .windows import period_window
 
 __all__ = [
     "BenchResult",
@@ -119,10 +120,11 @@ def _sorted_unique(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_window(train: pd.DataFrame) -> int:
-    """Sliding window of the range-aware metrics: the training data's dominant period."""
+    """Sliding window of the range-aware metrics: the training data's dominant period
+    (:func:`~detector.windows.period_window`), whatever window the methods use."""
     pre = Preprocessor(DetectorConfig()).fit(train)
     longest = max(pre.transform(train, max_fill=64), key=len)
-    return resolve_window("auto", longest.values)
+    return period_window(longest.values)
 
 
 def _run_one(
@@ -136,9 +138,13 @@ def _run_one(
 ) -> tuple[float, float, dict[str, float], float]:
     t0 = time.perf_counter()
     if method in BASELINES:  # the detectors' window and point rule: compare models only
-        baseline = create_baseline(method, cfg.window, cfg.training.seed, cfg.score_reduction).fit(
-            train
-        )
+        baseline = create_baseline(
+            method,
+            cfg.window,
+            cfg.training.seed,
+            cfg.score_reduction,
+            cfg.training.validation_fraction,
+        ).fit(train)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         scores = baseline.anomaly_score(test).to_numpy()
@@ -177,7 +183,8 @@ def run_bench(
 
     Entities not started within ``time_budget_s`` are skipped (logged). ``overrides`` are
     validated for every method before anything is fitted (pydantic ``ValidationError``); each
-    baseline takes the window, seed and ``score_reduction`` they set.
+    baseline takes the window, seed, ``score_reduction`` and validation fraction (which caps
+    the ``"auto"`` window) they set.
     """
     started = time.monotonic()
     results: list[BenchResult] = []

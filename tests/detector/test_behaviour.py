@@ -12,8 +12,9 @@ import pytest
 from synthetic import normal_series, tiny_config, with_anomalies
 
 from detector import DetectorConfig, TrainingProgress, create_detector, errors, load_detector
+from detector.baselines import create_baseline
 from detector.detector import Detector
-from detector.windows import dominant_period, resolve_window
+from detector.windows import dominant_period, period_window, resolve_window, validation_cap
 
 
 @pytest.fixture(scope="module")
@@ -154,18 +155,26 @@ def test_cuda_request_without_gpu_is_a_config_error(tiny: Any) -> None:
         create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(1500, seed=1))
 
 
-def test_auto_window_follows_the_period(tiny: Any) -> None:
+def test_auto_window_is_the_longest_the_rules_allow(tiny: Any) -> None:
     t = np.arange(4000)
-    values = np.sin(2 * np.pi * t / 50)[:, None]
-    assert dominant_period(values) == 50
-    assert resolve_window("auto", np.random.default_rng(0).standard_normal((4000, 1))) == 64
-    assert resolve_window("auto", np.sin(2 * np.pi * t / 500)[:, None]) == 256
+    assert dominant_period(np.sin(2 * np.pi * t / 50)[:, None]) == 50
+    noise = np.random.default_rng(0).standard_normal((4000, 1))
+    assert resolve_window("auto", noise) == 256  # univariate: 256 points
+    assert resolve_window("auto", noise, max_window=120) == 120  # what short data can hold
+    assert resolve_window("auto", np.zeros((10, 64))) == 32  # at most 2,048 values per window
+    assert resolve_window("auto", np.zeros((10, 500))) == 16  # but never below 16 points
+    assert resolve_window(40, noise) == 40
+    # the metrics' window still follows the period
+    assert period_window(np.sin(2 * np.pi * t / 50)[:, None]) == 50
+    assert period_window(noise) == 64
+    assert period_window(np.tile(np.sin(2 * np.pi * t / 50)[:, None], (1, 64))) == 32
+    series = normal_series(1000, seed=1)
     det = create_detector(
         DetectorConfig.model_validate(tiny("ae", window="auto", training={"max_epochs": 2}))
-    ).fit(normal_series(2000, seed=1))
-    assert det.window_ == 200  # the joint period of the generated features (40 and 25)
-    many = np.tile(np.sin(2 * np.pi * t / 50)[:, None], (1, 64))
-    assert resolve_window("auto", many) == 32  # at most 2,048 values per window
+    ).fit(series)
+    assert det.window_ == validation_cap(1000, 0.2) == 199  # capped by the validation split
+    # a baseline on the same data, with the same split, gets the same window: like for like
+    assert create_baseline("knn", "auto").fit(series).window_ == det.window_
 
 
 def test_interrupted_save_never_loads(ae: Detector, tmp_path: Path) -> None:

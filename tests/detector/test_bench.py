@@ -128,7 +128,7 @@ def test_bad_bench_input_is_refused_before_any_fit(
     assert not out.exists()  # nothing half-written
 
 
-def test_baselines_take_the_detectors_window_seed_and_point_rule(
+def test_baselines_take_the_detectors_window_seed_point_rule_and_split(
     bench_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[tuple[object, ...]] = []
@@ -139,9 +139,13 @@ def test_baselines_take_the_detectors_window_seed_and_point_rule(
         return real(*args)
 
     monkeypatch.setattr(bench, "create_baseline", record)
-    overrides = {"window": 16, "score_reduction": "max", "training": {"seed": 3}}
+    overrides = {
+        "window": 16,
+        "score_reduction": "max",
+        "training": {"seed": 3, "validation_fraction": 0.3},
+    }
     (result,) = run_bench(bench_root, ["beta"], ["knn"], overrides=overrides)
-    assert result.error is None and made == [("knn", 16, 3, "max")]
+    assert result.error is None and made == [("knn", 16, 3, "max", 0.3)]
 
 
 def test_max_rule_scores_each_point_by_its_worst_window() -> None:
