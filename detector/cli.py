@@ -126,8 +126,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "--window",
         type=_window_arg,
         metavar="N|auto",
-        help="window length in points, or 'auto' for the dominant period "
-        "(default: the config's, else auto)",
+        help="window length in points, or 'auto' for the longest the data allow: 256 points, "
+        "2,048 values, what the validation split holds (default: the config's, else auto)",
     )
     train.add_argument(
         "--epochs",

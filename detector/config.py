@@ -106,8 +106,9 @@ class DetectorConfig(_Strict):
         conditional variational. Denoising is a training option of every kind
         (``training.noise_std`` / ``training.mask_probability``).
     window
-        Window length in points, or ``"auto"`` to derive it from the dominant period of the
-        training data.
+        Window length in points, or ``"auto"``: the longest window the rules allow (256 points,
+        at most 2,048 values, and what the validation split can hold; see
+        :func:`~detector.windows.resolve_window`).
     stride
         Step between consecutive training windows. Scoring always uses every window (stride 1)
         so that each point is covered by every window that contains it.
