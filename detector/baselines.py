@@ -35,7 +35,6 @@ from .windows import (
     gather_windows,
     overlap_reduce,
     resolve_window,
-    validation_cap,
     window_starts,
 )
 
@@ -81,8 +80,7 @@ class Baseline:
         self.pre_ = Preprocessor(DetectorConfig(kind="ae")).fit(frame)
         segments = self.pre_.transform(frame, max_fill=64)
         longest = max(segments, key=len)
-        fits = validation_cap(len(longest), self.validation_fraction)
-        self.window_ = resolve_window(self.window, longest.values, max_window=fits)
+        self.window_ = resolve_window(self.window, longest.values, self.validation_fraction)
         windows = self._flat_windows(segments, stride=1, limit=_MAX_FIT_WINDOWS)
         if len(windows) == 0:
             raise TooShortError(f"the training data is shorter than the window ({self.window_})")

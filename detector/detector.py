@@ -30,13 +30,7 @@ from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
 from .thresholds import calibrate
 from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
-from .windows import (
-    coverage_counts,
-    gather_windows,
-    overlap_reduce,
-    resolve_window,
-    validation_cap,
-)
+from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
 
 __all__ = ["Detector", "Reconstruction", "ScoreDetails", "WindowScores", "create_detector"]
 
@@ -163,8 +157,7 @@ class Detector:
         window = first_fill
         if cfg.window == "auto":
             longest = max(segments, key=len)
-            fits = validation_cap(len(longest), cfg.training.validation_fraction)
-            window = resolve_window("auto", longest.values, max_window=fits)
+            window = resolve_window("auto", longest.values, cfg.training.validation_fraction)
             if window != first_fill:  # gap filling depends on the window: cut again
                 segments = pre.transform(frame, max_fill=window)
         train_segs, val_segs = self._split(segments, window, len(frame))

@@ -163,18 +163,29 @@ def validation_cap(length: int, validation_fraction: float) -> int:
     return int(length * min(validation_fraction, 1 - validation_fraction)) - 1
 
 
-def resolve_window(window: int | str, values: np.ndarray, max_window: int | None = None) -> int:
+def resolve_window(
+    window: int | str, values: np.ndarray, validation_fraction: float | None = None
+) -> int:
     """Turn the configured window into a length.
 
     ``"auto"`` is the longest window that the rules allow: 256 points, at most 2,048 values
-    (so ``2048 // features`` points, but not below 16), and never more than ``max_window``
-    (what short training data can hold, see :func:`validation_cap`), nor less than 4 points.
-    Long windows give the model the most context; on the benchmark's univariate series they
-    beat one-period windows for every model, baselines included (see the README).
+    (so ``2048 // features`` points, but not below 16), and, given the ``validation_fraction``
+    that training will hold out, never more than both parts of ``values`` can hold (see
+    :func:`validation_cap`), nor less than 4 points. Long windows give the model the most
+    context; on the benchmark's univariate series they beat one-period windows for every
+    model, baselines included (see the README).
+
+    Parameters
+    ----------
+    window : int or "auto"
+    values : ndarray, shape (T, F)
+        The longest gap-free stretch of the training data.
+    validation_fraction : float, optional
+        The held-out tail's share; without it the length of ``values`` does not cap the window.
     """
     if isinstance(window, int):
         return window
     auto = min(_MAX_AUTO_WINDOW, _cell_cap(values))
-    if max_window is not None:
-        auto = max(4, min(auto, max_window))
+    if validation_fraction is not None:
+        auto = max(4, min(auto, validation_cap(len(values), validation_fraction)))
     return auto

@@ -160,7 +160,10 @@ def test_auto_window_is_the_longest_the_rules_allow(tiny: Any) -> None:
     assert dominant_period(np.sin(2 * np.pi * t / 50)[:, None]) == 50
     noise = np.random.default_rng(0).standard_normal((4000, 1))
     assert resolve_window("auto", noise) == 256  # univariate: 256 points
-    assert resolve_window("auto", noise, max_window=120) == 120  # what short data can hold
+    # what short data can hold: both 80% for training and 20% for validation
+    assert resolve_window("auto", noise[:605], 0.2) == validation_cap(605, 0.2) == 120
+    assert resolve_window("auto", noise[:605], 0.5) == 256  # 301 fit in each half: 256 binds
+    assert resolve_window("auto", noise[:10], 0.2) == 4  # never below 4 points
     assert resolve_window("auto", np.zeros((10, 64))) == 32  # at most 2,048 values per window
     assert resolve_window("auto", np.zeros((10, 500))) == 16  # but never below 16 points
     assert resolve_window(40, noise) == 40
