@@ -178,3 +178,30 @@ def test_load_entity_sorts_and_drops_repeated_timestamps(tmp_path: Path) -> None
     train, test, labels = load_entity(folder)
     assert list(train.index) == [1, 2, 3] and list(train["value"]) == [1.0, 2.0, 3.0]
     assert "label" not in test.columns and list(labels) == [0, 1]
+
+
+def test_compare_entities_sorts_by_difference_and_skips_entities_without_anomalies() -> None:
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "benchmarks" / "compare_entities.py"
+    spec = importlib.util.spec_from_file_location("compare_entities", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [
+        ("d", "e1", "ae", 5, 0.9),
+        ("d", "e1", "knn", 5, 0.5),
+        ("d", "e2", "ae", 5, 0.2),
+        ("d", "e2", "knn", 5, 0.6),
+        ("d", "quiet", "ae", 0, np.nan),
+        ("d", "quiet", "knn", 0, np.nan),
+        ("other", "e1", "ae", 5, 0.0),
+    ]
+    results = pd.DataFrame(
+        rows, columns=["dataset", "entity", "method", "n_anomalous", "metrics.vus_pr"]
+    )
+    table = module.compare(results, "d", "ae", "knn")
+    assert list(table.index) == ["e2", "e1"]
+    assert table["diff"].tolist() == pytest.approx([-0.4, 0.4])
+    with pytest.raises(SystemExit, match="pca"):
+        module.compare(results, "d", "ae", "pca")
