@@ -29,6 +29,8 @@ def compare(results: pd.DataFrame, dataset: str, a: str, b: str) -> pd.DataFrame
     if missing:
         raise SystemExit(f"no {dataset} results for {missing}; methods: {sorted(wide.columns)}")
     table = wide[[a, b]].dropna()
+    if table.empty:
+        raise SystemExit(f"{a} and {b} have no {dataset} entity with a VUS-PR in common")
     table["diff"] = table[a] - table[b]
     return table.sort_values("diff")
 

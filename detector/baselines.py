@@ -30,13 +30,7 @@ from sklearn.ensemble import IsolationForest
 from .config import DetectorConfig
 from .errors import TooShortError
 from .preprocessing import Preprocessor, Segment, as_frame
-from .windows import (
-    coverage_counts,
-    gather_windows,
-    overlap_reduce,
-    resolve_window,
-    window_starts,
-)
+from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window, window_starts
 
 __all__ = ["BASELINES", "Baseline", "create_baseline"]
 

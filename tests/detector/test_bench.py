@@ -205,3 +205,8 @@ def test_compare_entities_sorts_by_difference_and_skips_entities_without_anomali
     assert table["diff"].tolist() == pytest.approx([-0.4, 0.4])
     with pytest.raises(SystemExit, match="pca"):
         module.compare(results, "d", "ae", "pca")
+    disjoint = pd.DataFrame(
+        [("other", "e1", "ae", 5, 0.1), ("other", "e2", "knn", 5, 0.5)], columns=results.columns
+    )
+    with pytest.raises(SystemExit, match="no other entity"):
+        module.compare(disjoint, "other", "ae", "knn")
