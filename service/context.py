@@ -12,6 +12,7 @@ import torch
 from service.auth import AuthService
 from service.data import DataService
 from service.db import Database, upgrade_schema
+from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
 from service.observability import Metrics
@@ -19,11 +20,7 @@ from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
-from service.store import (
-    ArtifactStore,
-    HistoryStore,
-    open_stores,
-)
+from service.storage import ArtifactStore, HistoryStore, open_stores
 
 __all__ = ["AppContext"]
 
@@ -47,6 +44,7 @@ class AppContext:
     scheduler: Scheduler
     scoring: ScoringService
     data: DataService
+    deletion: DeletionService
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -91,6 +89,7 @@ class AppContext:
             scheduler=Scheduler(schedules, settings.scheduler_interval_s),
             scoring=scoring,
             data=DataService(registry, history, settings.max_points_per_request),
+            deletion=DeletionService(registry, jobs, scoring),
         )
 
     def prepare(self) -> None:

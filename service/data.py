@@ -19,7 +19,7 @@ import pandas as pd
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
 from service.parsing import numeric_array, parse_timestamps
 from service.registry import ModelRegistry
-from service.store import TIMESTAMP, HistoryStore, HistorySummary, StoreError
+from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
 
 __all__ = ["DataService", "frame_from_rows", "frame_from_upload"]
 

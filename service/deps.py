@@ -18,6 +18,7 @@ from fastapi.security.base import SecurityBase
 from service.auth import AuthService, Principal, Scope
 from service.context import AppContext
 from service.data import DataService
+from service.deletion import DeletionService
 from service.jobs.service import JobService
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
@@ -29,6 +30,7 @@ __all__ = [
     "AnyKey",
     "ContextDep",
     "DataDep",
+    "DeletionDep",
     "JobsDep",
     "RegistryDep",
     "SchedulesDep",
@@ -75,6 +77,10 @@ async def _data(request: Request) -> DataService:
     return context_of(request).data
 
 
+async def _deletion(request: Request) -> DeletionService:
+    return context_of(request).deletion
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
@@ -82,6 +88,7 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
+DeletionDep = Annotated[DeletionService, Depends(_deletion)]
 
 
 class APIKeyAuth(SecurityBase):
