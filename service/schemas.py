@@ -23,7 +23,6 @@ from service.jobs.states import JobState
 from service.parsing import parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.scoring import ScoreRequest, ScoreResponse
-from service.storage import HistorySummary
 from service.tables import Model, Version
 
 __all__ = [
@@ -93,7 +92,8 @@ class _RowView:
 
 
 class _FromRow(BaseModel):
-    """A public view of a table row: ``Schema.model_validate(row, from_attributes=True)``.
+    """A public view of a table row (or of any object with those attributes, such as a
+    history summary): ``Schema.model_validate(row, from_attributes=True)``, or :meth:`of`.
 
     What the row does not hold (its model's name, say) comes in the validation context:
     ``model_validate(row, from_attributes=True, context={"model": name})``.
@@ -145,7 +145,7 @@ class ModelUpdate(_Strict):
     promotion_policy: PromotionPolicy | None = None
 
 
-class DataSummary(BaseModel):
+class DataSummary(_FromRow):
     """How much history a model holds."""
 
     points: int
@@ -153,17 +153,6 @@ class DataSummary(BaseModel):
     end: datetime | None
     columns: list[str]
     bytes: int
-
-    @classmethod
-    def from_summary(cls, summary: HistorySummary) -> DataSummary:
-        """Build from a store summary."""
-        return cls(
-            points=summary.points,
-            start=summary.start,
-            end=summary.end,
-            columns=summary.columns,
-            bytes=summary.bytes,
-        )
 
 
 class ModelPublic(_FromRow):
