@@ -44,7 +44,7 @@ from .bench import (
     run_bench,
     summarise,
 )
-from .config import KINDS, DetectorConfig
+from .config import KINDS, DetectorConfig, TrainingConfig
 from .detector import Detector, create_detector
 from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADError
 from .evaluation import evaluate
@@ -142,7 +142,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         type=_max_seconds_arg,
         metavar="S",
         default=argparse.SUPPRESS,
-        help="cap on training wall time in seconds, or 'none' (default: the config's, else 45)",
+        help="cap on training wall time in seconds, or 'none' (default: the config's, else "
+        f"{TrainingConfig.model_fields['max_seconds'].default:g})",
     )
     train.add_argument(
         "--seed",
