@@ -26,8 +26,10 @@ from service.scoring import ScoringService
 from service.settings import Settings
 
 __all__ = [
+    "APIKeyAuth",
     "AdminKey",
     "AnyKey",
+    "AuthDep",
     "ContextDep",
     "DataDep",
     "DeletionDep",
@@ -57,6 +59,10 @@ async def _settings(request: Request) -> Settings:
     return context_of(request).settings
 
 
+async def _auth(request: Request) -> AuthService:
+    return context_of(request).auth
+
+
 async def _registry(request: Request) -> ModelRegistry:
     return context_of(request).registry
 
@@ -82,6 +88,7 @@ async def _deletion(request: Request) -> DeletionService:
 
 
 ContextDep = Annotated[AppContext, Depends(_context)]
+AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 JobsDep = Annotated[JobService, Depends(_jobs)]

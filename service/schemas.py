@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,10 +21,10 @@ from pydantic import (
 
 from detector import DetectorConfig
 from service.jobs.states import JobState
-from service.parsing import parse_duration
+from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.scoring import ScoreRequest, ScoreResponse
-from service.tables import Model, Version
+from service.tables import ApiKey, Model, Version
 
 __all__ = [
     "DataAppend",
@@ -35,10 +36,16 @@ __all__ = [
     "JobCreate",
     "JobPublic",
     "JobsPublic",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyPublic",
+    "KeysPublic",
     "ModelCreate",
     "ModelPublic",
     "ModelUpdate",
     "ModelsPublic",
+    "PromotionPublic",
+    "PromotionsPublic",
     "ScheduleCreate",
     "SchedulePublic",
     "SchedulesPublic",
@@ -67,10 +74,14 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
-                {"type": "number", "exclusiveMinimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)\s*[smhdw]?\s*$",
+                },
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 100 * 365 * 86400},
             ],
-            "description": "Seconds, or a number with a unit: s, m, h, d, w (e.g. '14d').",
+            "description": "Seconds, or a positive number with a unit: s, m, h, d, w (e.g. "
+            "'14d'); at most 100 years.",
             "examples": ["14d", 3600],
         }
     ),
@@ -79,6 +90,11 @@ Duration = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: A detector config whose every number is finite (JSON bodies may spell ``Infinity``/``NaN``,
+#: which pydantic's ``ge=0`` bounds let through).
+Config = Annotated[DetectorConfig, AfterValidator(finite_config)]
 
 
 class _RowView:
@@ -125,7 +141,7 @@ class ModelCreate(_Strict):
         description="1-64 letters, digits, '-' or '_', starting with a letter or digit.",
         examples=["cpu-load"],
     )
-    config: DetectorConfig = Field(default_factory=DetectorConfig)
+    config: Config = Field(default_factory=DetectorConfig)
     description: str = Field("", max_length=2000)
     promotion_policy: PromotionPolicy = Field(
         "if_better",
@@ -138,7 +154,7 @@ class ModelCreate(_Strict):
 class ModelUpdate(_Strict):
     """Changes to a model; omitted fields stay as they are."""
 
-    config: DetectorConfig | None = Field(
+    config: Config | None = Field(
         None, description="Config for future trainings; existing versions keep theirs."
     )
     description: str | None = Field(None, max_length=2000)
@@ -218,6 +234,24 @@ class VersionsPublic(BaseModel):
     active_version: int | None
 
 
+class PromotionPublic(_FromRow):
+    """One change of a model's active version."""
+
+    from_version: int | None
+    to_version: int
+    reason: str = Field(
+        description="first_version, policy_always, if_better, manual, rollback, ...",
+    )
+    created_at: datetime
+
+
+class PromotionsPublic(BaseModel):
+    """A model's promotion log, newest first."""
+
+    data: list[PromotionPublic]
+    count: int
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -261,7 +295,7 @@ class JobCreate(_Strict):
     anchor: Literal["now", "latest"] = Field(
         "now", description="'now' or 'latest' (the newest stored timestamp), for 'last'."
     )
-    config: DetectorConfig | None = Field(
+    config: Config | None = Field(
         None, description="Train with this config instead of the model's."
     )
     promote: bool | None = Field(
@@ -276,7 +310,8 @@ class JobCreate(_Strict):
     @field_validator("start", "end")
     @classmethod
     def _zone(cls, v: datetime | None) -> datetime | None:
-        return _utc(v)
+        utc = _utc(v)
+        return None if utc is None else check_datetime(utc)
 
     @model_validator(mode="after")
     def _check(self) -> JobCreate:
@@ -377,7 +412,17 @@ class SchedulePublic(_FromRow):
     next_run_at: datetime
     last_run_at: datetime | None
     last_job_id: str | None
+    last_error: str | None = Field(
+        description="Why the last due run queued no job (time and message); null once a run "
+        "queues one."
+    )
+    failures: int = Field(description="Due runs that could not queue a job, ever.")
     created_at: datetime
+
+    @field_validator("failures", mode="before")
+    @classmethod
+    def _no_failures(cls, value: Any) -> Any:
+        return value or 0
 
 
 class SchedulesPublic(BaseModel):
@@ -391,6 +436,57 @@ class SchedulesPublic(BaseModel):
 
 
 # ScoreRequest and ScoreResponse are the scoring package's: they parse and encode the hot path.
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class KeyCreate(_Strict):
+    """A new API key."""
+
+    scope: Literal["score", "write", "admin"] = Field(
+        description="score: scoring and reads; write: also models, data, jobs, schedules, "
+        "promotions; admin: also deletions and keys."
+    )
+    name: str = Field("", max_length=100, description="A label for the key.")
+    expires_in: Duration | None = Field(
+        None, description="The key stops working after this long (e.g. '90d'); null: never."
+    )
+
+
+class KeyPublic(_FromRow):
+    """An API key as listed (never the key itself)."""
+
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    status: Literal["active", "expired", "revoked"]
+
+    @classmethod
+    def from_row(cls, row: ApiKey, now: datetime) -> Self:
+        """The public view of a key row at time ``now``."""
+        status: Literal["active", "expired", "revoked"] = "active"
+        if row.revoked_at is not None:
+            status = "revoked"
+        elif row.expires_at is not None and row.expires_at <= now:
+            status = "expired"
+        return cls.of(row, status=status)
+
+
+class KeyCreated(KeyPublic):
+    """A freshly created key: ``key`` is shown this once and never stored."""
+
+    key: str
+
+
+class KeysPublic(BaseModel):
+    """Every API key, oldest first."""
+
+    data: list[KeyPublic]
+    count: int
 
 
 # --------------------------------------------------------------------------- health

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema
 
+from detector import decision
 from service.scoring.cache import LoadedVersion
 
 __all__ = ["Derived", "ScoreResponse", "derive"]
@@ -127,9 +128,8 @@ def derive(loaded: LoadedVersion, scores: np.ndarray, contributions: np.ndarray,
     ``contributions`` has one more axis than ``scores`` (features, last).
     """
     threshold = loaded.threshold
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = scores / threshold if threshold > 0 else np.where(scores > 0, np.inf, 0.0)
-        anomalous = np.greater(scores, threshold)  # NaN compares False: never flagged
+    normalized = decision.normalize(scores, threshold)
+    anomalous = decision.flags(scores, threshold)  # NaN is never flagged
     names = top_values = None
     if k > 0:
         filled = np.where(np.isnan(contributions), -np.inf, contributions)

@@ -17,7 +17,7 @@ def _job(db: Database, status: str = "queued") -> str:
     with db.transaction() as session:
         model = session.scalar(select(Model).where(Model.name == "m"))
         if model is None:
-            model = Model(id=uuid.uuid4().hex, name="m", config={})
+            model = Model(id=uuid.uuid4().hex, name="m", name_key="m", config={})
             session.add(model)
             session.flush()
         job_id = uuid.uuid4().hex
