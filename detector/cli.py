@@ -628,10 +628,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ================================================================= command line
 def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` to a command-line parser."""
@@ -714,3 +710,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(results)} fits in {elapsed:.0f} s; results in {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from detector import Detector, DetectorConfig
+from detector import Detector, DetectorConfig, stored_config
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.store import ArtifactStore, HistoryStore
@@ -583,6 +583,6 @@ class ModelRegistry:
     def validate_config(self, config: dict[str, Any]) -> DetectorConfig:
         """Parse a stored config dict (raises ``InvalidInputError`` when it no longer validates)."""
         try:
-            return DetectorConfig.model_validate(config)
+            return stored_config(config)
         except ValueError as exc:
             raise InvalidInputError(f"stored config is invalid: {exc}") from exc

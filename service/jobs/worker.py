@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select, update
 
-from detector import Detector, DetectorConfig, TrainingProgress, create_detector, load_detector
+from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
 from service.db import Database
@@ -193,7 +193,7 @@ def run_job(settings: Settings, job_id: str) -> int:
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:
-        config = DetectorConfig.model_validate(job.params["config"])
+        config = stored_config(job.params["config"])
         if settings.device != "auto":
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
@@ -208,7 +208,7 @@ def run_job(settings: Settings, job_id: str) -> int:
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)
-        holdout = frame.iloc[len(frame) - round(len(frame) * config.training.validation_fraction) :]
+        holdout = detector.holdout(frame)  # the rows fit calibrated on, per segment
         new = NewVersion.from_detector(
             detector,
             key,
