@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import errors
 from .config import KINDS, CalibrationConfig, DetectorConfig, TrainingConfig, stored_config
+from .decision import DSpot, StaticThreshold, Threshold
 from .detector import (
     Detector,
     Reconstruction,
@@ -17,16 +18,23 @@ from .detector import (
     create_detector,
     split_holdout,
 )
+from .monitor import Event, Monitor, MonitorOptions
 from .persistence import load_detector
 from .training import TrainingProgress
 
 __all__ = [
     "KINDS",
     "CalibrationConfig",
+    "DSpot",
     "Detector",
     "DetectorConfig",
+    "Event",
+    "Monitor",
+    "MonitorOptions",
     "Reconstruction",
     "ScoreDetails",
+    "StaticThreshold",
+    "Threshold",
     "TrainingConfig",
     "TrainingProgress",
     "WindowScores",

@@ -15,8 +15,9 @@ version and an upgrade step for the files saved before it.
 
 Format history: 1, the first; 2, the condition encoder's state moved from the preprocessor's
 keys ``conditions``/``period`` to the preprocessor's ``conditions`` object, and every key is
-required (format-1 files saved before ``window_weight`` and ``feature_weight`` existed are
-upgraded to the values they were scored with: 0 and all ones).
+required (format-1 files saved before ``window_weight``, ``feature_weight`` and
+``holdout_scores`` existed are upgraded to what they were scored with: 0, all ones, and no
+held-out causal scores, for which a monitor asks for a refit).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class LearnedState(BaseModel):
     window_weight: float
     feature_weight: Vector
     validation_score: float
+    holdout_scores: Vector
     history: list[dict[str, Any]]
 
     @classmethod
@@ -118,7 +120,8 @@ class SavedState(LearnedState):
 
 def _upgrade_1_to_2(state: dict[str, Any]) -> dict[str, Any]:
     """Format 1 to 2: the condition encoder's state becomes one object of the preprocessor;
-    files saved before ``window_weight`` / ``feature_weight`` get what they were scored with."""
+    files saved before ``window_weight`` / ``feature_weight`` / ``holdout_scores`` get what
+    they were scored with."""
     pre = state["preprocessor"]
     conditions, period = pre.pop("conditions"), pre.pop("period")
     pre["conditions"] = (
@@ -134,6 +137,7 @@ def _upgrade_1_to_2(state: dict[str, Any]) -> dict[str, Any]:
     )
     state.setdefault("window_weight", 0.0)  # saved before the option: windows did not count
     state.setdefault("feature_weight", [1.0] * len(pre["feature_names"]))  # all counted fully
+    state.setdefault("holdout_scores", [])  # saved before live detection: a monitor asks to refit
     state["format_version"] = 2
     return state
 
