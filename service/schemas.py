@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from detector import DetectorConfig
-from service.parsing import check_datetime, finite_config, parse_duration
+from service.parsing import MAX_VERSION, check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.store import HistorySummary
 from service.tables import ApiKey, Job, Model, Promotion, Schedule, Version
@@ -481,7 +481,9 @@ class ScoreRequest(_Strict):
     timestamps: list[str | float] | None = Field(
         None, description="One ISO-8601 string or epoch second per point of 'values'."
     )
-    version: int | None = Field(None, ge=1, description="Pin a version (default: the active).")
+    version: int | None = Field(
+        None, ge=1, le=MAX_VERSION, description="Pin a version (default: the active)."
+    )
     reconstruct: bool = Field(False, description="Also return the expected values.")
     top_k: int = Field(3, ge=0, le=1000, description="Top contributing features per point.")
 

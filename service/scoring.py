@@ -34,7 +34,7 @@ from detector import Detector, decision, load_detector
 from detector import errors as det_errors
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.observability import Metrics
-from service.parsing import numeric_array, parse_json, parse_timestamps
+from service.parsing import MAX_VERSION, numeric_array, parse_json, parse_timestamps
 from service.registry import ModelRegistry
 from service.store import ArtifactStore
 
@@ -93,10 +93,10 @@ def parse_score_body(body: bytes, max_points: int) -> ScoreInput:
         raise InvalidInputError(f"unknown field(s) {unknown}; allowed: {sorted(_ENVELOPE_KEYS)}")
     version = data.get("version")
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or version < 1
+        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION
     ):
         raise InvalidInputError(
-            "version must be a positive integer (or omitted for the active one)"
+            f"version must be an integer from 1 to {MAX_VERSION} (or omitted for the active one)"
         )
     reconstruct = data.get("reconstruct", False)
     if not isinstance(reconstruct, bool):

@@ -557,25 +557,61 @@ def test_train_help_states_the_real_max_seconds_default(tmp_path: Path) -> None:
     assert "else 300)" in " ".join(out.stdout.split())
 
 
-def test_train_accepts_a_raw_nab_file(tmp_path: Path) -> None:
-    """A NAB file as published: 'timestamp,value', local times with a space, integer values."""
-    stamps = pd.date_range("2015-09-08 11:39:00", periods=400, freq="5min")
-    values = (60 + 10 * pd.Series(range(400)).mod(12)).astype(int)
-    (tmp_path / "speed.csv").write_text(
-        "timestamp,value\n"
-        + "".join(f"{t:%Y-%m-%d %H:%M:%S},{v}\n" for t, v in zip(stamps, values, strict=True))
-    )
-    out = _cli(
-        "train",
-        "speed.csv",
-        "--out",
-        "model",
-        "--window",
-        "16",
-        "--epochs",
-        "1",
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "model" / "config.json").exists()
+# --------------------------------------------------------------------------- scoring inputs
 
+
+@pytest.fixture
+def scorer(app_client: Client) -> Client:
+    client, headers = app_client
+    _model(client, headers)
+    register_trained_version(_ctx(client), "m1")
+    return client, headers
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["9999-12-31T23:59:00Z"] * 20,
+        ["0001-01-01T00:00:00Z"] * 20,
+        [-1e10 + 60 * i for i in range(20)],
+    ],
+)
+def test_score_timestamps_out_of_range_are_422(scorer: Client, stamps: list[Any]) -> None:
+    client, headers = scorer
+    body = {"timestamps": stamps, "values": {"a": [0.0] * 20, "b": [0.0] * 20}}
+    r = client.post("/v1/models/m1/score", json=body, headers=headers)
+    assert r.status_code == 422 and "1900-01-01" in r.json()["detail"], r.text
+
+
+def test_score_points_years_apart_is_a_4xx(scorer: Client) -> None:
+    client, headers = scorer
+    start = pd.Timestamp("1900-06-01", tz="UTC")
+    stamps = [(start + pd.DateOffset(years=7 * i)).isoformat() for i in range(40)]
+    body = {"timestamps": stamps, "values": {"a": [0.1] * 40, "b": [0.2] * 40}}
+    r = client.post("/v1/models/m1/score", json=body, headers=headers)
+    assert 400 <= r.status_code < 500, r.text
+
+
+def test_score_version_overflow_is_422(scorer: Client) -> None:
+    client, headers = scorer
+    text = '{"version": 9223372036854775808, "windows": [[[0, 0]]]}'
+    r = _raw(client, "POST", "/v1/models/m1/score", text, headers)
+    assert r.status_code == 422 and "version must be an integer from 1" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [("/v1/models/m1/score", "windows"), ("/v1/models/m1/data", "rows"), ("/v1/models", "name")],
+)
+def test_bodies_nested_100000_deep_are_400(scorer: Client, url: str, field: str) -> None:
+    client, headers = scorer
+    text = '{"' + field + '": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = _raw(client, "POST", url, text, headers)
+    assert r.status_code == 400, r.text
+
+
+def test_booleans_are_not_numbers_in_windows(scorer: Client) -> None:
+    client, headers = scorer
+    window = [[True, False]] * 16
+    r = client.post("/v1/models/m1/score", json={"windows": [window]}, headers=headers)
+    assert r.status_code == 422 and "booleans" in r.json()["detail"], r.text

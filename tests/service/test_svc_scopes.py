@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import fastapi.routing
 import pytest
 from fastapi.testclient import TestClient
-from starlette.routing import Route
 
 from service.app import create_app
 from service.auth import SCOPES
@@ -30,11 +31,16 @@ _PARAMS = {
 
 
 def _app_routes(settings: Settings) -> list[tuple[str, str]]:
+    """(method, path) of every route, through included routers (FastAPI >= 0.165 keeps them
+    nested; older versions list them flat)."""
     app = create_app(settings)
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes: list[Any] = list(flatten(app.routes)) if flatten else list(app.routes)
     found = []
-    for route in app.routes:
-        if isinstance(route, Route) and route.methods:
-            found += [(m, route.path) for m in sorted(route.methods) if m != "HEAD"]
+    for route in routes:
+        methods = getattr(route, "methods", None) or ()
+        found += [(m, route.path) for m in sorted(methods) if m != "HEAD"]
+    assert len(found) > 20, "the routes of the app were not found"
     return found
 
 
