@@ -50,8 +50,8 @@ from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADE
 from .evaluation import evaluate
 from .io import read_frame, table_format, write_table
 from .persistence import load_detector
-from .replay import ReplayResult, replay_markdown, replay_table, run_replay
 from .plotting import PLOT_SUFFIXES, plot_scores
+from .replay import ReplayResult, replay_markdown, replay_table, run_replay
 from .training import TrainingProgress
 
 __all__ = [

@@ -570,14 +570,13 @@ class Monitor:
         opts = self.options
         in_event = self._open is not None
         thr, flagged = self.decision.step(score, learn=not in_event)
-        norm = float(normalize(np.array([score]), thr)[0])
-        self._recent.append(
-            _Recent(pos, flagged, norm, contrib.tolist() if flagged else [])
-        )
+        norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
+        shares = np.nan_to_num(contrib).tolist() if flagged else []
+        self._recent.append(_Recent(pos, flagged, norm, shares))
         op = self._open
         if op is not None:
             if flagged:
-                self._extend(op, pos, norm, contrib.tolist())
+                self._extend(op, pos, norm, shares)
                 op.quiet = 0
                 return thr, True, op.id
             op.quiet += 1
@@ -604,8 +603,7 @@ class Monitor:
         op.peak = max(op.peak, norm)
         op.total += norm
         op.n_points += 1
-        op.contributions = [a + (0.0 if math.isnan(b) else b)
-                            for a, b in zip(op.contributions, contrib, strict=True)]
+        op.contributions = [a + b for a, b in zip(op.contributions, contrib, strict=True)]
 
     def _event(self, op: _OpenEvent, status: Literal["open", "closed"]) -> Event:
         names = self.detector.feature_names_in_

@@ -13,6 +13,7 @@ import torch
 from service.auth import AuthService
 from service.data import DataService
 from service.db import Database, upgrade_schema
+from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
 from service.observability import Metrics
@@ -20,11 +21,7 @@ from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
-from service.store import (
-    ArtifactStore,
-    HistoryStore,
-    open_stores,
-)
+from service.storage import ArtifactStore, HistoryStore, open_stores
 
 __all__ = ["BOOTSTRAP_KEY_FILE", "AppContext"]
 
@@ -51,6 +48,7 @@ class AppContext:
     scheduler: Scheduler
     scoring: ScoringService
     data: DataService
+    deletion: DeletionService
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -87,6 +85,7 @@ class AppContext:
             device=settings.device,
             cache_size=settings.model_cache_size,
             max_points=settings.max_points_per_request,
+            max_values=settings.max_values_per_request,
             batch_max_windows=settings.batch_max_windows,
             batch_wait_s=settings.batch_wait_ms / 1000.0,
             inference_threads=settings.inference_threads,
@@ -112,6 +111,7 @@ class AppContext:
             data=DataService(
                 registry, history, settings.max_points_per_request, settings.max_body_bytes
             ),
+            deletion=DeletionService(registry, jobs, scoring),
         )
 
     def prepare(self) -> None:

@@ -27,7 +27,7 @@ from service.errors import (
 )
 from service.parsing import check_timestamps, numeric_array, parse_timestamps
 from service.registry import ModelRegistry
-from service.store import TIMESTAMP, HistoryStore, HistorySummary, StoreError
+from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
 
 __all__ = ["DataService", "frame_from_rows", "frame_from_upload"]
 
@@ -276,9 +276,7 @@ class DataService:
         """How much history the model holds."""
         return self.history.summary(self.registry.get_model(name).id)
 
-    def export(
-        self, name: str, start: datetime | None, end: datetime | None, fmt: str
-    ) -> bytes:
+    def export(self, name: str, start: datetime | None, end: datetime | None, fmt: str) -> bytes:
         """Stored rows with ``start <= timestamp < end`` as CSV or Parquet bytes (a
         ``timestamp`` column first, ISO-8601 UTC in CSV).
 

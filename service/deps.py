@@ -18,6 +18,7 @@ from fastapi.security.base import SecurityBase
 from service.auth import AuthService, Principal, Scope
 from service.context import AppContext
 from service.data import DataService
+from service.deletion import DeletionService
 from service.jobs.service import JobService
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
@@ -31,6 +32,7 @@ __all__ = [
     "AuthDep",
     "ContextDep",
     "DataDep",
+    "DeletionDep",
     "JobsDep",
     "RegistryDep",
     "SchedulesDep",
@@ -81,6 +83,10 @@ async def _data(request: Request) -> DataService:
     return context_of(request).data
 
 
+async def _deletion(request: Request) -> DeletionService:
+    return context_of(request).deletion
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -89,6 +95,7 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
+DeletionDep = Annotated[DeletionService, Depends(_deletion)]
 
 
 class APIKeyAuth(SecurityBase):

@@ -6,8 +6,9 @@ answer, each with the body every error has:
 
 - 401 (and 503: the key is checked against the database) on every route that needs a key, 403
   on those needing more than ``score`` (both from :data:`service.scopes.ROUTE_SCOPES`);
-- 404 where the path (or a query filter, :data:`FILTERS`) names a resource; 400 (malformed body) and 413 (body over
-  ``max_body_bytes``) where there is a body; 422 where there is any parameter or body;
+- 404 where the path (or a query filter, :data:`FILTERS`) names a resource; 400 (malformed
+  body) and 413 (body over ``max_body_bytes``) where there is a body; 422 where there is any
+  parameter or body;
 - 409 and 429 where the service raises them (:data:`CONFLICTS`, :data:`QUEUED`).
 """
 
@@ -121,5 +122,8 @@ def exact_openapi(document: dict[str, Any]) -> dict[str, Any]:
                     }
                 old = responses.get(status, {})
                 keep_content = status not in ("422",) and "content" in old
-                responses[status] = {**entry, **({"content": old["content"]} if keep_content else {})}
+                responses[status] = {
+                    **entry,
+                    **({"content": old["content"]} if keep_content else {}),
+                }
     return document

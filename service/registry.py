@@ -33,7 +33,8 @@ from detector import Detector, DetectorConfig
 from detector.models import model_class
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
-from service.store import ArtifactStore, HistoryStore
+from service.jobs import states
+from service.storage import ArtifactStore, HistoryStore
 from service.tables import ACTIVE_STATES, Job, Model, Promotion, Version, utcnow
 
 __all__ = [
@@ -468,7 +469,7 @@ class ModelRegistry:
             job: Job | None = None
             if job_id is not None:
                 job = session.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != "running" or job.run_token != run_token:
+                if not states.holds(job, run_token):
                     raise ConflictError("the job is no longer running; its result is discarded")
             number = model.last_version + 1
             model.last_version = number
@@ -515,10 +516,9 @@ class ModelRegistry:
             if promote:
                 self._activate(session, model, number, reason)
             if job is not None:
-                job.status = "succeeded"
+                states.move(job, "succeeded")
                 job.version = number
                 job.promoted = promote
-                job.finished_at = utcnow()
                 job.progress = {**(job.progress or {}), "stage": "done", "promotion": reason}
         self._changed(model.name)
         return row, promote, reason

@@ -166,7 +166,14 @@ def test_events_find_the_injected_anomalies(
     ]
     assert len(found) >= 3, found  # a random flagger at this flag rate finds ~1
     normal = labels.to_numpy() == 0
-    assert out["anomalous"].to_numpy()[normal].mean() < 0.05
+    flags = out["anomalous"].to_numpy()
+    assert flags[normal].mean() < 0.15
+    # the window that ends at a point still holds an anomaly that ended less than a window
+    # before it; further away, normal points are rarely flagged
+    after = np.zeros(len(test), dtype=bool)
+    for lo, hi in spans.values():
+        after[lo : hi + det.window_] = True
+    assert flags[normal & ~after].mean() < 0.03
     for e in events:
         assert e.start <= e.end and e.n_points >= 1
         assert 1.0 <= e.mean <= e.peak and 0.0 <= e.severity <= 1.0
