@@ -617,3 +617,52 @@ def test_booleans_are_not_numbers_in_windows(scorer: Client) -> None:
     window = [[True, False]] * 16
     r = client.post("/v1/models/m1/score", json={"windows": [window]}, headers=headers)
     assert r.status_code == 422 and "booleans" in r.json()["detail"], r.text
+
+
+_PEAK_SCRIPT = r"""
+import gc, json, sys
+from service.errors import PayloadTooLargeError
+from service.scoring.request import ScoreRequest
+
+def hwm_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+window = b"[" + b",".join([b"[0.123456]"] * 16) + b"]"
+body = b'{"windows": [' + b",".join([window] * int(sys.argv[1])) + b"]}"
+gc.collect()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak to the current size
+before = hwm_kb()
+try:
+    ScoreRequest.from_body(body, 2_000_000)
+    status = 200
+except PayloadTooLargeError as exc:
+    status = 413
+    message = exc.message
+print(json.dumps({"mb": len(body) / 1e6, "peak_mb": (hwm_kb() - before) / 1024,
+                  "status": status, "message": message}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_a_huge_windows_body_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """400,000 windows of 16 points (6.4M points, 73 MB of JSON): refused with 413 before it is
+    parsed; the peak memory of the refusal stays under 32 MB above the body itself (parsing it
+    first took gigabytes)."""
+    script = tmp_path / "peak.py"
+    script.write_text(_PEAK_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(script), "400000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["mb"] > 70 and result["status"] == 413
+    assert "max_points_per_request" in result["message"]
+    assert result["peak_mb"] < 32, result
