@@ -17,7 +17,7 @@ on a million-point series, parses about a quarter slower than orjson.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from service.parsing import MAX_VERSION, numeric_array, parse_json, parse_timest
 
 __all__ = ["ScoreRequest"]
 
-_FIELDS = ("windows", "values", "timestamps", "version", "reconstruct", "top_k")
+_FIELDS = ("windows", "values", "timestamps", "version", "reconstruct", "top_k", "fields")
 #: Default of ``max_values_per_request``: numbers one JSON body may hold.
 DEFAULT_MAX_VALUES = 8_000_000
 
@@ -158,6 +158,13 @@ class ScoreRequest(BaseModel):
     reconstruct: bool = Field(False, strict=True, description="Also return the expected values.")
     top_k: int = Field(
         3, ge=0, le=1000, strict=True, description="Top contributing features per point."
+    )
+    fields: list[Literal["scores", "normalized", "anomalous", "anomalous_indices"]] | None = Field(
+        None,
+        max_length=4,
+        description="Per-point fields to return (default: scores, normalized, anomalous). "
+        "For long series, ['anomalous_indices'] with top_k 0 returns only the indices of the "
+        "anomalous points.",
     )
 
     @model_validator(mode="before")

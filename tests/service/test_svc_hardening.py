@@ -666,3 +666,29 @@ def test_a_huge_windows_body_is_refused_in_bounded_memory(tmp_path: Path) -> Non
     assert result["mb"] > 70 and result["status"] == 413
     assert "max_points_per_request" in result["message"]
     assert result["peak_mb"] < 32, result
+
+
+def test_client_chooses_the_per_point_fields(scorer: Client) -> None:
+    client, headers = scorer
+    frame = make_frame(200)
+    frame.iloc[100:104, 0] = 25.0  # an obvious anomaly
+    body = {
+        "timestamps": [t.isoformat() for t in frame.index],
+        "values": {c: frame[c].tolist() for c in frame.columns},
+    }
+    whole = client.post("/v1/models/m1/score", json=body, headers=headers)
+    full = whole.json()
+    lean = client.post(
+        "/v1/models/m1/score",
+        json={**body, "top_k": 0, "fields": ["anomalous_indices"]},
+        headers=headers,
+    )
+    assert lean.status_code == 200, lean.text
+    got = lean.json()
+    assert "scores" not in got and "anomalous" not in got and "top_features" not in got
+    expected = [i for i, flag in enumerate(full["anomalous"]) if flag]
+    assert got["anomalous_indices"] == expected and 100 in expected
+    assert got["n_anomalous"] == full["n_anomalous"] == len(expected)
+    assert len(lean.content) < len(whole.content) / 10
+    r = client.post("/v1/models/m1/score", json={**body, "fields": ["nope"]}, headers=headers)
+    assert r.status_code == 422
