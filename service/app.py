@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,7 @@ from service.errors import PayloadTooLargeError, install_exception_handlers
 from service.observability import RequestContextMiddleware, configure_logging
 from service.routers import data, health, jobs, models, schedules, scoring, versions
 from service.settings import Settings
+from service.ui import router as console
 
 __all__ = ["create_app"]
 
@@ -137,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes are matched in order: the hot scoring route right after the health probes.
     for module in (health, scoring, models, versions, data, jobs, schedules):
         app.include_router(module.router)
+    app.include_router(console.router)
+    app.mount("/ui/static", StaticFiles(directory=console.HERE / "static"), name="ui-static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app

@@ -24,6 +24,8 @@ from service.store import (
     HistoryStore,
     open_stores,
 )
+from service.ui.series import SeriesService
+from service.ui.sessions import ConsoleSessions
 
 __all__ = ["AppContext"]
 
@@ -47,6 +49,8 @@ class AppContext:
     scheduler: Scheduler
     scoring: ScoringService
     data: DataService
+    console: ConsoleSessions
+    series: SeriesService
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -77,13 +81,14 @@ class AppContext:
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         metrics.track_jobs(jobs.counts_by_state)
+        auth = AuthService(db, settings.auth_cache_ttl_s)
         return cls(
             settings=settings,
             db=db,
             artifacts=artifacts,
             history=history,
             metrics=metrics,
-            auth=AuthService(db, settings.auth_cache_ttl_s),
+            auth=auth,
             registry=registry,
             jobs=jobs,
             runner=runner,
@@ -91,6 +96,12 @@ class AppContext:
             scheduler=Scheduler(schedules, settings.scheduler_interval_s),
             scoring=scoring,
             data=DataService(registry, history, settings.max_points_per_request),
+            console=ConsoleSessions(
+                db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key
+            ),
+            series=SeriesService(
+                registry, history, scoring, settings.ui_series_cache, settings.ui_max_points
+            ),
         )
 
     def prepare(self) -> None:

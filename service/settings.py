@@ -160,6 +160,31 @@ class Settings(BaseSettings):
         description="Seconds a model's active version is cached for scoring (promotions made by "
         "this process apply at once).",
     )
+    ui_session_ttl_s: float = Field(
+        12 * 3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="Console: how long a sign-in lasts before the key must be entered again.",
+    )
+    ui_max_sessions_per_key: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Console: signed-in browsers per API key; a new sign-in ends the oldest.",
+    )
+    ui_series_cache: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Console: scored series (model version x stored history) kept in memory for "
+        "zooming; each holds every point of the series.",
+    )
+    ui_max_points: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Console: most stored points the model page scores; a longer history shows "
+        "its latest points (the page says so).",
+    )
     test_promotion_pause_s: float = Field(
         0.0,
         ge=0,

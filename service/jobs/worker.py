@@ -40,6 +40,9 @@ __all__ = ["main", "run_job"]
 
 logger = logging.getLogger(__name__)
 
+#: Epochs of losses a running job's progress keeps (the full history is in the version).
+_MAX_CURVE = 1000
+
 
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies; poll as a fallback."""
@@ -66,6 +69,7 @@ class _JobContext:
         self.job_id = job_id
         self.token = token
         self._stop = threading.Event()
+        self._curve: list[dict[str, Any]] = []
 
     def _mine(self) -> Any:
         return (Job.id == self.job_id) & (Job.run_token == self.token) & (Job.status == "running")
@@ -77,10 +81,13 @@ class _JobContext:
 
     def progress(self, p: TrainingProgress) -> bool:
         losses = {k: finite_or_none(v) for k, v in p.losses.items()}
+        # The loss curve so far, so a console opened mid-job draws every epoch (bounded).
+        self._curve = [*self._curve, {"epoch": p.epoch, **losses}][-_MAX_CURVE:]
         values = {
             "epoch": p.epoch,
             "max_epochs": p.max_epochs,
             "losses": losses,
+            "curve": self._curve,
             "elapsed_s": round(p.elapsed_s, 3),
             "stage": "training",
         }
