@@ -17,7 +17,7 @@ from service.deps import context_of
 from service.errors import UnauthorizedError
 from service.ui.sessions import COOKIE, ConsoleUser, check_csrf
 
-__all__ = ["ConsoleAction", "PageUser", "ReadUser", "WriteAction", "AdminAction", "page_user"]
+__all__ = ["AdminAction", "ConsoleAction", "PageUser", "ReadUser", "WriteAction", "page_user"]
 
 
 async def page_user(request: Request) -> ConsoleUser | None:

@@ -25,9 +25,7 @@ class Downsampled:
     n_points: int  # stored points in the range
 
 
-def minmax(
-    x: np.ndarray, ys: list[np.ndarray], lo: float, hi: float, width: int
-) -> Downsampled:
+def minmax(x: np.ndarray, ys: list[np.ndarray], lo: float, hi: float, width: int) -> Downsampled:
     """Downsample series sharing the sorted x axis ``x`` to two points per pixel column.
 
     Parameters
@@ -85,4 +83,5 @@ def runs(flags: np.ndarray) -> np.ndarray:
         return np.empty((0, 2), dtype=np.int64)
     padded = np.concatenate(([False], flags.astype(bool), [False]))
     change = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return change.reshape(-1, 2) - np.array([0, 1])
+    bounds: np.ndarray = change.reshape(-1, 2) - np.array([0, 1])
+    return bounds

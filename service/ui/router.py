@@ -344,9 +344,7 @@ async def series(
 ) -> Response:
     """The model's stored history scored by a version, downsampled to the chart's width."""
     scored = await context_of(request).series.scored(name, version)
-    body = await asyncio.to_thread(
-        chart, scored, feature or [], start, end, width, sensitivity
-    )
+    body = await asyncio.to_thread(chart, scored, feature or [], start, end, width, sensitivity)
     return _json(body)
 
 

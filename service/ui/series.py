@@ -140,7 +140,8 @@ class SeriesService:
 
         def f32(table: pd.DataFrame | None) -> np.ndarray:
             assert table is not None
-            return table[features].to_numpy(dtype=np.float32)
+            values: np.ndarray = table[features].to_numpy(dtype=np.float32)
+            return values
 
         return ScoredSeries(
             model=name,
@@ -240,7 +241,7 @@ def _stretches(
     peaks = np.maximum.reduceat(scores, bounds)[0::2]
     order = np.argsort(-peaks, kind="stable")[:MAX_STRETCHES]
     contributions = np.nan_to_num(series.contributions.astype(np.float64))
-    out = []
+    out: list[dict[str, Any]] = []
     for r in order:
         first, last = int(found[r, 0]), int(found[r, 1])
         share = contributions[first : last + 1].mean(axis=0)
@@ -271,15 +272,11 @@ def explain_point(series: ScoredSeries, at: float) -> dict[str, Any]:
         "t": float(x[i]),
         "score": None if math.isnan(score) else score,
         "threshold": series.threshold,
-        "values": {
-            name: _finite(series.values[i, j]) for j, name in enumerate(series.features)
-        },
+        "values": {name: _finite(series.values[i, j]) for j, name in enumerate(series.features)},
         "expected": {
             name: _finite(series.expected[i, j]) for j, name in enumerate(series.features)
         },
-        "contributions": [
-            [series.features[j], _finite(contributions[j])] for j in order
-        ],
+        "contributions": [[series.features[j], _finite(contributions[j])] for j in order],
     }
 
 

@@ -51,9 +51,7 @@ def check_csrf(user: ConsoleUser, presented: str | None) -> None:
         When ``presented`` is not the session's token.
     """
     if not presented or not hmac.compare_digest(presented.encode(), user.csrf_token.encode()):
-        raise ForbiddenError(
-            "missing or wrong CSRF token: reload the console page and try again"
-        )
+        raise ForbiddenError("missing or wrong CSRF token: reload the console page and try again")
 
 
 class ConsoleSessions:

@@ -4,6 +4,7 @@ upload preview, schedule preview (the browser tests drive the same routes throug
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from typing import Any
 
@@ -99,7 +100,7 @@ def test_runs_finds_consecutive_flags() -> None:
 def test_sensitivity_scales_the_threshold_monotonically() -> None:
     values = [preview_threshold(2.0, s) for s in (0, 25, 50, 75, 100)]
     assert values[2] == 2.0
-    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(values))
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -197,7 +198,9 @@ def test_a_score_key_sees_but_cannot_change_anything(console: Any) -> None:
         assert r.status_code == 403, (url, r.text)
         assert "needs a key with scope" in r.json()["detail"]
     files = {"file": ("d.csv", b"timestamp,a,b\n2026-01-01T00:00:00Z,1,2\n", "text/csv")}
-    assert client.post("/ui/api/models/m1/data/store", files=files, headers=headers).status_code == 403
+    assert (
+        client.post("/ui/api/models/m1/data/store", files=files, headers=headers).status_code == 403
+    )
     # Reading works.
     assert client.get("/ui/api/models/m1/series?width=200").status_code == 200
     assert client.get("/ui/jobs").status_code == 200
@@ -312,7 +315,7 @@ def test_schedule_preview_lists_the_next_runs(console: Any) -> None:
     cron = client.get("/ui/api/schedules/preview", params={"cron": "0 3 * * *"}).json()
     runs_ = [pd.Timestamp(t) for t in cron["next_runs"]]
     assert len(runs_) == 5 and all(t.hour == 3 and t.minute == 0 for t in runs_)
-    assert all((b - a) == pd.Timedelta("1D") for a, b in zip(runs_, runs_[1:], strict=False))
+    assert all((b - a) == pd.Timedelta("1D") for a, b in itertools.pairwise(runs_))
     every = client.get("/ui/api/schedules/preview", params={"interval": "90s"}).json()
     stamps = [pd.Timestamp(t) for t in every["next_runs"]]
     assert (stamps[1] - stamps[0]) == pd.Timedelta("90s")
@@ -324,7 +327,9 @@ def test_schedule_preview_lists_the_next_runs(console: Any) -> None:
 def test_every_page_renders_for_a_signed_in_key(console: Any) -> None:
     client, admin, *_ = console
     csrf = _sign_in(client, admin)
-    job = client.post("/ui/api/models/m1/train", json={"last": "1d"}, headers={"X-CSRF-Token": csrf})
+    job = client.post(
+        "/ui/api/models/m1/train", json={"last": "1d"}, headers={"X-CSRF-Token": csrf}
+    )
     assert job.status_code == 202, job.text
     job_id = job.json()["id"]
     for path in (

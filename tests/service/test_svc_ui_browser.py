@@ -80,6 +80,14 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def _wait_text(page: Any, selector: str, text: str) -> None:
+    """Wait until the element's text contains ``text``."""
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel).textContent.includes(text)",
+        arg=[selector, text],
+    )
+
+
 def _sign_in(page: Any, base: str, key: str) -> None:
     page.goto(f"{base}/ui/models")
     assert "/ui/login" in page.url  # no session: the sign-in form
@@ -126,7 +134,12 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     base = server.url
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 
@@ -173,12 +186,10 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     # Sensitivity up: more flags, no retraining.
     page.fill("#sensitivity", "95")
     page.dispatch_event("#sensitivity", "input")
-    page.wait_for_function(
-        f"Number(document.querySelector('#charts').dataset.flagged) > {flagged}"
-    )
+    page.wait_for_function(f"Number(document.querySelector('#charts').dataset.flagged) > {flagged}")
     # Zoom to the stretch: the stored points come back.
     rows.nth(hits[0]).click()
-    page.wait_for_function("document.querySelector('#series-status').textContent.includes('every point shown')")
+    _wait_text(page, "#series-status", "every point shown")
     box = page.locator("#charts .chart").last.locator(".u-over").bounding_box()
     assert box is not None
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -207,11 +218,11 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.goto(f"{base}/ui/schedules")
     page.select_option("#schedule-form select[name=kind]", "cron")
     page.fill("#schedule-form input[name=when]", "0 3 * * *")
-    page.wait_for_function("document.querySelector('#next-runs').textContent.includes('03:00:00')")
+    _wait_text(page, "#next-runs", "03:00:00")
     page.fill("#schedule-form input[name=when]", "not cron")
-    page.wait_for_function("document.querySelector('#next-runs').textContent.includes('invalid cron')")
+    _wait_text(page, "#next-runs", "invalid cron")
     page.fill("#schedule-form input[name=when]", "0 3 * * *")
-    page.wait_for_function("document.querySelector('#next-runs').textContent.includes('03:00:00')")
+    _wait_text(page, "#next-runs", "03:00:00")
     _shot(page, "10-schedule-preview")
     page.click("#schedule-create")
     page.wait_for_selector("#schedules tbody tr")
