@@ -119,9 +119,10 @@ class _Bytes:
 
 def _drawn(page: Any, points: int, timeout_ms: float = 600_000) -> None:
     page.wait_for_function(
-        f"document.querySelector('#charts') && "
-        f"document.querySelector('#charts').dataset.loaded === '{points}' && "
+        "(n) => document.querySelector('#charts') && "
+        "document.querySelector('#charts').dataset.loaded === String(n) && "
         "document.querySelectorAll('#charts canvas').length === 3",
+        arg=points,
         timeout=timeout_ms,
     )
 
@@ -186,7 +187,8 @@ def main() -> int:
                 started = time.perf_counter()
                 page.click("#stretches tbody tr >> nth=0")
                 page.wait_for_function(
-                    "document.querySelector('#series-status').textContent.includes('every point')"
+                    "() => document.querySelector('#series-status').textContent"
+                    ".includes('every point')"
                 )
                 seconds = time.perf_counter() - started
                 page.wait_for_timeout(300)

@@ -119,7 +119,8 @@ def _train(page: Any, base: str, promote: str) -> str:
     page.wait_for_url(f"{base}/ui/jobs/*")
     # The loss curve grows while the job runs, then the job ends.
     page.wait_for_function(
-        "Number(document.querySelector('#loss-chart').dataset.epochs || 0) >= 1", timeout=120_000
+        "() => Number(document.querySelector('#loss-chart').dataset.epochs || 0) >= 1",
+        timeout=120_000,
     )
     page.wait_for_selector("#job-view[data-final]", timeout=120_000)
     assert page.get_attribute("#job-view", "data-final") == "succeeded"
@@ -157,7 +158,7 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     assert "4,000 rows" in page.inner_text("#preview-summary")
     _shot(page, "03-data-preview")
     page.click("#store")
-    page.wait_for_function("document.querySelector('#data-points').textContent === '4,000'")
+    _wait_text(page, "#data-points", "4,000")
     _shot(page, "04-data-stored")
 
     # Train two versions: the first promoted, the second not; watch the loss curve.
@@ -186,7 +187,9 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     # Sensitivity up: more flags, no retraining.
     page.fill("#sensitivity", "95")
     page.dispatch_event("#sensitivity", "input")
-    page.wait_for_function(f"Number(document.querySelector('#charts').dataset.flagged) > {flagged}")
+    page.wait_for_function(
+        "(n) => Number(document.querySelector('#charts').dataset.flagged) > n", arg=flagged
+    )
     # Zoom to the stretch: the stored points come back.
     rows.nth(hits[0]).click()
     _wait_text(page, "#series-status", "every point shown")
@@ -205,7 +208,7 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.wait_for_selector("tr[data-version='1'].active")
     assert any("v2" in message for message in dialogs)
     page.click("#cmp-go")
-    page.wait_for_function("document.querySelectorAll('#cmp-charts canvas').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#cmp-charts canvas').length === 2")
     _shot(page, "08-versions")
 
     # Jobs: both succeeded; retry is offered only for ended-unsuccessfully jobs.
