@@ -46,6 +46,20 @@ __all__ = ["router"]
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def _duration(seconds: float) -> str:
+    """``90061`` -> ``1d 1h 1m 1s``: a duration as people write it."""
+    left = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts) or f"{seconds:g}s"
+
+
+templates.env.filters["duration"] = _duration
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 _LOGIN_COOKIE = "reconad_login_csrf"

@@ -73,6 +73,8 @@
   });
 
   // ------------------------------------------------------------------ charts
+  // Every time axis reads UTC, as the tables do.
+  const utc = (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC");
   const palette = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2"];
 
   function chartWidth(el) {
@@ -143,6 +145,7 @@
         title, width, height,
         cursor: { sync: { key: sync.key }, drag: { x: true, y: false, setScale: false } },
         scales: { x: { time: true } },
+        tzDate: utc,
         legend: { live: true },
         hooks: { setSelect: [onSelect], ready: [(u) => u.over.addEventListener("click", () => onClick(u))] },
       });
@@ -340,7 +343,7 @@
         chart = new uPlot({
           width: chartWidth($("#loss-chart")), height: 260,
           scales: { x: { time: false } },
-          axes: [{ label: "epoch" }, { label: "loss" }],
+          axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }, { label: "loss" }],
           series: [{ label: "epoch" }, { label: "train", stroke: "#2563eb", width: 2, points: { show: true } },
             { label: "validation", stroke: "#d97706", width: 2, points: { show: true } }],
         }, data, $("#loss-chart"));
@@ -371,6 +374,9 @@
       } else {
         $("#job-result").innerHTML = job.version ? `v${job.version}${job.promoted ? " (promoted)" : " (not promoted)"}` :
           (job.error ? `<span class="error">${escapeHtml(job.error)}</span>` : "");
+        $("#job-finished").textContent = job.finished_at ? fmtTime(Date.parse(job.finished_at) / 1000) : "—";
+        $("#job-cancel").hidden = true;
+        $("#job-retry").hidden = !/failed|cancelled|interrupted/.test(job.status);
         root.dataset.final = job.status;
       }
     }
@@ -396,6 +402,7 @@
             width: Math.max(300, el.clientWidth - 4), height: 220,
             cursor: { sync: { key: sync.key } },
             scales: { x: { time: true }, y: { distr: 3 } },
+            tzDate: utc,
             series: [{}, { label: "score", stroke: "#111827", width: 1 },
               { label: "threshold", stroke: "#dc2626", dash: [6, 4], width: 1 }],
           }, [v.x, positive, v.x.map(() => v.threshold)], el);
@@ -467,7 +474,7 @@
           `columns ${p.columns.map(escapeHtml).join(", ")}${missing ? `; empty values: ${missing}` : ""}. ` +
           "Rows with a timestamp already stored replace it.</p>" +
           "<table class='grid compact'><thead><tr><th>timestamp</th>" + p.columns.map((c) => `<th>${escapeHtml(c)}</th>`).join("") +
-          "</tr></thead><tbody>" + p.head.map((row) => "<tr>" + row.map((v) => `<td>${v === null ? "—" : escapeHtml(v)}</td>`).join("") + "</tr>").join("") +
+          "</tr></thead><tbody>" + p.head.map((row) => "<tr>" + row.map((v) => `<td>${v === null ? "—" : escapeHtml(typeof v === "number" ? Number(v.toPrecision(6)) : v)}</td>`).join("") + "</tr>").join("") +
           `</tbody></table><p class="sub">First ${p.head.length} rows shown.</p><button type="button" id="store">Store ${p.rows.toLocaleString()} rows</button>`;
         $("#store").addEventListener("click", store);
       } catch (error) {
