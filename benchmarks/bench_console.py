@@ -156,13 +156,16 @@ def main() -> int:
         try:
             import httpx
 
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 300
+            while True:
                 try:
                     if httpx.get(f"{base}/livez").status_code == 200:
                         break
                 except httpx.HTTPError:
-                    time.sleep(0.2)
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.2)
             with sync_playwright() as p:
                 browser = p.chromium.launch(
                     executable_path=args.chromium, headless=True, args=["--no-sandbox"]

@@ -434,7 +434,10 @@ async def schedule_preview(
     """The next run times of a cron expression or an interval, before saving it."""
     if (cron is None) == (interval is None):
         raise InvalidInputError("give exactly one of 'cron' and 'interval'")
-    interval_s = None if interval is None else parse_duration(interval)
+    try:
+        interval_s = None if interval is None else parse_duration(interval)
+    except ValueError as exc:
+        raise InvalidInputError(f"interval: {exc}") from None
     if cron is not None:
         check_cron(cron)
     elif interval_s is not None and interval_s < 1:

@@ -346,3 +346,93 @@ def test_every_page_renders_for_a_signed_in_key(console: Any) -> None:
     missing = client.get("/ui/models/nope")
     assert missing.status_code == 404 and "nope" in missing.text
     assert client.get("/ui/static/vendor/uplot-1.6.32/uPlot.iife.min.js").status_code == 200
+
+
+# --------------------------------------------------------------------------- every route
+
+_PUBLIC = {("/ui/login", "GET"), ("/ui/login", "POST"), ("/ui/logout", "POST"), ("/ui", "GET")}
+
+
+def _console_routes(client: TestClient) -> list[tuple[str, str, Any]]:
+    """Every console route (the router the app includes under /ui) and method."""
+    from fastapi.routing import APIRoute
+
+    from service.ui.router import router
+
+    assert client.get("/ui/login").status_code == 200  # the app serves this router
+    return [
+        (route.path, method, route)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods)
+    ]
+
+
+def _fill(path: str, value: str) -> str:
+    return re.sub(r"\{[^}]+\}", value, path)
+
+
+def test_every_console_route_needs_a_session_and_every_change_the_csrf_token(
+    console: Any,
+) -> None:
+    client, admin, *_ = console
+    routes = _console_routes(client)
+    assert len(routes) >= 25
+    for path, method, _ in routes:
+        if (path, method) in _PUBLIC:
+            continue
+        url = _fill(path, "m1").replace("/m1/{", "/")
+        url = url.replace("{step}", "preview").replace("{action}", "pause")
+        r = client.request(method, url, follow_redirects=False)
+        if path.startswith("/ui/api"):
+            assert r.status_code == 401, (method, url, r.status_code)
+        else:
+            assert r.status_code == 303 and "/ui/login" in r.headers["location"], (method, url)
+    _sign_in(client, admin)
+    for path, method, _ in routes:
+        if method != "POST" or (path, method) in _PUBLIC:
+            continue
+        url = _fill(path, "1").replace("{step}", "preview")
+        r = client.post(url, follow_redirects=False)
+        assert r.status_code == 403 and "CSRF" in r.json()["detail"], (url, r.text)
+
+
+def test_console_routes_never_answer_5xx_to_odd_input(console: Any) -> None:
+    client, admin, *_ = console
+    csrf = _sign_in(client, admin)
+    rng = np.random.default_rng(14)
+    names = ["m1", "nope", "1", "0", "x" * 80, "%00", "%C3%BC", "a.b", "-1", "99999999999"]
+    values = ["", "abc", "-1", "0", "1e308", "nan", "inf", "-inf", "99999999999", "0 3 * * *"]
+    values += ["1d", "0s", "1e-9s", "[]", "{}", "\u00fc" * 50, "true", "2026-01-01"]
+    bodies: list[Any] = [None, {}, [], "junk", {"last": "x"}, {"last": "-1d"}, {"promote": "x"}]
+    bodies += [{"interval": "1s", "window": "nan"}, {"cron": "* * *", "window": "1d"}]
+    bodies += [{"interval": "0.5s", "window": "1d"}, {"cron": None, "interval": None}]
+    files: list[Any] = [
+        None,
+        {"file": ("x.csv", b"\x00\xff" * 10, "text/csv")},
+        {"file": ("x.parquet", b"PAR1garbage", "application/octet-stream")},
+        {"file": ("x.csv", b"timestamp,a,b\nnot-a-time,1,2\n", "text/csv")},
+        {"file": ("x.csv", b"timestamp,a,b\n2026-01-01,inf,2\n", "text/csv")},
+    ]
+    checked = 0
+    for path, method, route in _console_routes(client):
+        if path in ("/ui/logout",):
+            continue
+        query_names = [p.alias for p in route.dependant.query_params]
+        for _ in range(12):
+            url = _fill(path, str(rng.choice(names)))
+            params = {q: str(rng.choice(values)) for q in query_names if rng.random() < 0.7}
+            kwargs: dict[str, Any] = {"params": params, "headers": {"X-CSRF-Token": csrf}}
+            if method == "POST":
+                chosen_files = files[int(rng.integers(len(files)))]
+                if chosen_files is not None and "data" in path:
+                    kwargs["files"] = chosen_files
+                else:
+                    body = bodies[int(rng.integers(len(bodies)))]
+                    if body is not None:
+                        kwargs["json"] = body
+            r = client.request(method, url, follow_redirects=False, **kwargs)
+            assert r.status_code < 500, (method, url, params, r.text[:300])
+            checked += 1
+    assert checked > 250
+    assert client.get("/ui/models").status_code == 200  # still signed in and serving
