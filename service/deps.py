@@ -25,8 +25,10 @@ from service.scoring import ScoringService
 from service.settings import Settings
 
 __all__ = [
+    "APIKeyAuth",
     "AdminKey",
     "AnyKey",
+    "AuthDep",
     "ContextDep",
     "DataDep",
     "JobsDep",
@@ -55,6 +57,10 @@ async def _settings(request: Request) -> Settings:
     return context_of(request).settings
 
 
+async def _auth(request: Request) -> AuthService:
+    return context_of(request).auth
+
+
 async def _registry(request: Request) -> ModelRegistry:
     return context_of(request).registry
 
@@ -76,6 +82,7 @@ async def _data(request: Request) -> DataService:
 
 
 ContextDep = Annotated[AppContext, Depends(_context)]
+AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 JobsDep = Annotated[JobService, Depends(_jobs)]

@@ -15,6 +15,9 @@ Exception tree::
     ├── InvalidInputError             422  well-formed request with values that cannot be used
     └── UnavailableError              503  database or artifact store unreachable
 
+Any other exception is a 500, logged once with its traceback and request id by
+:class:`service.observability.RequestContextMiddleware`.
+
 Detector library errors (``detector.errors``) map as: ``InputError`` and ``ConfigError`` -> 422,
 ``NotFittedError`` -> 409, ``PersistenceError`` -> 503, any other ``ReconADError`` -> 422.
 """
@@ -41,6 +44,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "ServiceError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnavailableError",
     "format_validation_errors",
@@ -104,6 +108,15 @@ class InvalidInputError(ServiceError):
     """The request parses but its values cannot be used."""
 
     status_code = 422
+
+
+class TooManyRequestsError(ServiceError):
+    """A bounded queue is full; the client should retry after ``retry_after_s`` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(int(retry_after_s))})
 
 
 class UnavailableError(ServiceError):
@@ -195,13 +208,10 @@ def install_exception_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return _json(exc.status_code, str(exc.detail), request, getattr(exc, "headers", None))
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _json(500, "internal error; the request id identifies it in the logs", request)
-
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(det_errors.ReconADError, library_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(ValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # Any other exception: service.observability.RequestContextMiddleware logs it once, with the
+    # request id, and answers 500.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,10 +18,10 @@ from pydantic import (
 )
 
 from detector import DetectorConfig
-from service.parsing import parse_duration
+from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.store import HistorySummary
-from service.tables import Job, Model, Schedule, Version
+from service.tables import ApiKey, Job, Model, Promotion, Schedule, Version
 
 __all__ = [
     "DataAppend",
@@ -32,10 +33,16 @@ __all__ = [
     "JobCreate",
     "JobPublic",
     "JobsPublic",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyPublic",
+    "KeysPublic",
     "ModelCreate",
     "ModelPublic",
     "ModelUpdate",
     "ModelsPublic",
+    "PromotionPublic",
+    "PromotionsPublic",
     "ScheduleCreate",
     "SchedulePublic",
     "SchedulesPublic",
@@ -64,10 +71,14 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
-                {"type": "number", "exclusiveMinimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)\s*[smhdw]?\s*$",
+                },
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 100 * 365 * 86400},
             ],
-            "description": "Seconds, or a number with a unit: s, m, h, d, w (e.g. '14d').",
+            "description": "Seconds, or a positive number with a unit: s, m, h, d, w (e.g. "
+            "'14d'); at most 100 years.",
             "examples": ["14d", 3600],
         }
     ),
@@ -76,6 +87,11 @@ Duration = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: A detector config whose every number is finite (JSON bodies may spell ``Infinity``/``NaN``,
+#: which pydantic's ``ge=0`` bounds let through).
+Config = Annotated[DetectorConfig, AfterValidator(finite_config)]
 
 
 # --------------------------------------------------------------------------- models
@@ -89,7 +105,7 @@ class ModelCreate(_Strict):
         description="1-64 letters, digits, '-' or '_', starting with a letter or digit.",
         examples=["cpu-load"],
     )
-    config: DetectorConfig = Field(default_factory=DetectorConfig)
+    config: Config = Field(default_factory=DetectorConfig)
     description: str = Field("", max_length=2000)
     promotion_policy: PromotionPolicy = Field(
         "if_better",
@@ -102,7 +118,7 @@ class ModelCreate(_Strict):
 class ModelUpdate(_Strict):
     """Changes to a model; omitted fields stay as they are."""
 
-    config: DetectorConfig | None = Field(
+    config: Config | None = Field(
         None, description="Config for future trainings; existing versions keep theirs."
     )
     description: str | None = Field(None, max_length=2000)
@@ -220,6 +236,34 @@ class VersionsPublic(BaseModel):
     active_version: int | None
 
 
+class PromotionPublic(BaseModel):
+    """One change of a model's active version."""
+
+    from_version: int | None
+    to_version: int
+    reason: str = Field(
+        description="first_version, policy_always, if_better, manual, rollback, ...",
+    )
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Promotion) -> PromotionPublic:
+        """Build from a table row."""
+        return cls(
+            from_version=row.from_version,
+            to_version=row.to_version,
+            reason=row.reason,
+            created_at=row.created_at,
+        )
+
+
+class PromotionsPublic(BaseModel):
+    """A model's promotion log, newest first."""
+
+    data: list[PromotionPublic]
+    count: int
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -263,7 +307,7 @@ class JobCreate(_Strict):
     anchor: Literal["now", "latest"] = Field(
         "now", description="'now' or 'latest' (the newest stored timestamp), for 'last'."
     )
-    config: DetectorConfig | None = Field(
+    config: Config | None = Field(
         None, description="Train with this config instead of the model's."
     )
     promote: bool | None = Field(
@@ -278,7 +322,8 @@ class JobCreate(_Strict):
     @field_validator("start", "end")
     @classmethod
     def _zone(cls, v: datetime | None) -> datetime | None:
-        return _utc(v)
+        utc = _utc(v)
+        return None if utc is None else check_datetime(utc)
 
     @model_validator(mode="after")
     def _check(self) -> JobCreate:
@@ -383,6 +428,11 @@ class SchedulePublic(BaseModel):
     next_run_at: datetime
     last_run_at: datetime | None
     last_job_id: str | None
+    last_error: str | None = Field(
+        description="Why the last due run queued no job (time and message); null once a run "
+        "queues one."
+    )
+    failures: int = Field(description="Due runs that could not queue a job, ever.")
     created_at: datetime
 
     @classmethod
@@ -399,6 +449,8 @@ class SchedulePublic(BaseModel):
             next_run_at=row.next_run_at,
             last_run_at=row.last_run_at,
             last_job_id=row.last_job_id,
+            last_error=row.last_error,
+            failures=row.failures or 0,
             created_at=row.created_at,
         )
 
@@ -455,6 +507,65 @@ class ScoreResponse(BaseModel):
     expected: list[Any] | dict[str, list[float | None]] | None = Field(
         None, description="Reconstruction (windows: (n, window, F); series: feature -> values)."
     )
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class KeyCreate(_Strict):
+    """A new API key."""
+
+    scope: Literal["score", "write", "admin"] = Field(
+        description="score: scoring and reads; write: also models, data, jobs, schedules, "
+        "promotions; admin: also deletions and keys."
+    )
+    name: str = Field("", max_length=100, description="A label for the key.")
+    expires_in: Duration | None = Field(
+        None, description="The key stops working after this long (e.g. '90d'); null: never."
+    )
+
+
+class KeyPublic(BaseModel):
+    """An API key as listed (never the key itself)."""
+
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    status: Literal["active", "expired", "revoked"]
+
+    @classmethod
+    def from_row(cls, row: ApiKey, now: datetime) -> KeyPublic:
+        """Build from a table row at time ``now``."""
+        status: Literal["active", "expired", "revoked"] = "active"
+        if row.revoked_at is not None:
+            status = "revoked"
+        elif row.expires_at is not None and row.expires_at <= now:
+            status = "expired"
+        return cls(
+            id=row.id,
+            name=row.name,
+            scope=row.scope,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            status=status,
+        )
+
+
+class KeyCreated(KeyPublic):
+    """A freshly created key: ``key`` is shown this once and never stored."""
+
+    key: str
+
+
+class KeysPublic(BaseModel):
+    """Every API key, oldest first."""
+
+    data: list[KeyPublic]
+    count: int
 
 
 # --------------------------------------------------------------------------- health

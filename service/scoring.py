@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from detector import Detector, load_detector
+from detector import Detector, decision, load_detector
 from detector import errors as det_errors
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.observability import Metrics
@@ -461,9 +461,8 @@ def _derive(
     ``contributions`` has one more axis than ``scores`` (features, last).
     """
     threshold = loaded.threshold
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = scores / threshold if threshold > 0 else np.where(scores > 0, np.inf, 0.0)
-        anomalous = np.greater(scores, threshold)  # NaN compares False: never flagged
+    normalized = decision.normalize(scores, threshold)
+    anomalous = decision.flags(scores, threshold)  # NaN is never flagged
     names = top_values = None
     if k > 0:
         filled = np.where(np.isnan(contributions), -np.inf, contributions)

@@ -21,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from detector import DetectorConfig
 from service.db import Database
-from service.errors import ConflictError, InvalidInputError, NotFoundError
-from service.registry import ModelRegistry
+from service.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
+from service.registry import ModelRegistry, check_model_size
 from service.store import ArtifactStore, HistoryStore
 from service.tables import ACTIVE_STATES, Job, Model, utcnow
 
@@ -51,6 +52,11 @@ class JobService:
         The database and stores.
     notify
         Called after a job is queued or a cancellation is requested (wakes the runner).
+    max_queued_per_model, max_queued
+        Queued jobs one model, and all models together, may have; more are refused with 429
+        (``None``: no bound).
+    retry_after_s
+        The ``Retry-After`` of that refusal.
     """
 
     def __init__(
@@ -60,12 +66,19 @@ class JobService:
         artifacts: ArtifactStore,
         history: HistoryStore,
         notify: Any = None,
+        *,
+        max_queued_per_model: int | None = None,
+        max_queued: int | None = None,
+        retry_after_s: int = 30,
     ) -> None:
         self.db = db
         self.registry = registry
         self.artifacts = artifacts
         self.history = history
         self._notify = notify or (lambda: None)
+        self.max_queued_per_model = max_queued_per_model
+        self.max_queued = max_queued
+        self.retry_after_s = retry_after_s
 
     def set_notifier(self, notify: Any) -> None:
         """Replace the callback that wakes the job runner."""
@@ -111,9 +124,15 @@ class JobService:
         Raises
         ------
         service.errors.InvalidInputError
-            For an empty or inverted range, or a range holding no stored data.
+            For an empty or inverted range, a range holding no stored data, or a config over
+            the model size limit.
+        service.errors.TooManyRequestsError
+            When the model's or the service's job queue is full.
         """
         model = self.registry.get_model(model_name)
+        if config is not None:
+            check_model_size(config, self.registry.max_parameters)
+        self._check_queue(model)
         job_id = uuid.uuid4().hex
         params: dict[str, Any] = {
             "config": (config.model_dump(mode="json") if config else model.config),
@@ -133,7 +152,13 @@ class JobService:
                 else:
                     base = utcnow()
                 end = end or base
-                start = end - timedelta(seconds=last_s)
+                try:
+                    start = end - timedelta(seconds=last_s)
+                except OverflowError:
+                    raise InvalidInputError(
+                        f"'last' reaches before the year 1: {end.isoformat()} minus "
+                        f"{last_s:g} s is not a date; use a later 'end' or a shorter 'last'"
+                    ) from None
             if start is not None and end is not None and start >= end:
                 raise InvalidInputError(
                     f"the range is empty: start {start} is not before end {end}"
@@ -148,12 +173,43 @@ class JobService:
             if (start is not None and start > summary.end) or (
                 end is not None and end <= summary.start
             ):
+                hint = (
+                    '; for historical data send "anchor": "latest" so that \'last\' counts '
+                    "back from the newest stored timestamp instead of from now"
+                    if last_s is not None and anchor == "now"
+                    else ""
+                )
                 raise InvalidInputError(
                     f"the range holds no stored data: model {model_name!r} has data from "
-                    f"{_iso(summary.start)} to {_iso(summary.end)}"
+                    f"{_iso(summary.start)} to {_iso(summary.end)}{hint}"
                 )
             params.update(source="history", start=_iso(start), end=_iso(end))
         return self._insert(model, job_id, params, trigger, schedule_id, retry_of=None)
+
+    def _check_queue(self, model: Model, session: Session | None = None) -> None:
+        """Refuse a new job when a queue bound is reached (inside the insert's transaction the
+        count is exact: SQLite serialises writers and the job joins the same transaction)."""
+        if self.max_queued_per_model is None and self.max_queued is None:
+            return
+        if session is None:
+            with self.db.session() as own:
+                self._check_queue(model, own)
+            return
+        queued = select(func.count()).select_from(Job).where(Job.status == "queued")
+        total = int(session.scalar(queued) or 0)
+        mine = int(session.scalar(queued.where(Job.model_id == model.id)) or 0)
+        if self.max_queued_per_model is not None and mine >= self.max_queued_per_model:
+            raise TooManyRequestsError(
+                f"model {model.name!r} already has {mine} queued jobs, the most allowed "
+                "(RECONAD_MAX_QUEUED_JOBS_PER_MODEL); wait for them to run or cancel some",
+                self.retry_after_s,
+            )
+        if self.max_queued is not None and total >= self.max_queued:
+            raise TooManyRequestsError(
+                f"{total} training jobs are queued, the most allowed (RECONAD_MAX_QUEUED_JOBS); "
+                "retry later",
+                self.retry_after_s,
+            )
 
     def _insert(
         self,
@@ -168,6 +224,7 @@ class JobService:
             # Key-share lock: the model cannot be deleted before this job row is in.
             if session.get(Model, model.id, with_for_update={"key_share": True}) is None:
                 raise NotFoundError(f"model {model.name!r} was deleted")
+            self._check_queue(model, session)
             job = Job(
                 id=job_id,
                 model_id=model.id,
@@ -281,6 +338,7 @@ class JobService:
         params = dict(job.params)
         if params.get("source") == "inline" and not self.artifacts_exists(params["input_key"]):
             raise ConflictError("the job's uploaded data is gone; start a new job with the data")
+        self._check_queue(model)
         return self._insert(
             model, uuid.uuid4().hex, params, "retry", job.schedule_id, retry_of=job.id
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from starlette.responses import Response
 
-from service.deps import JobsDep, SchedulesDep, ScoreKey, WriteKey
+from service.deps import AdminKey, JobsDep, SchedulesDep, ScoreKey, WriteKey
 from service.routers.params import API_PREFIX, ModelName, ScheduleId
 from service.schemas import JobPublic, ScheduleCreate, SchedulePublic, SchedulesPublic
 
@@ -87,7 +87,7 @@ def run_schedule(
 @router.delete(
     "/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
-def delete_schedule(schedule_id: ScheduleId, schedules: SchedulesDep, _key: WriteKey) -> Response:
+def delete_schedule(schedule_id: ScheduleId, schedules: SchedulesDep, _key: AdminKey) -> Response:
     """Delete a schedule (the jobs it queued stay)."""
     schedules.delete(schedule_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

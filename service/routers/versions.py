@@ -8,8 +8,14 @@ from fastapi import APIRouter, status
 from starlette.responses import Response
 
 from service.deps import AdminKey, ContextDep, RegistryDep, ScoreKey, WriteKey
-from service.routers.params import API_PREFIX, ModelName, VersionNumber
-from service.schemas import ModelPublic, VersionPublic, VersionsPublic
+from service.routers.params import API_PREFIX, Limit, ModelName, Offset, VersionNumber
+from service.schemas import (
+    ModelPublic,
+    PromotionPublic,
+    PromotionsPublic,
+    VersionPublic,
+    VersionsPublic,
+)
 
 router = APIRouter(prefix=API_PREFIX + "/models/{name}", tags=["versions"])
 
@@ -40,6 +46,16 @@ def promote_version(
 ) -> ModelPublic:
     """Make this version the active one (a single transaction)."""
     return ModelPublic.from_row(registry.promote(name, version))
+
+
+@router.get("/promotions", response_model=PromotionsPublic)
+def list_promotions(
+    name: ModelName, registry: RegistryDep, _key: ScoreKey, offset: Offset = 0, limit: Limit = 100
+) -> PromotionsPublic:
+    """The promotion log: every change of the active version (promotions, automatic
+    activations, roll-backs), newest first."""
+    rows, count = registry.list_promotions(name, offset, limit)
+    return PromotionsPublic(data=[PromotionPublic.from_row(r) for r in rows], count=count)
 
 
 @router.post("/rollback", response_model=ModelPublic)

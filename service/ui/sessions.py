@@ -126,7 +126,12 @@ class ConsoleSessions:
         if row is None:
             return None
         console, key = row
-        if console.expires_at <= utcnow() or key.revoked_at is not None:
+        now = utcnow()
+        if (
+            console.expires_at <= now
+            or key.revoked_at is not None
+            or (key.expires_at is not None and key.expires_at <= now)
+        ):
             return None
         principal = Principal(key_id=key.id, scope=key.scope)  # type: ignore[arg-type]
         return ConsoleUser(principal, key.name, console.csrf_token, digest)
