@@ -295,9 +295,7 @@ class DataService:
         """How much history the model holds."""
         return self.history.summary(self.registry.get_model(name).id)
 
-    def export(
-        self, name: str, start: datetime | None, end: datetime | None, fmt: str
-    ) -> bytes:
+    def export(self, name: str, start: datetime | None, end: datetime | None, fmt: str) -> bytes:
         """Stored rows with ``start <= timestamp < end`` as CSV or Parquet bytes (a
         ``timestamp`` column first, ISO-8601 UTC in CSV).
 

@@ -1,8 +1,9 @@
-"""The console's dependencies: the signed-in user of a page, and checked state changes.
+"""The console's dependencies: the signed-in user of a page, and checked console calls.
 
-Every console action goes through :class:`ConsoleAction`: a session (else 401), this session's
-CSRF token in ``X-CSRF-Token`` (else 403) and the same scope the API route of that action needs
-(else 403, with the message the API gives), checked by :meth:`AuthService.require`.
+Every console JSON call goes through :data:`Console`: a session (else 401), for a state change
+this session's CSRF token in ``X-CSRF-Token`` (else 403), and the scope the one scope table
+(:data:`service.scopes.ROUTE_SCOPES`) gives the route, the same as the API route doing the same
+thing (else 403, with the API's message), checked by :meth:`AuthService.require`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import AuthService, Scope
+from service.auth import AuthService
 from service.deps import context_of
 from service.errors import UnauthorizedError
+from service.scopes import ROUTE_SCOPES
 from service.ui.sessions import COOKIE, ConsoleUser, check_csrf
 
-__all__ = ["AdminAction", "ConsoleAction", "PageUser", "ReadUser", "WriteAction", "page_user"]
+__all__ = ["Console", "PageUser", "console_user", "page_user"]
 
 
 async def page_user(request: Request) -> ConsoleUser | None:
@@ -26,32 +28,28 @@ async def page_user(request: Request) -> ConsoleUser | None:
     return await asyncio.to_thread(sessions.lookup, request.cookies.get(COOKIE))
 
 
-class ConsoleAction:
-    """A console request that needs a session, a scope and (for state changes) the CSRF token.
+async def console_user(request: Request) -> ConsoleUser:
+    """The signed-in user of a console call, checked for CSRF and the route's scope.
 
-    Parameters
-    ----------
-    needed
-        The scope of the API route doing the same thing.
-    csrf
-        Whether the request changes state (then the CSRF token is required).
+    Raises
+    ------
+    service.errors.UnauthorizedError
+        Without a live session.
+    service.errors.ForbiddenError
+        For a state change without this session's CSRF token, or a key whose scope is below
+        the route's.
     """
-
-    def __init__(self, needed: Scope, csrf: bool) -> None:
-        self.needed: Scope = needed
-        self.csrf = csrf
-
-    async def __call__(self, request: Request) -> ConsoleUser:
-        user = await page_user(request)
-        if user is None:
-            raise UnauthorizedError("not signed in to the console (or the session ended)")
-        if self.csrf:
-            check_csrf(user, request.headers.get("x-csrf-token"))
-        AuthService.require(user.principal, self.needed)
-        return user
+    user = await page_user(request)
+    if user is None:
+        raise UnauthorizedError("not signed in to the console (or the session ended)")
+    if request.method not in ("GET", "HEAD"):
+        check_csrf(user, request.headers.get("x-csrf-token"))
+    route = request.scope["route"]
+    needed = ROUTE_SCOPES[(request.method, route.path)]
+    if needed is not None:
+        AuthService.require(user.principal, needed)
+    return user
 
 
 PageUser = Annotated[ConsoleUser | None, Depends(page_user)]
-ReadUser = Annotated[ConsoleUser, Depends(ConsoleAction("score", csrf=False))]
-WriteAction = Annotated[ConsoleUser, Depends(ConsoleAction("write", csrf=True))]
-AdminAction = Annotated[ConsoleUser, Depends(ConsoleAction("admin", csrf=True))]
+Console = Annotated[ConsoleUser, Depends(console_user)]

@@ -38,7 +38,7 @@ from service.schemas import (
     ScheduleCreate,
     SchedulePublic,
 )
-from service.ui.auth import AdminAction, PageUser, ReadUser, WriteAction
+from service.ui.auth import Console, PageUser
 from service.ui.series import chart, explain_point
 from service.ui.sessions import COOKIE, ConsoleUser
 
@@ -348,7 +348,7 @@ EdgeQ = Annotated[float | None, Query(ge=-1e11, le=1e11, description="Seconds si
 async def series(
     request: Request,
     name: ModelName,
-    _user: ReadUser,
+    _user: Console,
     version: Annotated[int | None, Query(ge=1, le=2_000_000_000)] = None,
     feature: Annotated[list[str] | None, Query(max_length=64)] = None,
     start: EdgeQ = None,
@@ -366,7 +366,7 @@ async def series(
 async def explain(
     request: Request,
     name: ModelName,
-    _user: ReadUser,
+    _user: Console,
     at: Annotated[float, Query(ge=-1e11, le=1e11, description="Seconds since epoch.")],
     version: Annotated[int | None, Query(ge=1, le=2_000_000_000)] = None,
 ) -> Response:
@@ -379,7 +379,7 @@ async def explain(
 async def compare(
     request: Request,
     name: ModelName,
-    _user: ReadUser,
+    _user: Console,
     a: Annotated[int, Query(ge=1, le=2_000_000_000)],
     b: Annotated[int, Query(ge=1, le=2_000_000_000)],
     width: WidthQ = 600,
@@ -402,7 +402,7 @@ async def compare(
 @router.get("/api/jobs")
 async def jobs_json(
     request: Request,
-    _user: ReadUser,
+    _user: Console,
     model: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
@@ -413,7 +413,7 @@ async def jobs_json(
 
 
 @router.get("/api/jobs/{job_id}")
-async def job_json(request: Request, job_id: JobId, _user: ReadUser) -> Response:
+async def job_json(request: Request, job_id: JobId, _user: Console) -> Response:
     """One job, for the live progress and loss curve."""
     jobs = context_of(request).jobs
     job, model = await asyncio.to_thread(jobs.get, job_id)
@@ -426,7 +426,7 @@ async def job_json(request: Request, job_id: JobId, _user: ReadUser) -> Response
 
 @router.get("/api/schedules/preview")
 async def schedule_preview(
-    _user: ReadUser,
+    _user: Console,
     cron: Annotated[str | None, Query(max_length=100)] = None,
     interval: Annotated[str | None, Query(max_length=32)] = None,
     count: Annotated[int, Query(ge=1, le=20)] = 5,
@@ -464,7 +464,7 @@ class ConsoleTrain(BaseModel):
 
 
 @router.post("/api/models/{name}/train", status_code=status.HTTP_202_ACCEPTED)
-async def train(request: Request, name: ModelName, body: ConsoleTrain, _user: WriteAction) -> Any:
+async def train(request: Request, name: ModelName, body: ConsoleTrain, _user: Console) -> Any:
     """Queue a training job (as ``POST /v1/models/{name}/jobs``)."""
     jobs = context_of(request).jobs
     job = await asyncio.to_thread(
@@ -474,14 +474,14 @@ async def train(request: Request, name: ModelName, body: ConsoleTrain, _user: Wr
 
 
 @router.post("/api/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
-async def cancel(request: Request, job_id: JobId, _user: WriteAction) -> Any:
+async def cancel(request: Request, job_id: JobId, _user: Console) -> Any:
     """Cancel a job (as ``POST /v1/jobs/{id}/cancel``)."""
     job, model = await asyncio.to_thread(context_of(request).jobs.cancel, job_id)
     return JobPublic.from_row(job, model)
 
 
 @router.post("/api/jobs/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED)
-async def retry(request: Request, job_id: JobId, _user: WriteAction) -> Any:
+async def retry(request: Request, job_id: JobId, _user: Console) -> Any:
     """Retry a job (as ``POST /v1/jobs/{id}/retry``)."""
     jobs = context_of(request).jobs
     job = await asyncio.to_thread(jobs.retry, job_id)
@@ -490,16 +490,14 @@ async def retry(request: Request, job_id: JobId, _user: WriteAction) -> Any:
 
 
 @router.post("/api/models/{name}/versions/{version}/promote")
-async def promote(
-    request: Request, name: ModelName, version: VersionNumber, _user: WriteAction
-) -> Any:
+async def promote(request: Request, name: ModelName, version: VersionNumber, _user: Console) -> Any:
     """Activate a version (as ``POST /v1/models/{name}/versions/{v}/promote``)."""
     registry = context_of(request).registry
     return ModelPublic.from_row(await asyncio.to_thread(registry.promote, name, version))
 
 
 @router.post("/api/models/{name}/rollback")
-async def rollback(request: Request, name: ModelName, _user: WriteAction) -> Any:
+async def rollback(request: Request, name: ModelName, _user: Console) -> Any:
     """Re-activate the previous version (as ``POST /v1/models/{name}/rollback``)."""
     registry = context_of(request).registry
     return ModelPublic.from_row(await asyncio.to_thread(registry.rollback, name))
@@ -507,7 +505,7 @@ async def rollback(request: Request, name: ModelName, _user: WriteAction) -> Any
 
 @router.post("/api/models/{name}/versions/{version}/delete")
 async def delete_version(
-    request: Request, name: ModelName, version: VersionNumber, _user: AdminAction
+    request: Request, name: ModelName, version: VersionNumber, _user: Console
 ) -> Any:
     """Delete an inactive version (as ``DELETE /v1/models/{name}/versions/{v}``)."""
     ctx = context_of(request)
@@ -519,7 +517,7 @@ async def delete_version(
 
 @router.post("/api/models/{name}/schedules", status_code=status.HTTP_201_CREATED)
 async def create_schedule(
-    request: Request, name: ModelName, body: ScheduleCreate, _user: WriteAction
+    request: Request, name: ModelName, body: ScheduleCreate, _user: Console
 ) -> Any:
     """Create a schedule (as ``POST /v1/models/{name}/schedules``)."""
     schedules = context_of(request).schedules
@@ -529,22 +527,26 @@ async def create_schedule(
     return SchedulePublic.from_row(row, model)
 
 
+@router.post("/api/schedules/{schedule_id}/delete")
+async def delete_schedule(request: Request, schedule_id: ScheduleId, _user: Console) -> Any:
+    """Delete a schedule (as ``DELETE /v1/schedules/{id}``)."""
+    await asyncio.to_thread(context_of(request).schedules.delete, schedule_id)
+    return {"deleted": schedule_id}
+
+
 @router.post("/api/schedules/{schedule_id}/{action}")
 async def schedule_action(
     request: Request,
     schedule_id: ScheduleId,
-    action: Literal["pause", "resume", "run", "delete"],
-    _user: WriteAction,
+    action: Literal["pause", "resume", "run"],
+    _user: Console,
 ) -> Any:
-    """Pause, resume, run now or delete a schedule (as the ``/v1/schedules/{id}`` routes)."""
+    """Pause, resume or run a schedule now (as the ``/v1/schedules/{id}/...`` routes)."""
     ctx = context_of(request)
     if action == "run":
         job_id = await asyncio.to_thread(ctx.schedules.run_now, schedule_id)
         job, model = await asyncio.to_thread(ctx.jobs.get, job_id)
         return JobPublic.from_row(job, model)
-    if action == "delete":
-        await asyncio.to_thread(ctx.schedules.delete, schedule_id)
-        return {"deleted": schedule_id}
     row, model = await asyncio.to_thread(ctx.schedules.set_paused, schedule_id, action == "pause")
     return SchedulePublic.from_row(row, model)
 
@@ -554,7 +556,7 @@ async def upload(
     request: Request,
     name: ModelName,
     step: Literal["preview", "store"],
-    _user: WriteAction,
+    _user: Console,
     file: Annotated[UploadFile, File(description="A CSV or Parquet file.")],
     timestamp_column: Annotated[str, Form(max_length=128)] = "timestamp",
 ) -> Any:

@@ -350,8 +350,6 @@ def test_every_page_renders_for_a_signed_in_key(console: Any) -> None:
 
 # --------------------------------------------------------------------------- every route
 
-_PUBLIC = {("/ui/login", "GET"), ("/ui/login", "POST"), ("/ui/logout", "POST"), ("/ui", "GET")}
-
 
 def _console_routes(client: TestClient) -> list[tuple[str, str, Any]]:
     """Every console route (the router the app includes under /ui) and method."""
@@ -372,29 +370,63 @@ def _fill(path: str, value: str) -> str:
     return re.sub(r"\{[^}]+\}", value, path)
 
 
-def test_every_console_route_needs_a_session_and_every_change_the_csrf_token(
+_URL_PARAMS = {
+    "name": "m1",
+    "version": "1",
+    "job_id": "no-such-job",
+    "schedule_id": "no-such-schedule",
+    "step": "preview",
+    "action": "pause",
+}
+
+
+def test_every_console_route_needs_exactly_its_scope_a_session_and_the_csrf_token(
     console: Any,
 ) -> None:
-    client, admin, *_ = console
+    """Each console route against the one scope table, with sessions of every scope."""
+    from service.auth import SCOPES
+    from service.scopes import ROUTE_SCOPES
+
+    client, *_ = console
     routes = _console_routes(client)
-    assert len(routes) >= 25
+    assert {(m, p) for p, m, _ in routes} == {k for k in ROUTE_SCOPES if k[1].startswith("/ui")}
+    ctx = _ctx(client)
+    csrf: dict[str, str] = {}
+    cookies: dict[str, str] = {}
+    for scope in SCOPES:
+        _, key = ctx.auth.create(scope, f"ui-{scope}")
+        client.cookies.clear()
+        csrf[scope] = _sign_in(client, key)
+        cookies[scope] = client.cookies["reconad_session"]
+    wrong: list[str] = []
+
+    def call(method: str, url: str, scope: str | None, with_csrf: bool = True) -> int:
+        client.cookies.clear()
+        headers = {}
+        if scope is not None:
+            client.cookies.set("reconad_session", cookies[scope], path="/ui")
+            if with_csrf:
+                headers["X-CSRF-Token"] = csrf[scope]
+        body = {"json": {}} if method == "POST" and "/data/" not in url else {}
+        r = client.request(method, url, headers=headers, follow_redirects=False, **body)
+        return r.status_code
+
     for path, method, _ in routes:
-        if (path, method) in _PUBLIC:
+        needed = ROUTE_SCOPES[(method, path)]
+        url = path.format(**{k: v for k, v in _URL_PARAMS.items() if "{" + k + "}" in path})
+        if needed is None:
             continue
-        url = _fill(path, "m1").replace("/m1/{", "/")
-        url = url.replace("{step}", "preview").replace("{action}", "pause")
-        r = client.request(method, url, follow_redirects=False)
-        if path.startswith("/ui/api"):
-            assert r.status_code == 401, (method, url, r.status_code)
-        else:
-            assert r.status_code == 303 and "/ui/login" in r.headers["location"], (method, url)
-    _sign_in(client, admin)
-    for path, method, _ in routes:
-        if method != "POST" or (path, method) in _PUBLIC:
-            continue
-        url = _fill(path, "1").replace("{step}", "preview")
-        r = client.post(url, follow_redirects=False)
-        assert r.status_code == 403 and "CSRF" in r.json()["detail"], (url, r.text)
+        anonymous = call(method, url, None)
+        if anonymous != (401 if path.startswith("/ui/api") else 303):
+            wrong.append(f"{method} {path} answers {anonymous} without a session")
+        if method == "POST" and call(method, url, "admin", with_csrf=False) != 403:
+            wrong.append(f"{method} {path} accepts a change without the CSRF token")
+        rank = SCOPES.index(needed)
+        if rank > 0 and call(method, url, SCOPES[rank - 1]) != 403:
+            wrong.append(f"{method} {path} accepts scope {SCOPES[rank - 1]}; table: {needed}")
+        if call(method, url, needed) in (401, 403):
+            wrong.append(f"{method} {path} refuses scope {needed}, which the table gives it")
+    assert not wrong, wrong
 
 
 def test_console_routes_never_answer_5xx_to_odd_input(console: Any) -> None:
