@@ -185,6 +185,7 @@ def main() -> int:
                     seconds = time.perf_counter() - started
                     page.wait_for_timeout(300)
                     rows.append((label, seconds, *meter.take()))
+                    print(f"  {label}: {page.inner_text('#series-status')}")
                 drawn = int(page.get_attribute("#charts", "data-drawn") or 0)
                 meter.take()
                 started = time.perf_counter()
@@ -196,6 +197,7 @@ def main() -> int:
                 seconds = time.perf_counter() - started
                 page.wait_for_timeout(300)
                 rows.append(("zoom to a flagged stretch (stored points)", seconds, *meter.take()))
+                print(f"  zoom: {page.inner_text('#series-status')}")
                 zoomed = page.get_attribute("#charts", "data-loaded")
                 browser.close()
         finally:

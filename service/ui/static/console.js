@@ -266,7 +266,8 @@
       if (!row) return;
       const start = Number(row.dataset.start);
       const end = Number(row.dataset.end);
-      const pad = Math.max((end - start) * 2, 60);
+      const whole = state.last ? state.last.range[1] - state.last.range[0] : 0;
+      const pad = Math.max((end - start) * 2, whole / 1000, 60);
       load(start - pad, end + pad);
     });
     let timer = null;
