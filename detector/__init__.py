@@ -18,8 +18,8 @@ from .training import TrainingProgress
 __all__ = [
     "KINDS",
     "CalibrationConfig",
-    "Detector",
     "DSpot",
+    "Detector",
     "DetectorConfig",
     "Event",
     "Monitor",

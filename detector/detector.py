@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 
 from .config import CalibrationConfig, DetectorConfig
+from .decision import StaticThreshold, flags
 from .errors import ConfigError, InputError, NonFiniteError, NotFittedError, TooShortError
 from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
-from .decision import StaticThreshold, flags
 from .thresholds import Calibration, calibrate
 from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
 from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
@@ -83,7 +83,9 @@ class ScoreDetails:
     def flags(self) -> pd.Series:
         """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged), by the rule of
         :func:`detector.decision.flags`."""
-        return pd.Series(flags(self.scores, self.threshold), index=self.scores.index, name="anomaly")
+        return pd.Series(
+            flags(self.scores, self.threshold), index=self.scores.index, name="anomaly"
+        )
 
 
 @dataclass
@@ -288,7 +290,9 @@ class Detector:
                     recs.append(recon[:, -1].cpu().numpy())
         n_feat = self.n_features_in_
         errors = np.concatenate(errs).astype(np.float64) if errs else np.empty((0, n_feat))
-        expected = (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
+        expected = (
+            (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
+        )
         return errors, expected
 
     def _calibrate(self, val_segs: list[Segment]) -> None:
