@@ -585,7 +585,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate(labels.to_numpy(), scores.to_numpy(), threshold, window)
     except LabelsError as exc:
         raise LabelsError(f"label column {label_column!r}: {exc}") from exc
-    flags = decision.flags(scores, threshold)
+    flags = pd.Series(decision.flags(scores, threshold), index=scores.index, name="anomaly")
     n_points, n_positive = len(frame), int((labels.to_numpy() == 1).sum())
     n_flagged = int(flags.sum())
 
