@@ -20,7 +20,18 @@ from service.context import AppContext
 from service.deps import AnyKey
 from service.errors import PayloadTooLargeError, install_exception_handlers
 from service.observability import RequestContextMiddleware, configure_logging
-from service.routers import data, health, jobs, models, schedules, scoring, versions
+from service.routers import (
+    channels,
+    data,
+    events,
+    health,
+    jobs,
+    models,
+    schedules,
+    scoring,
+    streams,
+    versions,
+)
 from service.settings import Settings
 
 __all__ = ["create_app"]
@@ -135,7 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.context = context
     install_exception_handlers(app)
     # Routes are matched in order: the hot scoring route right after the health probes.
-    for module in (health, scoring, models, versions, data, jobs, schedules):
+    for module in (health, scoring, streams, models, versions, data, jobs, schedules):
+        app.include_router(module.router)
+    for module in (events, channels):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)

@@ -14,6 +14,7 @@ from service.data import DataService
 from service.db import Database, upgrade_schema
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
@@ -47,6 +48,7 @@ class AppContext:
     scheduler: Scheduler
     scoring: ScoringService
     data: DataService
+    live: LiveServices
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -91,6 +93,7 @@ class AppContext:
             scheduler=Scheduler(schedules, settings.scheduler_interval_s),
             scoring=scoring,
             data=DataService(registry, history, settings.max_points_per_request),
+            live=LiveServices.build(settings, db, scoring, history, metrics),
         )
 
     def prepare(self) -> None:
@@ -115,13 +118,15 @@ class AppContext:
                 logger.warning("bootstrap admin key created and printed to stderr once")
 
     async def start(self) -> None:
-        """Start the job runner and the scheduler."""
+        """Start the job runner, the scheduler, the alert dispatcher and the stream flusher."""
         self.runner.start()
         self.scheduler.start()
+        self.live.start()
 
     async def stop(self) -> None:
         """Stop the scheduler, the runner (interrupting running jobs) and the inference pool."""
         await self.scheduler.stop()
+        await self.live.stop()
         self.runner.stop()
         self.scoring.close()
         self.db.dispose()

@@ -19,6 +19,7 @@ from service.auth import AuthService, Principal, Scope
 from service.context import AppContext
 from service.data import DataService
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
 from service.scoring import ScoringService
@@ -30,6 +31,7 @@ __all__ = [
     "ContextDep",
     "DataDep",
     "JobsDep",
+    "LiveDep",
     "RegistryDep",
     "SchedulesDep",
     "ScoreKey",
@@ -75,6 +77,10 @@ async def _data(request: Request) -> DataService:
     return context_of(request).data
 
 
+async def _live(request: Request) -> LiveServices:
+    return context_of(request).live
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
@@ -82,6 +88,7 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
+LiveDep = Annotated[LiveServices, Depends(_live)]
 
 
 class APIKeyAuth(SecurityBase):
