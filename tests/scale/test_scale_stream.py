@@ -112,7 +112,8 @@ def test_two_servers_one_series(tmp_path: Path, pg_url: str) -> None:
         _, key = replicas[0].auth.create("admin", "tests")
     env = {"RECONAD_DATABASE_URL": pg_url, "RECONAD_TORCH_THREADS": "1"}
     servers = [
-        ServerProcess(data_dir, tmp_path / f"server{i}.log", **env).start() for i in range(2)
+        ServerProcess(data_dir, tmp_path / f"server{i}.log", **env).start(timeout=240)
+        for i in range(2)
     ]
     try:
         chunks = _chunks()
