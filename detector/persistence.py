@@ -103,6 +103,7 @@ def save_detector(detector: Detector, path: str | Path) -> None:
             "window_weight": detector.window_weight_,
             "feature_weight": detector.feature_weight_.tolist(),
             "validation_score": detector.validation_score_,
+            "holdout_scores": detector.holdout_scores_.tolist(),
             "history": detector.history_,
             "versions": _versions(),
             "files": {_WEIGHTS: _sha256(tmp / _WEIGHTS)},
@@ -182,5 +183,7 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
         state.get("feature_weight", np.ones(det.n_features_in_)), dtype=np.float64
     )
     det.validation_score_ = float(state["validation_score"])
+    # saved before live detection: no held-out causal scores, a monitor asks for a refit
+    det.holdout_scores_ = np.asarray(state.get("holdout_scores", []), dtype=np.float64)
     det.history_ = list(state["history"])
     return det

@@ -15,7 +15,7 @@ from service.live.streams import StreamService
 from service.observability import Metrics
 from service.scoring import ScoringService
 from service.settings import Settings
-from service.store import HistoryStore
+from service.storage import HistoryStore
 
 __all__ = ["LiveServices"]
 

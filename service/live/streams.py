@@ -52,7 +52,7 @@ from service.live.channels import queue_alerts
 from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
 from service.parsing import numeric_array, parse_json, parse_timestamps
 from service.scoring import LoadedVersion, ScoringService
-from service.store import TIMESTAMP, HistoryStore, StoreError
+from service.storage import TIMESTAMP, HistoryStore, StoreError
 from service.tables import AnomalyEvent, Model, Stream, StreamPoint, utcnow
 
 __all__ = ["StreamItem", "StreamService", "parse_stream_body"]
