@@ -16,6 +16,7 @@ from service.db import Database, upgrade_schema
 from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
@@ -49,6 +50,7 @@ class AppContext:
     scoring: ScoringService
     data: DataService
     deletion: DeletionService
+    live: LiveServices
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -111,6 +113,7 @@ class AppContext:
                 registry, history, settings.max_points_per_request, settings.max_body_bytes
             ),
             deletion=DeletionService(registry, jobs, scoring),
+            live=LiveServices.build(settings, db, scoring, history, metrics),
         )
 
     def prepare(self) -> None:
@@ -156,13 +159,15 @@ class AppContext:
         )
 
     async def start(self) -> None:
-        """Start the job runner and the scheduler."""
+        """Start the job runner, the scheduler, the alert dispatcher and the stream flusher."""
         self.runner.start()
         self.scheduler.start()
+        self.live.start()
 
     async def stop(self) -> None:
         """Stop the scheduler, the runner (interrupting running jobs) and the inference pool."""
         await self.scheduler.stop()
+        await self.live.stop()
         self.runner.stop()
         self.scoring.close()
         self.db.dispose()
