@@ -13,18 +13,16 @@ import torch
 from service.auth import AuthService
 from service.data import DataService
 from service.db import Database, upgrade_schema
+from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
-from service.store import (
-    ArtifactStore,
-    HistoryStore,
-    open_stores,
-)
+from service.storage import ArtifactStore, HistoryStore, open_stores
 from service.ui.series import SeriesService
 from service.ui.sessions import ConsoleSessions
 
@@ -53,6 +51,8 @@ class AppContext:
     scheduler: Scheduler
     scoring: ScoringService
     data: DataService
+    deletion: DeletionService
+    live: LiveServices
     console: ConsoleSessions
     series: SeriesService
 
@@ -117,6 +117,8 @@ class AppContext:
             data=DataService(
                 registry, history, settings.max_points_per_request, settings.max_body_bytes
             ),
+            deletion=DeletionService(registry, jobs, scoring),
+            live=LiveServices.build(settings, db, scoring, history, metrics),
             console=ConsoleSessions(
                 db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key
             ),
@@ -168,13 +170,15 @@ class AppContext:
         )
 
     async def start(self) -> None:
-        """Start the job runner and the scheduler."""
+        """Start the job runner, the scheduler, the alert dispatcher and the stream flusher."""
         self.runner.start()
         self.scheduler.start()
+        self.live.start()
 
     async def stop(self) -> None:
         """Stop the scheduler, the runner (interrupting running jobs) and the inference pool."""
         await self.scheduler.stop()
+        await self.live.stop()
         self.runner.stop()
         self.scoring.close()
         self.db.dispose()

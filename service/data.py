@@ -27,7 +27,7 @@ from service.errors import (
 )
 from service.parsing import check_timestamps, numeric_array, parse_timestamps
 from service.registry import ModelRegistry
-from service.store import TIMESTAMP, HistoryStore, HistorySummary, StoreError
+from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
 from service.tables import Model
 
 __all__ = ["DataService", "frame_from_rows", "frame_from_upload"]

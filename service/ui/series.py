@@ -29,7 +29,7 @@ from detector.decision import flags
 from service.errors import ConflictError, InvalidInputError
 from service.registry import ModelRegistry
 from service.scoring import ScoringService
-from service.store import HistoryStore
+from service.storage import HistoryStore
 from service.ui.downsample import minmax, runs
 
 __all__ = ["ScoredSeries", "SeriesService", "preview_threshold"]

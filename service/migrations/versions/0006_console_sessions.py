@@ -1,7 +1,7 @@
 """Console sessions: a signed-in browser's cookie maps to an API key and a CSRF token.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0003
 Create Date: 2026-12-01 00:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
