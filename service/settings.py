@@ -199,6 +199,7 @@ class Settings(BaseSettings):
         ge=1000,
         description="Console: most stored points the model page scores; a longer history shows "
         "its latest points (the page says so).",
+    )
     stream_max_points_per_request: int = Field(
         10_000,
         ge=1,
