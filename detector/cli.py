@@ -631,8 +631,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _write_run(out: Path, records: list[dict[str, Any]], table: pd.DataFrame) -> None:
+    """A run's ``results.json`` and ``results.csv`` (one record per fit) and ``summary.csv``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(records, indent=1, default=float))
+    pd.json_normalize(records).to_csv(out / "results.csv", index=False)
+    table.to_csv(out / "summary.csv")
 
 
 def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> int:
@@ -672,12 +676,8 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
         raise ConfigError(_describe_validation(exc)) from None
     finally:
         bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = [asdict(r) for r in results]
-    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
-    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
     table = replay_table(results)
-    table.to_csv(args.out / "summary.csv")
+    _write_run(args.out, [asdict(r) for r in results], table)
     elapsed = time.perf_counter() - started
     command = shlex.join(["reconad", *args.argv])
     (args.out / "summary.md").write_text(
@@ -771,12 +771,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(_describe_validation(exc)) from None
     finally:
         bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = [asdict(r) for r in results]
-    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
-    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
     table = summarise(results)
-    table.to_csv(args.out / "summary.csv")
+    _write_run(args.out, [asdict(r) for r in results], table)
     elapsed = time.perf_counter() - started
     report = markdown_report(table)
     command = shlex.join(["reconad", *args.argv])
@@ -792,3 +788,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(results)} fits in {elapsed:.0f} s; results in {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

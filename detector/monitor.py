@@ -455,11 +455,8 @@ class Monitor:
             )
         if self._key is not None and key != self._key:
             raise InputError(f"this monitor follows key {self._key!r}, got key {key!r}")
-        if "key" in pre.conditions_ and key not in pre.key_levels_:
-            raise InputError(
-                f"series key {key!r} was not seen in training; known keys: "
-                f"{pre.key_levels_[:20]}; retrain the model to include it"
-            )
+        if pre.conditions is not None:  # refuse what the kind cannot encode (an unseen key)
+            pre.conditions.encode(positions[:1], key, getattr(frame.index, "tz", None))
         zone = getattr(frame.index, "tz", None)
         tz = None if zone is None else str(zone)
         if self._last_pos is not None and self._tz != tz:
@@ -557,7 +554,11 @@ class Monitor:
         n_ctx = len(self._ctx_values)
         if len(all_values) >= window:
             scaled = ((all_values - pre.center_) / pre.scale_).astype(np.float32)
-            cond = pre._conditions(all_stamps, key, frame) if pre.n_conditions else None
+            cond = (
+                None
+                if pre.conditions is None
+                else pre.conditions.encode(all_stamps, key, getattr(frame.index, "tz", None))
+            )
             errors, recon = det._causal_errors(scaled, cond, expected is not None)
             first = window - 1  # row of all_* that the first window ends at
             rows_obs = all_observed[first:]

@@ -18,7 +18,9 @@ from fastapi.security.base import SecurityBase
 from service.auth import AuthService, Principal, Scope
 from service.context import AppContext
 from service.data import DataService
+from service.deletion import DeletionService
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
 from service.scoring import ScoringService
@@ -31,7 +33,9 @@ __all__ = [
     "AuthDep",
     "ContextDep",
     "DataDep",
+    "DeletionDep",
     "JobsDep",
+    "LiveDep",
     "RegistryDep",
     "SchedulesDep",
     "ScoreKey",
@@ -81,6 +85,14 @@ async def _data(request: Request) -> DataService:
     return context_of(request).data
 
 
+async def _deletion(request: Request) -> DeletionService:
+    return context_of(request).deletion
+
+
+async def _live(request: Request) -> LiveServices:
+    return context_of(request).live
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -89,6 +101,8 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
+DeletionDep = Annotated[DeletionService, Depends(_deletion)]
+LiveDep = Annotated[LiveServices, Depends(_live)]
 
 
 class APIKeyAuth(SecurityBase):

@@ -29,11 +29,12 @@ import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from detector import Detector, DetectorConfig
+from detector import Detector, DetectorConfig, stored_config
 from detector.models import model_class
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
-from service.store import ArtifactStore, HistoryStore
+from service.jobs import states
+from service.storage import ArtifactStore, HistoryStore
 from service.tables import ACTIVE_STATES, Job, Model, Promotion, Version, utcnow
 
 __all__ = [
@@ -107,7 +108,7 @@ def count_parameters(config: DetectorConfig) -> int:
     cls = model_class(config.kind)
     n_conditions = 31 if cls.conditional else 0  # hour one-hot (24) + day of week (7)
     with torch.device("meta"):
-        network = cls(config, window, n_features, n_conditions)
+        network = cls(config.network, window, n_features, n_conditions)
     return int(sum(p.numel() for p in network.parameters()))
 
 
@@ -468,7 +469,7 @@ class ModelRegistry:
             job: Job | None = None
             if job_id is not None:
                 job = session.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != "running" or job.run_token != run_token:
+                if not states.holds(job, run_token):
                     raise ConflictError("the job is no longer running; its result is discarded")
             number = model.last_version + 1
             model.last_version = number
@@ -515,10 +516,9 @@ class ModelRegistry:
             if promote:
                 self._activate(session, model, number, reason)
             if job is not None:
-                job.status = "succeeded"
+                states.move(job, "succeeded")
                 job.version = number
                 job.promoted = promote
-                job.finished_at = utcnow()
                 job.progress = {**(job.progress or {}), "stage": "done", "promotion": reason}
         self._changed(model.name)
         return row, promote, reason
@@ -663,6 +663,6 @@ class ModelRegistry:
     def validate_config(self, config: dict[str, Any]) -> DetectorConfig:
         """Parse a stored config dict (raises ``InvalidInputError`` when it no longer validates)."""
         try:
-            return DetectorConfig.model_validate(config)
+            return stored_config(config)
         except ValueError as exc:
             raise InvalidInputError(f"stored config is invalid: {exc}") from exc

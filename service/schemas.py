@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -12,16 +12,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
+    computed_field,
     field_validator,
     model_validator,
 )
 
 from detector import DetectorConfig
+from service.jobs.states import JobState
 from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
-from service.store import HistorySummary
-from service.tables import ApiKey, Job, Model, Promotion, Schedule, Version
+from service.scoring import ScoreRequest, ScoreResponse
+from service.storage import HistorySummary
+from service.tables import ApiKey, Model, Version
 
 __all__ = [
     "DataAppend",
@@ -89,6 +93,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _RowView:
+    """A table row seen with extra attributes (its model's name, ...) laid over it."""
+
+    def __init__(self, row: object, extra: dict[str, Any]) -> None:
+        self._row, self._extra = row, extra
+
+    def __getattr__(self, name: str) -> Any:
+        return self._extra[name] if name in self._extra else getattr(self._row, name)
+
+
+class _FromRow(BaseModel):
+    """A public view of a table row: ``Schema.model_validate(row, from_attributes=True)``.
+
+    What the row does not hold (its model's name, say) comes in the validation context:
+    ``model_validate(row, from_attributes=True, context={"model": name})``.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _overlay(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and not isinstance(data, dict):
+            return _RowView(data, dict(info.context))
+        return data
+
+    @classmethod
+    def of(cls, row: object, **extra: Any) -> Self:
+        """The public view of ``row``, with ``extra`` attributes the row does not hold."""
+        return cls.model_validate(row, from_attributes=True, context=extra or None)
+
+
 #: A detector config whose every number is finite (JSON bodies may spell ``Infinity``/``NaN``,
 #: which pydantic's ``ge=0`` bounds let through).
 Config = Annotated[DetectorConfig, AfterValidator(finite_config)]
@@ -146,7 +182,7 @@ class DataSummary(BaseModel):
         )
 
 
-class ModelPublic(BaseModel):
+class ModelPublic(_FromRow):
     """A model as the API shows it."""
 
     id: str
@@ -155,24 +191,14 @@ class ModelPublic(BaseModel):
     config: dict[str, Any]
     promotion_policy: str
     active_version: int | None
-    latest_version: int | None
+    latest_version: int | None = Field(validation_alias="last_version")
     created_at: datetime
     updated_at: datetime
 
+    @field_validator("latest_version", mode="before")
     @classmethod
-    def from_row(cls, row: Model) -> ModelPublic:
-        """Build from a table row."""
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            config=row.config,
-            promotion_policy=row.promotion_policy,
-            active_version=row.active_version,
-            latest_version=row.last_version or None,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+    def _none_before_first(cls, value: Any) -> Any:
+        return value or None  # the table counts 0 before the first version
 
 
 class ModelsPublic(BaseModel):
@@ -185,7 +211,7 @@ class ModelsPublic(BaseModel):
 # --------------------------------------------------------------------------- versions
 
 
-class VersionPublic(BaseModel):
+class VersionPublic(_FromRow):
     """An immutable trained version."""
 
     model: str
@@ -206,26 +232,9 @@ class VersionPublic(BaseModel):
     config: dict[str, Any]
 
     @classmethod
-    def from_row(cls, model: Model, row: Version) -> VersionPublic:
-        """Build from table rows."""
-        return cls(
-            model=model.name,
-            version=row.version,
-            active=model.active_version == row.version,
-            created_at=row.created_at,
-            job_id=row.job_id,
-            threshold=row.threshold,
-            validation_score=row.validation_score,
-            calibration=row.calibration,
-            metrics=row.metrics,
-            history=row.history,
-            features=row.features,
-            window=row.window,
-            data_start=row.data_start,
-            data_end=row.data_end,
-            n_points=row.n_points,
-            config=row.config,
-        )
+    def of_model(cls, model: Model, row: Version) -> VersionPublic:
+        """The public view of a version row of ``model``."""
+        return cls.of(row, model=model.name, active=model.active_version == row.version)
 
 
 class VersionsPublic(BaseModel):
@@ -236,7 +245,7 @@ class VersionsPublic(BaseModel):
     active_version: int | None
 
 
-class PromotionPublic(BaseModel):
+class PromotionPublic(_FromRow):
     """One change of a model's active version."""
 
     from_version: int | None
@@ -245,16 +254,6 @@ class PromotionPublic(BaseModel):
         description="first_version, policy_always, if_better, manual, rollback, ...",
     )
     created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Promotion) -> PromotionPublic:
-        """Build from a table row."""
-        return cls(
-            from_version=row.from_version,
-            to_version=row.to_version,
-            reason=row.reason,
-            created_at=row.created_at,
-        )
 
 
 class PromotionsPublic(BaseModel):
@@ -336,12 +335,12 @@ class JobCreate(_Strict):
         return self
 
 
-class JobPublic(BaseModel):
+class JobPublic(_FromRow):
     """A training job."""
 
     id: str
     model: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    status: JobState
     trigger: str
     schedule_id: str | None
     retry_of: str | None
@@ -356,33 +355,29 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    duration_s: float | None
 
+    @field_validator("params", mode="before")
     @classmethod
-    def from_row(cls, row: Job, model: str) -> JobPublic:
-        """Build from a table row and its model's name."""
-        params = {k: v for k, v in (row.params or {}).items() if k != "input_key"}
-        duration = None
-        if row.started_at is not None and row.finished_at is not None:
-            duration = round((row.finished_at - row.started_at).total_seconds(), 3)
-        return cls(
-            id=row.id,
-            model=model,
-            status=row.status,
-            trigger=row.trigger,
-            schedule_id=row.schedule_id,
-            retry_of=row.retry_of,
-            params=params,
-            progress=row.progress or {},
-            error=row.error,
-            version=row.version,
-            promoted=row.promoted,
-            cancel_requested=bool(row.cancel_requested),
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            duration_s=duration,
-        )
+    def _public_params(cls, value: Any) -> Any:
+        return {k: v for k, v in (value or {}).items() if k != "input_key"}
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _empty_progress(cls, value: Any) -> Any:
+        return value or {}
+
+    @field_validator("cancel_requested", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        return bool(value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (finished jobs)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
 class JobsPublic(BaseModel):
@@ -415,7 +410,7 @@ class ScheduleCreate(_Strict):
         return self
 
 
-class SchedulePublic(BaseModel):
+class SchedulePublic(_FromRow):
     """A schedule."""
 
     id: str
@@ -435,24 +430,10 @@ class SchedulePublic(BaseModel):
     failures: int = Field(description="Due runs that could not queue a job, ever.")
     created_at: datetime
 
+    @field_validator("failures", mode="before")
     @classmethod
-    def from_row(cls, row: Schedule, model: str) -> SchedulePublic:
-        """Build from a table row and its model's name."""
-        return cls(
-            id=row.id,
-            model=model,
-            cron=row.cron,
-            interval_s=row.interval_s,
-            window_s=row.window_s,
-            anchor=row.anchor,
-            paused=row.paused,
-            next_run_at=row.next_run_at,
-            last_run_at=row.last_run_at,
-            last_job_id=row.last_job_id,
-            last_error=row.last_error,
-            failures=row.failures or 0,
-            created_at=row.created_at,
-        )
+    def _no_failures(cls, v: int | None) -> int:
+        return v or 0
 
 
 class SchedulesPublic(BaseModel):
@@ -465,48 +446,7 @@ class SchedulesPublic(BaseModel):
 # --------------------------------------------------------------------------- scoring
 
 
-class ScoreRequest(_Strict):
-    """Windows or a series segment to score (send exactly one of ``windows`` and ``values``)."""
-
-    windows: list[list[list[float]]] | None = Field(
-        None,
-        description="Stand-alone windows, shape (n_windows, window, n_features); each window "
-        "is scored on its own.",
-    )
-    values: dict[str, list[float | None]] | None = Field(
-        None,
-        description="A series segment: feature name -> values (null = missing), at least one "
-        "window long.",
-    )
-    timestamps: list[str | float] | None = Field(
-        None, description="One ISO-8601 string or epoch second per point of 'values'."
-    )
-    version: int | None = Field(None, ge=1, description="Pin a version (default: the active).")
-    reconstruct: bool = Field(False, description="Also return the expected values.")
-    top_k: int = Field(3, ge=0, le=1000, description="Top contributing features per point.")
-
-
-class ScoreResponse(BaseModel):
-    """Per-point results, in the shape of the input: (n_windows, window) for windows, (T,) for
-    a series. ``normalized`` = score / threshold; > 1 means anomalous."""
-
-    model: str
-    version: int
-    threshold: float
-    window: int
-    features: list[str]
-    n_points: int
-    n_anomalous: int
-    scores: list[Any]
-    normalized: list[Any]
-    anomalous: list[Any]
-    top_features: list[Any] | None = Field(None, description="Top-k feature names per point.")
-    top_contributions: list[Any] | None = Field(
-        None, description="Their contributions (they sum with the others to the score)."
-    )
-    expected: list[Any] | dict[str, list[float | None]] | None = Field(
-        None, description="Reconstruction (windows: (n, window, F); series: feature -> values)."
-    )
+# ScoreRequest and ScoreResponse are the scoring package's: they parse and encode the hot path.
 
 
 # --------------------------------------------------------------------------- keys
@@ -525,7 +465,10 @@ class KeyCreate(_Strict):
     )
 
 
-class KeyPublic(BaseModel):
+KeyStatus = Literal["active", "expired", "revoked"]
+
+
+class KeyPublic(_FromRow):
     """An API key as listed (never the key itself)."""
 
     id: str
@@ -534,25 +477,17 @@ class KeyPublic(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    status: Literal["active", "expired", "revoked"]
+    status: KeyStatus
 
     @classmethod
-    def from_row(cls, row: ApiKey, now: datetime) -> KeyPublic:
-        """Build from a table row at time ``now``."""
-        status: Literal["active", "expired", "revoked"] = "active"
+    def at(cls, row: ApiKey, now: datetime) -> KeyPublic:
+        """The public view of ``row`` at time ``now`` (its status then)."""
+        status: KeyStatus = "active"
         if row.revoked_at is not None:
             status = "revoked"
         elif row.expires_at is not None and row.expires_at <= now:
             status = "expired"
-        return cls(
-            id=row.id,
-            name=row.name,
-            scope=row.scope,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-            status=status,
-        )
+        return cls.of(row, status=status)
 
 
 class KeyCreated(KeyPublic):

@@ -1,13 +1,9 @@
 """Training jobs as database rows: create, list, cancel, retry, recover after a crash.
 
-Job states::
-
-    queued -> running -> succeeded | failed | cancelled | interrupted
-    queued -> cancelled
-
-``interrupted`` means the server stopped (or was killed) while the job ran; ``failed``,
-``cancelled`` and ``interrupted`` jobs can be retried, which queues a new job with the same
-parameters. The job process itself writes ``running`` progress and the final state; a
+The states and their transitions are :mod:`service.jobs.states`'s, which every writer of a
+job's state calls. ``interrupted`` means the server stopped (or was killed) while the job ran;
+``failed``, ``cancelled`` and ``interrupted`` jobs can be retried, which queues a new job with
+the same parameters. The job process itself writes ``running`` progress and the final state; a
 :class:`~service.jobs.runner.JobRunner` decides when and where it runs.
 """
 
@@ -20,23 +16,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, true, update
 from sqlalchemy.orm import Session
 
 from detector import DetectorConfig
+from service.data import frame_from_rows
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
+from service.jobs import states
+from service.jobs.states import ACTIVE_STATES, FINAL_STATES, JOB_STATES, RETRYABLE_STATES
 from service.registry import ModelRegistry, check_model_size
-from service.store import ArtifactStore, HistoryStore
-from service.tables import ACTIVE_STATES, Job, Model, utcnow
+from service.storage import ArtifactStore, HistoryStore
+from service.tables import Job, Model, utcnow
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JOB_STATES", "RETRYABLE_STATES", "JobService"]
 
 logger = logging.getLogger(__name__)
-
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
-RETRYABLE_STATES = ("failed", "cancelled", "interrupted")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -96,6 +91,7 @@ class JobService:
         config: DetectorConfig | None = None,
         promote: bool | None = None,
         inline: pd.DataFrame | None = None,
+        rows: list[dict[str, Any]] | None = None,
         trigger: str = "api",
         schedule_id: str | None = None,
     ) -> Job:
@@ -118,6 +114,8 @@ class JobService:
             ``None`` applies the model's promotion policy; True/False force the decision.
         inline
             Train on this frame instead of the stored history.
+        rows
+            Train on these JSON rows (``{"timestamp": ..., "<feature>": ...}``) instead.
         trigger, schedule_id
             Who asked (``api``, ``schedule``, ``retry``).
 
@@ -133,6 +131,8 @@ class JobService:
         if config is not None:
             check_model_size(config, self.registry.max_parameters)
         self._check_queue(model)
+        if rows is not None:
+            inline = frame_from_rows(rows, model.config.get("key_column"))
         job_id = uuid.uuid4().hex
         params: dict[str, Any] = {
             "config": (config.model_dump(mode="json") if config else model.config),
@@ -289,7 +289,7 @@ class JobService:
         """Number of jobs in each state (every state present, zeros included)."""
         with self.db.session() as session:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-        counts = dict.fromkeys(JOB_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
         counts.update({str(s): int(n) for s, n in rows})
         return counts
 
@@ -307,9 +307,7 @@ class JobService:
             if job is None:
                 raise NotFoundError(f"no job with id {job_id[:64]!r}; GET /v1/jobs lists them")
             if job.status == "queued":
-                job.status = "cancelled"
-                job.finished_at = utcnow()
-                job.error = "cancelled before it started"
+                states.move(job, "cancelled", error="cancelled before it started")
             elif job.status == "running":
                 job.cancel_requested = True
             else:
@@ -354,17 +352,14 @@ class JobService:
     def recover_after_restart(self) -> int:
         """Mark jobs left ``running`` by a stopped server as ``interrupted``; return the count."""
         with self.db.transaction() as session:
-            result = session.execute(
-                update(Job)
-                .where(Job.status == "running")
-                .values(
-                    status="interrupted",
-                    finished_at=utcnow(),
-                    error="the server stopped while this job was running; "
-                    "POST /v1/jobs/{id}/retry runs it again",
-                )
+            count = states.move_all(
+                session,
+                true(),
+                "running",
+                "interrupted",
+                error="the server stopped while this job was running; "
+                "POST /v1/jobs/{id}/retry runs it again",
             )
-            count = int(getattr(result, "rowcount", 0) or 0)
         if count:
             logger.warning("marked %d running jobs as interrupted", count)
         return count
@@ -382,10 +377,8 @@ class JobService:
     def cancel_for_model(self, model_id: str) -> None:
         """Cancel every queued or running job of a model (before it is deleted)."""
         with self.db.transaction() as session:
-            session.execute(
-                update(Job)
-                .where(Job.model_id == model_id, Job.status == "queued")
-                .values(status="cancelled", finished_at=utcnow(), error="model deleted")
+            states.move_all(
+                session, Job.model_id == model_id, "queued", "cancelled", error="model deleted"
             )
             session.execute(
                 update(Job)
