@@ -649,7 +649,13 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "results.jsonl"  # one line per replay as it ends: a long run's record
+    partial.write_text("")
+
     def tick(result: ReplayResult) -> None:
+        with partial.open("a") as fh:
+            fh.write(json.dumps(asdict(result), default=float) + "\n")
         bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.mode}")
         bar.update()
 
