@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.context import AppContext
 from service.errors import PayloadTooLargeError, install_exception_handlers
-from service.openapi import exact_openapi
 from service.observability import RequestContextMiddleware, configure_logging
+from service.openapi import exact_openapi
 from service.routers import (
     channels,
     data,
