@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.context import AppContext
@@ -35,6 +36,7 @@ from service.routers import (
     versions,
 )
 from service.settings import Settings
+from service.ui import router as console
 
 __all__ = ["create_app"]
 
@@ -175,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (events, channels):
         app.include_router(module.router)
     app.include_router(docs.build_router(settings.public_docs))
+    app.include_router(console.router)
+    app.mount("/ui/static", StaticFiles(directory=console.HERE / "static"), name="ui-static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app

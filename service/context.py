@@ -23,6 +23,8 @@ from service.schedules import Scheduler, ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
 from service.storage import ArtifactStore, HistoryStore, open_stores
+from service.ui.series import SeriesService
+from service.ui.sessions import ConsoleSessions
 
 __all__ = ["BOOTSTRAP_KEY_FILE", "AppContext"]
 
@@ -51,6 +53,8 @@ class AppContext:
     data: DataService
     deletion: DeletionService
     live: LiveServices
+    console: ConsoleSessions
+    series: SeriesService
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -87,6 +91,7 @@ class AppContext:
             device=settings.device,
             cache_size=settings.model_cache_size,
             max_points=settings.max_points_per_request,
+            max_values=settings.max_values_per_request,
             batch_max_windows=settings.batch_max_windows,
             batch_wait_s=settings.batch_wait_ms / 1000.0,
             inference_threads=settings.inference_threads,
@@ -96,13 +101,14 @@ class AppContext:
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         metrics.track_jobs(jobs.counts_by_state)
+        auth = AuthService(db, settings.auth_cache_ttl_s)
         return cls(
             settings=settings,
             db=db,
             artifacts=artifacts,
             history=history,
             metrics=metrics,
-            auth=AuthService(db, settings.auth_cache_ttl_s),
+            auth=auth,
             registry=registry,
             jobs=jobs,
             runner=runner,
@@ -114,6 +120,12 @@ class AppContext:
             ),
             deletion=DeletionService(registry, jobs, scoring),
             live=LiveServices.build(settings, db, scoring, history, metrics),
+            console=ConsoleSessions(
+                db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key
+            ),
+            series=SeriesService(
+                registry, history, scoring, settings.ui_series_cache, settings.ui_max_points
+            ),
         )
 
     def prepare(self) -> None:

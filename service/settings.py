@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         description="Time points one request may carry (a window of W points counts W); "
         "more is refused with 413.",
     )
+    max_values_per_request: int = Field(
+        8_000_000,
+        ge=1,
+        description="Numbers one JSON score body may hold (points times features), counted "
+        "before it is parsed (parsed JSON costs about 32 bytes a number); more is a 413.",
+    )
     max_body_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest request body in bytes; more is a 413."
     )
@@ -174,6 +180,31 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a model's active version is cached for scoring (promotions made by "
         "this process apply at once).",
+    )
+    ui_session_ttl_s: float = Field(
+        12 * 3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="Console: how long a sign-in lasts before the key must be entered again.",
+    )
+    ui_max_sessions_per_key: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Console: signed-in browsers per API key; a new sign-in ends the oldest.",
+    )
+    ui_series_cache: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Console: scored series (model version x stored history) kept in memory for "
+        "zooming; each holds every point of the series.",
+    )
+    ui_max_points: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Console: most stored points the model page scores; a longer history shows "
+        "its latest points (the page says so).",
     )
     stream_max_points_per_request: int = Field(
         10_000,

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from detector import Detector, DetectorConfig, TrainingProgress, create_detector, load_detector
+from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
 from service.db import Database
@@ -42,6 +42,9 @@ from service.tables import Job, Model, utcnow
 __all__ = ["main", "run_job"]
 
 logger = logging.getLogger(__name__)
+
+#: Epochs of losses a running job's progress keeps (the full history is in the version).
+_MAX_CURVE = 1000
 
 
 def _die_with_parent() -> None:
@@ -69,6 +72,7 @@ class _JobContext:
         self.job_id = job_id
         self.token = token
         self._stop = threading.Event()
+        self._curve: list[dict[str, Any]] = []
 
     def heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -77,10 +81,13 @@ class _JobContext:
 
     def progress(self, p: TrainingProgress) -> bool:
         losses = {k: finite_or_none(v) for k, v in p.losses.items()}
+        # The loss curve so far, so a console opened mid-job draws every epoch (bounded).
+        self._curve = [*self._curve, {"epoch": p.epoch, **losses}][-_MAX_CURVE:]
         values = {
             "epoch": p.epoch,
             "max_epochs": p.max_epochs,
             "losses": losses,
+            "curve": self._curve,
             "elapsed_s": round(p.elapsed_s, 3),
             "stage": "training",
         }
@@ -192,7 +199,7 @@ def run_job(settings: Settings, job_id: str) -> int:
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:
-        config = DetectorConfig.model_validate(job.params["config"])
+        config = stored_config(job.params["config"])
         if settings.device != "auto":
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
@@ -207,7 +214,7 @@ def run_job(settings: Settings, job_id: str) -> int:
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)
-        holdout = frame.iloc[len(frame) - round(len(frame) * config.training.validation_fraction) :]
+        holdout = detector.holdout(frame)  # the rows fit calibrated on, per segment
         new = NewVersion.from_detector(
             detector,
             key,

@@ -117,7 +117,8 @@ def test_health_metrics_and_request_ids(app_client: Client) -> None:
     assert "reconad_models_loaded" in text and "reconad_scored_points_total" in text
     assert client.get("/openapi.json").status_code == 401
     assert client.get("/openapi.json", headers=headers).json()["info"]["title"] == "ReconAD"
-    assert client.get("/docs").status_code == 404
+    assert client.get("/docs").status_code == 401
+    assert client.get("/docs", headers=headers).status_code == 200
 
 
 # --------------------------------------------------------------------------- models, data, jobs
