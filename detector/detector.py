@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,10 +26,10 @@ import pandas as pd
 import torch
 
 from .config import CalibrationConfig, DetectorConfig
+from .decision import StaticThreshold, flags
 from .errors import ConfigError, InputError, NonFiniteError, NotFittedError, TooShortError
 from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
-from .decision import StaticThreshold, flags
 from .thresholds import Calibration, calibrate
 from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
 from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
@@ -36,7 +37,15 @@ from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_wi
 if TYPE_CHECKING:
     from .monitor import Monitor
 
-__all__ = ["Detector", "Reconstruction", "ScoreDetails", "WindowScores", "create_detector"]
+__all__ = [
+    "Detector",
+    "Reconstruction",
+    "ScoreDetails",
+    "WindowScores",
+    "create_detector",
+    "holdout_cut",
+    "split_holdout",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +92,9 @@ class ScoreDetails:
     def flags(self) -> pd.Series:
         """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged), by the rule of
         :func:`detector.decision.flags`."""
-        return pd.Series(flags(self.scores, self.threshold), index=self.scores.index, name="anomaly")
+        return pd.Series(
+            flags(self.scores, self.threshold), index=self.scores.index, name="anomaly"
+        )
 
 
 @dataclass
@@ -169,12 +180,16 @@ class Detector:
             window = resolve_window("auto", longest.values, cfg.training.validation_fraction)
             if window != first_fill:  # gap filling depends on the window: cut again
                 segments = pre.transform(frame, max_fill=window)
-        train_segs, val_segs = self._split(segments, window, len(frame))
+        train_segs, val_segs = split_holdout(
+            segments, window, cfg.training.validation_fraction, len(frame)
+        )
         stream_segs = self._stream_holdout(segments, window)
 
         device = select_device(cfg.training.device)
         seed_everything(cfg.training.seed)
-        network = model_class(cfg.kind)(cfg, window, len(pre.feature_names_), pre.n_conditions)
+        network = model_class(cfg.kind)(
+            cfg.network, window, len(pre.feature_names_), pre.n_conditions
+        )
         network.to(device)
         train_set = WindowSet.build(
             train_segs, window, cfg.stride, device, cfg.training.max_train_windows
@@ -208,33 +223,13 @@ class Detector:
         self.holdout_scores_ = self._stream_scores(stream_segs)
         return self
 
-    def _split(
-        self, segments: list[Segment], window: int, n_rows: int
-    ) -> tuple[list[Segment], list[Segment]]:
-        """Cut every segment at ``1 - validation_fraction``: head to train, tail to validation."""
-        fraction = self.config.training.validation_fraction
-        train, val = [], []
-        for seg in segments:
-            cut = len(seg) - round(len(seg) * fraction)
-            if cut >= window:
-                train.append(seg.slice(0, cut))
-            if len(seg) - cut >= window:
-                val.append(seg.slice(cut, len(seg)))
-        if not train or not val:
-            need = math.ceil(window / min(fraction, 1 - fraction)) + 1
-            raise TooShortError(
-                f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
-                f"at least {need} consecutive points are needed; pass more data or a smaller window"
-            )
-        return train, val
-
     def _stream_holdout(self, segments: list[Segment], window: int) -> list[Segment]:
         """The validation tail of each segment with the ``window - 1`` points before it as
         context: scored causally, every validation point is the last point of one window."""
         fraction = self.config.training.validation_fraction
         out = []
         for seg in segments:
-            cut = len(seg) - round(len(seg) * fraction)
+            cut = holdout_cut(len(seg), fraction)
             if cut >= window and len(seg) > cut:
                 out.append(seg.slice(cut - window + 1, len(seg)))
         return out
@@ -269,26 +264,20 @@ class Detector:
             in the window that ends at it.
         expected : ndarray of the same shape, or None
         """
-        network, window = self.network_, self.window_
-        device = next(network.parameters()).device
-        n_windows = values.shape[0] - window + 1
+        device = next(self.network_.parameters()).device
         vals = torch.from_numpy(np.ascontiguousarray(values)).to(device)  # (T, F)
         cnd = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond)).to(device)
-        batch = max(256, _CELLS_PER_BATCH // (window * self.n_features_in_))
-        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         errs, recs = [], []
         with torch.inference_mode():
-            for first in range(0, n_windows, batch):
-                starts = torch.arange(first, min(first + batch, n_windows), device=device)
-                x = gather_windows(vals, starts, window)  # (B, W, F)
-                c = None if cnd is None else cnd[starts + window - 1]  # (B, C)
-                err, recon = self._window_errors(network, x, c, generator)
+            for _, _, err, recon in self._window_batches(vals, cnd):
                 errs.append(err[:, -1].cpu().numpy())  # (B, F)
                 if reconstruct:
                     recs.append(recon[:, -1].cpu().numpy())
         n_feat = self.n_features_in_
         errors = np.concatenate(errs).astype(np.float64) if errs else np.empty((0, n_feat))
-        expected = (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
+        expected = (
+            (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
+        )
         return errors, expected
 
     def _calibrate(self, val_segs: list[Segment]) -> None:
@@ -358,6 +347,24 @@ class Detector:
         self.threshold_ = float(result.threshold)
         return self
 
+    def holdout(self, data: pd.DataFrame | pd.Series) -> pd.DataFrame:
+        """The rows of ``data`` that :meth:`fit` holds out for validation and calibration.
+
+        ``data`` is cut into segments as fit cuts it (per series key, at gaps longer than a
+        window) and each segment's last ``validation_fraction`` is kept
+        (:func:`split_holdout`), so these are the rows fit calibrated on when ``data`` is the
+        training data.
+
+        Raises
+        ------
+        NotFittedError, InputError (and subclasses), TooShortError
+        """
+        frame, segments = self._segments(data)
+        fraction = self.config.training.validation_fraction
+        _, held_out = split_holdout(segments, self.window_, fraction, len(frame))
+        rows = np.sort(np.concatenate([seg.rows[seg.rows >= 0] for seg in held_out]))
+        return frame.iloc[rows]
+
     def holdout_error(self, data: pd.DataFrame | pd.Series) -> float:
         """Mean squared reconstruction error on ``data``, each feature in units of its variance
         in ``data``; comparable between models (versions) scored on the same data.
@@ -380,6 +387,12 @@ class Detector:
         if not hasattr(self, "network_"):
             raise NotFittedError("this detector is not fitted yet; call fit(train_data) first")
 
+    def _segments(self, data: pd.DataFrame | pd.Series) -> tuple[pd.DataFrame, list[Segment]]:
+        """The caller's data as a frame and cut into segments as the fitted model cuts it."""
+        self._check_fitted()
+        frame = as_frame(data)
+        return frame, self.preprocessor_.transform(frame, max_fill=self.window_)
+
     def _segment_errors(self, seg: Segment, reconstruct: bool) -> _PointErrors:
         """Combined squared error per point and feature (scaled units) for one segment.
 
@@ -387,15 +400,14 @@ class Detector:
         that hold no filled cell, where there are any, so that a filled stretch does not raise
         the scores of its observed neighbours.
         """
-        network, window = self.network_, self.window_
-        device = next(network.parameters()).device
+        window = self.window_
+        device = next(self.network_.parameters()).device
         length, n_features = seg.values.shape
         values = torch.from_numpy(seg.values).to(device)  # (T, F)
         cond = None if seg.cond is None else torch.from_numpy(seg.cond).to(device)  # (T, C)
         reduction = self.config.score_reduction
         acc = torch.zeros(length, n_features, device=device)  # (T, F)
         rec_acc = torch.zeros(length, n_features, device=device) if reconstruct else None
-        n_windows = length - window + 1
         clean = None
         if not seg.observed.all():
             gaps = np.concatenate([[0], np.cumsum(~seg.observed.all(axis=1))])  # (T + 1,)
@@ -403,14 +415,8 @@ class Detector:
             clean = torch.from_numpy(clean_np.astype(np.float32)).to(device)
             clean_acc = torch.zeros(length, n_features, device=device)
             clean_count = torch.zeros(length, 1, device=device)
-        batch = max(256, _CELLS_PER_BATCH // (window * n_features))
-        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         with torch.inference_mode():
-            for first in range(0, n_windows, batch):
-                starts = torch.arange(first, min(first + batch, n_windows), device=device)
-                x = gather_windows(values, starts, window)  # (B, W, F)
-                c = None if cond is None else cond[starts + window - 1]  # (B, C)
-                err, recon = self._window_errors(network, x, c, generator)
+            for first, starts, err, recon in self._window_batches(values, cond):
                 overlap_reduce(err, first, acc, reduction)
                 if rec_acc is not None:
                     overlap_reduce(recon, first, rec_acc, "mean")
@@ -428,6 +434,36 @@ class Detector:
         expected = None if rec_acc is None else (rec_acc / counts).cpu().numpy()
         return _PointErrors(acc.cpu().numpy().astype(np.float64), expected)
 
+    def _window_batches(
+        self, values: torch.Tensor, cond: torch.Tensor | None
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Every window of a gap-free block, scored in batches (call under inference mode).
+
+        Parameters
+        ----------
+        values : Tensor, shape (T, F)
+            Scaled values on the network's device; ``T >= window``.
+        cond : Tensor, shape (T, C), or None
+
+        Yields
+        ------
+        first : int
+            Index of the batch's first window (its start point).
+        starts : Tensor, shape (B,)
+            Start points of the batch's windows.
+        errors, reconstructions : Tensor, shape (B, W, F)
+        """
+        window = self.window_
+        n_windows = values.shape[0] - window + 1
+        batch = max(256, _CELLS_PER_BATCH // (window * values.shape[1]))
+        generator = torch.Generator(device=values.device).manual_seed(self.config.training.seed)
+        for first in range(0, n_windows, batch):
+            starts = torch.arange(first, min(first + batch, n_windows), device=values.device)
+            x = gather_windows(values, starts, window)  # (B, W, F)
+            c = None if cond is None else cond[starts + window - 1]  # (B, C)
+            err, recon = self._window_errors(self.network_, x, c, generator)
+            yield first, starts, err, recon
+
     def _window_errors(
         self,
         network: ReconstructionModel,
@@ -436,13 +472,7 @@ class Detector:
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared errors and reconstructions of a batch, both (B, W, F)."""
-        samples = self.config.score_samples
-        if samples > 0 and self.config.kind in ("vae", "cvae"):
-            recon = network.sample_reconstructions(x, cond, samples, generator)  # (S, B, W, F)
-            err, recon = ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)
-        else:
-            recon = network(x, cond)  # (B, W, F)
-            err = (recon - x) ** 2
+        err, recon = network.scoring_errors(x, cond, generator)  # (B, W, F) each
         weight = self.window_weight_
         if weight > 0:  # each cell shares its window's mean error (per feature)
             err = (1 - weight) * err + weight * err.mean(dim=1, keepdim=True)
@@ -489,9 +519,7 @@ class Detector:
         ------
         NotFittedError, InputError (and subclasses), TooShortError
         """
-        self._check_fitted()
-        frame = as_frame(data)
-        segments = self.preprocessor_.transform(frame, max_fill=self.window_)
+        frame, segments = self._segments(data)
         if not any(len(s) >= self.window_ for s in segments):
             raise TooShortError(
                 f"got {len(frame)} points but the model's window is {self.window_}; send at "
@@ -679,5 +707,50 @@ def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> De
         config = DetectorConfig()
     elif isinstance(config, dict):
         config = DetectorConfig.model_validate(config)
-    model_class(config.kind)  # unknown kinds fail here, not at fit time
     return Detector(config)
+
+
+def holdout_cut(length: int, fraction: float) -> int:
+    """Where a segment of ``length`` points is cut: its last ``round(length * fraction)``
+    points are held out (``training.validation_fraction``)."""
+    return length - round(length * fraction)
+
+
+def split_holdout(
+    segments: list[Segment], window: int, fraction: float, n_rows: int
+) -> tuple[list[Segment], list[Segment]]:
+    """Cut every segment at ``1 - fraction``: the head to train on, the tail held out.
+
+    A head or tail shorter than ``window`` is dropped. This is the split :meth:`Detector.fit`
+    makes (validation, early stopping and calibration use the tails); :meth:`Detector.holdout`
+    gives the rows of the tails.
+
+    Parameters
+    ----------
+    segments : list of Segment
+        The preprocessor's segments of the training data.
+    window : int
+    fraction : float
+        ``training.validation_fraction``.
+    n_rows : int
+        Rows of the caller's data, for the error message.
+
+    Raises
+    ------
+    TooShortError
+        No segment yields both a head and a tail of a window.
+    """
+    train, val = [], []
+    for seg in segments:
+        cut = holdout_cut(len(seg), fraction)
+        if cut >= window:
+            train.append(seg.slice(0, cut))
+        if len(seg) - cut >= window:
+            val.append(seg.slice(cut, len(seg)))
+    if not train or not val:
+        need = math.ceil(window / min(fraction, 1 - fraction)) + 1
+        raise TooShortError(
+            f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
+            f"at least {need} consecutive points are needed; pass more data or a smaller window"
+        )
+    return train, val

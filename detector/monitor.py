@@ -30,7 +30,10 @@ Decisions and events
 --------------------
 The threshold is a :mod:`detector.decision` object fitted on the model's held-out causal scores
 (``holdout_scores_``, kept with the model): DSPOT by default, which follows drift of the score
-level; points inside an open event never update it. ``sensitivity`` (0-100, default 50) scales
+level; points inside an open event do not update it, until the event has been open for
+``relearn_after`` points (default 100): then it is taken for a lasting change of the normal level
+and the threshold learns from it again (without this, a level shift flags every later point).
+``sensitivity`` (0-100, default 50) scales
 the threshold without retraining: every 25 points above 50 halve the excess over the level (the
 whole threshold for the static method), every 25 below double it.
 
@@ -43,6 +46,7 @@ isolated flags); ``event`` is the id of the open event a point belongs to.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -54,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .decision import DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
 from .errors import ConfigError, InputError
-from .preprocessing import _index_kind, _index_numbers, as_frame
+from .preprocessing import _index_numbers, as_frame
 from .thresholds import MIN_SCORES, calibrate
 
 if TYPE_CHECKING:
@@ -104,6 +108,17 @@ class MonitorOptions(BaseModel):
     )
     merge_gap: int = Field(
         0, ge=0, le=100_000, description="Unflagged points in a row that still continue an event."
+    )
+    relearn_after: int | None = Field(
+        100,
+        ge=0,
+        le=10_000_000,
+        description="An event open this many points is taken for a lasting change: the "
+        "threshold learns from its points again (None: never), so that a shift of the normal "
+        "level does not keep an event open for ever.",
+    )
+    log: bool = Field(
+        False, description="dspot: run on log scores (for multiplicative drift of the errors)."
     )
     expected: bool = Field(False, description="Add expected.<feature> columns to update().")
     max_events: int = Field(
@@ -176,6 +191,7 @@ class _OpenEvent:
     n_points: int
     contributions: list[float]
     quiet: int = 0
+    age: int = 0  # points decided since it opened
 
 
 @dataclass
@@ -287,8 +303,9 @@ class Monitor:
         for lo, hi, fresh in self._pieces(positions):
             if fresh:
                 self._reset_stream()
-            self._score_piece(values[lo:hi], positions[lo:hi], key, frame, lo, scores,
-                              contributions, expected)
+            self._score_piece(
+                values[lo:hi], positions[lo:hi], key, frame, lo, scores, contributions, expected
+            )
         self._key, self._tz = key, tz
         self._last_pos = int(positions[-1])
         thresholds = np.empty(n_rows)
@@ -404,9 +421,7 @@ class Monitor:
         return monitor
 
     # ------------------------------------------------------------------ input
-    def _validate(
-        self, frame: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray, str, str | None]:
+    def _validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str, str | None]:
         """Values (T, F), index numbers (T,), series key and time zone of a new chunk."""
         det = self.detector
         pre = det.preprocessor_
@@ -414,12 +429,7 @@ class Monitor:
         if values is None:  # the full checks, for their messages
             pre._select_features(frame, fitting=False)
             values = pre._numeric_values(frame, det.feature_names_in_)
-        kind = _index_kind(frame.index)
-        if kind != pre.index_kind_:
-            raise InputError(
-                f"the model was fitted on data indexed by {pre.index_kind_} values but got "
-                f"data indexed by {kind} values; index the data the same way as the training data"
-            )
+        pre.check_index_kind(frame.index)
         key = ""
         if pre.config.key_column is not None:
             column = frame[pre.config.key_column]
@@ -440,12 +450,10 @@ class Monitor:
             )
         if self._key is not None and key != self._key:
             raise InputError(f"this monitor follows key {self._key!r}, got key {key!r}")
-        if "key" in pre.conditions_ and key not in pre.key_levels_:
-            raise InputError(
-                f"series key {key!r} was not seen in training; known keys: "
-                f"{pre.key_levels_[:20]}; retrain the model to include it"
-            )
-        tz = str(frame.index.tz) if getattr(frame.index, "tz", None) is not None else None
+        if pre.conditions is not None:  # refuse what the kind cannot encode (an unseen key)
+            pre.conditions.encode(positions[:1], key, getattr(frame.index, "tz", None))
+        zone = getattr(frame.index, "tz", None)
+        tz = None if zone is None else str(zone)
         if self._last_pos is not None and self._tz != tz:
             raise InputError(
                 f"the stream's timestamps are in time zone {self._tz}, got {tz}; send the same"
@@ -489,14 +497,15 @@ class Monitor:
         """Runs ``[lo, hi)`` of the chunk without a gap longer than a window; ``fresh``: the
         run starts a new segment."""
         step = self.detector.preprocessor_.step_
-        prev = np.concatenate([[positions[0] if self._last_pos is None else self._last_pos],
-                               positions[:-1]])
+        prev = np.concatenate(
+            [[positions[0] if self._last_pos is None else self._last_pos], positions[:-1]]
+        )
         gaps = np.maximum(np.rint((positions - prev) / step).astype(np.int64), 1) - 1
         breaks = np.nonzero(gaps > self.detector.window_)[0].tolist()
         starts = sorted({0, *breaks})
         bounds = [*starts, len(positions)]
         out = []
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             fresh = (lo == 0 and self._last_pos is None) or lo in breaks
             out.append((lo, hi, fresh))
         return out
@@ -540,7 +549,11 @@ class Monitor:
         n_ctx = len(self._ctx_values)
         if len(all_values) >= window:
             scaled = ((all_values - pre.center_) / pre.scale_).astype(np.float32)
-            cond = pre._conditions(all_stamps, key, frame) if pre.n_conditions else None
+            cond = (
+                None
+                if pre.conditions is None
+                else pre.conditions.encode(all_stamps, key, getattr(frame.index, "tz", None))
+            )
             errors, recon = det._causal_errors(scaled, cond, expected is not None)
             first = window - 1  # row of all_* that the first window ends at
             rows_obs = all_observed[first:]
@@ -565,16 +578,19 @@ class Monitor:
         self._ctx_stamps = all_stamps[-keep_n:] if keep_n else all_stamps[:0]
 
     # ------------------------------------------------------------------ decisions
-    def _decide(self, score: float, contrib: np.ndarray, pos: int) -> tuple[float, bool, int | None]:
+    def _decide(
+        self, score: float, contrib: np.ndarray, pos: int
+    ) -> tuple[float, bool, int | None]:
         """The threshold, the final flag and the event id of one point; updates the state."""
         opts = self.options
-        in_event = self._open is not None
-        thr, flagged = self.decision.step(score, learn=not in_event)
+        op = self._open
+        learn = op is None or (opts.relearn_after is not None and op.age >= opts.relearn_after)
+        thr, flagged = self.decision.step(score, learn=learn)
         norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
         shares = np.nan_to_num(contrib).tolist() if flagged else []
         self._recent.append(_Recent(pos, flagged, norm, shares))
-        op = self._open
         if op is not None:
+            op.age += 1
             if flagged:
                 self._extend(op, pos, norm, shares)
                 op.quiet = 0
@@ -588,8 +604,15 @@ class Monitor:
         if flagged and sum(r.flagged for r in self._recent) >= opts.min_duration:
             members = [r for r in self._recent if r.flagged]
             first = members[0]
-            op = _OpenEvent(self._next_id, first.pos, first.pos, first.normalized,
-                            first.normalized, 1, list(first.contributions))
+            op = _OpenEvent(
+                self._next_id,
+                first.pos,
+                first.pos,
+                first.normalized,
+                first.normalized,
+                1,
+                list(first.contributions),
+            )
             for r in members[1:]:
                 self._extend(op, r.pos, r.normalized, r.contributions)
             self._next_id += 1
@@ -658,7 +681,7 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
         return StaticThreshold(calibrate(scores, config), options.scale)
     depth = max(1, min(options.depth, len(scores) // 2))
     risk = options.risk if options.risk is not None else cal.risk
-    return DSpot(risk, cal.init_level, depth, scale=options.scale).fit(scores)
+    return DSpot(risk, cal.init_level, depth, scale=options.scale, log=options.log).fit(scores)
 
 
 def _ffill(arr: np.ndarray) -> np.ndarray:
@@ -688,8 +711,9 @@ def _rows(arr: np.ndarray) -> list[list[float | None]]:
 
 
 def _array(rows: list[list[Any]], n_feat: int) -> np.ndarray:
-    arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows],
-                   dtype=np.float64)
+    arr = np.array(
+        [[np.nan if v is None else float(v) for v in row] for row in rows], dtype=np.float64
+    )
     return arr.reshape(len(rows), n_feat)
 
 
@@ -704,6 +728,5 @@ def _event_state(e: Event) -> dict[str, Any]:
 
 def _describe(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
-        for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
     )

@@ -24,6 +24,7 @@ from service.jobs.states import JobState
 from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.scoring import ScoreRequest, ScoreResponse
+from service.storage import HistorySummary
 from service.tables import ApiKey, Model, Version
 
 __all__ = [
@@ -92,11 +93,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-#: A detector config whose every number is finite (JSON bodies may spell ``Infinity``/``NaN``,
-#: which pydantic's ``ge=0`` bounds let through).
-Config = Annotated[DetectorConfig, AfterValidator(finite_config)]
-
-
 class _RowView:
     """A table row seen with extra attributes (its model's name, ...) laid over it."""
 
@@ -108,8 +104,7 @@ class _RowView:
 
 
 class _FromRow(BaseModel):
-    """A public view of a table row (or of any object with those attributes, such as a
-    history summary): ``Schema.model_validate(row, from_attributes=True)``, or :meth:`of`.
+    """A public view of a table row: ``Schema.model_validate(row, from_attributes=True)``.
 
     What the row does not hold (its model's name, say) comes in the validation context:
     ``model_validate(row, from_attributes=True, context={"model": name})``.
@@ -128,6 +123,11 @@ class _FromRow(BaseModel):
     def of(cls, row: object, **extra: Any) -> Self:
         """The public view of ``row``, with ``extra`` attributes the row does not hold."""
         return cls.model_validate(row, from_attributes=True, context=extra or None)
+
+
+#: A detector config whose every number is finite (JSON bodies may spell ``Infinity``/``NaN``,
+#: which pydantic's ``ge=0`` bounds let through).
+Config = Annotated[DetectorConfig, AfterValidator(finite_config)]
 
 
 # --------------------------------------------------------------------------- models
@@ -161,7 +161,7 @@ class ModelUpdate(_Strict):
     promotion_policy: PromotionPolicy | None = None
 
 
-class DataSummary(_FromRow):
+class DataSummary(BaseModel):
     """How much history a model holds."""
 
     points: int
@@ -169,6 +169,17 @@ class DataSummary(_FromRow):
     end: datetime | None
     columns: list[str]
     bytes: int
+
+    @classmethod
+    def from_summary(cls, summary: HistorySummary) -> DataSummary:
+        """Build from a store summary."""
+        return cls(
+            points=summary.points,
+            start=summary.start,
+            end=summary.end,
+            columns=summary.columns,
+            bytes=summary.bytes,
+        )
 
 
 class ModelPublic(_FromRow):
@@ -421,8 +432,8 @@ class SchedulePublic(_FromRow):
 
     @field_validator("failures", mode="before")
     @classmethod
-    def _no_failures(cls, value: Any) -> Any:
-        return value or 0
+    def _no_failures(cls, v: int | None) -> int:
+        return v or 0
 
 
 class SchedulesPublic(BaseModel):
@@ -454,6 +465,9 @@ class KeyCreate(_Strict):
     )
 
 
+KeyStatus = Literal["active", "expired", "revoked"]
+
+
 class KeyPublic(_FromRow):
     """An API key as listed (never the key itself)."""
 
@@ -463,12 +477,12 @@ class KeyPublic(_FromRow):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    status: Literal["active", "expired", "revoked"]
+    status: KeyStatus
 
     @classmethod
-    def from_row(cls, row: ApiKey, now: datetime) -> Self:
-        """The public view of a key row at time ``now``."""
-        status: Literal["active", "expired", "revoked"] = "active"
+    def at(cls, row: ApiKey, now: datetime) -> KeyPublic:
+        """The public view of ``row`` at time ``now`` (its status then)."""
+        status: KeyStatus = "active"
         if row.revoked_at is not None:
             status = "revoked"
         elif row.expires_at is not None and row.expires_at <= now:

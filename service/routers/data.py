@@ -37,7 +37,7 @@ async def append_rows(
         payload = DataAppend.model_validate(parse_json(body))
         frame = frame_from_rows(payload.rows, data.key_column(name))
         count, summary = data.append(name, frame)
-        return DataAppended(appended=count, summary=DataSummary.of(summary))
+        return DataAppended(appended=count, summary=DataSummary.from_summary(summary))
 
     return await asyncio.to_thread(work)
 
@@ -59,7 +59,7 @@ async def upload(
             content, file.filename, file.content_type, timestamp_column, key_column, data.max_bytes
         )
         count, summary = data.append(name, frame)
-        return DataAppended(appended=count, summary=DataSummary.of(summary))
+        return DataAppended(appended=count, summary=DataSummary.from_summary(summary))
 
     return await asyncio.to_thread(work)
 
@@ -67,7 +67,7 @@ async def upload(
 @router.get("", response_model=DataSummary)
 def summary(name: ModelName, data: DataDep, _key: ScoreKey) -> DataSummary:
     """How much history the model holds: points, time range, columns, bytes."""
-    return DataSummary.of(data.summary(name))
+    return DataSummary.from_summary(data.summary(name))
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -119,4 +119,4 @@ def drop_range(
     if start is None and end is None and not all:
         raise InvalidInputError("give 'start' and/or 'end', or all=true to drop everything")
     dropped, summary = data.drop(name, _utc(start), _utc(end))
-    return DataDropped(dropped=dropped, summary=DataSummary.of(summary))
+    return DataDropped(dropped=dropped, summary=DataSummary.from_summary(summary))

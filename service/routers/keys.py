@@ -27,7 +27,7 @@ def create_key(body: KeyCreate, auth: AuthDep, _key: AdminKey) -> KeyCreated:
         row, plain = auth.create(body.scope, body.name, expires)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
-    public = KeyPublic.from_row(row, now)
+    public = KeyPublic.at(row, now)
     return KeyCreated(**public.model_dump(), key=plain)
 
 
@@ -36,10 +36,10 @@ def list_keys(auth: AuthDep, _key: AdminKey) -> KeysPublic:
     """Every key, revoked and expired ones included (never the keys themselves)."""
     now = utcnow()
     rows = auth.list_keys()
-    return KeysPublic(data=[KeyPublic.from_row(r, now) for r in rows], count=len(rows))
+    return KeysPublic(data=[KeyPublic.at(r, now) for r in rows], count=len(rows))
 
 
 @router.delete("/{key_id}", response_model=KeyPublic)
 def revoke_key(key_id: KeyId, auth: AuthDep, _key: AdminKey) -> KeyPublic:
     """Revoke a key (it stops working within RECONAD_AUTH_CACHE_TTL_S on other replicas)."""
-    return KeyPublic.from_row(auth.revoke(key_id), utcnow())
+    return KeyPublic.at(auth.revoke(key_id), utcnow())
