@@ -27,6 +27,9 @@ _PARAMS = {
     "schedule_id": "no-such-schedule",
     "key_id": "0000abcd",
     "asset": "favicon.png",
+    "series": "no-such-series",
+    "event_id": "999999",
+    "channel_id": "no-such-channel",
 }
 
 
