@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.azure.router import AZURE_PREFIX, create_azure_app
 from service.context import AppContext
 from service.deps import AnyKey
 from service.errors import PayloadTooLargeError, install_exception_handlers
@@ -137,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes are matched in order: the hot scoring route right after the health probes.
     for module in (health, scoring, models, versions, data, jobs, schedules):
         app.include_router(module.router)
+    # The Azure Anomaly Detector v1.1 API: a sub-app, for its own {"code", "message"} errors.
+    app.mount(AZURE_PREFIX, create_azure_app(context))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app
