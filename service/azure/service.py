@@ -848,6 +848,8 @@ def _num(value: Any) -> float:
 def _latencies(history: list[dict[str, Any]]) -> list[float]:
     """Seconds each epoch took (the history records the time since training started)."""
     ends = [_num(h.get("seconds")) for h in history]
+    if not ends:
+        return []
     return [round(b - a, 6) for a, b in zip([0.0, *ends[:-1]], ends, strict=True)]
 
 

@@ -56,6 +56,7 @@ _PAA_DIMS = 16
 _CHUNK = 2048
 _MAD_SCALE = 1.4826
 _LAST_SAMPLE = 512
+_TAIL_LEVEL = 0.9
 
 
 @dataclass
@@ -209,7 +210,10 @@ def _threshold(scores: FloatArray, risk: float, max_ratio: float) -> float:
     finite = scores[np.isfinite(scores)]
     if finite.size < 16:
         return max(float(np.max(finite)) if finite.size else 1.0, 1e-9)
-    z, _ = pot_threshold(finite, risk, 0.9)
+    if risk >= 1 - _TAIL_LEVEL:  # beyond the tail POT models: the empirical quantile
+        z = float(np.quantile(finite, 1 - risk))
+    else:
+        z, _ = pot_threshold(finite, risk, _TAIL_LEVEL)
     cap = float(np.quantile(finite, 1 - max_ratio))  # at most max_ratio of points above
     return max(z, cap, 1e-9)
 

@@ -74,7 +74,8 @@ def _check_value(value: Any, tp: Any, where: str) -> None:
 def check_model(obj: Any, cls: type, where: str = "") -> None:
     """Every field of the SDK model ``cls`` is present (unless Optional) and well typed."""
     assert isinstance(obj, cls), f"{where}: {type(obj)} is not {cls.__name__}"
-    hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+    names = {**vars(sys.modules[cls.__module__]), "_models": m}  # imported for type checks only
+    hints = typing.get_type_hints(cls, globalns=names)
     for attr, field in cls._attr_to_rest_field.items():  # type: ignore[attr-defined]
         tp, optional = _strip_optional(hints[attr])
         value = getattr(obj, attr)
@@ -250,7 +251,9 @@ def test_univariate_errors_use_the_azure_shape(
     assert answer.headers["x-ms-error-code"] == "InvalidModelArgument"
     answer = httpx.post(url, json={"granularity": "hourly"}, headers=headers)
     assert answer.json()["code"] == "RequiredSeries"
-    answer = httpx.post(url, content=b"{not json", headers=headers)
+    answer = httpx.post(
+        url, content=b"{not json", headers={**headers, "Content-Type": "application/json"}
+    )
     assert (answer.status_code, answer.json()["code"]) == (400, "InvalidJsonFormat")
     answer = httpx.post(url, json=bad, headers={"Ocp-Apim-Subscription-Key": "rad_00000000_" + "x" * 40})
     assert answer.status_code == 401 and set(answer.json()) == {"code", "message"}
