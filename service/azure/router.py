@@ -39,7 +39,9 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + AZURE_PREFIX
 
 
-def _json(model: az._Wire, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _json(
+    model: az._Wire, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(
         model.model_dump_json(by_alias=True),
         status_code=status_code,

@@ -258,7 +258,9 @@ class AzureService:
             self.settings.azure_max_series_points,
         )
 
-    def detect_entire(self, opts: az.UnivariateDetectionOptions) -> az.UnivariateEntireDetectionResult:
+    def detect_entire(
+        self, opts: az.UnivariateDetectionOptions
+    ) -> az.UnivariateEntireDetectionResult:
         """Every point of the series (``timeseries/entire/detect``)."""
         prepared = self._prepare(opts)
         r = detect_series(
@@ -396,9 +398,7 @@ class AzureService:
             raise AzureError(400, "InvalidInput", "startTime must be before endTime")
         frame = frame[(frame.index >= lo) & (frame.index <= hi)]
         if frame.empty:
-            raise AzureError(
-                400, "InvalidInput", f"the data source has no rows from {lo} to {hi}"
-            )
+            raise AzureError(400, "InvalidInput", f"the data source has no rows from {lo} to {hi}")
         if len(frame) > self.settings.max_points_per_request:
             raise AzureError(
                 400,
@@ -436,7 +436,9 @@ class AzureService:
         config = self._config(info)
         raw = self.read_source(info.data_source, info.start_time, info.end_time)
         states = variable_states(raw)
-        frame = fill_frame(raw, info.align_policy.model_dump(by_alias=True) if info.align_policy else None)
+        frame = fill_frame(
+            raw, info.align_policy.model_dump(by_alias=True) if info.align_policy else None
+        )
         if len(frame) < 2:
             raise AzureError(400, "InvalidInput", "too few rows remain to train on")
         model_id = str(uuid.uuid4())
@@ -708,7 +710,9 @@ class AzureService:
         task.add_done_callback(self._tasks.discard)
         return await asyncio.to_thread(self.get_result, result_id)
 
-    def _insert_result(self, result_id: str, model_id: str, setup: dict[str, Any], now: datetime) -> None:
+    def _insert_result(
+        self, result_id: str, model_id: str, setup: dict[str, Any], now: datetime
+    ) -> None:
         with self.db.transaction() as session:
             session.add(
                 AzureResult(
@@ -792,7 +796,9 @@ class AzureService:
         with self.db.session() as session:
             row = session.get(AzureResult, result_id)
         if row is None:
-            raise AzureError(404, "ResultNotExist", f"no detection result with id {result_id[:64]!r}")
+            raise AzureError(
+                404, "ResultNotExist", f"no detection result with id {result_id[:64]!r}"
+            )
         status, errors = row.status, list(row.errors)
         stale = utcnow() - row.heartbeat_at > timedelta(seconds=self.settings.job_stale_after_s)
         if status in ("CREATED", "RUNNING") and stale:

@@ -57,6 +57,7 @@ _CHUNK = 2048
 _MAD_SCALE = 1.4826
 _LAST_SAMPLE = 512
 _TAIL_LEVEL = 0.9
+_DEFAULT_SENSITIVITY = 95
 
 
 @dataclass
@@ -149,7 +150,7 @@ def discord_window(n: int) -> int:
 def _paa(windows: torch.Tensor) -> torch.Tensor:
     """Piecewise aggregate approximation of windows (B, W) to at most 16 values each: the
     distances keep the shape and cost 4x less at W=64."""
-    b, w = windows.shape
+    w = windows.shape[1]
     dims = min(_PAA_DIMS, w)
     edges = torch.linspace(0, w, dims + 1).round().long()
     cols = [windows[:, edges[i] : edges[i + 1]].mean(dim=1) for i in range(dims)]
@@ -198,11 +199,18 @@ def _to_points(window_scores: FloatArray, n: int, window: int) -> FloatArray:
     return np.asarray(acc[:, 0].numpy() / coverage_counts(n, window), dtype=np.float64)
 
 
-
-def risk_of(sensitivity: int) -> float:
-    """POT risk for an Azure ``sensitivity`` (0-99): 1e-4 at 0 up to 0.05 at 99, log-linear;
-    higher sensitivity flags more points and narrows the margins."""
-    return float(10 ** (-4 + (sensitivity / 99) * (4 + math.log10(0.05))))
+def risk_of(sensitivity: int, max_ratio: float = 0.25) -> float:
+    """Share of ordinary points allowed above the threshold for an Azure ``sensitivity``
+    (0-99): log-linear from 1e-4 at 0 to 0.04 at 95 (the default), then up to ``max_ratio``
+    at 99, so the top of the range flags as much as ``maxAnomalyRatio`` allows. Higher
+    sensitivity flags more points and narrows the margins."""
+    if sensitivity <= _DEFAULT_SENSITIVITY:
+        exponent = -4 + (sensitivity / _DEFAULT_SENSITIVITY) * (4 + math.log10(0.04))
+    else:
+        top = math.log10(max(max_ratio, 0.04))
+        share = (sensitivity - _DEFAULT_SENSITIVITY) / (99 - _DEFAULT_SENSITIVITY)
+        exponent = math.log10(0.04) + share * (top - math.log10(0.04))
+    return float(10**exponent)
 
 
 def _threshold(scores: FloatArray, risk: float, max_ratio: float) -> float:
@@ -276,7 +284,7 @@ def detect_series(
     expected, residual, res_scale, score, window = _scores(x, p, last_only)
     # Shape (discord) and level (residual) each against their own threshold; the residual's
     # is ten times stricter: on its own it flags noise that is no anomaly.
-    risk = risk_of(sensitivity)
+    risk = risk_of(sensitivity, max_anomaly_ratio)
     shape = score / _threshold(score, risk, max_anomaly_ratio)
     res_score = np.abs(residual) / res_scale
     res_threshold = _threshold(res_score, risk / 10, max_anomaly_ratio)
