@@ -52,7 +52,7 @@ def _series(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 def speed(repeats: int) -> dict[str, float]:
     """Median seconds of an entire and a last-point request of 8,640 points."""
-    service = AzureService(Settings(), None, None, None, None, None)  # type: ignore[arg-type]
+    service = AzureService(Settings(), None, None, None, None, None, None)  # type: ignore[arg-type]
     body = {"series": _series(N_POINTS), "granularity": "minutely", "customInterval": 5}
     out: dict[str, float] = {}
     for name, call in (("entire_s", service.detect_entire), ("last_s", service.detect_last)):

@@ -18,26 +18,40 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .config import CalibrationConfig, DetectorConfig
+from .decision import StaticThreshold, flags
 from .errors import ConfigError, InputError, NonFiniteError, NotFittedError, TooShortError
 from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
-from .thresholds import calibrate
+from .thresholds import Calibration, calibrate
 from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
 from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
 
-__all__ = ["Detector", "Reconstruction", "ScoreDetails", "WindowScores", "create_detector"]
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+__all__ = [
+    "Detector",
+    "Reconstruction",
+    "ScoreDetails",
+    "WindowScores",
+    "create_detector",
+    "holdout_cut",
+    "split_holdout",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Width of the reconstruction band, in standard deviations of the validation residuals.
 BAND_WIDTH = 3.0
+#: Most held-out causal scores kept with a model for the monitor's threshold.
+MAX_HOLDOUT_SCORES = 20_000
 _CELLS_PER_BATCH = 1 << 21
 
 
@@ -75,8 +89,11 @@ class ScoreDetails:
 
     @property
     def flags(self) -> pd.Series:
-        """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged)."""
-        return (self.scores > self.threshold).rename("anomaly")
+        """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged), by the rule of
+        :func:`detector.decision.flags`."""
+        return pd.Series(
+            flags(self.scores, self.threshold), index=self.scores.index, name="anomaly"
+        )
 
 
 @dataclass
@@ -110,9 +127,11 @@ class Detector:
     ----------
     preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
     calibration_, error_scale_, residual_std_, window_weight_, feature_weight_, history_,
-    validation_score_, device_
+    validation_score_, holdout_scores_, device_
         Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
         ``network_`` is left in eval mode by both, so scoring never switches modes.
+        ``holdout_scores_`` are the causal scores of the validation points (what
+        :meth:`monitor` fits its threshold on).
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -160,11 +179,16 @@ class Detector:
             window = resolve_window("auto", longest.values, cfg.training.validation_fraction)
             if window != first_fill:  # gap filling depends on the window: cut again
                 segments = pre.transform(frame, max_fill=window)
-        train_segs, val_segs = self._split(segments, window, len(frame))
+        train_segs, val_segs = split_holdout(
+            segments, window, cfg.training.validation_fraction, len(frame)
+        )
+        stream_segs = self._stream_holdout(segments, window)
 
         device = select_device(cfg.training.device)
         seed_everything(cfg.training.seed)
-        network = model_class(cfg.kind)(cfg, window, len(pre.feature_names_), pre.n_conditions)
+        network = model_class(cfg.kind)(
+            cfg.network, window, len(pre.feature_names_), pre.n_conditions
+        )
         network.to(device)
         train_set = WindowSet.build(
             train_segs, window, cfg.stride, device, cfg.training.max_train_windows
@@ -195,27 +219,73 @@ class Detector:
         self.error_scale_ = np.ones(self.n_features_in_)
         self.residual_std_ = np.ones(self.n_features_in_)
         self._calibrate(val_segs)
+        self.holdout_scores_ = self._stream_scores(stream_segs)
         return self
 
-    def _split(
-        self, segments: list[Segment], window: int, n_rows: int
-    ) -> tuple[list[Segment], list[Segment]]:
-        """Cut every segment at ``1 - validation_fraction``: head to train, tail to validation."""
+    def _stream_holdout(self, segments: list[Segment], window: int) -> list[Segment]:
+        """The validation tail of each segment with the ``window - 1`` points before it as
+        context: scored causally, every validation point is the last point of one window."""
         fraction = self.config.training.validation_fraction
-        train, val = [], []
+        out = []
         for seg in segments:
-            cut = len(seg) - round(len(seg) * fraction)
-            if cut >= window:
-                train.append(seg.slice(0, cut))
-            if len(seg) - cut >= window:
-                val.append(seg.slice(cut, len(seg)))
-        if not train or not val:
-            need = math.ceil(window / min(fraction, 1 - fraction)) + 1
-            raise TooShortError(
-                f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
-                f"at least {need} consecutive points are needed; pass more data or a smaller window"
-            )
-        return train, val
+            cut = holdout_cut(len(seg), fraction)
+            if cut >= window and len(seg) > cut:
+                out.append(seg.slice(cut - window + 1, len(seg)))
+        return out
+
+    def _stream_scores(self, segments: list[Segment]) -> np.ndarray:
+        """Causal scores (see :mod:`detector.monitor`) of the validation points, in time order,
+        the latest :data:`MAX_HOLDOUT_SCORES`: what the monitor's threshold is fitted on."""
+        parts = []
+        for seg in segments:
+            errors, _ = self._causal_errors(seg.values, seg.cond, reconstruct=False)
+            tail = seg.slice(self.window_ - 1, len(seg))
+            scores, _ = self._finish(errors, tail)
+            parts.append(scores[tail.rows >= 0])
+        scores = np.concatenate(parts) if parts else np.empty(0)
+        return scores[np.isfinite(scores)][-MAX_HOLDOUT_SCORES:]
+
+    def _causal_errors(
+        self, values: np.ndarray, cond: np.ndarray | None, reconstruct: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Errors (and reconstructions) of the last point of every window of a block.
+
+        Parameters
+        ----------
+        values : ndarray, shape (T, F), float32
+            Scaled, gap-free values; ``T >= window``.
+        cond : ndarray, shape (T, C), or None
+
+        Returns
+        -------
+        errors : ndarray, shape (T - window + 1, F)
+            Row ``i``: the squared error (window weight applied) of point ``i + window - 1``
+            in the window that ends at it.
+        expected : ndarray of the same shape, or None
+        """
+        network, window = self.network_, self.window_
+        device = next(network.parameters()).device
+        n_windows = values.shape[0] - window + 1
+        vals = torch.from_numpy(np.ascontiguousarray(values)).to(device)  # (T, F)
+        cnd = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond)).to(device)
+        batch = max(256, _CELLS_PER_BATCH // (window * self.n_features_in_))
+        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
+        errs, recs = [], []
+        with torch.inference_mode():
+            for first in range(0, n_windows, batch):
+                starts = torch.arange(first, min(first + batch, n_windows), device=device)
+                x = gather_windows(vals, starts, window)  # (B, W, F)
+                c = None if cnd is None else cnd[starts + window - 1]  # (B, C)
+                err, recon = self._window_errors(network, x, c, generator)
+                errs.append(err[:, -1].cpu().numpy())  # (B, F)
+                if reconstruct:
+                    recs.append(recon[:, -1].cpu().numpy())
+        n_feat = self.n_features_in_
+        errors = np.concatenate(errs).astype(np.float64) if errs else np.empty((0, n_feat))
+        expected = (
+            (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
+        )
+        return errors, expected
 
     def _calibrate(self, val_segs: list[Segment]) -> None:
         """Per-feature error scale and residual spread, then the threshold, on validation data."""
@@ -284,6 +354,24 @@ class Detector:
         self.threshold_ = float(result.threshold)
         return self
 
+    def holdout(self, data: pd.DataFrame | pd.Series) -> pd.DataFrame:
+        """The rows of ``data`` that :meth:`fit` holds out for validation and calibration.
+
+        ``data`` is cut into segments as fit cuts it (per series key, at gaps longer than a
+        window) and each segment's last ``validation_fraction`` is kept
+        (:func:`split_holdout`), so these are the rows fit calibrated on when ``data`` is the
+        training data.
+
+        Raises
+        ------
+        NotFittedError, InputError (and subclasses), TooShortError
+        """
+        frame, segments = self._segments(data)
+        fraction = self.config.training.validation_fraction
+        _, held_out = split_holdout(segments, self.window_, fraction, len(frame))
+        rows = np.sort(np.concatenate([seg.rows[seg.rows >= 0] for seg in held_out]))
+        return frame.iloc[rows]
+
     def holdout_error(self, data: pd.DataFrame | pd.Series) -> float:
         """Mean squared reconstruction error on ``data``, each feature in units of its variance
         in ``data``; comparable between models (versions) scored on the same data.
@@ -305,6 +393,12 @@ class Detector:
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise NotFittedError("this detector is not fitted yet; call fit(train_data) first")
+
+    def _segments(self, data: pd.DataFrame | pd.Series) -> tuple[pd.DataFrame, list[Segment]]:
+        """The caller's data as a frame and cut into segments as the fitted model cuts it."""
+        self._check_fitted()
+        frame = as_frame(data)
+        return frame, self.preprocessor_.transform(frame, max_fill=self.window_)
 
     def _segment_errors(self, seg: Segment, reconstruct: bool) -> _PointErrors:
         """Combined squared error per point and feature (scaled units) for one segment.
@@ -362,25 +456,26 @@ class Detector:
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared errors and reconstructions of a batch, both (B, W, F)."""
-        samples = self.config.score_samples
-        if samples > 0 and self.config.kind in ("vae", "cvae"):
-            recon = network.sample_reconstructions(x, cond, samples, generator)  # (S, B, W, F)
-            err, recon = ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)
-        else:
-            recon = network(x, cond)  # (B, W, F)
-            err = (recon - x) ** 2
+        err, recon = network.scoring_errors(x, cond, generator)  # (B, W, F) each
         weight = self.window_weight_
         if weight > 0:  # each cell shares its window's mean error (per feature)
             err = (1 - weight) * err + weight * err.mean(dim=1, keepdim=True)
         return err, recon
 
-    def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
-        """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
-        weights = np.where(seg.observed, self.feature_weight_, 0.0)  # (T, F)
+    def _contributions(self, errors: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """Each feature's share of the point score (T, F) from combined errors (T, F): NaN rows
+        where no feature was observed. No smoothing."""
+        weights = np.where(observed, self.feature_weight_, 0.0)  # (T, F)
         total = weights.sum(axis=1, keepdims=True)  # (T, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             share = weights / total  # (T, F)
-            contributions = np.where(total > 0, errors / self.error_scale_ * share, np.nan)
+            out: np.ndarray = np.where(total > 0, errors / self.error_scale_ * share, np.nan)
+        return out
+
+    def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
+        contributions = self._contributions(errors, seg.observed)
+        total = np.where(seg.observed, self.feature_weight_, 0.0).sum(axis=1, keepdims=True)
         if self.config.smoothing > 1:
             contributions = (
                 pd.DataFrame(contributions)
@@ -408,9 +503,7 @@ class Detector:
         ------
         NotFittedError, InputError (and subclasses), TooShortError
         """
-        self._check_fitted()
-        frame = as_frame(data)
-        segments = self.preprocessor_.transform(frame, max_fill=self.window_)
+        frame, segments = self._segments(data)
         if not any(len(s) >= self.window_ for s in segments):
             raise TooShortError(
                 f"got {len(frame)} points but the model's window is {self.window_}; send at "
@@ -521,6 +614,25 @@ class Detector:
         assert details.upper is not None
         return Reconstruction(details.expected, details.lower, details.upper)
 
+    # ================================================================= live detection
+    def monitor(self, **options: Any) -> Monitor:
+        """A :class:`~detector.monitor.Monitor`: causal scoring, an online threshold and events
+        for one series; ``options`` are :class:`~detector.monitor.MonitorOptions` fields.
+
+        Raises
+        ------
+        NotFittedError, ConfigError
+        """
+        from .monitor import Monitor
+
+        return Monitor(self, **options)
+
+    @property
+    def decision_(self) -> StaticThreshold:
+        """The batch threshold as a :mod:`detector.decision` object (``threshold_``)."""
+        self._check_fitted()
+        return StaticThreshold(Calibration.from_dict(self.calibration_))
+
     # ================================================================= device and persistence
     def to(self, device: str) -> Detector:
         """Move the network to ``device`` ("cpu", "cuda", "auto")."""
@@ -579,5 +691,50 @@ def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> De
         config = DetectorConfig()
     elif isinstance(config, dict):
         config = DetectorConfig.model_validate(config)
-    model_class(config.kind)  # unknown kinds fail here, not at fit time
     return Detector(config)
+
+
+def holdout_cut(length: int, fraction: float) -> int:
+    """Where a segment of ``length`` points is cut: its last ``round(length * fraction)``
+    points are held out (``training.validation_fraction``)."""
+    return length - round(length * fraction)
+
+
+def split_holdout(
+    segments: list[Segment], window: int, fraction: float, n_rows: int
+) -> tuple[list[Segment], list[Segment]]:
+    """Cut every segment at ``1 - fraction``: the head to train on, the tail held out.
+
+    A head or tail shorter than ``window`` is dropped. This is the split :meth:`Detector.fit`
+    makes (validation, early stopping and calibration use the tails); :meth:`Detector.holdout`
+    gives the rows of the tails.
+
+    Parameters
+    ----------
+    segments : list of Segment
+        The preprocessor's segments of the training data.
+    window : int
+    fraction : float
+        ``training.validation_fraction``.
+    n_rows : int
+        Rows of the caller's data, for the error message.
+
+    Raises
+    ------
+    TooShortError
+        No segment yields both a head and a tail of a window.
+    """
+    train, val = [], []
+    for seg in segments:
+        cut = holdout_cut(len(seg), fraction)
+        if cut >= window:
+            train.append(seg.slice(0, cut))
+        if len(seg) - cut >= window:
+            val.append(seg.slice(cut, len(seg)))
+    if not train or not val:
+        need = math.ceil(window / min(fraction, 1 - fraction)) + 1
+        raise TooShortError(
+            f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
+            f"at least {need} consecutive points are needed; pass more data or a smaller window"
+        )
+    return train, val

@@ -18,18 +18,24 @@ from fastapi.security.base import SecurityBase
 from service.auth import AuthService, Principal, Scope
 from service.context import AppContext
 from service.data import DataService
+from service.deletion import DeletionService
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
 
 __all__ = [
+    "APIKeyAuth",
     "AdminKey",
     "AnyKey",
+    "AuthDep",
     "ContextDep",
     "DataDep",
+    "DeletionDep",
     "JobsDep",
+    "LiveDep",
     "RegistryDep",
     "SchedulesDep",
     "ScoreKey",
@@ -55,6 +61,10 @@ async def _settings(request: Request) -> Settings:
     return context_of(request).settings
 
 
+async def _auth(request: Request) -> AuthService:
+    return context_of(request).auth
+
+
 async def _registry(request: Request) -> ModelRegistry:
     return context_of(request).registry
 
@@ -75,13 +85,24 @@ async def _data(request: Request) -> DataService:
     return context_of(request).data
 
 
+async def _deletion(request: Request) -> DeletionService:
+    return context_of(request).deletion
+
+
+async def _live(request: Request) -> LiveServices:
+    return context_of(request).live
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
+AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
+DeletionDep = Annotated[DeletionService, Depends(_deletion)]
+LiveDep = Annotated[LiveServices, Depends(_live)]
 
 
 class APIKeyAuth(SecurityBase):

@@ -17,7 +17,7 @@ from service.azure import schemas as az
 from service.azure.errors import install_azure_handlers
 from service.azure.service import AzureService
 from service.context import AppContext
-from service.deps import AdminKey, ScoreKey, WriteKey, context_of
+from service.deps import AdminKey, ScoreKey, WriteKey
 
 __all__ = ["AZURE_PREFIX", "create_azure_app"]
 
@@ -141,8 +141,7 @@ async def get_model(model_id: ModelId, request: Request, _key: ScoreKey) -> Resp
 )
 async def delete_model(model_id: ModelId, request: Request, _key: AdminKey) -> Response:
     """Delete a model with its training job, versions and detection results."""
-    internal = await asyncio.to_thread(_service(request).delete_model, model_id)
-    context_of(request).scoring.cache.drop_model(internal)
+    await _service(request).delete_model(model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -211,6 +210,7 @@ def create_azure_app(context: AppContext) -> FastAPI:
         context.jobs,
         context.scoring,
         context.artifacts,
+        context.deletion,
     )
     install_azure_handlers(app)
     app.include_router(router)

@@ -36,6 +36,7 @@ from service.azure.errors import AzureError
 from service.azure.univariate import detect_change_points, detect_series
 from service.data import frame_from_upload
 from service.db import Database
+from service.deletion import DeletionService
 from service.errors import NotFoundError, ServiceError
 from service.jobs.service import JobService
 from service.objectstore import open_filesystem
@@ -225,7 +226,7 @@ class AzureService:
 
     Parameters
     ----------
-    settings, db, registry, jobs, scoring, artifacts
+    settings, db, registry, jobs, scoring, artifacts, deletion
         The app's settings and services.
     """
 
@@ -237,6 +238,7 @@ class AzureService:
         jobs: JobService,
         scoring: ScoringService,
         artifacts: ArtifactStore,
+        deletion: DeletionService,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -244,6 +246,7 @@ class AzureService:
         self.jobs = jobs
         self.scoring = scoring
         self.artifacts = artifacts
+        self.deletion = deletion
         self.base_config = json.loads(settings.azure_model_config or "{}")
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -567,22 +570,21 @@ class AzureService:
             next_link=link,
         )
 
-    def delete_model(self, model_id: str) -> str:
-        """Delete a model, its training job, versions and batch results; the ReconAD model's
-        internal id is returned so that the caller can drop it from the scoring cache."""
-        row = self._row(model_id)
-        with self.db.session() as session:
-            keys = list(
-                session.scalars(
-                    select(AzureResult.result_key).where(AzureResult.azure_model_id == model_id)
-                )
-            )
-        self.jobs.cancel_for_model(row.model_id)
-        self.registry.delete_model(model_id)
+    async def delete_model(self, model_id: str) -> None:
+        """Delete a model with its training job, versions and batch results (through the
+        service's one deletion path)."""
+        await asyncio.to_thread(self._row, model_id)
+        keys = await asyncio.to_thread(self._result_keys, model_id)
+        await self.deletion.delete_model(model_id)
         for key in keys:
-            if key:
-                self.artifacts.delete(key)
-        return row.model_id
+            await asyncio.to_thread(self.artifacts.delete, key)
+
+    def _result_keys(self, model_id: str) -> list[str]:
+        with self.db.session() as session:
+            keys = session.scalars(
+                select(AzureResult.result_key).where(AzureResult.azure_model_id == model_id)
+            )
+            return [k for k in keys if k]
 
     # ------------------------------------------------------------------ detection
     async def _loaded(self, row: AzureModel) -> Any:

@@ -23,22 +23,28 @@ import time
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from detector import Detector, DetectorConfig, TrainingProgress, create_detector, load_detector
+from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
 from service.db import Database
 from service.errors import ServiceError
+from service.jobs import states
+from service.jobs.states import FinalState
+from service.live.events import leave_out_events
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion, finite_or_none, job_artifact_key
 from service.settings import Settings
-from service.store import ArtifactStore, HistoryStore, StoreError, open_stores
+from service.storage import ArtifactStore, HistoryStore, StoreError, open_stores
 from service.tables import Job, Model, utcnow
 
 __all__ = ["main", "run_job"]
 
 logger = logging.getLogger(__name__)
+
+#: Epochs of losses a running job's progress keeps (the full history is in the version).
+_MAX_CURVE = 1000
 
 
 def _die_with_parent() -> None:
@@ -66,28 +72,27 @@ class _JobContext:
         self.job_id = job_id
         self.token = token
         self._stop = threading.Event()
-
-    def _mine(self) -> Any:
-        return (Job.id == self.job_id) & (Job.run_token == self.token) & (Job.status == "running")
+        self._curve: list[dict[str, Any]] = []
 
     def heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             with contextlib.suppress(Exception), self.db.transaction() as session:
-                session.execute(update(Job).where(self._mine()).values(heartbeat_at=utcnow()))
+                states.touch(session, self.job_id, self.token, heartbeat_at=utcnow())
 
     def progress(self, p: TrainingProgress) -> bool:
         losses = {k: finite_or_none(v) for k, v in p.losses.items()}
+        # The loss curve so far, so a console opened mid-job draws every epoch (bounded).
+        self._curve = [*self._curve, {"epoch": p.epoch, **losses}][-_MAX_CURVE:]
         values = {
             "epoch": p.epoch,
             "max_epochs": p.max_epochs,
             "losses": losses,
+            "curve": self._curve,
             "elapsed_s": round(p.elapsed_s, 3),
             "stage": "training",
         }
         with self.db.transaction() as session:
-            session.execute(
-                update(Job).where(self._mine()).values(progress=values, heartbeat_at=utcnow())
-            )
+            states.touch(session, self.job_id, self.token, progress=values, heartbeat_at=utcnow())
             row = session.execute(
                 select(Job.status, Job.cancel_requested).where(Job.id == self.job_id)
             ).first()
@@ -99,23 +104,19 @@ class _JobContext:
     def stage(self, stage: str) -> None:
         with self.db.transaction() as session:
             job = session.get(Job, self.job_id, with_for_update=True)
-            if job is not None and job.run_token == self.token and job.status == "running":
+            if job is not None and states.holds(job, self.token):
                 job.progress = {**(job.progress or {}), "stage": stage}
 
-    def finish(self, status: str, error: str | None) -> None:
+    def finish(self, status: FinalState, error: str | None) -> None:
         with self.db.transaction() as session:
-            session.execute(
-                update(Job)
-                .where(self._mine())
-                .values(status=status, error=error, finished_at=utcnow())
-            )
+            states.finish(session, self.job_id, self.token, status, error)
 
     def close(self) -> None:
         self._stop.set()
 
 
 def _load_data(
-    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore
+    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore, db: Database
 ) -> pd.DataFrame:
     params = job.params
     if params.get("source") == "inline":
@@ -124,6 +125,10 @@ def _load_data(
         start = pd.Timestamp(params["start"]) if params.get("start") else None
         end = pd.Timestamp(params["end"]) if params.get("end") else None
         frame = history.read(model.id, start, end)
+        # Points inside anomaly events must not become the new normal.
+        frame, dropped = leave_out_events(db, model.id, frame, model.config.get("key_column"))
+        if dropped:
+            logger.info("left %d points inside anomaly events out of training", dropped)
     if frame.empty:
         raise det_errors.TooShortError(
             "the selected range holds no data; append history or choose another range"
@@ -183,22 +188,23 @@ def run_job(settings: Settings, job_id: str) -> int:
     with db.session() as session:
         job = session.get(Job, job_id)
         model = session.get(Model, job.model_id) if job is not None else None
-    if job is None or model is None or job.status != "running" or job.run_token is None:
+    token = None if job is None else job.run_token
+    if job is None or model is None or token is None or not states.holds(job, token):
         logger.warning("job %s is not claimed for running; nothing to do", job_id)
         return 0
-    ctx = _JobContext(db, job_id, job.run_token, settings.job_heartbeat_s)
+    ctx = _JobContext(db, job_id, token, settings.job_heartbeat_s)
     threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
     artifacts, history = open_stores(settings, db)
     registry = ModelRegistry(db, artifacts, history)
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:
-        config = DetectorConfig.model_validate(job.params["config"])
+        config = stored_config(job.params["config"])
         if settings.device != "auto":
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
         ctx.stage("loading data")
-        frame = _load_data(job, model, artifacts, history)
+        frame = _load_data(job, model, artifacts, history, db)
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
         detector = create_detector(config).fit(frame, progress=ctx.progress)
@@ -208,7 +214,7 @@ def run_job(settings: Settings, job_id: str) -> int:
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)
-        holdout = frame.iloc[len(frame) - round(len(frame) * config.training.validation_fraction) :]
+        holdout = detector.holdout(frame)  # the rows fit calibrated on, per segment
         new = NewVersion.from_detector(
             detector,
             key,
