@@ -1,30 +1,32 @@
 """The univariate method behind the Azure-compatible ``timeseries/*/detect`` calls.
 
 Each request is answered by a model fitted on the request's own series, in one pass and on
-one CPU core (8,640 points, the old service's maximum, in well under 5 s):
+one CPU core, without a training loop (see the README for its speed on 8,640 points):
 
 - **Expected values** come from a robust seasonal fit: a running median trend (one period
   long, or 2*k+1 points without a period) plus the median of the detrended series at each
   phase of the period (the period is the request's, else the dominant period of the series by
   :func:`detector.windows.dominant_period`, 0 when there is none).
-- **The score** of a point is the larger of two robust z-scores: its residual from the
-  expected value (divided by the residual's median absolute deviation), and the discord
-  distance of the windows that contain it (each window's Euclidean distance to its nearest
-  non-overlapping window of the same series, the point taking the mean over its windows, as
-  :mod:`detector.windows` combines window errors). The first catches points off the seasonal
-  pattern, the second shapes that occur once (a changed waveform, a flat stretch at a new
-  level), which a residual misses.
-- **The decision** is a Peaks-Over-Threshold threshold on the scores
-  (:func:`detector.thresholds.pot_threshold`) whose risk grows with ``sensitivity``, capped by
-  ``maxAnomalyRatio`` (at most that share of points is flagged, the highest scores first).
+- **The score** of a point is the discord distance of the 128-point windows that contain it:
+  each window's Euclidean distance to its nearest non-overlapping window of the same series
+  (on a 16-value piecewise average of the window), the point taking the mean over its windows,
+  as :mod:`detector.windows` combines window errors. It catches shapes that occur once (a
+  changed waveform, a flat stretch at a new level).
+- **The decision**: the score and the residual from the expected value (over its median
+  absolute deviation) are each divided by their own Peaks-Over-Threshold threshold
+  (:func:`detector.thresholds.pot_threshold`, the residual's at a ten times smaller risk) and
+  the larger decides (above 1 is anomalous), so single spikes that a long window dilutes are
+  caught too. The risk grows with ``sensitivity`` (:func:`risk_of`); at most
+  ``maxAnomalyRatio`` of the points are flagged.
 - **Margins** are the distance from the expected value at which the residual score alone would
   cross the threshold, so ``expected +/- margin`` is the band of ordinary values; a point inside
   it can still be flagged by its shape (the discord score).
-- **Severity** is ``score / (score + threshold)`` on flagged points (in ``[0.5, 1)``, growing
-  with the score) and 0 on the others, as the API defines it.
-- **Change points** are where the running median of the next ``stableTrendWindow`` points
-  differs from that of the previous ones by more than the series' noise allows; the
-  confidence is the size of the shift over the noise, mapped to ``[0, 1]``.
+- **Severity** is ``u / (u + 1)`` for the normalised score ``u`` on flagged points (in
+  ``[0.5, 1)``, growing with the score) and 0 on the others, as the API defines it.
+- **Change points** are where the median of the next ``stableTrendWindow`` points (default:
+  one period of the differenced series) differs from that of the previous ones; the shift is
+  measured against the spread of such shifts over the series, and the confidence is the
+  chance that no block of noise and drift alone reaches it.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def discord_window(n: int) -> int:
 
 def _paa(windows: torch.Tensor) -> torch.Tensor:
     """Piecewise aggregate approximation of windows (B, W) to at most 16 values each: the
-    distances keep the shape and cost 4x less at W=64."""
+    distances keep the shape and cost W/16 times less."""
     w = windows.shape[1]
     dims = min(_PAA_DIMS, w)
     edges = torch.linspace(0, w, dims + 1).round().long()
