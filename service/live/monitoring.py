@@ -96,9 +96,8 @@ class LiveMonitor:
 
 def _library() -> tuple[Any, Any]:
     """The library's ``Monitor`` class and its ``MonitorOptions`` model."""
-    from detector.monitor import MonitorOptions
-
     from detector import Monitor
+    from detector.monitor import MonitorOptions
 
     return Monitor, MonitorOptions
 
