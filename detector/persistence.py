@@ -102,6 +102,9 @@ def save_detector(detector: Detector, path: str | Path) -> None:
             "residual_std": detector.residual_std_.tolist(),
             "window_weight": detector.window_weight_,
             "feature_weight": detector.feature_weight_.tolist(),
+            "known_values": [
+                [float(v) for v in row if np.isfinite(v)] for row in detector.known_values_
+            ],
             "validation_score": detector.validation_score_,
             "history": detector.history_,
             "versions": _versions(),
@@ -181,6 +184,10 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
     det.feature_weight_ = np.asarray(
         state.get("feature_weight", np.ones(det.n_features_in_)), dtype=np.float64
     )
+    # saved before the new-value rule: no value is new
+    det.known_values_ = np.full((det.n_features_in_, 2), np.nan)
+    for j, seen in enumerate(state.get("known_values", [])):
+        det.known_values_[j, : len(seen)] = seen
     det.validation_score_ = float(state["validation_score"])
     det.history_ = list(state["history"])
     return det

@@ -664,11 +664,8 @@ class ScoringService:
         if loaded.key_column and loaded.key_column in inp.values:
             columns[loaded.key_column] = [str(v) for v in inp.values[loaded.key_column]]
         if inp.timestamps is not None:
+            # Order and repeats follow the model's timestamp_order policy, in the library.
             index: pd.Index = parse_timestamps(inp.timestamps)
-            if not index.is_monotonic_increasing or (
-                loaded.key_column is None and index.has_duplicates
-            ):
-                raise InvalidInputError("timestamps must be strictly increasing")
         else:
             index = pd.RangeIndex(inp.n_points)
         frame = pd.DataFrame(columns, index=index)
