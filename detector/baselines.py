@@ -191,12 +191,7 @@ class PyODAutoEncoder:
                 "the pyod_ae baseline needs PyOD: pip install 'reconad[bench]'"
             ) from None
         self.seed = seed
-        self._make = lambda window: TimeSeriesOD(
-            detector=AutoEncoder(random_state=seed, verbose=0),
-            window_size=window,
-            step=1,
-            score_aggregation="mean",
-        )
+        self._classes: tuple[Any, Any] = (TimeSeriesOD, AutoEncoder)
 
     def fit(self, data: pd.DataFrame | pd.Series) -> PyODAutoEncoder:
         frame = as_frame(data)
@@ -210,7 +205,13 @@ class PyODAutoEncoder:
         )
         if len(values) < self.window_:
             raise TooShortError(f"the training data is shorter than the window ({self.window_})")
-        self.model_: Any = self._make(self.window_).fit(values)
+        bridge, inner = self._classes
+        self.model_: Any = bridge(
+            detector=inner(random_state=self.seed, verbose=0),
+            window_size=self.window_,
+            step=1,
+            score_aggregation="mean",
+        ).fit(values)
         return self
 
     def _raw(self, seg: Segment) -> np.ndarray:

@@ -6,11 +6,12 @@ Each window is reconstructed by the network; a cell's squared error is combined 
 that contain it (``score_reduction``, see :mod:`detector.windows`), divided by that feature's
 mean error on the held-out validation split (``error_normalization``), and the point's score is
 the weighted mean over its observed features (continuous features weigh 1, two-valued ones
-``two_valued_weight``, see :func:`feature_weights`, except where such a feature holds a value it
-never had in training: then ``new_value_weight``, see :meth:`Detector._cell_weights`). ``explain`` returns each feature's share,
-so a row of ``explain`` sums to the point's score. The threshold is calibrated on the scores of the
-held-out validation split (the last ``validation_fraction`` of the training data) with the
-configured :mod:`detector.thresholds` method.
+``two_valued_weight``, see :func:`feature_weights`, except where such a feature holds a value
+it never had in training: then ``new_value_weight``, see :meth:`Detector._cell_weights`).
+``explain`` returns each feature's share, so a row of ``explain`` sums to the point's score.
+The threshold is calibrated on the scores of the held-out validation split (the last
+``validation_fraction`` of the training data) with the configured :mod:`detector.thresholds`
+method.
 """
 
 from __future__ import annotations

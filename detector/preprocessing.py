@@ -415,9 +415,7 @@ class Preprocessor:
         keep = first[ids] == np.arange(len(ids))
         new_position = np.cumsum(keep) - 1  # position among the kept rows
         copies = np.flatnonzero(~keep)
-        return _Group(
-            rows[keep], rows[copies].astype(np.int64), new_position[first[ids[copies]]]
-        )
+        return _Group(rows[keep], rows[copies].astype(np.int64), new_position[first[ids[copies]]])
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:

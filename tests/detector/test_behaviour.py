@@ -366,8 +366,8 @@ def test_a_flag_leaving_its_training_values_counts_in_full(tiny: Any, tmp_path: 
         ).fit(train)
         for w in (0.0, 1.0)
     }
-    default, hidden = dets[1.0], dets[0.0]
-    scores, contrib = default.anomaly_score(test), default.explain(test)
+    counted, hidden = dets[1.0], dets[0.0]
+    scores, contrib = counted.anomaly_score(test), counted.explain(test)
     np.testing.assert_allclose(contrib.sum(axis=1), scores, rtol=1e-9)
     assert (contrib["flag"].iloc[100:110] == 0).all()  # known values: damped as before
     quiet = scores.drop(test.index[190:265]).quantile(0.99)
@@ -375,8 +375,8 @@ def test_a_flag_leaving_its_training_values_counts_in_full(tiny: Any, tmp_path: 
     assert scores.iloc[250:255].min() > quiet
     assert (hidden.explain(test)[["flag", "stuck"]] == 0).all().all()  # weight 0: hidden
     windows = test.to_numpy()[None, 195:219]
-    assert (default.score_windows(windows).contributions[0, 5:15, 4] > 0).all()
-    default.save(tmp_path / "m")
+    assert (counted.score_windows(windows).contributions[0, 5:15, 4] > 0).all()
+    counted.save(tmp_path / "m")
     np.testing.assert_allclose(load_detector(tmp_path / "m").anomaly_score(test), scores)
     with pytest.raises(ValueError, match="new_value_weight"):
         DetectorConfig(new_value_weight=1.5)

@@ -53,16 +53,14 @@ def test_exact_duplicates_share_one_score(
     np.testing.assert_allclose(
         scores.groupby(level=0).first().to_numpy(), plain.to_numpy(), rtol=1e-5
     )
-    np.testing.assert_array_equal(
-        scores.groupby(level=0).nunique(dropna=False).to_numpy().max(), 1
-    )
+    np.testing.assert_array_equal(scores.groupby(level=0).nunique(dropna=False).to_numpy().max(), 1)
 
 
 def test_repeated_timestamps_with_new_values_are_consecutive_points(
     det: Detector, test_data: tuple[pd.DataFrame, pd.Series]
 ) -> None:
     """A clock change: an hour of timestamps comes twice with different values."""
-    test, labels = test_data
+    test, _ = test_data
     again = test.iloc[300:360].copy()
     again.index = test.index[240:300]  # values of 300-359 under the stamps of 240-299
     data = pd.concat([test.iloc[:300], again, test.iloc[360:]])
@@ -87,7 +85,7 @@ def test_fit_accepts_repeats_and_keeps_the_step(test_data: tuple[pd.DataFrame, p
     cfg = DetectorConfig.model_validate(tiny_config("ae", training={"max_epochs": 2}))
     det = create_detector(cfg).fit(messy)
     assert det.preprocessor_.step_ == 60 * 10**9  # one minute, repeats do not shrink it
-    test, labels = test_data
+    test, _ = test_data
     assert det.anomaly_score(test.iloc[::-1]).notna().mean() > 0.9
 
 
