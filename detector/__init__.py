@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from . import errors
 from .config import KINDS, CalibrationConfig, DetectorConfig, TrainingConfig
+from .decision import DSpot, StaticThreshold, Threshold
 from .detector import Detector, Reconstruction, ScoreDetails, WindowScores, create_detector
+from .monitor import Event, Monitor, MonitorOptions
 from .persistence import load_detector
 from .training import TrainingProgress
 
@@ -17,9 +19,15 @@ __all__ = [
     "KINDS",
     "CalibrationConfig",
     "Detector",
+    "DSpot",
     "DetectorConfig",
+    "Event",
+    "Monitor",
+    "MonitorOptions",
     "Reconstruction",
     "ScoreDetails",
+    "StaticThreshold",
+    "Threshold",
     "TrainingConfig",
     "TrainingProgress",
     "WindowScores",

@@ -34,6 +34,7 @@ import pandas as pd
 
 from .baselines import BASELINES, PEER_BASELINES, create_baseline
 from .config import KINDS, DetectorConfig
+from .decision import flags
 from .detector import create_detector
 from .errors import ConfigError
 from .evaluation import evaluate
@@ -158,7 +159,7 @@ def _run_one(
     if not math.isfinite(threshold):
         for key in ("precision", "recall", "f1"):
             metrics[key] = math.nan
-    flagged = float(np.mean(scores > threshold)) if math.isfinite(threshold) else math.nan
+    flagged = float(np.mean(flags(scores, threshold))) if math.isfinite(threshold) else math.nan
     return fit_s, score_s, metrics, flagged
 
 

@@ -34,6 +34,7 @@ import pandas as pd
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from . import decision
 from .baselines import BASELINES, PEER_BASELINES, pyod_available
 from .bench import (
     BenchResult,
@@ -43,13 +44,14 @@ from .bench import (
     run_bench,
     summarise,
 )
-from .config import KINDS, DetectorConfig
+from .config import KINDS, DetectorConfig, TrainingConfig
 from .detector import Detector, create_detector
 from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADError
 from .evaluation import evaluate
 from .io import read_frame, table_format, write_table
 from .persistence import load_detector
 from .plotting import PLOT_SUFFIXES, plot_scores
+from .replay import ReplayResult, replay_markdown, replay_table, run_replay
 from .training import TrainingProgress
 
 __all__ = [
@@ -140,7 +142,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         type=_max_seconds_arg,
         metavar="S",
         default=argparse.SUPPRESS,
-        help="cap on training wall time in seconds, or 'none' (default: the config's, else 45)",
+        help="cap on training wall time in seconds, or 'none' (default: the config's, else "
+        f"{TrainingConfig.model_fields['max_seconds'].default:g})",
     )
     train.add_argument(
         "--seed",
@@ -529,7 +532,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     frame = _drop_label(frame, args.label_column, detector.config.features)
     details = detector.score_details(frame, reconstruct=args.reconstruct)
     threshold = detector.threshold_
-    flags = (details.scores > threshold).rename("anomaly")
+    flags = details.flags
     out = pd.DataFrame({"score": details.scores, "anomaly": flags}, index=frame.index)
     key = detector.config.key_column
     if key is not None and key in frame.columns:
@@ -582,7 +585,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate(labels.to_numpy(), scores.to_numpy(), threshold, window)
     except LabelsError as exc:
         raise LabelsError(f"label column {label_column!r}: {exc}") from exc
-    flags = scores > threshold
+    flags = decision.flags(scores, threshold)
     n_points, n_positive = len(frame), int((labels.to_numpy() == 1).sum())
     n_flagged = int(flags.sum())
 
@@ -632,6 +635,55 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
+def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> int:
+    """``bench --replay``: the live-detection replay (see :mod:`detector.replay`)."""
+    if args.retrain_every is not None and args.retrain_every % args.chunk:
+        raise ConfigError(
+            f"--retrain-every ({args.retrain_every}) must be a multiple of --chunk ({args.chunk})"
+        )
+    options = _load_config_file(args.monitor) if args.monitor else {}
+    entities = list_entities(args.root, args.datasets, args.limit)
+    bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
+
+    def tick(result: ReplayResult) -> None:
+        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.mode}")
+        bar.update()
+
+    started = time.perf_counter()
+    try:
+        results = run_replay(
+            args.root,
+            args.datasets,
+            kind,
+            args.chunk,
+            args.retrain_every,
+            args.limit,
+            overrides,
+            options,
+            on_result=tick,
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc)) from None
+    finally:
+        bar.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = [asdict(r) for r in results]
+    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
+    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
+    table = replay_table(results)
+    table.to_csv(args.out / "summary.csv")
+    elapsed = time.perf_counter() - started
+    command = shlex.join(["reconad", *args.argv])
+    (args.out / "summary.md").write_text(
+        f"Command: `{command}`\n\nKind {kind}, chunks of {args.chunk} points, "
+        f"{len(results)} replays in {elapsed:.0f} s.\n\n{replay_markdown(table)}"
+    )
+    pd.set_option("display.width", 250)
+    print(table.round(3).to_string())
+    print(f"\n{len(results)} replays in {elapsed:.0f} s; results in {args.out}")
+    return 0
+
+
 # ================================================================= command line
 def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` to a command-line parser."""
@@ -664,6 +716,24 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="also keep every method's test scores, labels and threshold (DIR/<dataset>/"
         "<entity>/<method>.npz) for offline studies",
     )
+    bench.add_argument(
+        "--replay",
+        action="store_true",
+        help="stream each entity's test part through the live monitor instead (see "
+        "detector.replay); uses the first of --kinds, no baselines",
+    )
+    bench.add_argument(
+        "--chunk", type=_positive_int, default=100, help="--replay: points per update (100)"
+    )
+    bench.add_argument(
+        "--retrain-every",
+        type=_positive_int,
+        metavar="R",
+        help="--replay: also replay with a refit every R test points (a multiple of --chunk)",
+    )
+    bench.add_argument(
+        "--monitor", type=Path, metavar="JSON", help="--replay: monitor options (JSON object)"
+    )
     bench.add_argument("--quiet", "-q", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
@@ -674,6 +744,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
     overrides = _load_config_file(args.config) if args.config else {}
+    if args.replay:
+        return _replay(args, kinds[0] if kinds else "ae", overrides)
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (len(kinds) + len(baselines)), unit="fit", disable=args.quiet)
 

@@ -20,19 +20,23 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .config import CalibrationConfig, DetectorConfig
+from .decision import StaticThreshold, flags
 from .errors import ConfigError, InputError, NonFiniteError, NotFittedError, TooShortError
 from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
-from .thresholds import calibrate
+from .thresholds import Calibration, calibrate
 from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
 from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
 
 __all__ = ["Detector", "Reconstruction", "ScoreDetails", "WindowScores", "create_detector"]
 
@@ -40,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Width of the reconstruction band, in standard deviations of the validation residuals.
 BAND_WIDTH = 3.0
+#: Most held-out causal scores kept with a model for the monitor's threshold.
+MAX_HOLDOUT_SCORES = 20_000
 _CELLS_PER_BATCH = 1 << 21
 
 
@@ -77,8 +83,11 @@ class ScoreDetails:
 
     @property
     def flags(self) -> pd.Series:
-        """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged)."""
-        return (self.scores > self.threshold).rename("anomaly")
+        """Anomaly flags, ``scores > threshold`` (NaN scores are not flagged), by the rule of
+        :func:`detector.decision.flags`."""
+        return pd.Series(
+            flags(self.scores, self.threshold), index=self.scores.index, name="anomaly"
+        )
 
 
 @dataclass
@@ -112,9 +121,11 @@ class Detector:
     ----------
     preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
     calibration_, error_scale_, residual_std_, window_weight_, feature_weight_, known_values_,
-    history_, validation_score_, device_
+    history_, validation_score_, holdout_scores_, device_
         Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
         ``network_`` is left in eval mode by both, so scoring never switches modes.
+        ``holdout_scores_`` are the causal scores of the validation points (what
+        :meth:`monitor` fits its threshold on).
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -163,6 +174,7 @@ class Detector:
             if window != first_fill:  # gap filling depends on the window: cut again
                 segments = pre.transform(frame, max_fill=window)
         train_segs, val_segs = self._split(segments, window, len(frame))
+        stream_segs = self._stream_holdout(segments, window)
 
         device = select_device(cfg.training.device)
         seed_everything(cfg.training.seed)
@@ -198,6 +210,7 @@ class Detector:
         self.error_scale_ = np.ones(self.n_features_in_)
         self.residual_std_ = np.ones(self.n_features_in_)
         self._calibrate(val_segs)
+        self.holdout_scores_ = self._stream_scores(stream_segs)
         return self
 
     def _split(
@@ -219,6 +232,71 @@ class Detector:
                 f"at least {need} consecutive points are needed; pass more data or a smaller window"
             )
         return train, val
+
+    def _stream_holdout(self, segments: list[Segment], window: int) -> list[Segment]:
+        """The validation tail of each segment with the ``window - 1`` points before it as
+        context: scored causally, every validation point is the last point of one window."""
+        fraction = self.config.training.validation_fraction
+        out = []
+        for seg in segments:
+            cut = len(seg) - round(len(seg) * fraction)
+            if cut >= window and len(seg) > cut:
+                out.append(seg.slice(cut - window + 1, len(seg)))
+        return out
+
+    def _stream_scores(self, segments: list[Segment]) -> np.ndarray:
+        """Causal scores (see :mod:`detector.monitor`) of the validation points, in time order,
+        the latest :data:`MAX_HOLDOUT_SCORES`: what the monitor's threshold is fitted on."""
+        parts = []
+        for seg in segments:
+            errors, _ = self._causal_errors(seg.values, seg.cond, reconstruct=False)
+            tail = seg.slice(self.window_ - 1, len(seg))
+            scores, _ = self._finish(errors, tail)
+            parts.append(scores[tail.rows >= 0])
+        scores = np.concatenate(parts) if parts else np.empty(0)
+        return scores[np.isfinite(scores)][-MAX_HOLDOUT_SCORES:]
+
+    def _causal_errors(
+        self, values: np.ndarray, cond: np.ndarray | None, reconstruct: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Errors (and reconstructions) of the last point of every window of a block.
+
+        Parameters
+        ----------
+        values : ndarray, shape (T, F), float32
+            Scaled, gap-free values; ``T >= window``.
+        cond : ndarray, shape (T, C), or None
+
+        Returns
+        -------
+        errors : ndarray, shape (T - window + 1, F)
+            Row ``i``: the squared error (window weight applied) of point ``i + window - 1``
+            in the window that ends at it.
+        expected : ndarray of the same shape, or None
+        """
+        network, window = self.network_, self.window_
+        device = next(network.parameters()).device
+        n_windows = values.shape[0] - window + 1
+        vals = torch.from_numpy(np.ascontiguousarray(values)).to(device)  # (T, F)
+        cnd = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond)).to(device)
+        batch = max(256, _CELLS_PER_BATCH // (window * self.n_features_in_))
+        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
+        errs, recs = [], []
+        with torch.inference_mode():
+            for first in range(0, n_windows, batch):
+                starts = torch.arange(first, min(first + batch, n_windows), device=device)
+                x = gather_windows(vals, starts, window)  # (B, W, F)
+                c = None if cnd is None else cnd[starts + window - 1]  # (B, C)
+                err, recon = self._window_errors(network, x, c, generator)
+                errs.append(err[:, -1].cpu().numpy())  # (B, F)
+                if reconstruct:
+                    recs.append(recon[:, -1].cpu().numpy())
+        n_feat = self.n_features_in_
+        errors = np.concatenate(errs).astype(np.float64) if errs else np.empty((0, n_feat))
+        expected = (
+            (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
+        )
+        return errors, expected
 
     def _calibrate(self, val_segs: list[Segment]) -> None:
         """Per-feature error scale and residual spread, then the threshold, on validation data."""
@@ -391,13 +469,23 @@ class Detector:
         heavier = np.maximum(self.feature_weight_, self.config.new_value_weight)
         return np.where(novel, heavier, weights)
 
-    def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
-        """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
-        weights = np.where(seg.observed, self._cell_weights(seg.values), 0.0)  # (T, F)
+    def _contributions(
+        self, errors: np.ndarray, observed: np.ndarray, values: np.ndarray
+    ) -> np.ndarray:
+        """Each feature's share of the point score (T, F) from combined errors (T, F) and the
+        scaled values (T, F) the weights depend on: NaN rows where no feature was observed or
+        weighs anything. No smoothing."""
+        weights = np.where(observed, self._cell_weights(values), 0.0)  # (T, F)
         total = weights.sum(axis=1, keepdims=True)  # (T, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             share = weights / total  # (T, F)
-            contributions = np.where(total > 0, errors / self.error_scale_ * share, np.nan)
+            out: np.ndarray = np.where(total > 0, errors / self.error_scale_ * share, np.nan)
+        return out
+
+    def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
+        contributions = self._contributions(errors, seg.observed, seg.values)
+        unweighted = np.isnan(contributions).all(axis=1)
         if self.config.smoothing > 1:
             contributions = (
                 pd.DataFrame(contributions)
@@ -406,7 +494,7 @@ class Detector:
                 .to_numpy()
             )
         scores = contributions.sum(axis=1)
-        scores[total[:, 0] == 0] = np.nan
+        scores[unweighted] = np.nan
         return scores, contributions
 
     def score_details(
@@ -536,6 +624,25 @@ class Detector:
         assert details.expected is not None and details.lower is not None
         assert details.upper is not None
         return Reconstruction(details.expected, details.lower, details.upper)
+
+    # ================================================================= live detection
+    def monitor(self, **options: Any) -> Monitor:
+        """A :class:`~detector.monitor.Monitor`: causal scoring, an online threshold and events
+        for one series; ``options`` are :class:`~detector.monitor.MonitorOptions` fields.
+
+        Raises
+        ------
+        NotFittedError, ConfigError
+        """
+        from .monitor import Monitor
+
+        return Monitor(self, **options)
+
+    @property
+    def decision_(self) -> StaticThreshold:
+        """The batch threshold as a :mod:`detector.decision` object (``threshold_``)."""
+        self._check_fitted()
+        return StaticThreshold(Calibration.from_dict(self.calibration_))
 
     # ================================================================= device and persistence
     def to(self, device: str) -> Detector:

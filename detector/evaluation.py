@@ -67,6 +67,7 @@ __all__ = [
     "auc_roc",
     "best_f1",
     "evaluate",
+    "event_metrics",
     "legacy_point_adjusted_f1",
     "pointwise_prf",
     "vus_pr",
@@ -421,6 +422,64 @@ def _segment_min(values: IntArray, starts: IntArray, ends: IntArray) -> IntArray
     return np.asarray(np.minimum.reduceat(values, bounds)[0::2], dtype=np.int64)
 
 
+def event_metrics(labels: npt.ArrayLike, flags: npt.ArrayLike) -> dict[str, float]:
+    """Range-level figures of binary flags, for live decisions.
+
+    An anomaly range (a maximal run of label 1) is *found* if a flag falls inside it; a *false
+    alarm event* is a maximal run of flags that touches no anomaly range.
+
+    Parameters
+    ----------
+    labels : array_like of shape (n,)
+        0/1 ground truth.
+    flags : array_like of shape (n,)
+        The points declared anomalous.
+
+    Returns
+    -------
+    dict of str to float
+        ``event_recall`` (found ranges / ranges), ``false_alarm_events_per_10k`` (per 10,000
+        normal points), ``composite_f1`` (harmonic mean of point precision and event recall,
+        Garg et al. 2021), ``median_delay`` (points from a found range's start to its first
+        flag), ``normal_flag_rate`` (flagged share of the normal points) and ``n_ranges``.
+        Figures that need a range (or a normal point) are ``nan`` without one.
+
+    Raises
+    ------
+    LabelsError, InputError
+        As :func:`pointwise_prf`.
+    """
+    y = _as_labels(labels)
+    f = _as_flags(flags, y.shape[0])
+    starts, ends = _segments(y)
+    n_normal = int(np.count_nonzero(~y))
+    out = {
+        "event_recall": math.nan,
+        "false_alarm_events_per_10k": math.nan,
+        "composite_f1": math.nan,
+        "median_delay": math.nan,
+        "normal_flag_rate": float(np.mean(f[~y])) if n_normal else math.nan,
+        "n_ranges": float(starts.shape[0]),
+    }
+    if n_normal:
+        f_starts, f_ends = _segments(f)
+        touches = _segment_any(y, f_starts, f_ends) if f_starts.size else np.zeros(0, bool)
+        out["false_alarm_events_per_10k"] = float(np.count_nonzero(~touches)) * 1e4 / n_normal
+    if starts.size:
+        found = _segment_any(f, starts, ends)
+        recall = float(np.mean(found))
+        precision = pointwise_prf(y, f)[0]
+        out["event_recall"] = recall
+        out["composite_f1"] = (
+            2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        )
+        if found.any():
+            position = np.where(f, np.arange(f.shape[0]), f.shape[0])
+            first = _segment_min(position, starts[found], ends[found])
+            out["median_delay"] = float(np.median(first - starts[found]))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # VUS
 # ----------------------------------------------------------------------------------------------
@@ -671,7 +730,9 @@ def evaluate(
     if not _both_classes(y):
         return dict.fromkeys(keys, math.nan)
     v_roc, v_pr = _vus(y, s, w)
-    precision, recall, f1 = pointwise_prf(y, s > thr)
+    from .decision import flags  # here: decision -> thresholds -> evaluation at import time
+
+    precision, recall, f1 = pointwise_prf(y, flags(s, thr))
     oracle_f1, oracle_thr = best_f1(y, s)
     return {
         "vus_pr": v_pr,

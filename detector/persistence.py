@@ -106,6 +106,7 @@ def save_detector(detector: Detector, path: str | Path) -> None:
                 [float(v) for v in row if np.isfinite(v)] for row in detector.known_values_
             ],
             "validation_score": detector.validation_score_,
+            "holdout_scores": detector.holdout_scores_.tolist(),
             "history": detector.history_,
             "versions": _versions(),
             "files": {_WEIGHTS: _sha256(tmp / _WEIGHTS)},
@@ -189,5 +190,7 @@ def load_detector(path: str | Path, device: str | None = None) -> Detector:
     for j, seen in enumerate(state.get("known_values", [])):
         det.known_values_[j, : len(seen)] = seen
     det.validation_score_ = float(state["validation_score"])
+    # saved before live detection: no held-out causal scores, a monitor asks for a refit
+    det.holdout_scores_ = np.asarray(state.get("holdout_scores", []), dtype=np.float64)
     det.history_ = list(state["history"])
     return det

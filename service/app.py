@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.context import AppContext
-from service.deps import AnyKey
 from service.errors import PayloadTooLargeError, install_exception_handlers
+from service.openapi import exact_openapi
 from service.observability import RequestContextMiddleware, configure_logging
-from service.routers import data, health, jobs, models, schedules, scoring, versions
+from service.routers import data, docs, health, jobs, keys, models, schedules, scoring, versions
 from service.settings import Settings
 
 __all__ = ["create_app"]
@@ -54,25 +54,46 @@ class BodyLimitMiddleware:
                 break
         received = 0
         limit = self.max_bytes
+        over = False
+        answered = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    over = True
                     raise PayloadTooLargeError(
                         f"the request body exceeds {limit} bytes (max_body_bytes); "
                         "send less data per request"
                     )
             return message
 
-        await self.app(scope, limited, send)
+        async def guarded(message: Message) -> None:
+            # Whatever the route made of the interrupted body (form parsing answers 400), a body
+            # over the limit is answered 413.
+            nonlocal answered
+            if over:
+                if not answered:
+                    answered = True
+                    await self._refuse(send, received)
+                return
+            if message["type"] == "http.response.start":
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except PayloadTooLargeError:
+            if not answered:
+                answered = True
+                await self._refuse(send, received)
 
     async def _refuse(self, send: Send, size: int) -> None:
         body = (
-            f'{{"detail":"the request body is {size} bytes; the limit is {self.max_bytes} '
-            f'bytes (max_body_bytes): send less data per request"}}'
+            f'{{"detail":"the request body is {size} bytes or more; the limit is '
+            f'{self.max_bytes} bytes (max_body_bytes): send less data per request"}}'
         ).encode()
         await send(
             {
@@ -116,27 +137,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await context.stop()
             logger.info("ReconAD service stopped")
 
-    public = settings.public_docs
     app = FastAPI(
         title="ReconAD",
         version=API_VERSION,
         summary="Time-series anomaly detection: models, training jobs, schedules and scoring.",
         lifespan=lifespan,
-        openapi_url="/openapi.json" if public else None,
-        docs_url="/docs" if public else None,
-        redoc_url="/redoc" if public else None,
+        openapi_url=None,  # served by service.routers.docs, with or without a key
+        docs_url=None,
+        redoc_url=None,
     )
-    if not public:
+    default_openapi = app.openapi
 
-        @app.get("/openapi.json", include_in_schema=False)
-        async def openapi(_key: AnyKey) -> JSONResponse:
-            return JSONResponse(app.openapi())
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = exact_openapi(default_openapi())
+        return app.openapi_schema
 
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.context = context
     install_exception_handlers(app)
     # Routes are matched in order: the hot scoring route right after the health probes.
-    for module in (health, scoring, models, versions, data, jobs, schedules):
+    for module in (health, scoring, models, versions, data, jobs, schedules, keys):
         app.include_router(module.router)
+    app.include_router(docs.build_router(settings.public_docs))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app

@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import func, select
@@ -69,23 +70,43 @@ class AuthService:
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
-    def create(self, scope: str, name: str = "") -> tuple[ApiKey, str]:
+    def create(
+        self, scope: str, name: str = "", expires_at: datetime | None = None
+    ) -> tuple[ApiKey, str]:
         """Create a key and return its row and the plain key (shown once, never stored).
+
+        Parameters
+        ----------
+        scope
+            ``score``, ``write`` or ``admin``.
+        name
+            A label.
+        expires_at
+            When the key stops working (timezone-aware; ``None``: never).
 
         Raises
         ------
         ValueError
-            For an unknown scope.
+            For an unknown scope or an expiry in the past.
         """
         if scope not in _RANK:
             raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
+        if expires_at is not None and expires_at <= utcnow():
+            raise ValueError("expires_at must be in the future")
         with self._db.transaction() as session:
             while True:
                 key_id = secrets.token_hex(4)
                 if session.get(ApiKey, key_id) is None:
                     break
             plain = f"rad_{key_id}_{secrets.token_urlsafe(32)}"
-            row = ApiKey(id=key_id, name=name[:100], scope=scope, key_hash=hash_key(plain))
+            row = ApiKey(
+                id=key_id,
+                name=name[:100],
+                scope=scope,
+                key_hash=hash_key(plain),
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
             session.add(row)
         return row, plain
 
@@ -163,12 +184,20 @@ class AuthService:
             or row.revoked_at is not None
         ):
             raise UnauthorizedError("invalid or revoked API key")
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            raise UnauthorizedError(
+                f"API key {row.id} expired at {row.expires_at.isoformat()}; ask an admin for a "
+                "new one"
+            )
         principal = Principal(key_id=row.id, scope=row.scope)  # type: ignore[arg-type]
-        if self._ttl > 0:
+        ttl = self._ttl
+        if row.expires_at is not None:  # never trust a cached key past its expiry
+            ttl = min(ttl, (row.expires_at - utcnow()).total_seconds())
+        if ttl > 0:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = (principal, now + self._ttl)
+                self._cache[digest] = (principal, now + ttl)
         return principal
 
     @staticmethod

@@ -8,8 +8,10 @@ key commands work on the same database as the server, with or without the server
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from detector import cli as detector_cli
@@ -18,14 +20,19 @@ __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
 
+_DATA_DIR_HELP = (
+    "the server's data folder (default: RECONAD_DATA_DIR, else ./reconad-data in the current "
+    "folder)"
+)
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.settings import Settings
 
-    settings = Settings()
+    settings = _settings(args)
+    print(f"ReconAD data dir: {settings.data_dir}", file=sys.stderr)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -57,20 +64,42 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auth() -> Any:
-    from service.auth import AuthService
-    from service.db import Database, upgrade_schema
+def _settings(args: argparse.Namespace) -> Any:
     from service.settings import Settings
 
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    data_dir = getattr(args, "data_dir", None)
+    return Settings(data_dir=data_dir) if data_dir else Settings()
+
+
+def _auth(args: argparse.Namespace) -> Any:
+    """The key service on the server's database; refuses to invent an empty one.
+
+    Run elsewhere than the server, the default ``./reconad-data`` is another folder, and a key
+    made in a fresh database there would be refused by the server: so say which database is
+    used, and stop when it does not exist.
+    """
+    from service.auth import AuthService
+    from service.db import Database, upgrade_schema
+
+    settings = _settings(args)
+    url = settings.database_url
+    shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    print(f"using the database {shown} (data dir {settings.data_dir})", file=sys.stderr)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        print(
+            f"error: no ReconAD database at {url.removeprefix('sqlite:///')}: run this in the "
+            "folder where `reconad serve` runs, or pass --data-dir (or RECONAD_DATA_DIR) with "
+            "the server's data dir",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    db = Database(url)
     upgrade_schema(db)
     return AuthService(db, cache_ttl_s=0)
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    row, plain = _auth().create(args.scope, args.name or "")
+    row, plain = _auth(args).create(args.scope, args.name or "")
     print(plain)
     print(
         f"created key {row.id} with scope '{row.scope}'; it is shown only this once",
@@ -80,7 +109,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    rows = _auth().list_keys()
+    rows = _auth(args).list_keys()
     print(f"{'ID':<10} {'SCOPE':<6} {'CREATED (UTC)':<20} {'REVOKED (UTC)':<20} NAME")
     for row in rows:
         revoked = row.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if row.revoked_at else "-"
@@ -93,7 +122,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     from service.errors import NotFoundError
 
     try:
-        row = _auth().revoke(args.id)
+        row = _auth(args).revoke(args.id)
     except NotFoundError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -113,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--data-dir", help=_DATA_DIR_HELP)
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser(
@@ -129,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     keys = sub.add_parser("keys", help="manage API keys")
+    keys.add_argument("--data-dir", help=_DATA_DIR_HELP)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
     create.add_argument(

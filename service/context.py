@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import torch
 from service.auth import AuthService
 from service.data import DataService
 from service.db import Database, upgrade_schema
+from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
 from service.observability import Metrics
@@ -19,13 +21,12 @@ from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
-from service.store import (
-    ArtifactStore,
-    HistoryStore,
-    open_stores,
-)
+from service.storage import ArtifactStore, HistoryStore, open_stores
 
-__all__ = ["AppContext"]
+__all__ = ["BOOTSTRAP_KEY_FILE", "AppContext"]
+
+#: File in the data dir holding the first admin key (mode 0600).
+BOOTSTRAP_KEY_FILE = "bootstrap-admin-key.txt"
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class AppContext:
     scheduler: Scheduler
     scoring: ScoringService
     data: DataService
+    deletion: DeletionService
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -55,11 +57,26 @@ class AppContext:
         db = Database(settings.database_url)
         artifacts, history = open_stores(settings, db)
         metrics = Metrics()
-        registry = ModelRegistry(db, artifacts, history, settings.test_promotion_pause_s)
+        registry = ModelRegistry(
+            db,
+            artifacts,
+            history,
+            settings.test_promotion_pause_s,
+            max_parameters=settings.max_model_parameters,
+        )
         runner = create_job_runner(
             settings, db, sweep=functools.partial(registry.sweep_orphans, shared_workers=True)
         )
-        jobs = JobService(db, registry, artifacts, history, notify=runner.notify)
+        jobs = JobService(
+            db,
+            registry,
+            artifacts,
+            history,
+            notify=runner.notify,
+            max_queued_per_model=settings.max_queued_jobs_per_model,
+            max_queued=settings.max_queued_jobs,
+            retry_after_s=settings.retry_after_s,
+        )
         schedules = ScheduleService(db, registry, jobs, metrics)
         scoring = ScoringService(
             registry,
@@ -90,7 +107,10 @@ class AppContext:
             schedules=schedules,
             scheduler=Scheduler(schedules, settings.scheduler_interval_s),
             scoring=scoring,
-            data=DataService(registry, history, settings.max_points_per_request),
+            data=DataService(
+                registry, history, settings.max_points_per_request, settings.max_body_bytes
+            ),
+            deletion=DeletionService(registry, jobs, scoring),
         )
 
     def prepare(self) -> None:
@@ -104,15 +124,36 @@ class AppContext:
         if self.settings.bootstrap_admin_key:
             key = self.auth.bootstrap_admin()
             if key is not None:
-                banner = (
-                    "\n  ReconAD: no API keys existed, so an admin key was created."
-                    f"\n  It is shown only this once:\n\n    {key}\n\n"
-                    "  Use it as 'Authorization: Bearer <key>'; "
-                    "`reconad keys create --scope score` makes more.\n"
-                )
-                sys.stderr.write(banner)
-                sys.stderr.flush()
-                logger.warning("bootstrap admin key created and printed to stderr once")
+                self._announce_bootstrap_key(key)
+
+    def _announce_bootstrap_key(self, key: str) -> None:
+        """Write the first admin key to a 0600 file in the data dir and print a banner that no
+        log line can hide (plain text on stderr, whatever the log format)."""
+        path = self.settings.data_dir / BOOTSTRAP_KEY_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key + "\n")
+            os.chmod(path, 0o600)
+            saved = f"  It is also saved, readable only by you, in:\n    {path}\n"
+        except OSError as exc:
+            saved = f"  (It could not be saved to {path}: {exc}.)\n"
+        rule = "=" * 78
+        banner = (
+            f"\n{rule}\n"
+            "  ReconAD: no API keys existed, so an ADMIN KEY was created:\n\n"
+            f"    {key}\n\n"
+            f"{saved}\n"
+            "  Use it as 'Authorization: Bearer <key>'. Make more with\n"
+            f"    RECONAD_DATA_DIR={self.settings.data_dir} reconad keys create --scope score\n"
+            "  or POST /v1/keys; delete the file once the key is stored elsewhere.\n"
+            f"{rule}\n\n"
+        )
+        sys.stderr.write(banner)
+        sys.stderr.flush()
+        logger.warning(
+            "bootstrap admin key created: printed on stderr and saved to %s (mode 0600)", path
+        )
 
     async def start(self) -> None:
         """Start the job runner and the scheduler."""

@@ -12,18 +12,26 @@ silently. Rows may come in any order: history is kept in time order.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import logging
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
-from service.parsing import numeric_array, parse_timestamps
+from service.errors import (
+    BadRequestError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    ServiceError,
+)
+from service.parsing import check_timestamps, numeric_array, parse_timestamps
 from service.registry import ModelRegistry
-from service.store import TIMESTAMP, HistoryStore, HistorySummary, StoreError
+from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
 
 __all__ = ["DataService", "frame_from_rows", "frame_from_upload"]
 
@@ -45,7 +53,9 @@ def _finish_frame(
             continue
         series = frame[name]
         what = f"{where} column {label!r}"
-        if series.dtype.kind in "biuf":
+        if series.dtype.kind == "b":
+            raise InvalidInputError(f"{what} holds booleans; send numbers (0 or 1)")
+        if series.dtype.kind in "iuf":
             values = series.to_numpy(dtype=np.float64)
             if np.isinf(values).any():
                 raise InvalidInputError(f"{what} holds infinite values; send finite numbers")
@@ -80,9 +90,49 @@ def frame_from_rows(rows: list[dict[str, Any]], key_column: str | None = None) -
                 )
             if isinstance(value, dict | list):
                 raise InvalidInputError(f"rows[{i}].{name} must be a number or null")
+            if isinstance(value, bool):
+                raise InvalidInputError(
+                    f"rows[{i}].{name} is a boolean; send a number (0 or 1) or null"
+                )
     frame = pd.DataFrame.from_records(rows)
     stamps = parse_timestamps(frame[TIMESTAMP].tolist(), "rows[].timestamp")
     return _finish_frame(frame.drop(columns=[TIMESTAMP]), stamps, key_column, "rows")
+
+
+def _gunzip(content: bytes, max_bytes: int) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
+            data = stream.read(max_bytes + 1)
+    except (OSError, EOFError) as exc:
+        raise BadRequestError(f"could not decompress the gzip upload: {exc}") from None
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(
+            f"the upload decompresses to more than {max_bytes} bytes (max_body_bytes); "
+            "send a smaller file"
+        )
+    return data
+
+
+def _csv_header(content: bytes) -> None:
+    """Refuse header names that pandas would silently invent or rename: an empty name (the
+    ``Unnamed: 0`` index column of ``to_csv()``) and repeated names (``value``, ``value.1``)."""
+    first = content.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    try:
+        names = next(csv.reader([first]))
+    except (csv.Error, StopIteration):
+        return  # pandas reports what is wrong with the file
+    blank = [i for i, n in enumerate(names) if not n.strip()]
+    if blank:
+        raise InvalidInputError(
+            f"CSV column {blank[0] + 1} has no name (an index column written by pandas' "
+            "to_csv()?): name every column in the header, or write the file with index=False"
+        )
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise InvalidInputError(
+            f"CSV columns {repeated} appear more than once in the header; give every column "
+            "its own name"
+        )
 
 
 def frame_from_upload(
@@ -91,10 +141,12 @@ def frame_from_upload(
     content_type: str | None,
     timestamp_column: str = TIMESTAMP,
     key_column: str | None = None,
+    max_bytes: int = 256 * 1024 * 1024,
 ) -> pd.DataFrame:
-    """Build a frame from an uploaded CSV or Parquet file.
+    """Build a frame from an uploaded CSV (plain or gzip-compressed) or Parquet file.
 
-    The format comes from the file's magic bytes (Parquet starts with ``PAR1``), else CSV.
+    The format comes from the file's magic bytes (Parquet starts with ``PAR1``, gzip with
+    ``1f 8b``), else CSV. A gzip file may decompress to at most ``max_bytes``.
 
     Raises
     ------
@@ -105,12 +157,19 @@ def frame_from_upload(
     """
     if not content:
         raise InvalidInputError("the uploaded file is empty")
+    if content[:2] == b"\x1f\x8b":
+        content = _gunzip(content, max_bytes)
+        if not content:
+            raise InvalidInputError("the uploaded file is empty")
     is_parquet = content[:4] == b"PAR1" or (filename or "").lower().endswith((".parquet", ".pq"))
     try:
         if is_parquet:
             frame = pd.read_parquet(io.BytesIO(content))
         else:
+            _csv_header(content)
             frame = pd.read_csv(io.BytesIO(content))
+    except ServiceError:
+        raise
     except Exception as exc:
         kind = "Parquet" if is_parquet else "CSV"
         raise BadRequestError(f"could not read the upload as {kind}: {exc}") from None
@@ -130,7 +189,7 @@ def frame_from_upload(
         stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
         if stamps.hasnans:
             raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
-        stamps = stamps.as_unit("us")
+        stamps = check_timestamps(stamps.as_unit("us"), f"column {timestamp_column!r}")
     else:
         values = raw.tolist()
         if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
@@ -169,12 +228,21 @@ class DataService:
         The history store.
     max_points
         Most rows one append may carry.
+    max_bytes
+        Most bytes an upload may hold once decompressed.
     """
 
-    def __init__(self, registry: ModelRegistry, history: HistoryStore, max_points: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        history: HistoryStore,
+        max_points: int,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.registry = registry
         self.history = history
         self.max_points = max_points
+        self.max_bytes = max_bytes
 
     def key_column(self, name: str) -> str | None:
         """The model's series-key column (None for a single series)."""
@@ -231,6 +299,35 @@ class DataService:
     def summary(self, name: str) -> HistorySummary:
         """How much history the model holds."""
         return self.history.summary(self.registry.get_model(name).id)
+
+    def export(self, name: str, start: datetime | None, end: datetime | None, fmt: str) -> bytes:
+        """Stored rows with ``start <= timestamp < end`` as CSV or Parquet bytes (a
+        ``timestamp`` column first, ISO-8601 UTC in CSV).
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            For an inverted range.
+        service.errors.PayloadTooLargeError
+            When the range holds more than ``max_points`` rows.
+        """
+        if start is not None and end is not None and start >= end:
+            raise InvalidInputError("start must be before end")
+        model = self.registry.get_model(name)
+        frame = self.history.read(model.id, start, end)
+        if len(frame) > self.max_points:
+            raise PayloadTooLargeError(
+                f"the range holds {len(frame)} rows, more than {self.max_points} "
+                "(max_points_per_request) per export: export it in several ranges (start, end)"
+            )
+        frame = frame.reset_index()
+        if fmt == "parquet":
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            return buffer.getvalue()
+        stamps = pd.DatetimeIndex(frame[TIMESTAMP])
+        frame[TIMESTAMP] = stamps.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return frame.to_csv(index=False).encode()
 
     def drop(
         self, name: str, start: datetime | None, end: datetime | None

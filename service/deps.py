@@ -18,6 +18,7 @@ from fastapi.security.base import SecurityBase
 from service.auth import AuthService, Principal, Scope
 from service.context import AppContext
 from service.data import DataService
+from service.deletion import DeletionService
 from service.jobs.service import JobService
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
@@ -25,10 +26,13 @@ from service.scoring import ScoringService
 from service.settings import Settings
 
 __all__ = [
+    "APIKeyAuth",
     "AdminKey",
     "AnyKey",
+    "AuthDep",
     "ContextDep",
     "DataDep",
+    "DeletionDep",
     "JobsDep",
     "RegistryDep",
     "SchedulesDep",
@@ -55,6 +59,10 @@ async def _settings(request: Request) -> Settings:
     return context_of(request).settings
 
 
+async def _auth(request: Request) -> AuthService:
+    return context_of(request).auth
+
+
 async def _registry(request: Request) -> ModelRegistry:
     return context_of(request).registry
 
@@ -75,13 +83,19 @@ async def _data(request: Request) -> DataService:
     return context_of(request).data
 
 
+async def _deletion(request: Request) -> DeletionService:
+    return context_of(request).deletion
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
+AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
+DeletionDep = Annotated[DeletionService, Depends(_deletion)]
 
 
 class APIKeyAuth(SecurityBase):

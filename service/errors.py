@@ -15,8 +15,15 @@ Exception tree::
     ├── InvalidInputError             422  well-formed request with values that cannot be used
     └── UnavailableError              503  database or artifact store unreachable
 
-Detector library errors (``detector.errors``) map as: ``InputError`` and ``ConfigError`` -> 422,
-``NotFittedError`` -> 409, ``PersistenceError`` -> 503, any other ``ReconADError`` -> 422.
+Errors of the layers below map in one table, :data:`MAPPED_ERRORS` (the first matching class
+wins): the detector library's ``InputError`` and ``ConfigError`` -> 422, ``NotFittedError`` ->
+409, ``PersistenceError`` -> 503, any other ``ReconADError`` -> 422; the stores'
+``StoreError`` (an unreachable or failing artifact or history store) -> 503, and a database
+that cannot be reached (SQLAlchemy's ``OperationalError``) -> 503. A 503 carries
+``Retry-After``: these are conditions of the deployment, not of the request.
+
+Any other exception is a 500, logged once with its traceback and request id by
+:class:`service.observability.RequestContextMiddleware`.
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from detector import errors as det_errors
+from service.storage.base import StoreError
 
 __all__ = [
+    "MAPPED_ERRORS",
     "BadRequestError",
     "ConflictError",
     "ForbiddenError",
@@ -41,10 +51,12 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "ServiceError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnavailableError",
     "format_validation_errors",
     "install_exception_handlers",
+    "mapped_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,19 +118,56 @@ class InvalidInputError(ServiceError):
     status_code = 422
 
 
+class TooManyRequestsError(ServiceError):
+    """A bounded queue is full; the client should retry after ``retry_after_s`` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(int(retry_after_s))})
+
+
 class UnavailableError(ServiceError):
     """A backing store cannot be reached."""
 
     status_code = 503
 
 
-_LIBRARY_STATUS: Sequence[tuple[type[Exception], int]] = (
-    (det_errors.InputError, 422),
-    (det_errors.ConfigError, 422),
-    (det_errors.NotFittedError, 409),
-    (det_errors.PersistenceError, 503),
-    (det_errors.ReconADError, 422),
+MAPPED_ERRORS: Sequence[tuple[type[Exception], int, str]] = (
+    # (class, status, what the response says before the error's own message)
+    (det_errors.InputError, 422, ""),
+    (det_errors.ConfigError, 422, ""),
+    (det_errors.NotFittedError, 409, ""),
+    (det_errors.PersistenceError, 503, "a stored model could not be read: "),
+    (det_errors.ReconADError, 422, ""),
+    (StoreError, 503, "storage is unavailable: "),
+    (OperationalError, 503, "the database is unavailable"),
 )
+"""Errors of the library, the stores and the database: HTTP status and message prefix."""
+
+RETRY_AFTER_S = 5
+
+
+def mapped_response(exc: Exception) -> tuple[int, str, dict[str, str] | None]:
+    """Status, message and headers for an error of :data:`MAPPED_ERRORS`.
+
+    Parameters
+    ----------
+    exc
+        An instance of one of the table's classes.
+
+    Returns
+    -------
+    tuple[int, str, dict[str, str] | None]
+        The HTTP status, the response's ``detail`` and its extra headers.
+    """
+    for cls, status, prefix in MAPPED_ERRORS:
+        if isinstance(exc, cls):
+            # A driver's text can hold the connection string: the database says only that.
+            message = f"{prefix}; retry shortly" if cls is OperationalError else f"{prefix}{exc}"
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+            return status, message, headers
+    raise TypeError(f"{type(exc).__name__} is not in MAPPED_ERRORS")
 
 
 def _loc(loc: Sequence[Any]) -> str:
@@ -173,13 +222,13 @@ def install_exception_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ServiceError)
         return _json(exc.status_code, exc.message, request, exc.headers)
 
-    async def library_error(request: Request, exc: Exception) -> Response:
-        for cls, status in _LIBRARY_STATUS:
-            if isinstance(exc, cls):
-                if status >= 500:
-                    logger.error("detector storage error: %s", exc)
-                return _json(status, str(exc), request)
-        return _json(422, str(exc), request)  # pragma: no cover - ReconADError is in the table
+    async def mapped_error(request: Request, exc: Exception) -> Response:
+        status, message, headers = mapped_response(exc)
+        if status >= 500:
+            logger.error(
+                "%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc
+            )
+        return _json(status, message, request, headers)
 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError | ValidationError)
@@ -195,13 +244,11 @@ def install_exception_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return _json(exc.status_code, str(exc.detail), request, getattr(exc, "headers", None))
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _json(500, "internal error; the request id identifies it in the logs", request)
-
     app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(det_errors.ReconADError, library_error)
+    for cls in dict.fromkeys(cls for cls, _status, _prefix in MAPPED_ERRORS):
+        app.add_exception_handler(cls, mapped_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(ValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # Any other exception: service.observability.RequestContextMiddleware logs it once, with the
+    # request id, and answers 500.

@@ -44,6 +44,27 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "color_message",
 }
 access_logger = logging.getLogger("service.access")
+error_logger = logging.getLogger("service.errors")
+
+
+async def _send_internal_error(send: Send, request_id: str) -> None:
+    body = json.dumps(
+        {
+            "detail": "internal error; the request id identifies it in the server log",
+            "request_id": request_id,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class JsonFormatter(logging.Formatter):
@@ -166,6 +187,11 @@ class Metrics:
         self.schedule_runs = Counter(
             "reconad_schedule_runs", "Jobs queued by schedules.", registry=self.registry
         )
+        self.schedule_failures = Counter(
+            "reconad_schedule_failures",
+            "Due schedule runs that could not queue a job (the schedule shows last_error).",
+            registry=self.registry,
+        )
 
     def track_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
         """Expose ``reconad_jobs{state}`` computed by ``counts`` at scrape time."""
@@ -211,8 +237,26 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+            await send_wrapper(message)
+
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            # The one place an unexpected error is logged: with its traceback and this request's
+            # id (outer middlewares run after the id is reset), and not raised again, so the
+            # server does not log it a second time.
+            status = 500
+            error_logger.exception(
+                "unhandled error on %s %s", scope.get("method", ""), scope.get("path", "")
+            )
+            if not started_response:
+                await _send_internal_error(send_wrapper, request_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

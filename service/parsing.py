@@ -1,10 +1,17 @@
-"""Parsing of request bodies: JSON with clear errors, numeric arrays, timestamps, durations."""
+"""Parsing of request bodies: JSON with clear errors, numeric arrays, timestamps, durations.
+
+Timestamps are accepted from 1900-01-01 up to (not including) 2200-01-01 UTC, everywhere
+(scoring, stored rows, uploads, job ranges). pandas represents nanosecond timestamps from 1677
+to 2262; the narrower range leaves room for the durations the service adds (``last`` up to 100
+years, gap filling, calendar features), so nothing accepted at the door breaks a later retrain.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -13,7 +20,21 @@ import pandas as pd
 
 from service.errors import BadRequestError, InvalidInputError
 
-__all__ = ["numeric_array", "parse_duration", "parse_json", "parse_timestamps"]
+__all__ = [
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
+    "check_datetime",
+    "check_timestamps",
+    "finite_config",
+    "numeric_array",
+    "parse_duration",
+    "parse_json",
+    "parse_timestamps",
+]
+
+MIN_TIMESTAMP = pd.Timestamp("1900-01-01", tz="UTC")
+MAX_TIMESTAMP = pd.Timestamp("2200-01-01", tz="UTC")
+_RANGE_TEXT = "timestamps must be from 1900-01-01 to before 2200-01-01 (UTC)"
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -112,7 +133,9 @@ def numeric_array(raw: Any, what: str, allow_null: bool) -> np.ndarray:
         ) from None
     except OverflowError:
         raise InvalidInputError(f"{what} holds an integer too large for a float") from None
-    if arr.dtype.kind in "biuf":
+    if arr.dtype.kind == "b":
+        raise InvalidInputError(f"{what} must hold numbers, not booleans: send 0 or 1")
+    if arr.dtype.kind in "iuf":
         out = arr.astype(np.float64, copy=False)
     elif arr.dtype.kind == "O":
         flat = arr.ravel().tolist()
@@ -122,6 +145,8 @@ def numeric_array(raw: Any, what: str, allow_null: bool) -> np.ndarray:
             )
         if any(isinstance(v, str) for v in flat):
             raise InvalidInputError(f"{what} must hold numbers, not strings")
+        if any(isinstance(v, bool) for v in flat):
+            raise InvalidInputError(f"{what} must hold numbers, not booleans: send 0 or 1")
         if not allow_null and any(v is None for v in flat):
             raise InvalidInputError(
                 f"{what} holds null: windows must be complete; score a series segment "
@@ -145,13 +170,57 @@ def numeric_array(raw: Any, what: str, allow_null: bool) -> np.ndarray:
     return out
 
 
+def check_timestamps(index: pd.DatetimeIndex, what: str = "timestamps") -> pd.DatetimeIndex:
+    """Return ``index`` (UTC) if every timestamp is in the accepted range.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        Naming the first timestamp outside it.
+    """
+    if len(index) == 0:
+        return index
+    outside = (index < MIN_TIMESTAMP) | (index >= MAX_TIMESTAMP)
+    if outside.any():
+        at = int(np.argmax(outside))
+        raise InvalidInputError(f"{what}[{at}] = {index[at].isoformat()}: {_RANGE_TEXT}")
+    return index
+
+
+def check_datetime(value: datetime, what: str = "the time") -> datetime:
+    """Return a timezone-aware ``value`` if it is in the accepted range (a ``ValueError``
+    otherwise, for pydantic validators)."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not MIN_TIMESTAMP.to_pydatetime() <= aware < MAX_TIMESTAMP.to_pydatetime():
+        raise ValueError(f"{what} {value.isoformat()} is out of range: {_RANGE_TEXT}")
+    return value
+
+
+def finite_config(config: Any) -> Any:
+    """Return a pydantic config if every number in it is finite (a ``ValueError`` naming the
+    field otherwise: ``Infinity`` and ``NaN`` pass ``ge``/``gt`` bounds)."""
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{path} is {value}: every number in a config must be finite")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+
+    walk(config.model_dump(), "")
+    return config
+
+
 def parse_timestamps(raw: list[Any], what: str = "timestamps") -> pd.DatetimeIndex:
     """Parse ISO-8601 strings or epoch seconds into a UTC index.
 
     Raises
     ------
     service.errors.InvalidInputError
-        For mixed, unparseable or out-of-range values.
+        For mixed, unparseable or out-of-range values (see the module docstring).
     """
     if all(isinstance(v, str) for v in raw):
         try:
@@ -162,14 +231,19 @@ def parse_timestamps(raw: list[Any], what: str = "timestamps") -> pd.DatetimeInd
             ) from None
     elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
         arr = np.asarray(raw, dtype=np.float64)
-        if not np.isfinite(arr).all() or (np.abs(arr) > 1e11).any():
-            raise InvalidInputError(f"{what} as numbers must be epoch seconds (finite, < 1e11)")
+        low, high = MIN_TIMESTAMP.timestamp(), MAX_TIMESTAMP.timestamp()
+        if not np.isfinite(arr).all() or ((arr < low) | (arr >= high)).any():
+            bad = int(np.argmax(~np.isfinite(arr) | (arr < low) | (arr >= high)))
+            raise InvalidInputError(
+                f"{what}[{bad}] = {arr[bad]:g} epoch seconds: {_RANGE_TEXT} "
+                f"(epoch {low:.0f} to {high:.0f})"
+            )
         index = pd.DatetimeIndex(pd.to_datetime(arr, unit="s", utc=True))
     else:
         raise InvalidInputError(
             f"{what} must all be ISO-8601 strings or all epoch seconds (no nulls, no mixing)"
         )
-    return index.as_unit("us")
+    return check_timestamps(index.as_unit("us"), what)
 
 
 def parse_duration(value: Any) -> float:

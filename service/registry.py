@@ -25,13 +25,16 @@ from datetime import datetime
 from typing import Any, Literal
 
 import pandas as pd
+import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from detector import Detector, DetectorConfig
+from detector.models import model_class
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
-from service.store import ArtifactStore, HistoryStore
+from service.jobs import states
+from service.storage import ArtifactStore, HistoryStore
 from service.tables import ACTIVE_STATES, Job, Model, Promotion, Version, utcnow
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "ModelRegistry",
     "NewVersion",
     "PromotionPolicy",
+    "check_model_size",
+    "count_parameters",
     "decide_promotion",
     "finite_or_none",
     "job_artifact_key",
@@ -81,6 +86,50 @@ def check_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+#: Values per window an ``"auto"`` window resolves to at most (detector.windows' rule).
+_AUTO_WINDOW_VALUES = 2048
+
+
+def count_parameters(config: DetectorConfig) -> int:
+    """Network parameters ``config`` asks for, counted on torch's meta device (nothing is
+    allocated).
+
+    The window and the feature count are only known once data arrives: an ``"auto"`` window
+    counts its largest input (2,048 values); an explicit window counts its length times the
+    configured features (one feature when they are left open), so the count is never above what
+    a fit builds, and the hidden and latent layers, which grow quadratically, are exact.
+    """
+    n_features = len(config.features) if config.features else 1
+    window = config.window if isinstance(config.window, int) else _AUTO_WINDOW_VALUES
+    if not isinstance(config.window, int):
+        n_features = 1
+    cls = model_class(config.kind)
+    n_conditions = 31 if cls.conditional else 0  # hour one-hot (24) + day of week (7)
+    with torch.device("meta"):
+        network = cls(config, window, n_features, n_conditions)
+    return int(sum(p.numel() for p in network.parameters()))
+
+
+def check_model_size(config: DetectorConfig, max_parameters: int | None) -> DetectorConfig:
+    """Return ``config`` if its network stays within ``max_parameters`` (``None``: no limit).
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        When it asks for more, with the count and the limit.
+    """
+    if max_parameters is None:
+        return config
+    count = count_parameters(config)
+    if count > max_parameters:
+        raise InvalidInputError(
+            f"this config asks for a network of {count:,} parameters (about "
+            f"{count * 4 / 1e9:.1f} GB of weights); the limit is {max_parameters:,} "
+            "(RECONAD_MAX_MODEL_PARAMETERS): use smaller hidden_dims, latent_dim or window"
+        )
+    return config
 
 
 def decide_promotion(
@@ -202,6 +251,8 @@ class ModelRegistry:
         Where observations live.
     promotion_pause_s
         Testing only: sleep inside the promotion transaction.
+    max_parameters
+        Largest network a model config may ask for (``None``: no limit).
     """
 
     def __init__(
@@ -210,11 +261,13 @@ class ModelRegistry:
         artifacts: ArtifactStore,
         history: HistoryStore,
         promotion_pause_s: float = 0.0,
+        max_parameters: int | None = None,
     ) -> None:
         self.db = db
         self.artifacts = artifacts
         self.history = history
         self._pause = promotion_pause_s
+        self.max_parameters = max_parameters
         self._listeners: list[Any] = []
 
     def on_change(self, callback: Any) -> None:
@@ -247,13 +300,19 @@ class ModelRegistry:
             When the name is taken.
         """
         check_name(name)
+        check_model_size(config, self.max_parameters)
         with self.db.transaction() as session:
-            if session.scalar(select(Model.id).where(Model.name == name)) is not None:
-                raise ConflictError(f"a model named {name!r} already exists; pick another name")
+            taken = session.scalar(select(Model.name).where(Model.name_key == name.lower()))
+            if taken is not None:
+                same = "" if taken == name else f" ({taken!r}: names are case-insensitive)"
+                raise ConflictError(
+                    f"a model named {name!r} already exists{same}; pick another name"
+                )
             now = utcnow()
             row = Model(
                 id=uuid.uuid4().hex,
                 name=name,
+                name_key=name.lower(),
                 description=description,
                 config=config.model_dump(mode="json"),
                 promotion_policy=policy,
@@ -292,6 +351,8 @@ class ModelRegistry:
         policy: str | None,
     ) -> Model:
         """Change a model's settings; existing versions keep the config they were trained with."""
+        if config is not None:
+            check_model_size(config, self.max_parameters)
         with self.db.transaction() as session:
             row = self._get(session, name, lock=True)
             if config is not None:
@@ -325,6 +386,26 @@ class ModelRegistry:
                 select(Version).where(Version.model_id == model.id).order_by(Version.version.desc())
             )
             return model, list(rows)
+
+    def list_promotions(
+        self, name: str, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Promotion], int]:
+        """A model's promotion log (every change of its active version), newest first, and the
+        total count."""
+        with self.db.session() as session:
+            model = self._get(session, name)
+            where = Promotion.model_id == model.id
+            count = int(
+                session.scalar(select(func.count()).select_from(Promotion).where(where)) or 0
+            )
+            rows = session.scalars(
+                select(Promotion)
+                .where(where)
+                .order_by(Promotion.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return list(rows), count
 
     def get_version(self, name: str, version: int | None = None) -> tuple[Model, Version]:
         """A model and one of its versions (``None``: the active one).
@@ -388,7 +469,7 @@ class ModelRegistry:
             job: Job | None = None
             if job_id is not None:
                 job = session.get(Job, job_id, with_for_update=True)
-                if job is None or job.status != "running" or job.run_token != run_token:
+                if not states.holds(job, run_token):
                     raise ConflictError("the job is no longer running; its result is discarded")
             number = model.last_version + 1
             model.last_version = number
@@ -435,10 +516,9 @@ class ModelRegistry:
             if promote:
                 self._activate(session, model, number, reason)
             if job is not None:
-                job.status = "succeeded"
+                states.move(job, "succeeded")
                 job.version = number
                 job.promoted = promote
-                job.finished_at = utcnow()
                 job.progress = {**(job.progress or {}), "stage": "done", "promotion": reason}
         self._changed(model.name)
         return row, promote, reason

@@ -14,11 +14,11 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from sqlalchemy import select, update
 
 from service.db import Database
-from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.errors import ConflictError, InvalidInputError, NotFoundError, ServiceError
 from service.jobs.service import JobService
 from service.observability import Metrics
 from service.registry import ModelRegistry
@@ -31,19 +31,27 @@ logger = logging.getLogger(__name__)
 MIN_INTERVAL_S = 1.0
 
 
-def check_cron(expression: str) -> str:
-    """Return ``expression`` if croniter accepts it (5 or 6 fields, UTC).
+def check_cron(expression: str, now: datetime | None = None) -> str:
+    """Return ``expression`` if croniter accepts it (5 to 7 fields, UTC) and it fires again.
 
     Raises
     ------
     service.errors.InvalidInputError
-        Otherwise.
+        For an invalid expression, or one that never fires after ``now`` (``0 0 30 2 *``, or a
+        year field that has passed).
     """
     if not croniter.is_valid(expression):
         raise InvalidInputError(
             f"invalid cron expression {expression[:100]!r}: use five fields "
             "'minute hour day-of-month month day-of-week', e.g. '0 3 * * *' (03:00 UTC daily)"
         )
+    try:
+        next_run(expression, None, now or utcnow())
+    except (CroniterBadDateError, ValueError, OverflowError):
+        raise InvalidInputError(
+            f"cron expression {expression[:100]!r} never fires from now on (a date that does not "
+            "exist, such as 30 February, or a year that has passed)"
+        ) from None
     return expression
 
 
@@ -183,9 +191,29 @@ class ScheduleService:
             session.execute(
                 update(Schedule)
                 .where(Schedule.id == schedule.id)
-                .values(last_run_at=utcnow(), last_job_id=job_id)
+                .values(last_run_at=utcnow(), last_job_id=job_id, last_error=None)
             )
         return job_id
+
+    def _failed(self, schedule: Schedule, name: str, now: datetime, message: str) -> None:
+        """Record why a due run queued no job: on the schedule (shown by the API) and in the
+        ``reconad_schedule_failures`` counter."""
+        logger.warning(
+            "schedule could not queue a job: %s",
+            message,
+            extra={"schedule_id": schedule.id, "model": name},
+        )
+        with self.db.transaction() as session:
+            session.execute(
+                update(Schedule)
+                .where(Schedule.id == schedule.id)
+                .values(
+                    last_error=f"{now.isoformat()}: {message}"[:2000],
+                    failures=Schedule.failures + 1,
+                )
+            )
+        if self.metrics is not None:
+            self.metrics.schedule_failures.inc()
 
     def _queue(self, schedule: Schedule, name: str) -> str:
         job = self.jobs.create(
@@ -232,16 +260,14 @@ class ScheduleService:
                 continue
             try:
                 job_id = self._queue(schedule, name)
-            except (InvalidInputError, NotFoundError) as exc:
-                logger.warning(
-                    "schedule could not queue a job: %s",
-                    exc.message,
-                    extra={"schedule_id": schedule.id, "model": name},
-                )
+            except ServiceError as exc:
+                self._failed(schedule, name, now, exc.message)
                 continue
             with self.db.transaction() as session:
                 session.execute(
-                    update(Schedule).where(Schedule.id == schedule.id).values(last_job_id=job_id)
+                    update(Schedule)
+                    .where(Schedule.id == schedule.id)
+                    .values(last_job_id=job_id, last_error=None)
                 )
             fired.append(job_id)
             logger.info(

@@ -4,23 +4,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
+    computed_field,
     field_validator,
     model_validator,
 )
 
 from detector import DetectorConfig
-from service.parsing import parse_duration
+from service.jobs.states import JobState
+from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
-from service.store import HistorySummary
-from service.tables import Job, Model, Schedule, Version
+from service.scoring import ScoreRequest, ScoreResponse
+from service.storage import HistorySummary
+from service.tables import ApiKey, Model, Version
 
 __all__ = [
     "DataAppend",
@@ -32,10 +37,16 @@ __all__ = [
     "JobCreate",
     "JobPublic",
     "JobsPublic",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyPublic",
+    "KeysPublic",
     "ModelCreate",
     "ModelPublic",
     "ModelUpdate",
     "ModelsPublic",
+    "PromotionPublic",
+    "PromotionsPublic",
     "ScheduleCreate",
     "SchedulePublic",
     "SchedulesPublic",
@@ -64,10 +75,14 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
-                {"type": "number", "exclusiveMinimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)\s*[smhdw]?\s*$",
+                },
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 100 * 365 * 86400},
             ],
-            "description": "Seconds, or a number with a unit: s, m, h, d, w (e.g. '14d').",
+            "description": "Seconds, or a positive number with a unit: s, m, h, d, w (e.g. "
+            "'14d'); at most 100 years.",
             "examples": ["14d", 3600],
         }
     ),
@@ -76,6 +91,43 @@ Duration = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _RowView:
+    """A table row seen with extra attributes (its model's name, ...) laid over it."""
+
+    def __init__(self, row: object, extra: dict[str, Any]) -> None:
+        self._row, self._extra = row, extra
+
+    def __getattr__(self, name: str) -> Any:
+        return self._extra[name] if name in self._extra else getattr(self._row, name)
+
+
+class _FromRow(BaseModel):
+    """A public view of a table row: ``Schema.model_validate(row, from_attributes=True)``.
+
+    What the row does not hold (its model's name, say) comes in the validation context:
+    ``model_validate(row, from_attributes=True, context={"model": name})``.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _overlay(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and not isinstance(data, dict):
+            return _RowView(data, dict(info.context))
+        return data
+
+    @classmethod
+    def of(cls, row: object, **extra: Any) -> Self:
+        """The public view of ``row``, with ``extra`` attributes the row does not hold."""
+        return cls.model_validate(row, from_attributes=True, context=extra or None)
+
+
+#: A detector config whose every number is finite (JSON bodies may spell ``Infinity``/``NaN``,
+#: which pydantic's ``ge=0`` bounds let through).
+Config = Annotated[DetectorConfig, AfterValidator(finite_config)]
 
 
 # --------------------------------------------------------------------------- models
@@ -89,7 +141,7 @@ class ModelCreate(_Strict):
         description="1-64 letters, digits, '-' or '_', starting with a letter or digit.",
         examples=["cpu-load"],
     )
-    config: DetectorConfig = Field(default_factory=DetectorConfig)
+    config: Config = Field(default_factory=DetectorConfig)
     description: str = Field("", max_length=2000)
     promotion_policy: PromotionPolicy = Field(
         "if_better",
@@ -102,7 +154,7 @@ class ModelCreate(_Strict):
 class ModelUpdate(_Strict):
     """Changes to a model; omitted fields stay as they are."""
 
-    config: DetectorConfig | None = Field(
+    config: Config | None = Field(
         None, description="Config for future trainings; existing versions keep theirs."
     )
     description: str | None = Field(None, max_length=2000)
@@ -130,7 +182,7 @@ class DataSummary(BaseModel):
         )
 
 
-class ModelPublic(BaseModel):
+class ModelPublic(_FromRow):
     """A model as the API shows it."""
 
     id: str
@@ -139,24 +191,14 @@ class ModelPublic(BaseModel):
     config: dict[str, Any]
     promotion_policy: str
     active_version: int | None
-    latest_version: int | None
+    latest_version: int | None = Field(validation_alias="last_version")
     created_at: datetime
     updated_at: datetime
 
+    @field_validator("latest_version", mode="before")
     @classmethod
-    def from_row(cls, row: Model) -> ModelPublic:
-        """Build from a table row."""
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            config=row.config,
-            promotion_policy=row.promotion_policy,
-            active_version=row.active_version,
-            latest_version=row.last_version or None,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+    def _none_before_first(cls, value: Any) -> Any:
+        return value or None  # the table counts 0 before the first version
 
 
 class ModelsPublic(BaseModel):
@@ -169,7 +211,7 @@ class ModelsPublic(BaseModel):
 # --------------------------------------------------------------------------- versions
 
 
-class VersionPublic(BaseModel):
+class VersionPublic(_FromRow):
     """An immutable trained version."""
 
     model: str
@@ -190,26 +232,9 @@ class VersionPublic(BaseModel):
     config: dict[str, Any]
 
     @classmethod
-    def from_row(cls, model: Model, row: Version) -> VersionPublic:
-        """Build from table rows."""
-        return cls(
-            model=model.name,
-            version=row.version,
-            active=model.active_version == row.version,
-            created_at=row.created_at,
-            job_id=row.job_id,
-            threshold=row.threshold,
-            validation_score=row.validation_score,
-            calibration=row.calibration,
-            metrics=row.metrics,
-            history=row.history,
-            features=row.features,
-            window=row.window,
-            data_start=row.data_start,
-            data_end=row.data_end,
-            n_points=row.n_points,
-            config=row.config,
-        )
+    def of_model(cls, model: Model, row: Version) -> VersionPublic:
+        """The public view of a version row of ``model``."""
+        return cls.of(row, model=model.name, active=model.active_version == row.version)
 
 
 class VersionsPublic(BaseModel):
@@ -218,6 +243,24 @@ class VersionsPublic(BaseModel):
     data: list[VersionPublic]
     count: int
     active_version: int | None
+
+
+class PromotionPublic(_FromRow):
+    """One change of a model's active version."""
+
+    from_version: int | None
+    to_version: int
+    reason: str = Field(
+        description="first_version, policy_always, if_better, manual, rollback, ...",
+    )
+    created_at: datetime
+
+
+class PromotionsPublic(BaseModel):
+    """A model's promotion log, newest first."""
+
+    data: list[PromotionPublic]
+    count: int
 
 
 # --------------------------------------------------------------------------- data
@@ -263,7 +306,7 @@ class JobCreate(_Strict):
     anchor: Literal["now", "latest"] = Field(
         "now", description="'now' or 'latest' (the newest stored timestamp), for 'last'."
     )
-    config: DetectorConfig | None = Field(
+    config: Config | None = Field(
         None, description="Train with this config instead of the model's."
     )
     promote: bool | None = Field(
@@ -278,7 +321,8 @@ class JobCreate(_Strict):
     @field_validator("start", "end")
     @classmethod
     def _zone(cls, v: datetime | None) -> datetime | None:
-        return _utc(v)
+        utc = _utc(v)
+        return None if utc is None else check_datetime(utc)
 
     @model_validator(mode="after")
     def _check(self) -> JobCreate:
@@ -291,12 +335,12 @@ class JobCreate(_Strict):
         return self
 
 
-class JobPublic(BaseModel):
+class JobPublic(_FromRow):
     """A training job."""
 
     id: str
     model: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    status: JobState
     trigger: str
     schedule_id: str | None
     retry_of: str | None
@@ -311,33 +355,29 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    duration_s: float | None
 
+    @field_validator("params", mode="before")
     @classmethod
-    def from_row(cls, row: Job, model: str) -> JobPublic:
-        """Build from a table row and its model's name."""
-        params = {k: v for k, v in (row.params or {}).items() if k != "input_key"}
-        duration = None
-        if row.started_at is not None and row.finished_at is not None:
-            duration = round((row.finished_at - row.started_at).total_seconds(), 3)
-        return cls(
-            id=row.id,
-            model=model,
-            status=row.status,
-            trigger=row.trigger,
-            schedule_id=row.schedule_id,
-            retry_of=row.retry_of,
-            params=params,
-            progress=row.progress or {},
-            error=row.error,
-            version=row.version,
-            promoted=row.promoted,
-            cancel_requested=bool(row.cancel_requested),
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            duration_s=duration,
-        )
+    def _public_params(cls, value: Any) -> Any:
+        return {k: v for k, v in (value or {}).items() if k != "input_key"}
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _empty_progress(cls, value: Any) -> Any:
+        return value or {}
+
+    @field_validator("cancel_requested", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        return bool(value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (finished jobs)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
 class JobsPublic(BaseModel):
@@ -370,7 +410,7 @@ class ScheduleCreate(_Strict):
         return self
 
 
-class SchedulePublic(BaseModel):
+class SchedulePublic(_FromRow):
     """A schedule."""
 
     id: str
@@ -383,24 +423,17 @@ class SchedulePublic(BaseModel):
     next_run_at: datetime
     last_run_at: datetime | None
     last_job_id: str | None
+    last_error: str | None = Field(
+        description="Why the last due run queued no job (time and message); null once a run "
+        "queues one."
+    )
+    failures: int = Field(description="Due runs that could not queue a job, ever.")
     created_at: datetime
 
+    @field_validator("failures", mode="before")
     @classmethod
-    def from_row(cls, row: Schedule, model: str) -> SchedulePublic:
-        """Build from a table row and its model's name."""
-        return cls(
-            id=row.id,
-            model=model,
-            cron=row.cron,
-            interval_s=row.interval_s,
-            window_s=row.window_s,
-            anchor=row.anchor,
-            paused=row.paused,
-            next_run_at=row.next_run_at,
-            last_run_at=row.last_run_at,
-            last_job_id=row.last_job_id,
-            created_at=row.created_at,
-        )
+    def _no_failures(cls, v: int | None) -> int:
+        return v or 0
 
 
 class SchedulesPublic(BaseModel):
@@ -413,48 +446,61 @@ class SchedulesPublic(BaseModel):
 # --------------------------------------------------------------------------- scoring
 
 
-class ScoreRequest(_Strict):
-    """Windows or a series segment to score (send exactly one of ``windows`` and ``values``)."""
-
-    windows: list[list[list[float]]] | None = Field(
-        None,
-        description="Stand-alone windows, shape (n_windows, window, n_features); each window "
-        "is scored on its own.",
-    )
-    values: dict[str, list[float | None]] | None = Field(
-        None,
-        description="A series segment: feature name -> values (null = missing), at least one "
-        "window long.",
-    )
-    timestamps: list[str | float] | None = Field(
-        None, description="One ISO-8601 string or epoch second per point of 'values'."
-    )
-    version: int | None = Field(None, ge=1, description="Pin a version (default: the active).")
-    reconstruct: bool = Field(False, description="Also return the expected values.")
-    top_k: int = Field(3, ge=0, le=1000, description="Top contributing features per point.")
+# ScoreRequest and ScoreResponse are the scoring package's: they parse and encode the hot path.
 
 
-class ScoreResponse(BaseModel):
-    """Per-point results, in the shape of the input: (n_windows, window) for windows, (T,) for
-    a series. ``normalized`` = score / threshold; > 1 means anomalous."""
+# --------------------------------------------------------------------------- keys
 
-    model: str
-    version: int
-    threshold: float
-    window: int
-    features: list[str]
-    n_points: int
-    n_anomalous: int
-    scores: list[Any]
-    normalized: list[Any]
-    anomalous: list[Any]
-    top_features: list[Any] | None = Field(None, description="Top-k feature names per point.")
-    top_contributions: list[Any] | None = Field(
-        None, description="Their contributions (they sum with the others to the score)."
+
+class KeyCreate(_Strict):
+    """A new API key."""
+
+    scope: Literal["score", "write", "admin"] = Field(
+        description="score: scoring and reads; write: also models, data, jobs, schedules, "
+        "promotions; admin: also deletions and keys."
     )
-    expected: list[Any] | dict[str, list[float | None]] | None = Field(
-        None, description="Reconstruction (windows: (n, window, F); series: feature -> values)."
+    name: str = Field("", max_length=100, description="A label for the key.")
+    expires_in: Duration | None = Field(
+        None, description="The key stops working after this long (e.g. '90d'); null: never."
     )
+
+
+KeyStatus = Literal["active", "expired", "revoked"]
+
+
+class KeyPublic(_FromRow):
+    """An API key as listed (never the key itself)."""
+
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    status: KeyStatus
+
+    @classmethod
+    def at(cls, row: ApiKey, now: datetime) -> KeyPublic:
+        """The public view of ``row`` at time ``now`` (its status then)."""
+        status: KeyStatus = "active"
+        if row.revoked_at is not None:
+            status = "revoked"
+        elif row.expires_at is not None and row.expires_at <= now:
+            status = "expired"
+        return cls.of(row, status=status)
+
+
+class KeyCreated(KeyPublic):
+    """A freshly created key: ``key`` is shown this once and never stored."""
+
+    key: str
+
+
+class KeysPublic(BaseModel):
+    """Every API key, oldest first."""
+
+    data: list[KeyPublic]
+    count: int
 
 
 # --------------------------------------------------------------------------- health

@@ -105,6 +105,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest request body in bytes; more is a 413."
     )
+    max_model_parameters: int = Field(
+        20_000_000,
+        ge=1_000,
+        description="Most network parameters a model config may ask for (counted from the "
+        "config without allocating; about 4 bytes each); larger configs are refused with 422.",
+    )
+    max_queued_jobs_per_model: int = Field(
+        5, ge=1, le=10_000, description="Queued training jobs one model may have; more get 429."
+    )
+    max_queued_jobs: int = Field(
+        50, ge=1, le=100_000, description="Queued training jobs in total; more get 429."
+    )
+    retry_after_s: int = Field(
+        30, ge=1, le=3600, description="Seconds a 429 answer asks the client to wait (Retry-After)."
+    )
     batch_max_windows: int = Field(
         4096, ge=1, description="Most windows scored together in one micro-batch."
     )

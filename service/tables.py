@@ -83,6 +83,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Model(Base):
@@ -92,6 +93,8 @@ class Model(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    #: ``name.lower()``: names are unique regardless of case (``latency`` and ``LATENCY`` clash).
+    name_key: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     promotion_policy: Mapped[str] = mapped_column(String(16), default="if_better")
@@ -188,4 +191,7 @@ class Schedule(Base):
     next_run_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: Why the last due run queued no job ("<time>: <message>"); cleared by the next job.
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

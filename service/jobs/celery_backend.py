@@ -26,15 +26,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from service.db import Database
+from service.jobs import states
 from service.jobs.runner import JobRunner
 from service.settings import Settings
 from service.tables import Job, utcnow
@@ -81,20 +81,10 @@ def create_celery(settings: Settings) -> Celery:
 
 def claim(db: Database, job_id: str, token: str, stale_after_s: float) -> bool:
     """Mark the job running for this delivery; False when it is not ours to run."""
-    now = utcnow()
     with db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.run_token != token or job.cancel_requested:
-            return False
-        if job.status == "running":
-            last = job.heartbeat_at or job.started_at
-            if last is not None and now - last < timedelta(seconds=stale_after_s):
-                return False  # still alive elsewhere: a duplicate delivery
-        elif job.status != "queued":
-            return False
-        job.status = "running"
-        job.started_at = now
-        job.heartbeat_at = now
+        if job is None or not states.claim(job, token, utcnow(), stale_after_s):
+            return False  # not this token's, cancelled, finished, or alive elsewhere
         job.attempts = (job.attempts or 0) + 1
         job.pid = os.getpid()
     return True
@@ -130,15 +120,13 @@ def _time_out(settings: Settings, job_id: str, token: str) -> None:
     db = Database(settings.database_url)
     try:
         with db.transaction() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.run_token == token, Job.status == "running")
-                .values(
-                    status="failed",
-                    finished_at=utcnow(),
-                    error=f"timed out after {settings.job_timeout_s:g} s "
-                    "(RECONAD_JOB_TIMEOUT_S); lower max_seconds or raise the timeout, then retry",
-                )
+            states.finish(
+                session,
+                job_id,
+                token,
+                "failed",
+                f"timed out after {settings.job_timeout_s:g} s (RECONAD_JOB_TIMEOUT_S); "
+                "lower max_seconds or raise the timeout, then retry",
             )
     finally:
         db.dispose()
@@ -230,20 +218,18 @@ class CeleryJobRunner(JobRunner):
             ).all()
             batch = []
             for job in jobs:
-                job.run_token = uuid.uuid4().hex
+                token = states.hand_out(job)
                 job.heartbeat_at = utcnow()  # when it was sent; see resend_unclaimed
-                batch.append((job.id, job.run_token, queue_for(job.params, self.settings)))
+                batch.append((job.id, token, queue_for(job.params, self.settings)))
         for job_id, token, queue in batch:
             try:
                 self.app.send_task(TASK_NAME, args=[job_id, token], queue=queue)
             except Exception:
                 logger.exception("could not send job %s to the broker; it stays queued", job_id)
                 with self.db.transaction() as session:
-                    session.execute(
-                        update(Job)
-                        .where(Job.id == job_id, Job.run_token == token, Job.status == "queued")
-                        .values(run_token=None)
-                    )
+                    row = session.get(Job, job_id, with_for_update=True)
+                    if row is not None and row.status == "queued" and row.run_token == token:
+                        states.release(row)
                 continue
             logger.info("job sent to the %s queue", queue, extra={"job_id": job_id})
         return len(batch)
@@ -263,7 +249,7 @@ class CeleryJobRunner(JobRunner):
                 .with_for_update(skip_locked=True)
             ).all()
             for job in stuck:
-                job.run_token = None
+                states.release(job)
             resent = len(stuck)
         if resent:
             logger.warning("%d job(s) sent but never claimed: sending again", resent)
@@ -284,18 +270,17 @@ class CeleryJobRunner(JobRunner):
             for job in jobs:
                 handled += 1
                 if job.cancel_requested:
-                    job.status, job.error = "cancelled", "cancelled; its worker was lost"
-                    job.finished_at = utcnow()
+                    states.move(job, "cancelled", error="cancelled; its worker was lost")
                 elif job.attempts >= self.settings.job_max_attempts:
-                    job.status = "failed"
-                    job.finished_at = utcnow()
-                    job.error = (
-                        f"the worker running this job was lost {job.attempts} times "
+                    states.move(
+                        job,
+                        "failed",
+                        error=f"the worker running this job was lost {job.attempts} times "
                         f"(job_max_attempts={self.settings.job_max_attempts}); "
-                        "POST /v1/jobs/{id}/retry runs it again"
+                        "POST /v1/jobs/{id}/retry runs it again",
                     )
                 else:
-                    job.status, job.run_token = "queued", None
+                    states.move(job, "queued")  # sent again under a new token
                     job.progress = {**(job.progress or {}), "stage": "requeued: worker lost"}
                 logger.warning("job lost its worker: %s", job.status, extra={"job_id": job.id})
         if handled:

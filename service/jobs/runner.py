@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from service.db import Database
+from service.jobs import states
+from service.jobs.states import FinalState
 from service.settings import Settings, settings_to_env
 from service.tables import Job, utcnow
 
@@ -151,13 +152,11 @@ class InProcessJobRunner(JobRunner):
                 .limit(free)
                 .with_for_update(skip_locked=True)
             )
+            now = utcnow()
             for job in rows:
-                token = uuid.uuid4().hex
-                job.status = "running"
-                job.run_token = token
-                job.started_at = utcnow()
-                job.heartbeat_at = job.started_at
-                claimed.append((job.id, token))
+                token = states.hand_out(job)
+                if states.claim(job, token, now):
+                    claimed.append((job.id, token))
         for job_id, token in claimed:
             try:
                 process = subprocess.Popen(
@@ -230,17 +229,13 @@ class InProcessJobRunner(JobRunner):
             except PermissionError:  # pragma: no cover - defensive
                 child.process.kill()
 
-    def _finish(self, child: _Child, status: str, error: str) -> None:
+    def _finish(self, child: _Child, status: FinalState, error: str) -> None:
         self._finish_row(child.job_id, child.token, status, error)
 
-    def _finish_row(self, job_id: str, token: str, status: str, error: str) -> None:
+    def _finish_row(self, job_id: str, token: str, status: FinalState, error: str) -> None:
         """Set a final state unless the job process already wrote one."""
         with self.db.transaction() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "running", Job.run_token == token)
-                .values(status=status, error=error, finished_at=utcnow())
-            )
+            states.finish(session, job_id, token, status, error)
 
 
 def create_job_runner(

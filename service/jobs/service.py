@@ -1,13 +1,9 @@
 """Training jobs as database rows: create, list, cancel, retry, recover after a crash.
 
-Job states::
-
-    queued -> running -> succeeded | failed | cancelled | interrupted
-    queued -> cancelled
-
-``interrupted`` means the server stopped (or was killed) while the job ran; ``failed``,
-``cancelled`` and ``interrupted`` jobs can be retried, which queues a new job with the same
-parameters. The job process itself writes ``running`` progress and the final state; a
+The states and their transitions are :mod:`service.jobs.states`'s, which every writer of a
+job's state calls. ``interrupted`` means the server stopped (or was killed) while the job ran;
+``failed``, ``cancelled`` and ``interrupted`` jobs can be retried, which queues a new job with
+the same parameters. The job process itself writes ``running`` progress and the final state; a
 :class:`~service.jobs.runner.JobRunner` decides when and where it runs.
 """
 
@@ -20,22 +16,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, true, update
+from sqlalchemy.orm import Session
 
 from detector import DetectorConfig
+from service.data import frame_from_rows
 from service.db import Database
-from service.errors import ConflictError, InvalidInputError, NotFoundError
-from service.registry import ModelRegistry
-from service.store import ArtifactStore, HistoryStore
-from service.tables import ACTIVE_STATES, Job, Model, utcnow
+from service.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
+from service.jobs import states
+from service.jobs.states import ACTIVE_STATES, FINAL_STATES, JOB_STATES, RETRYABLE_STATES
+from service.registry import ModelRegistry, check_model_size
+from service.storage import ArtifactStore, HistoryStore
+from service.tables import Job, Model, utcnow
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JOB_STATES", "RETRYABLE_STATES", "JobService"]
 
 logger = logging.getLogger(__name__)
-
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
-RETRYABLE_STATES = ("failed", "cancelled", "interrupted")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -51,6 +47,11 @@ class JobService:
         The database and stores.
     notify
         Called after a job is queued or a cancellation is requested (wakes the runner).
+    max_queued_per_model, max_queued
+        Queued jobs one model, and all models together, may have; more are refused with 429
+        (``None``: no bound).
+    retry_after_s
+        The ``Retry-After`` of that refusal.
     """
 
     def __init__(
@@ -60,12 +61,19 @@ class JobService:
         artifacts: ArtifactStore,
         history: HistoryStore,
         notify: Any = None,
+        *,
+        max_queued_per_model: int | None = None,
+        max_queued: int | None = None,
+        retry_after_s: int = 30,
     ) -> None:
         self.db = db
         self.registry = registry
         self.artifacts = artifacts
         self.history = history
         self._notify = notify or (lambda: None)
+        self.max_queued_per_model = max_queued_per_model
+        self.max_queued = max_queued
+        self.retry_after_s = retry_after_s
 
     def set_notifier(self, notify: Any) -> None:
         """Replace the callback that wakes the job runner."""
@@ -83,6 +91,7 @@ class JobService:
         config: DetectorConfig | None = None,
         promote: bool | None = None,
         inline: pd.DataFrame | None = None,
+        rows: list[dict[str, Any]] | None = None,
         trigger: str = "api",
         schedule_id: str | None = None,
     ) -> Job:
@@ -105,15 +114,25 @@ class JobService:
             ``None`` applies the model's promotion policy; True/False force the decision.
         inline
             Train on this frame instead of the stored history.
+        rows
+            Train on these JSON rows (``{"timestamp": ..., "<feature>": ...}``) instead.
         trigger, schedule_id
             Who asked (``api``, ``schedule``, ``retry``).
 
         Raises
         ------
         service.errors.InvalidInputError
-            For an empty or inverted range, or a range holding no stored data.
+            For an empty or inverted range, a range holding no stored data, or a config over
+            the model size limit.
+        service.errors.TooManyRequestsError
+            When the model's or the service's job queue is full.
         """
         model = self.registry.get_model(model_name)
+        if config is not None:
+            check_model_size(config, self.registry.max_parameters)
+        self._check_queue(model)
+        if rows is not None:
+            inline = frame_from_rows(rows, model.config.get("key_column"))
         job_id = uuid.uuid4().hex
         params: dict[str, Any] = {
             "config": (config.model_dump(mode="json") if config else model.config),
@@ -133,7 +152,13 @@ class JobService:
                 else:
                     base = utcnow()
                 end = end or base
-                start = end - timedelta(seconds=last_s)
+                try:
+                    start = end - timedelta(seconds=last_s)
+                except OverflowError:
+                    raise InvalidInputError(
+                        f"'last' reaches before the year 1: {end.isoformat()} minus "
+                        f"{last_s:g} s is not a date; use a later 'end' or a shorter 'last'"
+                    ) from None
             if start is not None and end is not None and start >= end:
                 raise InvalidInputError(
                     f"the range is empty: start {start} is not before end {end}"
@@ -148,12 +173,43 @@ class JobService:
             if (start is not None and start > summary.end) or (
                 end is not None and end <= summary.start
             ):
+                hint = (
+                    '; for historical data send "anchor": "latest" so that \'last\' counts '
+                    "back from the newest stored timestamp instead of from now"
+                    if last_s is not None and anchor == "now"
+                    else ""
+                )
                 raise InvalidInputError(
                     f"the range holds no stored data: model {model_name!r} has data from "
-                    f"{_iso(summary.start)} to {_iso(summary.end)}"
+                    f"{_iso(summary.start)} to {_iso(summary.end)}{hint}"
                 )
             params.update(source="history", start=_iso(start), end=_iso(end))
         return self._insert(model, job_id, params, trigger, schedule_id, retry_of=None)
+
+    def _check_queue(self, model: Model, session: Session | None = None) -> None:
+        """Refuse a new job when a queue bound is reached (inside the insert's transaction the
+        count is exact: SQLite serialises writers and the job joins the same transaction)."""
+        if self.max_queued_per_model is None and self.max_queued is None:
+            return
+        if session is None:
+            with self.db.session() as own:
+                self._check_queue(model, own)
+            return
+        queued = select(func.count()).select_from(Job).where(Job.status == "queued")
+        total = int(session.scalar(queued) or 0)
+        mine = int(session.scalar(queued.where(Job.model_id == model.id)) or 0)
+        if self.max_queued_per_model is not None and mine >= self.max_queued_per_model:
+            raise TooManyRequestsError(
+                f"model {model.name!r} already has {mine} queued jobs, the most allowed "
+                "(RECONAD_MAX_QUEUED_JOBS_PER_MODEL); wait for them to run or cancel some",
+                self.retry_after_s,
+            )
+        if self.max_queued is not None and total >= self.max_queued:
+            raise TooManyRequestsError(
+                f"{total} training jobs are queued, the most allowed (RECONAD_MAX_QUEUED_JOBS); "
+                "retry later",
+                self.retry_after_s,
+            )
 
     def _insert(
         self,
@@ -168,6 +224,7 @@ class JobService:
             # Key-share lock: the model cannot be deleted before this job row is in.
             if session.get(Model, model.id, with_for_update={"key_share": True}) is None:
                 raise NotFoundError(f"model {model.name!r} was deleted")
+            self._check_queue(model, session)
             job = Job(
                 id=job_id,
                 model_id=model.id,
@@ -232,7 +289,7 @@ class JobService:
         """Number of jobs in each state (every state present, zeros included)."""
         with self.db.session() as session:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-        counts = dict.fromkeys(JOB_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
         counts.update({str(s): int(n) for s, n in rows})
         return counts
 
@@ -250,9 +307,7 @@ class JobService:
             if job is None:
                 raise NotFoundError(f"no job with id {job_id[:64]!r}; GET /v1/jobs lists them")
             if job.status == "queued":
-                job.status = "cancelled"
-                job.finished_at = utcnow()
-                job.error = "cancelled before it started"
+                states.move(job, "cancelled", error="cancelled before it started")
             elif job.status == "running":
                 job.cancel_requested = True
             else:
@@ -281,6 +336,7 @@ class JobService:
         params = dict(job.params)
         if params.get("source") == "inline" and not self.artifacts_exists(params["input_key"]):
             raise ConflictError("the job's uploaded data is gone; start a new job with the data")
+        self._check_queue(model)
         return self._insert(
             model, uuid.uuid4().hex, params, "retry", job.schedule_id, retry_of=job.id
         )
@@ -296,17 +352,14 @@ class JobService:
     def recover_after_restart(self) -> int:
         """Mark jobs left ``running`` by a stopped server as ``interrupted``; return the count."""
         with self.db.transaction() as session:
-            result = session.execute(
-                update(Job)
-                .where(Job.status == "running")
-                .values(
-                    status="interrupted",
-                    finished_at=utcnow(),
-                    error="the server stopped while this job was running; "
-                    "POST /v1/jobs/{id}/retry runs it again",
-                )
+            count = states.move_all(
+                session,
+                true(),
+                "running",
+                "interrupted",
+                error="the server stopped while this job was running; "
+                "POST /v1/jobs/{id}/retry runs it again",
             )
-            count = int(getattr(result, "rowcount", 0) or 0)
         if count:
             logger.warning("marked %d running jobs as interrupted", count)
         return count
@@ -324,10 +377,8 @@ class JobService:
     def cancel_for_model(self, model_id: str) -> None:
         """Cancel every queued or running job of a model (before it is deleted)."""
         with self.db.transaction() as session:
-            session.execute(
-                update(Job)
-                .where(Job.model_id == model_id, Job.status == "queued")
-                .values(status="cancelled", finished_at=utcnow(), error="model deleted")
+            states.move_all(
+                session, Job.model_id == model_id, "queued", "cancelled", error="model deleted"
             )
             session.execute(
                 update(Job)

@@ -23,17 +23,19 @@ import time
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from detector import Detector, DetectorConfig, TrainingProgress, create_detector, load_detector
 from detector import errors as det_errors
 from detector.errors import ReconADError
 from service.db import Database
 from service.errors import ServiceError
+from service.jobs import states
+from service.jobs.states import FinalState
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion, finite_or_none, job_artifact_key
 from service.settings import Settings
-from service.store import ArtifactStore, HistoryStore, StoreError, open_stores
+from service.storage import ArtifactStore, HistoryStore, StoreError, open_stores
 from service.tables import Job, Model, utcnow
 
 __all__ = ["main", "run_job"]
@@ -67,13 +69,10 @@ class _JobContext:
         self.token = token
         self._stop = threading.Event()
 
-    def _mine(self) -> Any:
-        return (Job.id == self.job_id) & (Job.run_token == self.token) & (Job.status == "running")
-
     def heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             with contextlib.suppress(Exception), self.db.transaction() as session:
-                session.execute(update(Job).where(self._mine()).values(heartbeat_at=utcnow()))
+                states.touch(session, self.job_id, self.token, heartbeat_at=utcnow())
 
     def progress(self, p: TrainingProgress) -> bool:
         losses = {k: finite_or_none(v) for k, v in p.losses.items()}
@@ -85,9 +84,7 @@ class _JobContext:
             "stage": "training",
         }
         with self.db.transaction() as session:
-            session.execute(
-                update(Job).where(self._mine()).values(progress=values, heartbeat_at=utcnow())
-            )
+            states.touch(session, self.job_id, self.token, progress=values, heartbeat_at=utcnow())
             row = session.execute(
                 select(Job.status, Job.cancel_requested).where(Job.id == self.job_id)
             ).first()
@@ -99,16 +96,12 @@ class _JobContext:
     def stage(self, stage: str) -> None:
         with self.db.transaction() as session:
             job = session.get(Job, self.job_id, with_for_update=True)
-            if job is not None and job.run_token == self.token and job.status == "running":
+            if job is not None and states.holds(job, self.token):
                 job.progress = {**(job.progress or {}), "stage": stage}
 
-    def finish(self, status: str, error: str | None) -> None:
+    def finish(self, status: FinalState, error: str | None) -> None:
         with self.db.transaction() as session:
-            session.execute(
-                update(Job)
-                .where(self._mine())
-                .values(status=status, error=error, finished_at=utcnow())
-            )
+            states.finish(session, self.job_id, self.token, status, error)
 
     def close(self) -> None:
         self._stop.set()
@@ -183,10 +176,11 @@ def run_job(settings: Settings, job_id: str) -> int:
     with db.session() as session:
         job = session.get(Job, job_id)
         model = session.get(Model, job.model_id) if job is not None else None
-    if job is None or model is None or job.status != "running" or job.run_token is None:
+    token = None if job is None else job.run_token
+    if job is None or model is None or token is None or not states.holds(job, token):
         logger.warning("job %s is not claimed for running; nothing to do", job_id)
         return 0
-    ctx = _JobContext(db, job_id, job.run_token, settings.job_heartbeat_s)
+    ctx = _JobContext(db, job_id, token, settings.job_heartbeat_s)
     threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
     artifacts, history = open_stores(settings, db)
     registry = ModelRegistry(db, artifacts, history)

@@ -1,5 +1,25 @@
 """One APIRouter per resource."""
 
-from service.routers import data, health, jobs, models, schedules, scoring, versions
+from service.routers import (
+    data,
+    docs,
+    health,
+    jobs,
+    keys,
+    models,
+    schedules,
+    scoring,
+    versions,
+)
 
-__all__ = ["data", "health", "jobs", "models", "schedules", "scoring", "versions"]
+__all__ = [
+    "data",
+    "docs",
+    "health",
+    "jobs",
+    "keys",
+    "models",
+    "schedules",
+    "scoring",
+    "versions",
+]

@@ -1,15 +1,16 @@
-"""Stored history: append JSON rows or a CSV/Parquet file, summarise, drop a range."""
+"""Stored history: append JSON rows or a CSV/Parquet file, summarise, export or drop a range."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from starlette.responses import Response
 
 from service.data import frame_from_rows, frame_from_upload
-from service.deps import DataDep, ScoreKey, WriteKey
+from service.deps import AdminKey, DataDep, ScoreKey, WriteKey
 from service.errors import InvalidInputError
 from service.parsing import parse_json
 from service.routers.params import API_PREFIX, ModelName
@@ -55,7 +56,7 @@ async def upload(
     def work() -> DataAppended:
         key_column = data.key_column(name)
         frame = frame_from_upload(
-            content, file.filename, file.content_type, timestamp_column, key_column
+            content, file.filename, file.content_type, timestamp_column, key_column, data.max_bytes
         )
         count, summary = data.append(name, frame)
         return DataAppended(appended=count, summary=DataSummary.from_summary(summary))
@@ -75,11 +76,41 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_EXPORT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The rows, with a timestamp column first.",
+            "content": {media: {} for media in _EXPORT_TYPES.values()},
+        }
+    },
+)
+def export(
+    name: ModelName,
+    data: DataDep,
+    _key: ScoreKey,
+    start: Annotated[datetime | None, Query(description="From (inclusive).")] = None,
+    end: Annotated[datetime | None, Query(description="Until (exclusive).")] = None,
+    format: Annotated[Literal["csv", "parquet"], Query(description="File format.")] = "csv",
+) -> Response:
+    """Download stored history in ``[start, end)`` as CSV or Parquet."""
+    content = data.export(name, _utc(start), _utc(end), format)
+    return Response(
+        content,
+        media_type=_EXPORT_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'},
+    )
+
+
 @router.delete("", response_model=DataDropped)
 def drop_range(
     name: ModelName,
     data: DataDep,
-    _key: WriteKey,
+    _key: AdminKey,
     start: Annotated[datetime | None, Query(description="Drop from (inclusive).")] = None,
     end: Annotated[datetime | None, Query(description="Drop until (exclusive).")] = None,
     all: Annotated[bool, Query(description="Drop everything (needs no range).")] = False,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from starlette.responses import Response
 
-from service.data import frame_from_rows
 from service.deps import JobsDep, ScoreKey, WriteKey
+from service.jobs.states import JobState
 from service.routers.params import API_PREFIX, JobId, Limit, ModelName, Offset
 from service.schemas import JobCreate, JobPublic, JobsPublic
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
-
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 @router.post("/models/{name}/jobs", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
@@ -22,10 +20,6 @@ def start_job(
     name: ModelName, body: JobCreate, jobs: JobsDep, response: Response, _key: WriteKey
 ) -> JobPublic:
     """Queue a training job; poll ``GET /v1/jobs/{id}`` for progress and the resulting version."""
-    inline = None
-    if body.data is not None:
-        key_column = jobs.registry.get_model(name).config.get("key_column")
-        inline = frame_from_rows(body.data.rows, key_column)
     job = jobs.create(
         name,
         start=body.start,
@@ -34,10 +28,10 @@ def start_job(
         anchor=body.anchor,
         config=body.config,
         promote=body.promote,
-        inline=inline,
+        rows=None if body.data is None else body.data.rows,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.from_row(job, name)
+    return JobPublic.of(job, model=name)
 
 
 @router.get("/models/{name}/jobs", response_model=JobsPublic)
@@ -51,7 +45,7 @@ def list_model_jobs(
 ) -> JobsPublic:
     """A model's jobs, newest first."""
     rows, count = jobs.list_jobs(name, state, offset, limit)
-    return JobsPublic(data=[JobPublic.from_row(j, m) for j, m in rows], count=count)
+    return JobsPublic(data=[JobPublic.of(j, model=m) for j, m in rows], count=count)
 
 
 @router.get("/jobs", response_model=JobsPublic)
@@ -65,14 +59,14 @@ def list_jobs(
 ) -> JobsPublic:
     """All jobs (optionally of one model or in one state), newest first."""
     rows, count = jobs.list_jobs(model, state, offset, limit)
-    return JobsPublic(data=[JobPublic.from_row(j, m) for j, m in rows], count=count)
+    return JobsPublic(data=[JobPublic.of(j, model=m) for j, m in rows], count=count)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
 def get_job(job_id: JobId, jobs: JobsDep, _key: ScoreKey) -> JobPublic:
     """Status, progress (epoch, losses), timings, resulting version or error."""
     job, model = jobs.get(job_id)
-    return JobPublic.from_row(job, model)
+    return JobPublic.of(job, model=model)
 
 
 @router.post(
@@ -81,7 +75,7 @@ def get_job(job_id: JobId, jobs: JobsDep, _key: ScoreKey) -> JobPublic:
 def cancel_job(job_id: JobId, jobs: JobsDep, _key: WriteKey) -> JobPublic:
     """Cancel a queued job, or stop a running one (it ends as ``cancelled``)."""
     job, model = jobs.cancel(job_id)
-    return JobPublic.from_row(job, model)
+    return JobPublic.of(job, model=model)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED)
@@ -90,4 +84,4 @@ def retry_job(job_id: JobId, jobs: JobsDep, response: Response, _key: WriteKey) 
     job = jobs.retry(job_id)
     _, model = jobs.get(job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.from_row(job, model)
+    return JobPublic.of(job, model=model)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, status
 from starlette.responses import Response
 
-from service.deps import AdminKey, ContextDep, RegistryDep, ScoreKey, WriteKey
+from service.deps import AdminKey, DeletionDep, RegistryDep, ScoreKey, WriteKey
 from service.routers.params import API_PREFIX, Limit, ModelName, Offset
 from service.schemas import ModelCreate, ModelPublic, ModelsPublic, ModelUpdate
 
@@ -18,7 +16,7 @@ router = APIRouter(prefix=API_PREFIX + "/models", tags=["models"])
 def create_model(body: ModelCreate, registry: RegistryDep, _key: WriteKey) -> ModelPublic:
     """Create a model from a name and a detector config."""
     row = registry.create_model(body.name, body.config, body.description, body.promotion_policy)
-    return ModelPublic.from_row(row)
+    return ModelPublic.of(row)
 
 
 @router.get("", response_model=ModelsPublic)
@@ -27,13 +25,13 @@ def list_models(
 ) -> ModelsPublic:
     """Models by name."""
     rows, count = registry.list_models(offset, limit)
-    return ModelsPublic(data=[ModelPublic.from_row(r) for r in rows], count=count)
+    return ModelsPublic(data=[ModelPublic.of(r) for r in rows], count=count)
 
 
 @router.get("/{name}", response_model=ModelPublic)
 def get_model(name: ModelName, registry: RegistryDep, _key: ScoreKey) -> ModelPublic:
     """One model."""
-    return ModelPublic.from_row(registry.get_model(name))
+    return ModelPublic.of(registry.get_model(name))
 
 
 @router.patch("/{name}", response_model=ModelPublic)
@@ -42,19 +40,11 @@ def update_model(
 ) -> ModelPublic:
     """Change the config (for future trainings), description or promotion policy."""
     row = registry.update_model(name, body.config, body.description, body.promotion_policy)
-    return ModelPublic.from_row(row)
+    return ModelPublic.of(row)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def delete_model(name: ModelName, ctx: ContextDep, _key: AdminKey) -> Response:
+async def delete_model(name: ModelName, deletion: DeletionDep, _key: AdminKey) -> Response:
     """Delete a model with its versions, jobs (running ones are stopped), schedules and data."""
-
-    def delete() -> str:
-        model = ctx.registry.get_model(name)
-        ctx.jobs.cancel_for_model(model.id)
-        ctx.registry.delete_model(name)
-        return model.id
-
-    model_id = await asyncio.to_thread(delete)
-    ctx.scoring.cache.drop_model(model_id)  # on the event loop, which owns the cache
+    await deletion.delete_model(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from starlette.responses import Response
 
-from service.deps import JobsDep, SchedulesDep, ScoreKey, WriteKey
+from service.deps import AdminKey, JobsDep, SchedulesDep, ScoreKey, WriteKey
 from service.routers.params import API_PREFIX, ModelName, ScheduleId
 from service.schemas import JobPublic, ScheduleCreate, SchedulePublic, SchedulesPublic
 
@@ -24,7 +24,7 @@ def create_schedule(
     row, model = schedules.create(
         name, body.cron, body.interval, body.window, body.anchor, body.paused
     )
-    return SchedulePublic.from_row(row, model)
+    return SchedulePublic.of(row, model=model)
 
 
 @router.get("/models/{name}/schedules", response_model=SchedulesPublic)
@@ -33,14 +33,14 @@ def list_model_schedules(
 ) -> SchedulesPublic:
     """A model's schedules."""
     rows = schedules.list_schedules(name)
-    return SchedulesPublic(data=[SchedulePublic.from_row(s, m) for s, m in rows], count=len(rows))
+    return SchedulesPublic(data=[SchedulePublic.of(s, model=m) for s, m in rows], count=len(rows))
 
 
 @router.get("/schedules", response_model=SchedulesPublic)
 def list_schedules(schedules: SchedulesDep, _key: ScoreKey) -> SchedulesPublic:
     """Every schedule."""
     rows = schedules.list_schedules()
-    return SchedulesPublic(data=[SchedulePublic.from_row(s, m) for s, m in rows], count=len(rows))
+    return SchedulesPublic(data=[SchedulePublic.of(s, model=m) for s, m in rows], count=len(rows))
 
 
 @router.get("/schedules/{schedule_id}", response_model=SchedulePublic)
@@ -49,7 +49,7 @@ def get_schedule(
 ) -> SchedulePublic:
     """One schedule, with its next and last run."""
     row, model = schedules.get(schedule_id)
-    return SchedulePublic.from_row(row, model)
+    return SchedulePublic.of(row, model=model)
 
 
 @router.post("/schedules/{schedule_id}/pause", response_model=SchedulePublic)
@@ -58,7 +58,7 @@ def pause_schedule(
 ) -> SchedulePublic:
     """Stop firing until resumed."""
     row, model = schedules.set_paused(schedule_id, True)
-    return SchedulePublic.from_row(row, model)
+    return SchedulePublic.of(row, model=model)
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=SchedulePublic)
@@ -67,7 +67,7 @@ def resume_schedule(
 ) -> SchedulePublic:
     """Fire again; the next run is computed from now."""
     row, model = schedules.set_paused(schedule_id, False)
-    return SchedulePublic.from_row(row, model)
+    return SchedulePublic.of(row, model=model)
 
 
 @router.post(
@@ -81,13 +81,13 @@ def run_schedule(
     """Queue the schedule's training job now (its timing is unchanged)."""
     job_id = schedules.run_now(schedule_id)
     job, model = jobs.get(job_id)
-    return JobPublic.from_row(job, model)
+    return JobPublic.of(job, model=model)
 
 
 @router.delete(
     "/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
 )
-def delete_schedule(schedule_id: ScheduleId, schedules: SchedulesDep, _key: WriteKey) -> Response:
+def delete_schedule(schedule_id: ScheduleId, schedules: SchedulesDep, _key: AdminKey) -> Response:
     """Delete a schedule (the jobs it queued stay)."""
     schedules.delete(schedule_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from service.deps import authorize, context_of
 from service.routers.params import API_PREFIX, ModelName
-from service.schemas import ScoreRequest, ScoreResponse
+from service.scoring import ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix=API_PREFIX, tags=["scoring"])
 
@@ -34,8 +34,8 @@ async def score(name: ModelName, request: Request) -> Response:
 
     Needs a key with scope ``score``. The hot path of the service, so it skips FastAPI's
     dependency injection (checked here in one call, documented above) and its body parsing:
-    the service parses the body itself so that a million-point series is parsed off the event
-    loop and NaN/Infinity get a precise message.
+    the service validates the raw bytes with :class:`~service.scoring.ScoreRequest` itself, so
+    that a million-point series is parsed off the event loop, straight into numpy arrays.
     """
     await authorize(request, "score")
     body = await request.body()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.objectstore import FsspecArtifactStore, FsspecHistoryStore
-from service.store import StoreError, create_artifact_store, create_history_store
+from service.storage import StoreError, create_artifact_store, create_history_store
+from service.storage.objectstore import FsspecArtifactStore, FsspecHistoryStore
 
 
 def test_artifacts_publish_fetch_and_stay_immutable(s3_endpoint: str, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from svc_helpers import REPO, make_frame
 
-from service.store import LocalArtifactStore, LocalHistoryStore, StoreError, create_artifact_store
+from service.storage import LocalArtifactStore, LocalHistoryStore, StoreError, create_artifact_store
 
 
 def test_artifacts_publish_is_atomic_and_immutable(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_history_rejects_bad_model_ids(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 import pandas as pd
-from service.store import LocalHistoryStore
+from service.storage import LocalHistoryStore
 store = LocalHistoryStore(sys.argv[1])
 for i in range(int(sys.argv[2]), 40, 2):
     at = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=i)

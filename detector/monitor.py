@@ -1,0 +1,709 @@
+"""Live detection: causal scoring of a stream, an online threshold, and anomaly events.
+
+>>> monitor = det.monitor(sensitivity=60, min_duration=2)  # doctest: +SKIP
+>>> out = monitor.update(new_points)  # doctest: +SKIP
+>>> monitor.events  # doctest: +SKIP
+
+Causal scores
+-------------
+A :class:`Monitor` follows ONE series (one key of a keyed model) and keeps what the model needs
+to score points as they arrive: the last ``window - 1`` points of context (in input units, with
+their observed mask), the last observed value of every feature, and the index position of the
+last point. The score of point ``t`` uses data up to ``t`` only: it is the error of ``t`` as the
+last point of the window that ends at ``t`` (window weight, error normalisation, feature weights
+and ``smoothing`` as in batch scoring, see :mod:`detector.detector`). Batch scores average the
+windows on both sides of a point; the benchmark's replay mode measures what that costs.
+
+Missing data follows the model's policy, causally: index gaps of up to ``window`` missing steps
+are re-inserted as unobserved rows, longer gaps start a new segment (the context is dropped and
+the first ``window - 1`` points after it get a NaN score, never a flag); a missing cell is filled
+with the feature's last observed value (the training mean before any), and filled cells never
+count in a score. Timestamps must increase strictly, also across calls: a point at or before the
+last one raises :class:`~detector.errors.InputError` (the caller decides what to do with late
+data).
+
+Nothing depends on how the stream is cut: one point at a time, chunks of 7 or everything at once
+give the same scores, thresholds, flags and events (to float tolerance of the network's batched
+arithmetic).
+
+Decisions and events
+--------------------
+The threshold is a :mod:`detector.decision` object fitted on the model's held-out causal scores
+(``holdout_scores_``, kept with the model): DSPOT by default, which follows drift of the score
+level; points inside an open event never update it. ``sensitivity`` (0-100, default 50) scales
+the threshold without retraining: every 25 points above 50 halve the excess over the level (the
+whole threshold for the static method), every 25 below double it.
+
+A flagged point opens an event once at least ``min_duration`` of the last ``persistence`` points
+(default ``min_duration``) are flagged; the event starts at the first flagged point among them.
+It stays open while flags keep coming; ``merge_gap`` unflagged points in a row still continue it,
+one more closes it. ``anomalous`` is a point's flag inside a confirmed event (so persistence cuts
+isolated flags); ``event`` is the id of the open event a point belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .decision import DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
+from .errors import ConfigError, InputError
+from .preprocessing import _index_kind, _index_numbers, as_frame
+from .thresholds import MIN_SCORES, calibrate
+
+if TYPE_CHECKING:
+    from .detector import Detector
+
+__all__ = ["STATE_VERSION", "Event", "Monitor", "MonitorOptions"]
+
+#: Version of :meth:`Monitor.state_dict`'s layout.
+STATE_VERSION = 1
+
+
+class MonitorOptions(BaseModel):
+    """Options of a :class:`Monitor`, validated (unknown names are refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sensitivity: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="0-100: higher flags more. Every 25 points above 50 halve the threshold's "
+        "excess over the score level (DSPOT) or the threshold (static); below 50 double it.",
+    )
+    threshold: Literal["dspot", "static"] = Field(
+        "dspot",
+        description="'dspot': DSPOT on the held-out causal scores, following drift of the score "
+        "level online; 'static': the model's calibration method on the held-out causal scores.",
+    )
+    risk: float | None = Field(
+        None, gt=0, lt=1, description="dspot: tail probability; default the model's POT risk."
+    )
+    depth: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="dspot: number of recent normal scores whose mean is the score level "
+        "(at most half the held-out scores are used).",
+    )
+    min_duration: int = Field(
+        1, ge=1, le=10_000, description="Flagged points (of the last `persistence`) an event needs."
+    )
+    persistence: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="N-of-M persistence: the M of the last M points; default min_duration.",
+    )
+    merge_gap: int = Field(
+        0, ge=0, le=100_000, description="Unflagged points in a row that still continue an event."
+    )
+    expected: bool = Field(False, description="Add expected.<feature> columns to update().")
+    max_events: int = Field(
+        1000, ge=1, le=1_000_000, description="Events kept in Monitor.events (latest)."
+    )
+    top_features: int = Field(3, ge=1, le=1000, description="Features listed per event.")
+
+    @model_validator(mode="after")
+    def _check_persistence(self) -> MonitorOptions:
+        if self.persistence is not None and self.persistence < self.min_duration:
+            raise ValueError(
+                f"persistence ({self.persistence}) must be at least min_duration "
+                f"({self.min_duration}): min_duration flags are counted among the last "
+                "persistence points"
+            )
+        return self
+
+    @property
+    def scale(self) -> float:
+        """The threshold scale of :attr:`sensitivity`."""
+        return float(2.0 ** ((50.0 - self.sensitivity) / 25.0))
+
+    @property
+    def window_m(self) -> int:
+        """The M of N-of-M persistence."""
+        return self.persistence or self.min_duration
+
+
+@dataclass
+class Event:
+    """A group of flagged points.
+
+    Attributes
+    ----------
+    id : int
+        1, 2, ... in order of start, per monitor.
+    start, end
+        Index labels of the first and the last flagged point.
+    peak, mean : float
+        Highest and mean normalised score of its flagged points.
+    severity : float
+        In [0, 1]: ``1 - 1 / peak`` (0 at the threshold, 0.5 at twice it).
+    top_features : list of (str, float)
+        The features with the largest share of its flagged points' scores, share in [0, 1].
+    status : {"open", "closed"}
+    n_points : int
+        Number of flagged points.
+    """
+
+    id: int
+    start: Any
+    end: Any
+    peak: float
+    mean: float
+    severity: float
+    top_features: list[tuple[str, float]]
+    status: Literal["open", "closed"]
+    n_points: int
+
+
+@dataclass
+class _OpenEvent:
+    """Accumulators of the event that is open (positions are index numbers)."""
+
+    id: int
+    start: int
+    end: int
+    peak: float
+    total: float
+    n_points: int
+    contributions: list[float]
+    quiet: int = 0
+
+
+@dataclass
+class _Recent:
+    """One of the last M decided points, for N-of-M persistence."""
+
+    pos: int
+    flagged: bool
+    normalized: float
+    contributions: list[float] = field(default_factory=list)
+
+
+class Monitor:
+    """Causal scoring, an online threshold and events for one series of a fitted detector.
+
+    Build it with :meth:`Detector.monitor <detector.detector.Detector.monitor>`; see the module
+    docstring for the rules.
+
+    Parameters
+    ----------
+    detector : Detector
+        Fitted (and, for the held-out scores, fitted or loaded by this version of ReconAD).
+    **options
+        :class:`MonitorOptions` fields.
+
+    Raises
+    ------
+    ConfigError
+        For invalid options.
+    NotFittedError
+        If the detector is not fitted.
+    """
+
+    def __init__(self, detector: Detector, **options: Any) -> None:
+        detector._check_fitted()
+        try:
+            self.options = MonitorOptions(**options)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid monitor options: {_describe(exc)}") from None
+        self.detector = detector
+        self.decision: Threshold = _fit_decision(detector, self.options)
+        self._reset_stream()
+        self._recent: deque[_Recent] = deque(maxlen=self.options.window_m)
+        self._open: _OpenEvent | None = None
+        self._events: deque[Event] = deque(maxlen=self.options.max_events)
+        self._next_id = 1
+        self._key: str | None = None
+        self._tz: str | None = None
+        self._last_pos: int | None = None
+
+    def _reset_stream(self) -> None:
+        """Forget the context: the start of the stream or a gap longer than a window."""
+        n_feat = self.detector.n_features_in_
+        self._ctx_values = np.empty((0, n_feat))  # (k, F) input units, filled
+        self._ctx_observed = np.empty((0, n_feat), dtype=bool)  # (k, F)
+        self._ctx_stamps = np.empty(0)  # (k,) index numbers (interpolated for gap rows)
+        self._last_seen = np.full(n_feat, np.nan)  # last observed value per feature
+        self._smooth = np.empty((0, n_feat))  # last smoothing - 1 contribution rows
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def events(self) -> list[Event]:
+        """The events so far (the latest ``max_events``), in order of start; an open one last."""
+        out = list(self._events)
+        if self._open is not None:
+            out.append(self._event(self._open, "open"))
+        return out
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the next point will be judged against."""
+        return self.decision.threshold
+
+    def update(self, frame: pd.DataFrame | pd.Series) -> pd.DataFrame:
+        """Score and decide new points of the series.
+
+        Parameters
+        ----------
+        frame : DataFrame or Series, shape (T, F)
+            The model's feature columns (and its key column, one value for the whole stream),
+            indexed like the training data, strictly after the last point seen.
+
+        Returns
+        -------
+        DataFrame on ``frame.index``
+            ``score``, ``normalized``, ``threshold``, ``anomalous`` (bool), ``event`` (Int64 id
+            or missing), and ``expected.<feature>`` with ``expected=True``.
+
+        Raises
+        ------
+        InputError
+            (and subclasses) for columns, values, index kind or order the stream cannot take;
+            the monitor's state is unchanged then.
+        """
+        frame = as_frame(frame)
+        det = self.detector
+        names = det.feature_names_in_
+        n_rows = len(frame)
+        columns = ["score", "normalized", "threshold", "anomalous", "event"]
+        if self.options.expected:
+            columns += [f"expected.{f}" for f in names]
+        if n_rows == 0:
+            empty = pd.DataFrame(index=frame.index, columns=columns)
+            return empty.astype({"anomalous": bool, "event": "Int64"})
+        values, positions, key, tz = self._validate(frame)
+        scores = np.full(n_rows, np.nan)
+        contributions = np.full((n_rows, len(names)), np.nan)
+        expected = np.full((n_rows, len(names)), np.nan) if self.options.expected else None
+        for lo, hi, fresh in self._pieces(positions):
+            if fresh:
+                self._reset_stream()
+            self._score_piece(values[lo:hi], positions[lo:hi], key, frame, lo, scores,
+                              contributions, expected)
+        self._key, self._tz = key, tz
+        self._last_pos = int(positions[-1])
+        thresholds = np.empty(n_rows)
+        anomalous = np.zeros(n_rows, dtype=bool)
+        ids = np.zeros(n_rows, dtype=np.int64)
+        for i in range(n_rows):
+            thresholds[i], anomalous[i], ev = self._decide(
+                float(scores[i]), contributions[i], int(positions[i])
+            )
+            ids[i] = -1 if ev is None else ev
+        event = pd.arrays.IntegerArray(ids, ids < 0)
+        out = pd.DataFrame(
+            {
+                "score": scores,
+                "normalized": normalize(scores, thresholds),
+                "threshold": thresholds,
+                "anomalous": anomalous,
+                "event": event,
+            },
+            index=frame.index,
+        )
+        if expected is not None:
+            for j, f in enumerate(names):
+                out[f"expected.{f}"] = expected[:, j]
+        return out
+
+    def with_detector(self, detector: Detector) -> Monitor:
+        """The same stream handed to a new model (version) of the same features.
+
+        The context, the open event (same id, so no second alert), the past events, the
+        persistence buffer and the sensitivity carry over; the threshold is the new model's,
+        fitted on its own held-out scores (scores of two models are not on one scale). With a
+        longer window than the old model's, the first points after the switch lack context
+        and get NaN scores until it fills.
+
+        Raises
+        ------
+        InputError
+            If the new model has other features.
+        """
+        if detector.feature_names_in_ != self.detector.feature_names_in_:
+            raise InputError(
+                f"the new model has features {detector.feature_names_in_}, the stream "
+                f"{self.detector.feature_names_in_}; a stream keeps its features across versions"
+            )
+        state = self.state_dict()
+        state["decision"] = None
+        state["stream"]["smooth"] = []
+        window = detector.window_
+        for name in ("values", "observed", "stamps"):
+            state["stream"][name] = state["stream"][name][-(window - 1) :] if window > 1 else []
+        return Monitor.from_state(detector, state)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the stream, as plain JSON-able data."""
+        return {
+            "version": STATE_VERSION,
+            "options": self.options.model_dump(mode="json"),
+            "decision": self.decision.state_dict(),
+            "key": self._key,
+            "tz": self._tz,
+            "last_pos": self._last_pos,
+            "stream": {
+                "values": _rows(self._ctx_values),
+                "observed": self._ctx_observed.astype(int).tolist(),
+                "stamps": [float(v) for v in self._ctx_stamps],
+                "last_seen": _rows(self._last_seen[None, :])[0],
+                "smooth": _rows(self._smooth),
+            },
+            "recent": [asdict(r) for r in self._recent],
+            "open": None if self._open is None else asdict(self._open),
+            "events": [_event_state(e) for e in self._events],
+            "next_id": self._next_id,
+        }
+
+    @classmethod
+    def from_state(cls, detector: Detector, state: dict[str, Any]) -> Monitor:
+        """Restore a monitor written by :meth:`state_dict`; it decides exactly as the one that
+        wrote the state would have.
+
+        Raises
+        ------
+        ConfigError
+            If the state is not one this version writes.
+        """
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            got = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise ConfigError(
+                f"monitor state version {got!r} is not readable; this version of ReconAD "
+                f"reads version {STATE_VERSION}"
+            )
+        try:
+            monitor = cls(detector, **state["options"])
+            if state["decision"] is not None:
+                monitor.decision = threshold_from_state(state["decision"])
+            n_feat = detector.n_features_in_
+            stream = state["stream"]
+            monitor._ctx_values = _array(stream["values"], n_feat)
+            monitor._ctx_observed = _array(stream["observed"], n_feat).astype(bool)
+            monitor._ctx_stamps = np.asarray(stream["stamps"], dtype=np.float64)
+            monitor._last_seen = _array([stream["last_seen"]], n_feat)[0]
+            monitor._smooth = _array(stream["smooth"], n_feat)
+            monitor._key, monitor._tz = state["key"], state["tz"]
+            last = state["last_pos"]
+            monitor._last_pos = None if last is None else int(last)
+            monitor._recent.extend(_Recent(**r) for r in state["recent"])
+            monitor._open = None if state["open"] is None else _OpenEvent(**state["open"])
+            monitor._events.extend(monitor._event_from_state(e) for e in state["events"])
+            monitor._next_id = int(state["next_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"the monitor state is incomplete or malformed: {exc}") from exc
+        return monitor
+
+    # ------------------------------------------------------------------ input
+    def _validate(
+        self, frame: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, str, str | None]:
+        """Values (T, F), index numbers (T,), series key and time zone of a new chunk."""
+        det = self.detector
+        pre = det.preprocessor_
+        values = self._fast_values(frame)
+        if values is None:  # the full checks, for their messages
+            pre._select_features(frame, fitting=False)
+            values = pre._numeric_values(frame, det.feature_names_in_)
+        kind = _index_kind(frame.index)
+        if kind != pre.index_kind_:
+            raise InputError(
+                f"the model was fitted on data indexed by {pre.index_kind_} values but got "
+                f"data indexed by {kind} values; index the data the same way as the training data"
+            )
+        key = ""
+        if pre.config.key_column is not None:
+            column = frame[pre.config.key_column]
+            if column.isna().any():
+                raise InputError(f"the key column {pre.config.key_column!r} has missing values")
+            keys = column.astype(str).unique()
+            if len(keys) > 1:
+                raise InputError(
+                    f"a monitor follows one series but got keys {list(keys)[:5]}; use one "
+                    "monitor per key"
+                )
+            key = str(keys[0])
+        positions = _index_numbers(frame.index)
+        if (np.diff(positions) <= 0).any():
+            raise InputError(
+                "the index must be strictly increasing (sorted, no duplicates); sort the points "
+                "by time and drop duplicate timestamps"
+            )
+        if self._key is not None and key != self._key:
+            raise InputError(f"this monitor follows key {self._key!r}, got key {key!r}")
+        if "key" in pre.conditions_ and key not in pre.key_levels_:
+            raise InputError(
+                f"series key {key!r} was not seen in training; known keys: "
+                f"{pre.key_levels_[:20]}; retrain the model to include it"
+            )
+        tz = str(frame.index.tz) if getattr(frame.index, "tz", None) is not None else None
+        if self._last_pos is not None and self._tz != tz:
+            raise InputError(
+                f"the stream's timestamps are in time zone {self._tz}, got {tz}; send the same"
+            )
+        if self._last_pos is not None and positions[0] <= self._last_pos:
+            raise InputError(
+                f"point {frame.index[0]} is not after the last point of the stream "
+                f"({self._label(self._last_pos)}); a stream takes points in time order, once"
+            )
+        return values, positions, key, tz
+
+    def _fast_values(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """The feature values (T, F) when the chunk is plainly valid, else None (the caller then
+        runs the preprocessor's checks, which explain what is wrong)."""
+        det = self.detector
+        names = det.feature_names_in_
+        key = det.config.key_column
+        expected = len(names) + (key is not None)
+        if len(frame.columns) != expected or not all(isinstance(c, str) for c in frame.columns):
+            return None
+        if list(frame.columns) == names:
+            raw = frame.to_numpy()
+            if raw.dtype.kind not in "biuf":
+                return None
+            values = raw.astype(np.float64, copy=False)
+        else:
+            try:
+                sub = frame[names]
+            except KeyError:
+                return None
+            if not all(d.kind in "biuf" for d in sub.dtypes):
+                return None
+            values = sub.to_numpy(dtype=np.float64)
+        if np.isinf(values).any():
+            return None
+        if det.config.missing == "error" and np.isnan(values).any():
+            return None
+        return values
+
+    def _pieces(self, positions: np.ndarray) -> list[tuple[int, int, bool]]:
+        """Runs ``[lo, hi)`` of the chunk without a gap longer than a window; ``fresh``: the
+        run starts a new segment."""
+        step = self.detector.preprocessor_.step_
+        prev = np.concatenate([[positions[0] if self._last_pos is None else self._last_pos],
+                               positions[:-1]])
+        gaps = np.maximum(np.rint((positions - prev) / step).astype(np.int64), 1) - 1
+        breaks = np.nonzero(gaps > self.detector.window_)[0].tolist()
+        starts = sorted({0, *breaks})
+        bounds = [*starts, len(positions)]
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            fresh = (lo == 0 and self._last_pos is None) or lo in breaks
+            out.append((lo, hi, fresh))
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def _score_piece(
+        self,
+        values: np.ndarray,
+        positions: np.ndarray,
+        key: str,
+        frame: pd.DataFrame,
+        offset: int,
+        scores: np.ndarray,
+        contributions: np.ndarray,
+        expected: np.ndarray | None,
+    ) -> None:
+        """Score the points of one gap-free run, extending the context; fills the outputs at
+        ``offset`` onwards."""
+        det = self.detector
+        pre, window = det.preprocessor_, det.window_
+        step = pre.step_
+        last = self._ctx_stamps[-1] if len(self._ctx_stamps) else None
+        prev = np.concatenate([[positions[0] - step if last is None else last], positions[:-1]])
+        steps = np.maximum(np.rint((positions - prev) / step).astype(np.int64), 1)
+        offsets = np.cumsum(steps) - steps[0] + (steps[0] - 1 if last is not None else 0)
+        length = int(offsets[-1]) + 1
+        raw = np.full((length, values.shape[1]), np.nan)
+        raw[offsets] = values
+        real = np.full(length, -1, dtype=np.int64)
+        real[offsets] = np.arange(len(positions))
+        base = positions[0] - offsets[0] * step
+        stamps = base + step * np.arange(length, dtype=np.float64)
+        stamps[offsets] = positions
+        observed = ~np.isnan(raw)
+        carried = _ffill(np.vstack([self._last_seen[None, :], raw]))
+        self._last_seen = carried[-1].copy()  # NaN: never observed in this segment
+        filled = np.where(np.isnan(carried[1:]), pre.center_, carried[1:])
+        all_values = np.vstack([self._ctx_values, filled])
+        all_observed = np.vstack([self._ctx_observed, observed])
+        all_stamps = np.concatenate([self._ctx_stamps, stamps])
+        n_ctx = len(self._ctx_values)
+        if len(all_values) >= window:
+            scaled = ((all_values - pre.center_) / pre.scale_).astype(np.float32)
+            cond = pre._conditions(all_stamps, key, frame) if pre.n_conditions else None
+            errors, recon = det._causal_errors(scaled, cond, expected is not None)
+            first = window - 1  # row of all_* that the first window ends at
+            rows_obs = all_observed[first:]
+            contrib = det._contributions(errors, rows_obs, scaled[first:])  # (n_scored, F)
+            contrib, self._smooth = _smooth(contrib, self._smooth, det.config.smoothing)
+            row_scores = contrib.sum(axis=1)
+            row_scores[~rows_obs.any(axis=1)] = np.nan
+            # map the scored rows back to the chunk's points
+            target = np.arange(first, len(all_values)) - n_ctx  # position in this piece
+            keep = target >= 0
+            idx = real[target[keep]]
+            point = idx >= 0
+            out_rows = offset + idx[point]
+            scores[out_rows] = row_scores[keep][point]
+            contributions[out_rows] = contrib[keep][point]
+            if expected is not None and recon is not None:
+                exp = recon[keep][point] * pre.scale_ + pre.center_
+                expected[out_rows] = exp
+        keep_n = window - 1
+        self._ctx_values = all_values[-keep_n:] if keep_n else all_values[:0]
+        self._ctx_observed = all_observed[-keep_n:] if keep_n else all_observed[:0]
+        self._ctx_stamps = all_stamps[-keep_n:] if keep_n else all_stamps[:0]
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, score: float, contrib: np.ndarray, pos: int) -> tuple[float, bool, int | None]:
+        """The threshold, the final flag and the event id of one point; updates the state."""
+        opts = self.options
+        in_event = self._open is not None
+        thr, flagged = self.decision.step(score, learn=not in_event)
+        norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
+        shares = np.nan_to_num(contrib).tolist() if flagged else []
+        self._recent.append(_Recent(pos, flagged, norm, shares))
+        op = self._open
+        if op is not None:
+            if flagged:
+                self._extend(op, pos, norm, shares)
+                op.quiet = 0
+                return thr, True, op.id
+            op.quiet += 1
+            if op.quiet > opts.merge_gap:
+                self._events.append(self._event(op, "closed"))
+                self._open = None
+                return thr, False, None
+            return thr, False, op.id
+        if flagged and sum(r.flagged for r in self._recent) >= opts.min_duration:
+            members = [r for r in self._recent if r.flagged]
+            first = members[0]
+            op = _OpenEvent(self._next_id, first.pos, first.pos, first.normalized,
+                            first.normalized, 1, list(first.contributions))
+            for r in members[1:]:
+                self._extend(op, r.pos, r.normalized, r.contributions)
+            self._next_id += 1
+            self._open = op
+            return thr, True, op.id
+        return thr, False, None
+
+    @staticmethod
+    def _extend(op: _OpenEvent, pos: int, norm: float, contrib: list[float]) -> None:
+        op.end = pos
+        op.peak = max(op.peak, norm)
+        op.total += norm
+        op.n_points += 1
+        op.contributions = [a + b for a, b in zip(op.contributions, contrib, strict=True)]
+
+    def _event(self, op: _OpenEvent, status: Literal["open", "closed"]) -> Event:
+        names = self.detector.feature_names_in_
+        contrib = np.nan_to_num(np.asarray(op.contributions, dtype=np.float64))
+        total = float(contrib.sum())
+        order = np.argsort(-contrib, kind="stable")[: self.options.top_features]
+        top = [(names[i], float(contrib[i] / total) if total > 0 else 0.0) for i in order]
+        peak = float(op.peak)
+        return Event(
+            id=op.id,
+            start=self._label(op.start),
+            end=self._label(op.end),
+            peak=peak,
+            mean=float(op.total / op.n_points),
+            severity=float(min(max(1.0 - 1.0 / peak, 0.0), 1.0)) if peak > 0 else 0.0,
+            top_features=top,
+            status=status,
+            n_points=op.n_points,
+        )
+
+    def _label(self, pos: int) -> Any:
+        """The index label of an index number."""
+        if self.detector.preprocessor_.index_kind_ == "datetime":
+            return pd.Timestamp(pos, tz=self._tz)
+        return int(pos)
+
+    def _event_from_state(self, e: dict[str, Any]) -> Event:
+        return Event(
+            id=int(e["id"]),
+            start=self._label(int(e["start"])),
+            end=self._label(int(e["end"])),
+            peak=float(e["peak"]),
+            mean=float(e["mean"]),
+            severity=float(e["severity"]),
+            top_features=[(str(n), float(v)) for n, v in e["top_features"]],
+            status=e["status"],
+            n_points=int(e["n_points"]),
+        )
+
+
+def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
+    """The monitor's threshold, fitted on the detector's held-out causal scores."""
+    scores = getattr(detector, "holdout_scores_", None)
+    if scores is None or np.isfinite(scores).sum() < MIN_SCORES:
+        raise InputError(
+            "this model has too few held-out causal scores for a monitor (fitted by an older "
+            "version, or with a very short validation split); refit it"
+        )
+    cal = detector.config.calibration
+    if options.threshold == "static":
+        config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
+        return StaticThreshold(calibrate(scores, config), options.scale)
+    depth = max(1, min(options.depth, len(scores) // 2))
+    risk = options.risk if options.risk is not None else cal.risk
+    return DSpot(risk, cal.init_level, depth, scale=options.scale).fit(scores)
+
+
+def _ffill(arr: np.ndarray) -> np.ndarray:
+    """Forward fill of NaN along axis 0 (each column carries its last non-NaN value)."""
+    if not np.isnan(arr).any():
+        return arr
+    rows = np.where(~np.isnan(arr), np.arange(arr.shape[0])[:, None], 0)  # (T, F)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    return np.take_along_axis(arr, rows, axis=0)
+
+
+def _smooth(
+    contrib: np.ndarray, buffer: np.ndarray, smoothing: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trailing mean over ``smoothing`` rows (NaN rows skipped, as in batch scoring), carried
+    across calls by the last ``smoothing - 1`` rows."""
+    if smoothing <= 1:
+        return contrib, buffer
+    stacked = np.vstack([buffer, contrib])
+    out = pd.DataFrame(stacked).rolling(smoothing, min_periods=1).mean().to_numpy()
+    return out[len(buffer) :], stacked[-(smoothing - 1) :]
+
+
+def _rows(arr: np.ndarray) -> list[list[float | None]]:
+    """Rows of floats for JSON (NaN as None)."""
+    return [[None if math.isnan(v) else float(v) for v in row] for row in arr.tolist()]
+
+
+def _array(rows: list[list[Any]], n_feat: int) -> np.ndarray:
+    arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows],
+                   dtype=np.float64)
+    return arr.reshape(len(rows), n_feat)
+
+
+def _event_state(e: Event) -> dict[str, Any]:
+    out = asdict(e)
+    for name in ("start", "end"):
+        label = out[name]
+        out[name] = int(label.value) if isinstance(label, pd.Timestamp) else int(label)
+    out["top_features"] = [[n, v] for n, v in e.top_features]
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
+        for err in exc.errors()
+    )

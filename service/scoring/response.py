@@ -1,0 +1,142 @@
+"""The score response: per-point results derived from a model's scores, and their encoding.
+
+:class:`ScoreResponse` is the documented response schema and the object that is encoded: its
+array fields hold numpy arrays, which :meth:`ScoreResponse.to_json` writes with orjson's numpy
+support (no Python lists of a million floats). :func:`derive` computes the normalised scores,
+the flags and the top-k contributing features once for a whole batch, which the batcher then
+slices per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema
+
+from detector import decision
+from service.scoring.cache import LoadedVersion
+
+__all__ = ["Derived", "ScoreResponse", "derive"]
+
+
+def _nested(items: dict[str, Any], description: str) -> Any:
+    """JSON schema of an array nested once (series) or twice (windows) around ``items``."""
+    return WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"anyOf": [items, {"type": "array", "items": items}]},
+            "description": description,
+        }
+    )
+
+
+_NUMBER = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+PointFloats = Annotated[np.ndarray, _nested(_NUMBER, "One number per point (null: not scored).")]
+PointFlags = Annotated[np.ndarray, _nested({"type": "boolean"}, "One flag per point.")]
+TopValues = Annotated[np.ndarray, WithJsonSchema({"type": "array", "items": {}})]
+Expected = Annotated[
+    np.ndarray | dict[str, np.ndarray],
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "items": {}},
+                {"type": "object", "additionalProperties": {"type": "array", "items": _NUMBER}},
+            ]
+        }
+    ),
+]
+
+
+class ScoreResponse(BaseModel):
+    """Per-point results, in the shape of the input: (n_windows, window) for windows, (T,) for
+    a series. ``normalized`` = score / threshold; > 1 means anomalous."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str
+    version: int
+    threshold: float
+    window: int
+    features: list[str]
+    n_points: int
+    n_anomalous: int
+    scores: PointFloats
+    normalized: PointFloats
+    anomalous: PointFlags
+    top_features: Annotated[list[Any], SkipValidation] | None = Field(
+        None, description="Top-k feature names per point."
+    )
+    top_contributions: TopValues | None = Field(
+        None, description="Their contributions (they sum with the others to the score)."
+    )
+    expected: Expected | None = Field(
+        None, description="Reconstruction (windows: (n, window, F); series: feature -> values)."
+    )
+
+    def to_json(self) -> bytes:
+        """The response body: every field in order, absent optional ones left out."""
+        return orjson.dumps(
+            {name: value for name, value in self if value is not None},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+
+
+@dataclass
+class Derived:
+    """What a batch's scores give every response; requests take their slice."""
+
+    scores: np.ndarray  # (B, W) or (T,)
+    normalized: np.ndarray  # same shape: score / threshold
+    anomalous: np.ndarray  # same shape, bool
+    names: np.ndarray | None  # (..., k) feature names (object)
+    top_values: np.ndarray | None  # (..., k) their contributions
+
+    def response(
+        self, loaded: LoadedVersion, top_k: int, part: slice, expected: Any = None
+    ) -> ScoreResponse:
+        """One request's share (``part`` of the first axis) as its response."""
+        scores = self.scores[part]
+        anomalous = self.anomalous[part]
+        k = min(top_k, len(loaded.features))
+        names = values = None
+        if k > 0 and self.names is not None and self.top_values is not None:
+            names = self.names[part][..., :k].tolist()
+            values = self.top_values[part][..., :k]
+        return ScoreResponse(
+            model=loaded.model_name,
+            version=loaded.version,
+            threshold=loaded.threshold,
+            window=loaded.window,
+            features=loaded.features,
+            n_points=int(scores.size),
+            n_anomalous=int(anomalous.sum()),
+            scores=scores,
+            normalized=self.normalized[part],
+            anomalous=anomalous,
+            top_features=names,
+            top_contributions=values,
+            expected=expected,
+        )
+
+
+def derive(loaded: LoadedVersion, scores: np.ndarray, contributions: np.ndarray, k: int) -> Derived:
+    """Normalised scores, flags and the top-k contributing features.
+
+    ``contributions`` has one more axis than ``scores`` (features, last).
+    """
+    threshold = loaded.threshold
+    normalized = decision.normalize(scores, threshold)
+    anomalous = decision.flags(scores, threshold)  # NaN is never flagged
+    names = top_values = None
+    if k > 0:
+        filled = np.where(np.isnan(contributions), -np.inf, contributions)
+        if k == 1:
+            order = np.argmax(filled, axis=-1)[..., None]
+        else:
+            order = np.argsort(-filled, axis=-1, kind="stable")[..., :k]
+        top_values = np.take_along_axis(contributions, order, axis=-1)
+        names = loaded.feature_array[order]
+    return Derived(scores, normalized, anomalous, names, top_values)

@@ -1,0 +1,151 @@
+"""The scoring service: resolve a model's version, load it through the cache, batch, answer.
+
+:meth:`ScoringService.score` parses the body with :class:`ScoreRequest` (in a worker thread for
+large bodies), resolves the model's active (or pinned) version (the active version is cached
+for ``model_meta_ttl_s`` and dropped at once when this process promotes), gets the loaded
+detector from :class:`DetectorCache` and queues the request on the :class:`MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+
+from detector import load_detector
+from service.observability import Metrics
+from service.registry import ModelRegistry
+from service.scoring.batcher import MicroBatcher
+from service.scoring.cache import DetectorCache, LoadedVersion
+from service.scoring.request import ScoreRequest
+from service.storage import ArtifactStore
+
+__all__ = ["ScoringService"]
+
+logger = logging.getLogger(__name__)
+
+_INLINE_PARSE_BYTES = 256 * 1024  # larger bodies are parsed in a worker thread
+_INLINE_FRAME_POINTS = 50_000  # longer series are framed in a worker thread
+
+
+class ScoringService:
+    """Resolves versions, keeps loaded detectors and scores requests.
+
+    Parameters
+    ----------
+    registry
+        Where models and versions are looked up.
+    artifacts
+        Where version artifacts are read from.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    cache_size, max_points, batch_max_windows, batch_wait_s, inference_threads, meta_ttl_s
+        See :class:`service.settings.Settings`.
+    metrics
+        The app's metrics.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        artifacts: ArtifactStore,
+        metrics: Metrics,
+        *,
+        device: str = "auto",
+        cache_size: int = 8,
+        max_points: int = 2_000_000,
+        batch_max_windows: int = 4096,
+        batch_wait_s: float = 0.0,
+        inference_threads: int = 1,
+        meta_ttl_s: float = 1.0,
+        inline_max_cells: int = 0,
+    ) -> None:
+        self.registry = registry
+        self.artifacts = artifacts
+        self.device = device
+        self.max_points = max_points
+        self.meta_ttl_s = meta_ttl_s
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="inference")
+        self.cache = DetectorCache(cache_size, on_size=metrics.models_loaded.set)
+        self.batcher = MicroBatcher(
+            self.executor, batch_max_windows, batch_wait_s, metrics, inline_max_cells
+        )
+        self._meta: dict[str, tuple[float, str, int | None]] = {}
+        registry.on_change(self.forget)
+
+    def forget(self, name: str) -> None:
+        """Drop the cached active version of a model (called when it changes here)."""
+        self._meta.pop(name, None)
+
+    def close(self) -> None:
+        """Stop the inference threads."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _model(self, name: str) -> tuple[str, int | None]:
+        cached = self._meta.get(name)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        model = await asyncio.to_thread(self.registry.get_model, name)
+        self._meta[name] = (now + self.meta_ttl_s, model.id, model.active_version)
+        if len(self._meta) > 10_000:
+            self._meta.clear()
+        return model.id, model.active_version
+
+    async def resolve(self, name: str, version: int | None) -> LoadedVersion:
+        """The loaded detector of a model's active version or of a pinned version.
+
+        Raises
+        ------
+        service.errors.NotFoundError
+            For an unknown model or version.
+        service.errors.ConflictError
+            When the model has no active version and none is pinned.
+        """
+        model_id, active = await self._model(name)
+        if version is None and active is None:
+            # Make sure the answer is current before refusing.
+            self.forget(name)
+            model_id, active = await self._model(name)
+        if version is None:
+            if active is None:  # raises the explanatory ConflictError
+                await asyncio.to_thread(self.registry.get_version, name, None)
+            version = active
+        assert version is not None
+        number = version
+
+        def load() -> LoadedVersion:
+            model, row = self.registry.get_version(name, number)
+            path = self.artifacts.fetch(row.artifact_key)
+            detector = load_detector(path, device=self.device)
+            logger.info("model version loaded", extra={"model": name, "version": number})
+            key_column = (row.config or {}).get("key_column")
+            return LoadedVersion.of(model.id, model.name, number, detector, key_column)
+
+        return await self.cache.get((model_id, number), load)
+
+    async def score(self, name: str, body: bytes) -> bytes:
+        """Score a raw request body against a model; return the encoded JSON response.
+
+        Raises
+        ------
+        BadRequestError, InvalidInputError, PayloadTooLargeError, NotFoundError, ConflictError,
+        detector.errors.InputError
+        """
+        if len(body) > _INLINE_PARSE_BYTES:
+            request = await asyncio.to_thread(ScoreRequest.from_body, body, self.max_points)
+        else:
+            request = ScoreRequest.from_body(body, self.max_points)
+        loaded = await self.resolve(name, request.version)
+        frame: pd.DataFrame | None = None
+        if request.windows is not None:
+            request.windows_for(loaded.window, loaded.features)
+        elif request.n_points > _INLINE_FRAME_POINTS:
+            frame = await asyncio.to_thread(request.frame_for, loaded.features, loaded.key_column)
+        else:
+            frame = request.frame_for(loaded.features, loaded.key_column)
+        return await self.batcher.submit(loaded, request, frame)

@@ -1,0 +1,398 @@
+"""The history store interface, the generation logic every backend shares, and the local store.
+
+:class:`HistoryStore` keeps each model's observations as a time-indexed table.
+:class:`LocalHistoryStore` uses a directory on disk; the object-store backend
+(:mod:`service.storage.objectstore`) supplies the same primitives over object puts.
+
+History layout (one folder per model), the same in every backend of
+:class:`GenerationHistoryStore`::
+
+    <root>/<model_id>/CURRENT                    name of the live generation
+    <root>/<model_id>/g<random>/manifest.json    parts, row counts, time range, columns
+    <root>/<model_id>/g<random>/p000001.parquet
+
+Appending data newer than everything stored adds a part (written before the manifest that lists
+it); data that overlaps the stored range (or dropping a range) rewrites the model's history into
+a new generation and switches ``CURRENT`` atomically, so readers never see a half-written state
+and timestamps stay unique. Writers of one model serialise on a lock; readers that lose a
+generation to a rewrite read the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from service.storage.base import StoreError, atomic_write_bytes, thread_locks
+
+__all__ = [
+    "TIMESTAMP",
+    "GenerationHistoryStore",
+    "HistoryStore",
+    "HistorySummary",
+    "LocalHistoryStore",
+]
+
+TIMESTAMP = "timestamp"
+
+
+@dataclass(frozen=True)
+class HistorySummary:
+    """How much history a model holds."""
+
+    points: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+    columns: list[str] = field(default_factory=list)
+    bytes: int = 0
+    parts: int = 0
+
+
+class HistoryStore(ABC):
+    """Per-model observations: a frame with a UTC ``DatetimeIndex`` named ``timestamp``."""
+
+    @abstractmethod
+    def append(self, model_id: str, frame: pd.DataFrame, key_column: str | None = None) -> int:
+        """Store rows (replacing stored rows with the same timestamp and key); return the count.
+
+        Raises
+        ------
+        StoreError
+            When the columns differ from those already stored.
+        """
+
+    @abstractmethod
+    def read(
+        self, model_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        """Rows with ``start <= timestamp < end`` in time order (empty frame when none)."""
+
+    @abstractmethod
+    def summary(self, model_id: str) -> HistorySummary:
+        """Counts, range and columns."""
+
+    @abstractmethod
+    def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
+        """Delete rows with ``start <= timestamp < end``; return how many were deleted."""
+
+    @abstractmethod
+    def delete(self, model_id: str) -> None:
+        """Delete everything stored for a model."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise :class:`StoreError` when the store is not usable."""
+
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class GenerationHistoryStore(HistoryStore):
+    """History as Parquet parts in generation folders (see the module docstring).
+
+    Every backend shares this logic and supplies the storage primitives below: reading and
+    atomically writing a file, listing and removing, and the lock that serialises the writers of
+    one model. Paths are ``/``-joined strings under ``top``; ``where`` names the store in errors.
+    """
+
+    def __init__(self, top: str, where: str) -> None:
+        self._top = top.rstrip("/")
+        self._where = where
+
+    # -- storage primitives
+    @abstractmethod
+    def _locked(self, model_id: str) -> contextlib.AbstractContextManager[None]:
+        """Held while a model's history is written."""
+
+    @abstractmethod
+    def _get(self, path: str) -> bytes:
+        """A file's content; raises ``FileNotFoundError`` when it is missing."""
+
+    @abstractmethod
+    def _put(self, path: str, data: bytes) -> None:
+        """Write a file atomically (readers see the old or the new content)."""
+
+    @abstractmethod
+    def _names(self, path: str) -> list[str]:
+        """Names directly in a folder (none when it is missing)."""
+
+    @abstractmethod
+    def _remove(self, path: str) -> None:
+        """Remove a file or a folder with its content; a missing one is ignored."""
+
+    # -- helpers
+    @staticmethod
+    def _check_model_id(model_id: str) -> str:
+        if not _MODEL_ID.match(model_id):
+            raise StoreError(f"invalid model id {model_id!r}")
+        return model_id
+
+    def _dir(self, model_id: str) -> str:
+        return f"{self._top}/{self._check_model_id(model_id)}"
+
+    def _current(self, mdir: str) -> tuple[str, dict[str, Any]] | None:
+        try:
+            gen = self._get(f"{mdir}/CURRENT").decode().strip()
+            manifest = json.loads(self._get(f"{mdir}/{gen}/manifest.json"))
+        except FileNotFoundError:
+            return None
+        return f"{mdir}/{gen}", manifest
+
+    def _write_part(self, gen: str, frame: pd.DataFrame, index: int) -> dict[str, Any]:
+        name = f"p{index:06d}.parquet"
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), buffer)
+        data = buffer.getvalue()
+        self._put(f"{gen}/{name}", data)
+        idx = frame.index
+        return {
+            "file": name,
+            "rows": len(frame),
+            "start": idx.min().isoformat() if len(frame) else None,
+            "end": idx.max().isoformat() if len(frame) else None,
+            "bytes": len(data),
+        }
+
+    def _put_manifest(self, gen: str, manifest: dict[str, Any]) -> None:
+        self._put(f"{gen}/manifest.json", json.dumps(manifest).encode())
+
+    def _new_generation(
+        self, mdir: str, frame: pd.DataFrame, columns: list[str], key_column: str | None
+    ) -> None:
+        name = f"g{uuid.uuid4().hex[:12]}"
+        parts = [self._write_part(f"{mdir}/{name}", frame, 1)] if len(frame) else []
+        manifest = {"parts": parts, "columns": columns, "key_column": key_column}
+        self._put_manifest(f"{mdir}/{name}", manifest)
+        self._put(f"{mdir}/CURRENT", name.encode())
+        # Readers holding an old manifest retry once its parts vanish; leftovers of a crash go too.
+        for old in self._names(mdir):
+            if old.startswith("g") and old != name:
+                self._remove(f"{mdir}/{old}")
+
+    @staticmethod
+    def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise StoreError("history frames need a DatetimeIndex")
+        index = frame.index
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        frame = frame.copy()
+        frame.index = index.as_unit("us").rename(TIMESTAMP)
+        return frame
+
+    @staticmethod
+    def _dedupe(frame: pd.DataFrame, key_column: str | None) -> pd.DataFrame:
+        if key_column is None:
+            frame = frame[~frame.index.duplicated(keep="last")]
+            return frame.sort_index(kind="stable")
+        keys = frame[key_column].astype(str)
+        mask = ~pd.DataFrame({"t": frame.index, "k": keys.to_numpy()}).duplicated(keep="last")
+        frame = frame[mask.to_numpy()]
+        return frame.sort_index(kind="stable")
+
+    @staticmethod
+    def _empty(columns: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {c: pd.Series(dtype="float64") for c in columns},
+            index=pd.DatetimeIndex([], tz="UTC", name=TIMESTAMP).as_unit("us"),
+        )
+
+    @staticmethod
+    def _check_columns(manifest: dict[str, Any], columns: list[str]) -> None:
+        if sorted(manifest["columns"]) != sorted(columns):
+            raise StoreError(
+                f"columns {columns} differ from the stored columns {manifest['columns']}; "
+                "send the same columns every time (null for a missing value)"
+            )
+
+    @staticmethod
+    def _outside(frame: pd.DataFrame, lo: Any, hi: Any) -> Any:
+        """Boolean mask of the rows outside ``lo <= t < hi`` (the rows a drop keeps)."""
+        mask = pd.Series(True, index=frame.index)
+        if lo is not None:
+            mask &= frame.index >= lo
+        if hi is not None:
+            mask &= frame.index < hi
+        return ~mask.to_numpy()
+
+    @staticmethod
+    def _summarise(manifest: dict[str, Any] | None) -> HistorySummary:
+        if manifest is None:
+            return HistorySummary()
+        parts = manifest["parts"]
+        if not parts:
+            return HistorySummary(columns=list(manifest["columns"]))
+        return HistorySummary(
+            points=sum(int(p["rows"]) for p in parts),
+            start=min(pd.Timestamp(p["start"]) for p in parts).to_pydatetime(),
+            end=max(pd.Timestamp(p["end"]) for p in parts).to_pydatetime(),
+            columns=list(manifest["columns"]),
+            bytes=sum(int(p["bytes"]) for p in parts),
+            parts=len(parts),
+        )
+
+    def _read_gen(self, gen: str, manifest: dict[str, Any], start: Any, end: Any) -> pd.DataFrame:
+        """Rows of a generation with ``start <= t < end``, reading only overlapping parts."""
+        frames = []
+        for part in manifest["parts"]:
+            if start is not None and part["end"] is not None and pd.Timestamp(part["end"]) < start:
+                continue
+            if end is not None and part["start"] is not None and pd.Timestamp(part["start"]) >= end:
+                continue
+            table = pq.read_table(io.BytesIO(self._get(f"{gen}/{part['file']}")))
+            frames.append(table.to_pandas())
+        if not frames:
+            return self._empty(manifest.get("columns", []))
+        frame = pd.concat(frames) if len(frames) > 1 else frames[0]
+        frame = self._normalise(frame)
+        if start is not None:
+            frame = frame[frame.index >= start]
+        if end is not None:
+            frame = frame[frame.index < end]
+        result: pd.DataFrame = frame.sort_index(kind="stable")
+        return result
+
+    @staticmethod
+    def _ts(value: datetime | None) -> pd.Timestamp | None:
+        if value is None:
+            return None
+        ts = pd.Timestamp(value)
+        return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+    # -- interface
+    def append(self, model_id: str, frame: pd.DataFrame, key_column: str | None = None) -> int:
+        if frame.empty:
+            return 0
+        frame = self._dedupe(self._normalise(frame), key_column)
+        columns = [str(c) for c in frame.columns]
+        mdir = self._dir(model_id)
+        with self._locked(model_id):
+            current = self._current(mdir)
+            if current is None or not current[1]["parts"]:
+                self._new_generation(mdir, frame, columns, key_column)
+                return len(frame)
+            gen, manifest = current
+            self._check_columns(manifest, columns)
+            frame = frame[manifest["columns"]]
+            stored_end = max(pd.Timestamp(p["end"]) for p in manifest["parts"])
+            if frame.index.min() > stored_end and len(manifest["parts"]) < 64:
+                manifest["parts"].append(self._write_part(gen, frame, len(manifest["parts"]) + 1))
+                self._put_manifest(gen, manifest)
+                return len(frame)
+            merged = pd.concat([self._read_gen(gen, manifest, None, None), frame])
+            merged = self._dedupe(merged, key_column)
+            self._new_generation(mdir, merged, manifest["columns"], key_column)
+            return len(frame)
+
+    def read(
+        self, model_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> pd.DataFrame:
+        mdir = self._dir(model_id)
+        lo, hi = self._ts(start), self._ts(end)
+        for _attempt in range(5):
+            current = self._current(mdir)
+            if current is None:
+                return self._empty([])
+            try:
+                return self._read_gen(current[0], current[1], lo, hi)
+            except FileNotFoundError:
+                time.sleep(0.05)  # a rewrite replaced the generation; read the new one
+        raise StoreError(f"history of model {model_id} kept changing while it was read")
+
+    def summary(self, model_id: str) -> HistorySummary:
+        current = self._current(self._dir(model_id))
+        return self._summarise(None if current is None else current[1])
+
+    def drop_range(self, model_id: str, start: datetime | None, end: datetime | None) -> int:
+        lo, hi = self._ts(start), self._ts(end)
+        mdir = self._dir(model_id)
+        with self._locked(model_id):
+            current = self._current(mdir)
+            if current is None:
+                return 0
+            frame = self._read_gen(current[0], current[1], None, None)
+            keep = self._outside(frame, lo, hi)
+            dropped = int((~keep).sum())
+            if dropped:
+                self._new_generation(
+                    mdir, frame[keep], current[1]["columns"], current[1]["key_column"]
+                )
+            return dropped
+
+    def delete(self, model_id: str) -> None:
+        self._remove(self._dir(model_id))
+
+    def check(self) -> None:
+        probe = f"{self._top}/.probe-{uuid.uuid4().hex}"
+        try:
+            self._put(probe, b"ok")
+            self._remove(probe)
+        except Exception as exc:
+            raise StoreError(f"history store at {self._where} is not usable: {exc}") from exc
+
+
+class LocalHistoryStore(GenerationHistoryStore):
+    """History in a local folder: files are replaced by fsync'd renames, and the writers of a
+    model serialise on a lock file in its folder (``flock``, so across processes too).
+
+    Parameters
+    ----------
+    root
+        Folder holding one sub-folder per model (created if missing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(str(self.root), str(self.root))
+        self._threads = thread_locks()  # flock does not serialise the threads of one process
+
+    @contextlib.contextmanager
+    def _locked(self, model_id: str) -> Iterator[None]:
+        mdir = Path(self._dir(model_id))
+        mdir.mkdir(parents=True, exist_ok=True)
+        with self._threads(model_id), open(mdir / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _get(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def _put(self, path: str, data: bytes) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(path), data)
+
+    def _names(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
+    def _remove(self, path: str) -> None:
+        # Rename first, so a half-removed folder is never seen under its name.
+        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, trash)
+            if trash.is_dir():
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink()

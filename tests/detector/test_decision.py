@@ -1,0 +1,88 @@
+"""The decision layer: the one flag rule, static and online thresholds, their state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detector import CalibrationConfig, DSpot, StaticThreshold, errors
+from detector.decision import flags, normalize, threshold_from_state
+
+
+def test_the_flag_rule_and_normalisation() -> None:
+    scores = np.array([0.5, 1.0, 1.5, np.nan])
+    np.testing.assert_array_equal(flags(scores, 1.0), [False, False, True, False])
+    np.testing.assert_allclose(normalize(scores, 2.0), [0.25, 0.5, 0.75, np.nan])
+    np.testing.assert_array_equal(normalize(np.array([0.0, 1.0]), 0.0), [0.0, np.inf])
+    # one threshold per point (online thresholds)
+    np.testing.assert_array_equal(flags(scores, [0.1, 2.0, 1.0, 0.0]), [True, False, True, False])
+    assert ((normalize(scores[:3], 1.2) > 1) == flags(scores[:3], 1.2)).all()
+
+
+def test_static_threshold_wraps_calibration_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    held_out = rng.exponential(size=5000)
+    for method in ("quantile", "mad", "pot"):
+        th = StaticThreshold.fit(held_out, CalibrationConfig(method=method))
+        assert 0.0 < th.flags(rng.exponential(size=20_000)).mean() < 0.05
+        again = threshold_from_state(json.loads(json.dumps(th.state_dict())))
+        assert again.threshold == th.threshold and again.calibration == th.calibration
+        th.update(1e9)  # a static threshold never moves
+        assert th.threshold == again.threshold
+    scaled = StaticThreshold(th.calibration, scale=2.0)
+    assert scaled.threshold == pytest.approx(2 * th.threshold)
+
+
+def drifting(n: int, seed: int) -> np.ndarray:
+    """Exponential scores whose level rises from 1 to 4 over the stream."""
+    rng = np.random.default_rng(seed)
+    return np.linspace(1.0, 4.0, n) * rng.exponential(size=n)
+
+
+def test_dspot_follows_drift_a_static_threshold_does_not() -> None:
+    rng = np.random.default_rng(1)
+    held_out = rng.exponential(size=3000)
+    stream = drifting(20_000, seed=2) + np.linspace(0, 6, 20_000)  # level and spread rise
+    static = StaticThreshold.fit(held_out, CalibrationConfig(method="pot", risk=1e-2))
+    dspot = DSpot(risk=1e-2, depth=200).fit(held_out)
+    online = np.array([dspot.step(float(s))[1] for s in stream])
+    assert static.flags(stream).mean() > 0.5  # the static threshold flags most of the drift
+    assert online.mean() < 0.05
+    # and the online one still catches a clear spike late in the stream
+    assert dspot.step(float(stream[-1000:].max() * 3))[1]
+
+
+def test_dspot_alarms_and_unlearned_points_do_not_move_it() -> None:
+    dspot = DSpot(risk=1e-2, depth=50).fit(np.random.default_rng(3).exponential(size=1000))
+    before = dspot.state_dict()
+    thr, flagged = dspot.step(1e6)  # an alarm
+    assert flagged and thr < 1e6 and dspot.state_dict() == before
+    dspot.update(0.5, learn=False)  # a point inside an event
+    assert dspot.state_dict() == before
+    dspot.update(0.5)
+    assert dspot.state_dict() != before
+
+
+def test_dspot_state_round_trip_gives_the_same_decisions() -> None:
+    held_out = np.random.default_rng(4).exponential(size=2000)
+    stream = drifting(6000, seed=5)
+    one = DSpot(risk=1e-3, depth=100, max_peaks=100).fit(held_out)
+    first = [one.step(float(s)) for s in stream[:3000]]
+    two = threshold_from_state(json.loads(json.dumps(one.state_dict(), allow_nan=False)))
+    rest_one = [one.step(float(s)) for s in stream[3000:]]
+    rest_two = [two.step(float(s)) for s in stream[3000:]]
+    assert rest_one == rest_two and len(first) == 3000
+    assert len(one.state_dict()["peaks"]) <= 100  # bounded state
+
+
+def test_bad_threshold_input() -> None:
+    with pytest.raises(errors.InputError, match="depth"):
+        DSpot(depth=500).fit(np.ones(100))
+    with pytest.raises(errors.ConfigError):
+        DSpot(risk=2.0)
+    with pytest.raises(errors.ConfigError, match="unknown threshold"):
+        threshold_from_state({"method": "nope"})
+    with pytest.raises(errors.ConfigError, match="malformed"):
+        threshold_from_state({"method": "dspot"})

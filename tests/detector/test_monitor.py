@@ -1,0 +1,295 @@
+"""Live detection: causal scoring, chunking invariance, state, events, online thresholds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import normal_series, tiny_config, with_anomalies
+
+from detector import (
+    KINDS,
+    DetectorConfig,
+    Event,
+    Monitor,
+    create_detector,
+    errors,
+    load_detector,
+)
+from detector.detector import Detector
+
+
+def fit(kind: str, train: pd.DataFrame, **overrides: Any) -> Detector:
+    return create_detector(DetectorConfig.model_validate(tiny_config(kind, **overrides))).fit(
+        train
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    train = normal_series(2000, seed=1)
+    test, labels, spans = with_anomalies(normal_series(900, seed=2, start=2000), seed=3)
+    return {"train": train, "test": test, "labels": labels, "spans": spans}
+
+
+@pytest.fixture(scope="module")
+def fitted(data: dict[str, Any]) -> dict[str, Detector]:
+    return {kind: fit(kind, data["train"], training={"max_epochs": 8}) for kind in KINDS}
+
+
+def holey(test: pd.DataFrame) -> pd.DataFrame:
+    """The first 420 points with missing cells, a point with nothing observed, a short index
+    gap (refilled) and a long one (a new segment)."""
+    out = test.iloc[:420].copy()
+    out.iloc[60:64, 1] = np.nan
+    out.iloc[100, :] = np.nan
+    return out.drop(out.index[[130, 131, 132]]).drop(out.index[250:290])
+
+
+def stream(monitor: Monitor, frame: pd.DataFrame, chunk: int) -> pd.DataFrame:
+    parts = [monitor.update(frame.iloc[i : i + chunk]) for i in range(0, len(frame), chunk)]
+    return pd.concat(parts)
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert a.index.equals(b.index)
+    for col in ("score", "normalized", "threshold"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-5, atol=1e-9, err_msg=col)
+    assert (a["anomalous"] == b["anomalous"]).all()
+    assert a["event"].equals(b["event"])
+
+
+def assert_same_events(a: list[Event], b: list[Event]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.id, x.start, x.end, x.status, x.n_points) == (y.id, y.start, y.end, y.status,
+                                                                 y.n_points)
+        assert (x.peak, x.mean, x.severity) == pytest.approx((y.peak, y.mean, y.severity), rel=1e-5)
+        assert [n for n, _ in x.top_features] == [n for n, _ in y.top_features]
+
+
+OPTIONS = {"min_duration": 2, "persistence": 3, "merge_gap": 2, "expected": True}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunking_does_not_change_results(
+    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, frame = fitted[kind], holey(data["test"])
+    monitors = {c: det.monitor(**OPTIONS) for c in (1, 7, len(frame))}
+    runs = {c: stream(m, frame, c) for c, m in monitors.items()}
+    whole = runs[len(frame)]
+    assert list(whole.columns[:5]) == ["score", "normalized", "threshold", "anomalous", "event"]
+    assert [c for c in whole.columns if c.startswith("expected.")] == [
+        "expected.f0",
+        "expected.f1",
+        "expected.f2",
+    ]
+    assert whole["anomalous"].dtype == bool and str(whole["event"].dtype) == "Int64"
+    # the first window - 1 points, those after the long gap and a point with nothing
+    # observed have no score; every other point has one
+    scored = whole["score"].notna()
+    assert scored.sum() == len(frame) - 2 * (det.window_ - 1) - 1
+    assert whole["anomalous"].sum() > 0
+    for chunk in (1, 7):
+        assert_same(runs[chunk], whole)
+    events = {c: m.events for c, m in monitors.items()}
+    assert events[len(frame)]
+    for chunk in (1, 7):
+        assert_same_events(events[chunk], events[len(frame)])
+
+
+def test_score_of_a_point_uses_no_later_data(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test = fitted["ae"], data["test"]
+    full = det.monitor().update(test)
+    changed = test.copy()
+    changed.iloc[400:] += 5.0  # a different future
+    head = det.monitor().update(changed)
+    np.testing.assert_allclose(full["score"].iloc[:400], head["score"].iloc[:400], rtol=1e-6)
+    assert not np.allclose(full["score"].iloc[400:450], head["score"].iloc[400:450])
+
+
+def test_causal_scores_match_the_last_window_of_batch_scoring(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    """The causal score of a point is the batch score of a series that ends at it."""
+    det, test = fitted["vae"], data["test"]
+    out = det.monitor().update(test.iloc[:200])
+    for end in (det.window_, 120, 200):
+        tail = test.iloc[end - det.window_ : end]
+        window_scores = det.score_windows(tail.to_numpy()[None], reconstruct=False)
+        assert out["score"].iloc[end - 1] == pytest.approx(window_scores.scores[0, -1], rel=1e-5)
+
+
+def test_state_round_trip_mid_stream(fitted: dict[str, Detector], data: dict[str, Any]) -> None:
+    det, frame = fitted["ae"], holey(data["test"])
+    never_stopped = det.monitor(**OPTIONS)
+    reference = never_stopped.update(frame)
+    for cut in (det.window_ // 2, 180, 250):  # in the warm-up, mid-stream, at a long gap
+        first = det.monitor(**OPTIONS)
+        head = first.update(frame.iloc[:cut])
+        state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+        restored = Monitor.from_state(det, state)
+        tail = restored.update(frame.iloc[cut:])
+        assert_same(pd.concat([head, tail]), reference)
+        assert_same_events(restored.events, never_stopped.events)
+        assert restored.threshold == pytest.approx(never_stopped.threshold)
+
+
+def test_state_survives_saving_the_model(
+    tmp_path: Path, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test = fitted["ae"], data["test"]
+    det.save(tmp_path / "m")
+    loaded = load_detector(tmp_path / "m", device="cpu")
+    np.testing.assert_array_equal(loaded.holdout_scores_, det.holdout_scores_)
+    assert_same(loaded.monitor().update(test), det.monitor().update(test))
+
+
+def test_events_find_the_injected_anomalies(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test, labels, spans = fitted["ae"], data["test"], data["labels"], data["spans"]
+    monitor = det.monitor(merge_gap=5)
+    out = monitor.update(test)
+    events = monitor.events
+    found = [
+        kind
+        for kind, (lo, hi) in spans.items()
+        if out["anomalous"].iloc[lo : hi + det.window_].any()
+    ]
+    assert len(found) >= 3, found  # a random flagger at this flag rate finds ~1
+    normal = labels.to_numpy() == 0
+    flags = out["anomalous"].to_numpy()
+    assert flags[normal].mean() < 0.15
+    # the window that ends at a point still holds an anomaly that ended less than a window
+    # before it; further away, normal points are rarely flagged
+    after = np.zeros(len(test), dtype=bool)
+    for lo, hi in spans.values():
+        after[lo : hi + det.window_] = True
+    assert flags[normal & ~after].mean() < 0.03
+    for e in events:
+        assert e.start <= e.end and e.n_points >= 1
+        assert 1.0 <= e.mean <= e.peak and 0.0 <= e.severity <= 1.0
+        assert e.status in ("open", "closed")
+        assert len(e.top_features) == 3 and sum(s for _, s in e.top_features) <= 1.0 + 1e-9
+        flagged = out.loc[e.start : e.end]
+        assert (flagged["event"].dropna() == e.id).all()
+        assert flagged["anomalous"].sum() == e.n_points
+        assert flagged.loc[flagged["anomalous"], "normalized"].max() == pytest.approx(e.peak)
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    # the level shift is in f2: the event over it names f2 first
+    lo, hi = spans["level_shift"]
+    over = [e for e in events if e.start <= test.index[hi - 1] and e.end >= test.index[lo]]
+    assert over and over[0].top_features[0][0] == "f2"
+
+
+def test_persistence_and_merge_gap(fitted: dict[str, Detector], data: dict[str, Any]) -> None:
+    det, test = fitted["ae"], data["test"]
+    single = det.monitor(sensitivity=90).update(test)
+    raw_flags = single["anomalous"]  # min_duration 1: every flag is anomalous
+    persistent = det.monitor(sensitivity=90, min_duration=3).update(test)
+    assert persistent["anomalous"].sum() < raw_flags.sum()
+    assert not (persistent["anomalous"] & ~raw_flags).any()
+    merged = det.monitor(sensitivity=90, merge_gap=20)
+    merged.update(test)
+    separate = det.monitor(sensitivity=90)
+    separate.update(test)
+    assert 0 < len(merged.events) < len(separate.events)
+
+
+def test_sensitivity_moves_the_threshold(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test = fitted["ae"], data["test"]
+    counts = [int(det.monitor(sensitivity=s).update(test)["anomalous"].sum()) for s in (0, 50, 100)]
+    assert counts[0] < counts[1] < counts[2]
+    for method in ("dspot", "static"):
+        low, high = det.monitor(sensitivity=25, threshold=method), det.monitor(threshold=method)
+        assert low.threshold > high.threshold
+
+
+def test_bad_input_is_refused_and_changes_nothing(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test = fitted["ae"], data["test"]
+    monitor = det.monitor()
+    monitor.update(test.iloc[:100])
+    before = json.dumps(monitor.state_dict())
+    with pytest.raises(errors.InputError, match="not after the last point"):
+        monitor.update(test.iloc[50:60])
+    with pytest.raises(errors.InputError, match="not after the last point"):
+        monitor.update(test.iloc[99:101])
+    with pytest.raises(errors.ColumnsError):
+        monitor.update(test.iloc[100:110].drop(columns=["f1"]))
+    with pytest.raises(errors.InputError, match="indexed by"):
+        monitor.update(test.iloc[100:110].reset_index(drop=True))
+    assert json.dumps(monitor.state_dict()) == before
+    assert monitor.update(test.iloc[:0]).empty
+    with pytest.raises(errors.ConfigError, match="sensitivity"):
+        det.monitor(sensitivity=101)
+    with pytest.raises(errors.ConfigError, match="persistence"):
+        det.monitor(min_duration=3, persistence=2)
+    with pytest.raises(errors.ConfigError, match="unknown_option"):
+        det.monitor(unknown_option=1)
+    with pytest.raises(errors.ConfigError, match="version"):
+        Monitor.from_state(det, {"version": 99})
+
+
+def test_keyed_model_follows_one_series() -> None:
+    parts = []
+    for i, key in enumerate(("a", "b")):
+        frame = normal_series(1200, seed=10 + i)
+        frame["host"] = key
+        parts.append(frame)
+    train = pd.concat(parts)
+    det = fit("cvae", train, key_column="host", condition_on=["key", "hour"],
+              training={"max_epochs": 3})
+    test = normal_series(200, seed=20, start=1200)
+    test["host"] = "b"
+    monitor = det.monitor()
+    out = monitor.update(test)
+    assert out["score"].notna().sum() == len(test) - det.window_ + 1
+    other = normal_series(10, seed=21, start=1400)
+    other["host"] = "a"
+    with pytest.raises(errors.InputError, match="follows key 'b'"):
+        monitor.update(other)
+    unseen = other.assign(host="c")
+    with pytest.raises(errors.InputError, match="not seen in training"):
+        det.monitor().update(unseen)
+
+
+def test_with_detector_hands_the_stream_to_a_new_model(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test, spans = fitted["ae"], data["test"], data["spans"]
+    lo, hi = spans["level_shift"]
+    monitor = det.monitor(merge_gap=5)
+    monitor.update(test.iloc[: lo + 10])  # an event is open over the level shift
+    assert monitor.events and monitor.events[-1].status == "open"
+    open_id = monitor.events[-1].id
+    before = monitor.events[-1]
+    new = fit("ae", data["train"], training={"max_epochs": 8, "seed": 1})
+    switched = monitor.with_detector(new)
+    assert switched.detector is new
+    out = switched.update(test.iloc[lo + 10 :])
+    assert out["score"].notna().all()  # the context carried over: no warm-up
+    # the open event goes on under its id: no second alert for the same anomaly
+    assert out["event"].iloc[0] == open_id
+    continued = next(e for e in switched.events if e.id == open_id)
+    assert continued.start == before.start and continued.n_points >= before.n_points
+    assert [e.id for e in switched.events][: len(monitor.events)] == [
+        e.id for e in monitor.events
+    ]
+    # no burst of alerts at the switch: the normal stretch after the shift stays quiet
+    quiet = out.iloc[hi - lo + 20 : hi - lo + 80]
+    assert quiet["anomalous"].mean() < 0.1
+    with pytest.raises(errors.InputError, match="features"):
+        monitor.with_detector(fit("ae", data["train"].drop(columns=["f2"]),
+                                  training={"max_epochs": 1}))

@@ -1,0 +1,108 @@
+"""The job state machine: allowed transitions, and the run-token guard on every write."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, true
+
+from service.db import Database
+from service.jobs import states
+from service.tables import Job, Model, utcnow
+
+
+def _job(db: Database, status: str = "queued") -> str:
+    with db.transaction() as session:
+        model = session.scalar(select(Model).where(Model.name == "m"))
+        if model is None:
+            model = Model(id=uuid.uuid4().hex, name="m", config={})
+            session.add(model)
+            session.flush()
+        job_id = uuid.uuid4().hex
+        session.add(Job(id=job_id, model_id=model.id, status=status, params={}, progress={}))
+    return job_id
+
+
+def _row(db: Database, job_id: str) -> Job:
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_the_transition_table() -> None:
+    assert set(states.TRANSITIONS) == set(states.JOB_STATES)
+    for final in states.FINAL_STATES:
+        assert states.TRANSITIONS[final] == frozenset()  # retry makes a new job instead
+    assert states.TRANSITIONS["queued"] == {"running", "cancelled"}
+    assert "queued" in states.TRANSITIONS["running"]  # sent again after a lost worker
+
+
+def test_claim_stamps_and_the_token_guards_every_later_write(db: Database) -> None:
+    job_id = _job(db)
+    with db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        token = states.hand_out(job)
+        assert not states.claim(job, "someone-else", utcnow())
+        assert states.claim(job, token, utcnow())
+        assert job.status == "running" and job.started_at is not None
+    with db.transaction() as session:
+        assert not states.touch(session, job_id, "stale-token", progress={"epoch": 9})
+        assert states.touch(session, job_id, token, progress={"epoch": 1})
+        assert not states.finish(session, job_id, "stale-token", "failed", "lost")
+    assert _row(db, job_id).progress == {"epoch": 1} and _row(db, job_id).status == "running"
+    with db.transaction() as session:
+        assert states.finish(session, job_id, token, "succeeded")
+        assert not states.finish(session, job_id, token, "failed", "too late")
+    row = _row(db, job_id)
+    assert row.status == "succeeded" and row.finished_at is not None and row.error is None
+    assert not states.holds(row, token)
+
+
+def test_illegal_moves_are_refused(db: Database) -> None:
+    job_id = _job(db, "succeeded")
+    with db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        with pytest.raises(states.IllegalTransitionError, match="succeeded to running"):
+            states.move(job, "running")
+        with pytest.raises(states.IllegalTransitionError):
+            states.hand_out(job)
+    with db.transaction() as session, pytest.raises(states.IllegalTransitionError):
+        states.touch(session, job_id, "t", status="queued")
+    with db.transaction() as session, pytest.raises(states.IllegalTransitionError):
+        states.move_all(session, true(), "queued", "succeeded")
+
+
+def test_a_stale_running_job_is_claimed_again_only_by_its_token(db: Database) -> None:
+    job_id = _job(db)
+    with db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        token = states.hand_out(job)
+        assert states.claim(job, token, utcnow())
+    later = utcnow() + timedelta(seconds=60)
+    with db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        assert not states.claim(job, token, utcnow(), stale_after_s=30)  # alive: a duplicate
+        assert not states.claim(job, token, later)  # the exclusive runner never re-claims
+        assert not states.claim(job, "other", later, stale_after_s=30)
+        assert states.claim(job, token, later, stale_after_s=30)  # its worker was lost
+        states.move(job, "queued")  # or it is sent again
+        assert job.run_token is None and job.status == "queued"
+
+
+def test_bulk_moves_touch_only_the_old_state(db: Database) -> None:
+    running, queued = _job(db), _job(db)
+    with db.transaction() as session:
+        job = session.get(Job, running, with_for_update=True)
+        assert job is not None
+        states.claim(job, states.hand_out(job), utcnow())
+    with db.transaction() as session:
+        assert states.move_all(session, true(), "running", "interrupted", error="restart") == 1
+    assert _row(db, running).status == "interrupted" and _row(db, running).error == "restart"
+    assert _row(db, queued).status == "queued"
