@@ -63,7 +63,7 @@ def tiny_config(kind: str, **overrides: Any) -> dict[str, Any]:
         "window": 24,
         "hidden_dims": [64],
         "latent_dim": 8,
-        "training": {"max_epochs": 25, "max_seconds": 20, "patience": 4, "seed": 0},
+        "training": {"max_epochs": 25, "max_seconds": None, "patience": 4, "seed": 0},
     }
     if kind == "cvae":
         cfg["condition_on"] = ["hour"]  # the generated data spans two days
