@@ -1,16 +1,23 @@
 """ReconAD's detector library: windowed reconstruction autoencoders for time-series anomalies.
 
 >>> from detector import DetectorConfig, create_detector, load_detector
->>> det = create_detector(DetectorConfig(kind="vae", window=64)).fit(train_df)  # doctest: +SKIP
+>>> det = create_detector({"kind": "vae", "window": 64, "beta": 2}).fit(train_df)  # doctest: +SKIP
 >>> scores = det.anomaly_score(test_df)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from . import errors
-from .config import KINDS, CalibrationConfig, DetectorConfig, TrainingConfig
+from .config import KINDS, CalibrationConfig, DetectorConfig, TrainingConfig, stored_config
 from .decision import DSpot, StaticThreshold, Threshold
-from .detector import Detector, Reconstruction, ScoreDetails, WindowScores, create_detector
+from .detector import (
+    Detector,
+    Reconstruction,
+    ScoreDetails,
+    WindowScores,
+    create_detector,
+    split_holdout,
+)
 from .monitor import Event, Monitor, MonitorOptions
 from .persistence import load_detector
 from .training import TrainingProgress
@@ -18,8 +25,8 @@ from .training import TrainingProgress
 __all__ = [
     "KINDS",
     "CalibrationConfig",
-    "Detector",
     "DSpot",
+    "Detector",
     "DetectorConfig",
     "Event",
     "Monitor",
@@ -34,4 +41,6 @@ __all__ = [
     "create_detector",
     "errors",
     "load_detector",
+    "split_holdout",
+    "stored_config",
 ]

@@ -585,7 +585,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate(labels.to_numpy(), scores.to_numpy(), threshold, window)
     except LabelsError as exc:
         raise LabelsError(f"label column {label_column!r}: {exc}") from exc
-    flags = decision.flags(scores, threshold)
+    flags = pd.Series(decision.flags(scores, threshold), index=scores.index, name="anomaly")
     n_points, n_positive = len(frame), int((labels.to_numpy() == 1).sum())
     n_flagged = int(flags.sum())
 
@@ -629,10 +629,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             title=Path(args.data).name,
         )
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> int:
@@ -790,3 +786,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(ratios.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(results)} fits in {elapsed:.0f} s; results in {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

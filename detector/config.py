@@ -1,26 +1,55 @@
-"""Configuration of a detector: one pydantic model, validated on construction.
+"""Configuration of a detector: one flat pydantic shape, a class per kind, chosen by ``kind``.
 
-A :class:`DetectorConfig` is all that is needed to rebuild a detector's network; it is stored as
-``config.json`` next to the weights. Fields that apply to one kind only say so and are ignored by
-the others.
+A config is all that is needed to rebuild a detector; it is stored as ``config.json`` next to
+the weights, in one flat JSON shape (``{"kind": "vae", "window": 64, "beta": 2, "training":
+{...}}``). Its fields have two owners:
+
+- the detector (:class:`DetectorConfig`: window, preprocessing, scoring, ``training``,
+  ``calibration``), the same for every kind;
+- the kind (``hidden_dims``, ``latent_dim``, ``dropout`` and the kind's own options), defined
+  next to its model in :mod:`detector.models` (``AEConfig`` in ``models/ae.py``, ...). The model
+  receives only these (:attr:`DetectorConfig.network`).
+
+Each kind's config class combines the two (:data:`KIND_CONFIGS`). ``DetectorConfig(...)``,
+``DetectorConfig.model_validate(...)`` and a field typed ``DetectorConfig`` in another pydantic
+model all pick the class by ``kind`` (default ``"ae"``): ``DetectorConfig(kind="vae", beta=2)``
+is a :class:`VAEDetectorConfig`, and an option of another kind (``{"kind": "ae", "beta": 5}``)
+is a validation error that names the field and the kinds that take it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+
+from .models import REGISTRY, AAEConfig, AEConfig, CVAEConfig, NetworkConfig, VAEConfig
 
 __all__ = [
     "KINDS",
+    "KIND_CONFIGS",
+    "AAEDetectorConfig",
+    "AEDetectorConfig",
+    "CVAEDetectorConfig",
     "CalibrationConfig",
     "DetectorConfig",
-    "Kind",
     "TrainingConfig",
+    "VAEDetectorConfig",
+    "stored_config",
 ]
 
-Kind = Literal["ae", "vae", "aae", "cvae"]
-KINDS: tuple[str, ...] = ("ae", "vae", "aae", "cvae")
+#: The kind names, in the order of :data:`detector.models.REGISTRY`.
+KINDS: tuple[str, ...] = tuple(REGISTRY)
 
 
 class _Strict(BaseModel):
@@ -97,14 +126,17 @@ class CalibrationConfig(_Strict):
 
 
 class DetectorConfig(_Strict):
-    """Everything needed to build (and rebuild) a detector.
+    """Everything needed to build (and rebuild) a detector: its own options and its kind's.
+
+    Constructing or validating ``DetectorConfig`` gives the class of the ``kind`` asked for
+    (see the module docstring); this class holds the options every kind shares.
 
     Parameters
     ----------
     kind
         ``"ae"`` plain autoencoder, ``"vae"`` variational, ``"aae"`` adversarial, ``"cvae"``
-        conditional variational. Denoising is a training option of every kind
-        (``training.noise_std`` / ``training.mask_probability``).
+        conditional variational (:data:`detector.models.REGISTRY`). Denoising is a training
+        option of every kind (``training.noise_std`` / ``training.mask_probability``).
     window
         Window length in points, or ``"auto"``: the longest window the rules allow (256 points,
         at most 2,048 values, and what the validation split can hold; see
@@ -117,14 +149,13 @@ class DetectorConfig(_Strict):
         ``key_column``).
     """
 
+    model_config = ConfigDict(defer_build=True)  # the kinds' classes are defined below
+
     format_version: int = 1
-    kind: Kind = "ae"
+    kind: str = "ae"
     window: int | Literal["auto"] = "auto"
     stride: int = Field(1, ge=1)
     features: list[str] | None = None
-    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])
-    latent_dim: int = Field(16, ge=1, le=4096)
-    dropout: float = Field(0.0, ge=0, lt=1)
     missing: Literal["interpolate", "error"] = Field(
         "interpolate",
         description="'interpolate': fill NaN and timestamp gaps by linear interpolation for the "
@@ -184,25 +215,6 @@ class DetectorConfig(_Strict):
     smoothing: int = Field(
         0, ge=0, description="Trailing moving-average of point scores over this many points."
     )
-    # vae / cvae
-    beta: float = Field(1.0, ge=0, description="vae/cvae: weight of the KL term.")
-    score_samples: int = Field(
-        0,
-        ge=0,
-        le=256,
-        description="vae/cvae: 0 scores with the posterior mean; n > 0 averages n latent samples.",
-    )
-    # aae
-    prior_std: float = Field(1.0, gt=0, description="aae: std of the Gaussian prior.")
-    adversarial_weight: float = Field(1.0, ge=0, description="aae: weight of the generator loss.")
-    # cvae
-    condition_on: list[Literal["auto", "hour", "dayofweek", "phase", "key"]] = Field(
-        default_factory=lambda: ["auto"],  # type: ignore[arg-type]
-        description="cvae: 'hour' and 'dayofweek' (calendar context of a timestamp index), "
-        "'phase' (position within the training data's dominant period, for integer indexes), "
-        "'key' (one-hot of the key column); 'auto' is hour + dayofweek with a timestamp index "
-        "and phase otherwise.",
-    )
     key_column: str | None = Field(
         None,
         description="Column naming the series each row belongs to; windows never cross series.",
@@ -224,13 +236,6 @@ class DetectorConfig(_Strict):
             raise ValueError("window_weight must be between 0 and 1, or 'auto'")
         return v
 
-    @field_validator("hidden_dims")
-    @classmethod
-    def _check_hidden(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 or h > 65_536 for h in v):
-            raise ValueError("hidden_dims must be a non-empty list of sizes between 1 and 65536")
-        return v
-
     @field_validator("features")
     @classmethod
     def _check_features(cls, v: list[str] | None) -> list[str] | None:
@@ -238,12 +243,128 @@ class DetectorConfig(_Strict):
             raise ValueError("features must be a non-empty list of distinct column names")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_other_kinds_options(cls, data: Any) -> Any:
+        """An option of another kind is refused by name, with the kinds that take it."""
+        if not isinstance(data, Mapping):
+            return data
+        errors: list[Any] = []
+        for name in data:
+            takers = [k for k, c in KIND_CONFIGS.items() if name in c.model_fields]
+            if name not in cls.model_fields and takers:
+                message = "{field} is not an option of kind {kind}; it is an option of {takers}"
+                ctx = {"field": name, "kind": data.get("kind", "ae"), "takers": ", ".join(takers)}
+                errors.append(
+                    {
+                        "type": PydanticCustomError("option_of_other_kind", message, ctx),
+                        "loc": (name,),
+                        "input": data[name],
+                    }
+                )
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
+
     @model_validator(mode="after")
-    def _check_kind_options(self) -> DetectorConfig:
-        if self.kind == "cvae" and not self.condition_on:
-            raise ValueError("cvae needs at least one condition in condition_on")
-        if self.kind == "cvae" and "key" in self.condition_on and self.key_column is None:
-            raise ValueError("condition_on contains 'key': set key_column to the series-key column")
+    def _check_across_owners(self) -> DetectorConfig:
         if self.features is not None and self.key_column in self.features:
             raise ValueError("key_column cannot also be a feature")
+        self.network.check_detector_options(self.key_column)
         return self
+
+    @property
+    def network(self) -> NetworkConfig:
+        """The kind's own config (:mod:`detector.models`): all that the model receives."""
+        own = REGISTRY[self.kind].config_class
+        return own.model_validate({name: getattr(self, name) for name in own.model_fields})
+
+    def __new__(cls, *args: Any, **data: Any) -> DetectorConfig:
+        # DetectorConfig(kind=...) builds the kind's class; an unknown kind stays here and
+        # fails validation with a clear message
+        kind = data.get("kind", "ae")
+        if cls is DetectorConfig and isinstance(kind, str) and kind in KIND_CONFIGS:
+            cls = KIND_CONFIGS[kind]
+        return super().__new__(cls)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        if source is not DetectorConfig:
+            return handler(source)
+        # validation picks the kind's class itself (errors keep the field's own location);
+        # the tagged union gives the JSON schema and serialises each kind with its own fields
+        union = core_schema.tagged_union_schema(
+            {kind: handler.generate_schema(c) for kind, c in KIND_CONFIGS.items()},
+            discriminator="kind",
+        )
+        return core_schema.no_info_wrap_validator_function(_validate_any_kind, union)
+
+
+def _validate_any_kind(value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Any:
+    """Validate ``value`` as the config class of its ``kind`` (``"ae"`` when absent)."""
+    if isinstance(value, DetectorConfig):
+        return value
+    if not isinstance(value, Mapping):
+        return handler(value)  # the union's own type error
+    kind = value.get("kind", "ae")
+    if not isinstance(kind, str) or kind not in KIND_CONFIGS:
+        message = "unknown kind {kind}; choose one of {kinds}"
+        ctx = {"kind": repr(kind), "kinds": ", ".join(KIND_CONFIGS)}
+        error: Any = {
+            "type": PydanticCustomError("unknown_kind", message, ctx),
+            "loc": ("kind",),
+            "input": kind,
+        }
+        raise ValidationError.from_exception_data("DetectorConfig", [error])
+    return KIND_CONFIGS[kind].model_validate(value)
+
+
+class AEDetectorConfig(AEConfig, DetectorConfig):
+    """An ``ae`` detector's config: :class:`DetectorConfig` and
+    :class:`~detector.models.ae.AEConfig`."""
+
+
+class VAEDetectorConfig(VAEConfig, DetectorConfig):
+    """A ``vae`` detector's config: :class:`DetectorConfig` and
+    :class:`~detector.models.vae.VAEConfig`."""
+
+
+class AAEDetectorConfig(AAEConfig, DetectorConfig):
+    """An ``aae`` detector's config: :class:`DetectorConfig` and
+    :class:`~detector.models.aae.AAEConfig`."""
+
+
+class CVAEDetectorConfig(CVAEConfig, DetectorConfig):
+    """A ``cvae`` detector's config: :class:`DetectorConfig` and
+    :class:`~detector.models.cvae.CVAEConfig`."""
+
+
+#: Each kind's config class by kind name: every kind of :data:`detector.models.REGISTRY`.
+KIND_CONFIGS: dict[str, type[DetectorConfig]] = {
+    c.model_fields["kind"].default: c
+    for c in (AEDetectorConfig, VAEDetectorConfig, AAEDetectorConfig, CVAEDetectorConfig)
+}
+
+
+def stored_config(data: Any) -> DetectorConfig:
+    """Validate a config stored by this or an earlier version of ReconAD (a saved model's
+    ``config.json``, a config the service keeps).
+
+    Earlier versions had one class for every kind and wrote every kind's options into every
+    config, where the other kinds ignored them: those options are dropped here, since they
+    never had an effect. Everything else is validated as :class:`DetectorConfig` validates new
+    input.
+
+    Raises
+    ------
+    pydantic.ValidationError
+    """
+    kind = data.get("kind", "ae") if isinstance(data, Mapping) else None
+    own = KIND_CONFIGS.get(kind) if isinstance(kind, str) else None
+    if own is None:
+        return DetectorConfig.model_validate(data)  # its own errors: unknown kind, wrong type
+    others = {name for c in KIND_CONFIGS.values() for name in c.model_fields}
+    kept = {k: v for k, v in data.items() if k in own.model_fields or k not in others}
+    return own.model_validate(kept)

@@ -38,7 +38,15 @@ from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_wi
 if TYPE_CHECKING:
     from .monitor import Monitor
 
-__all__ = ["Detector", "Reconstruction", "ScoreDetails", "WindowScores", "create_detector"]
+__all__ = [
+    "Detector",
+    "Reconstruction",
+    "ScoreDetails",
+    "WindowScores",
+    "create_detector",
+    "holdout_cut",
+    "split_holdout",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +181,16 @@ class Detector:
             window = resolve_window("auto", longest.values, cfg.training.validation_fraction)
             if window != first_fill:  # gap filling depends on the window: cut again
                 segments = pre.transform(frame, max_fill=window)
-        train_segs, val_segs = self._split(segments, window, len(frame))
+        train_segs, val_segs = split_holdout(
+            segments, window, cfg.training.validation_fraction, len(frame)
+        )
         stream_segs = self._stream_holdout(segments, window)
 
         device = select_device(cfg.training.device)
         seed_everything(cfg.training.seed)
-        network = model_class(cfg.kind)(cfg, window, len(pre.feature_names_), pre.n_conditions)
+        network = model_class(cfg.kind)(
+            cfg.network, window, len(pre.feature_names_), pre.n_conditions
+        )
         network.to(device)
         train_set = WindowSet.build(
             train_segs, window, cfg.stride, device, cfg.training.max_train_windows
@@ -213,33 +225,13 @@ class Detector:
         self.holdout_scores_ = self._stream_scores(stream_segs)
         return self
 
-    def _split(
-        self, segments: list[Segment], window: int, n_rows: int
-    ) -> tuple[list[Segment], list[Segment]]:
-        """Cut every segment at ``1 - validation_fraction``: head to train, tail to validation."""
-        fraction = self.config.training.validation_fraction
-        train, val = [], []
-        for seg in segments:
-            cut = len(seg) - round(len(seg) * fraction)
-            if cut >= window:
-                train.append(seg.slice(0, cut))
-            if len(seg) - cut >= window:
-                val.append(seg.slice(cut, len(seg)))
-        if not train or not val:
-            need = math.ceil(window / min(fraction, 1 - fraction)) + 1
-            raise TooShortError(
-                f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
-                f"at least {need} consecutive points are needed; pass more data or a smaller window"
-            )
-        return train, val
-
     def _stream_holdout(self, segments: list[Segment], window: int) -> list[Segment]:
         """The validation tail of each segment with the ``window - 1`` points before it as
         context: scored causally, every validation point is the last point of one window."""
         fraction = self.config.training.validation_fraction
         out = []
         for seg in segments:
-            cut = len(seg) - round(len(seg) * fraction)
+            cut = holdout_cut(len(seg), fraction)
             if cut >= window and len(seg) > cut:
                 out.append(seg.slice(cut - window + 1, len(seg)))
         return out
@@ -365,6 +357,24 @@ class Detector:
         self.threshold_ = float(result.threshold)
         return self
 
+    def holdout(self, data: pd.DataFrame | pd.Series) -> pd.DataFrame:
+        """The rows of ``data`` that :meth:`fit` holds out for validation and calibration.
+
+        ``data`` is cut into segments as fit cuts it (per series key, at gaps longer than a
+        window) and each segment's last ``validation_fraction`` is kept
+        (:func:`split_holdout`), so these are the rows fit calibrated on when ``data`` is the
+        training data.
+
+        Raises
+        ------
+        NotFittedError, InputError (and subclasses), TooShortError
+        """
+        frame, segments = self._segments(data)
+        fraction = self.config.training.validation_fraction
+        _, held_out = split_holdout(segments, self.window_, fraction, len(frame))
+        rows = np.sort(np.concatenate([seg.rows[seg.rows >= 0] for seg in held_out]))
+        return frame.iloc[rows]
+
     def holdout_error(self, data: pd.DataFrame | pd.Series) -> float:
         """Mean squared reconstruction error on ``data``, each feature in units of its variance
         in ``data``; comparable between models (versions) scored on the same data.
@@ -386,6 +396,12 @@ class Detector:
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise NotFittedError("this detector is not fitted yet; call fit(train_data) first")
+
+    def _segments(self, data: pd.DataFrame | pd.Series) -> tuple[pd.DataFrame, list[Segment]]:
+        """The caller's data as a frame and cut into segments as the fitted model cuts it."""
+        self._check_fitted()
+        frame = as_frame(data)
+        return frame, self.preprocessor_.transform(frame, max_fill=self.window_)
 
     def _segment_errors(self, seg: Segment, reconstruct: bool) -> _PointErrors:
         """Combined squared error per point and feature (scaled units) for one segment.
@@ -443,13 +459,7 @@ class Detector:
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared errors and reconstructions of a batch, both (B, W, F)."""
-        samples = self.config.score_samples
-        if samples > 0 and self.config.kind in ("vae", "cvae"):
-            recon = network.sample_reconstructions(x, cond, samples, generator)  # (S, B, W, F)
-            err, recon = ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)
-        else:
-            recon = network(x, cond)  # (B, W, F)
-            err = (recon - x) ** 2
+        err, recon = network.scoring_errors(x, cond, generator)  # (B, W, F) each
         weight = self.window_weight_
         if weight > 0:  # each cell shares its window's mean error (per feature)
             err = (1 - weight) * err + weight * err.mean(dim=1, keepdim=True)
@@ -513,9 +523,7 @@ class Detector:
         ------
         NotFittedError, InputError (and subclasses), TooShortError
         """
-        self._check_fitted()
-        frame = as_frame(data)
-        segments = self.preprocessor_.transform(frame, max_fill=self.window_)
+        frame, segments = self._segments(data)
         if not any(len(s) >= self.window_ for s in segments):
             raise TooShortError(
                 f"got {len(frame)} points but the model's window is {self.window_}; send at "
@@ -721,5 +729,50 @@ def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> De
         config = DetectorConfig()
     elif isinstance(config, dict):
         config = DetectorConfig.model_validate(config)
-    model_class(config.kind)  # unknown kinds fail here, not at fit time
     return Detector(config)
+
+
+def holdout_cut(length: int, fraction: float) -> int:
+    """Where a segment of ``length`` points is cut: its last ``round(length * fraction)``
+    points are held out (``training.validation_fraction``)."""
+    return length - round(length * fraction)
+
+
+def split_holdout(
+    segments: list[Segment], window: int, fraction: float, n_rows: int
+) -> tuple[list[Segment], list[Segment]]:
+    """Cut every segment at ``1 - fraction``: the head to train on, the tail held out.
+
+    A head or tail shorter than ``window`` is dropped. This is the split :meth:`Detector.fit`
+    makes (validation, early stopping and calibration use the tails); :meth:`Detector.holdout`
+    gives the rows of the tails.
+
+    Parameters
+    ----------
+    segments : list of Segment
+        The preprocessor's segments of the training data.
+    window : int
+    fraction : float
+        ``training.validation_fraction``.
+    n_rows : int
+        Rows of the caller's data, for the error message.
+
+    Raises
+    ------
+    TooShortError
+        No segment yields both a head and a tail of a window.
+    """
+    train, val = [], []
+    for seg in segments:
+        cut = holdout_cut(len(seg), fraction)
+        if cut >= window:
+            train.append(seg.slice(0, cut))
+        if len(seg) - cut >= window:
+            val.append(seg.slice(cut, len(seg)))
+    if not train or not val:
+        need = math.ceil(window / min(fraction, 1 - fraction)) + 1
+        raise TooShortError(
+            f"got {n_rows} points: with window {window} and validation_fraction {fraction} "
+            f"at least {need} consecutive points are needed; pass more data or a smaller window"
+        )
+    return train, val

@@ -70,6 +70,7 @@ __all__ = [
     "event_metrics",
     "legacy_point_adjusted_f1",
     "pointwise_prf",
+    "score_vector",
     "vus_pr",
     "vus_roc",
 ]
@@ -113,6 +114,23 @@ def _as_labels(labels: npt.ArrayLike, n: int | None = None) -> BoolArray:
     return np.asarray(is_one, dtype=np.bool_)
 
 
+def score_vector(scores: npt.ArrayLike) -> FloatArray:
+    """Scores as a float64 array of shape ``(n,)``.
+
+    Raises
+    ------
+    InputError
+        If the scores are not numeric or not one-dimensional.
+    """
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"scores must be numeric: {exc}") from None
+    if arr.ndim != 1:
+        raise InputError(f"scores must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
 def _as_scores(scores: npt.ArrayLike) -> FloatArray:
     """Validate scores of shape ``(n,)``; NaN is replaced by the minimum finite score.
 
@@ -126,12 +144,7 @@ def _as_scores(scores: npt.ArrayLike) -> FloatArray:
     NonFiniteError
         If a score is ``+inf`` or ``-inf``.
     """
-    try:
-        arr = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"scores must be numeric: {exc}") from None
-    if arr.ndim != 1:
-        raise InputError(f"scores must be one-dimensional, got shape {arr.shape}")
+    arr = score_vector(scores)
     if arr.shape[0] == 0:
         raise InputError("scores are empty")
     nan = np.isnan(arr)

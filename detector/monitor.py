@@ -43,6 +43,7 @@ isolated flags); ``event`` is the id of the open event a point belongs to.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -287,8 +288,9 @@ class Monitor:
         for lo, hi, fresh in self._pieces(positions):
             if fresh:
                 self._reset_stream()
-            self._score_piece(values[lo:hi], positions[lo:hi], key, frame, lo, scores,
-                              contributions, expected)
+            self._score_piece(
+                values[lo:hi], positions[lo:hi], key, frame, lo, scores, contributions, expected
+            )
         self._key, self._tz = key, tz
         self._last_pos = int(positions[-1])
         thresholds = np.empty(n_rows)
@@ -404,9 +406,7 @@ class Monitor:
         return monitor
 
     # ------------------------------------------------------------------ input
-    def _validate(
-        self, frame: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray, str, str | None]:
+    def _validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str, str | None]:
         """Values (T, F), index numbers (T,), series key and time zone of a new chunk."""
         det = self.detector
         pre = det.preprocessor_
@@ -440,12 +440,10 @@ class Monitor:
             )
         if self._key is not None and key != self._key:
             raise InputError(f"this monitor follows key {self._key!r}, got key {key!r}")
-        if "key" in pre.conditions_ and key not in pre.key_levels_:
-            raise InputError(
-                f"series key {key!r} was not seen in training; known keys: "
-                f"{pre.key_levels_[:20]}; retrain the model to include it"
-            )
-        tz = str(frame.index.tz) if getattr(frame.index, "tz", None) is not None else None
+        if pre.conditions is not None:  # refuse what the kind cannot encode (an unseen key)
+            pre.conditions.encode(positions[:1], key, getattr(frame.index, "tz", None))
+        zone = getattr(frame.index, "tz", None)
+        tz = None if zone is None else str(zone)
         if self._last_pos is not None and self._tz != tz:
             raise InputError(
                 f"the stream's timestamps are in time zone {self._tz}, got {tz}; send the same"
@@ -489,14 +487,15 @@ class Monitor:
         """Runs ``[lo, hi)`` of the chunk without a gap longer than a window; ``fresh``: the
         run starts a new segment."""
         step = self.detector.preprocessor_.step_
-        prev = np.concatenate([[positions[0] if self._last_pos is None else self._last_pos],
-                               positions[:-1]])
+        prev = np.concatenate(
+            [[positions[0] if self._last_pos is None else self._last_pos], positions[:-1]]
+        )
         gaps = np.maximum(np.rint((positions - prev) / step).astype(np.int64), 1) - 1
         breaks = np.nonzero(gaps > self.detector.window_)[0].tolist()
         starts = sorted({0, *breaks})
         bounds = [*starts, len(positions)]
         out = []
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             fresh = (lo == 0 and self._last_pos is None) or lo in breaks
             out.append((lo, hi, fresh))
         return out
@@ -540,7 +539,11 @@ class Monitor:
         n_ctx = len(self._ctx_values)
         if len(all_values) >= window:
             scaled = ((all_values - pre.center_) / pre.scale_).astype(np.float32)
-            cond = pre._conditions(all_stamps, key, frame) if pre.n_conditions else None
+            cond = (
+                None
+                if pre.conditions is None
+                else pre.conditions.encode(all_stamps, key, getattr(frame.index, "tz", None))
+            )
             errors, recon = det._causal_errors(scaled, cond, expected is not None)
             first = window - 1  # row of all_* that the first window ends at
             rows_obs = all_observed[first:]
@@ -565,7 +568,9 @@ class Monitor:
         self._ctx_stamps = all_stamps[-keep_n:] if keep_n else all_stamps[:0]
 
     # ------------------------------------------------------------------ decisions
-    def _decide(self, score: float, contrib: np.ndarray, pos: int) -> tuple[float, bool, int | None]:
+    def _decide(
+        self, score: float, contrib: np.ndarray, pos: int
+    ) -> tuple[float, bool, int | None]:
         """The threshold, the final flag and the event id of one point; updates the state."""
         opts = self.options
         in_event = self._open is not None
@@ -588,8 +593,15 @@ class Monitor:
         if flagged and sum(r.flagged for r in self._recent) >= opts.min_duration:
             members = [r for r in self._recent if r.flagged]
             first = members[0]
-            op = _OpenEvent(self._next_id, first.pos, first.pos, first.normalized,
-                            first.normalized, 1, list(first.contributions))
+            op = _OpenEvent(
+                self._next_id,
+                first.pos,
+                first.pos,
+                first.normalized,
+                first.normalized,
+                1,
+                list(first.contributions),
+            )
             for r in members[1:]:
                 self._extend(op, r.pos, r.normalized, r.contributions)
             self._next_id += 1
@@ -688,8 +700,9 @@ def _rows(arr: np.ndarray) -> list[list[float | None]]:
 
 
 def _array(rows: list[list[Any]], n_feat: int) -> np.ndarray:
-    arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows],
-                   dtype=np.float64)
+    arr = np.array(
+        [[np.nan if v is None else float(v) for v in row] for row in rows], dtype=np.float64
+    )
     return arr.reshape(len(rows), n_feat)
 
 
@@ -704,6 +717,5 @@ def _event_state(e: Event) -> dict[str, Any]:
 
 def _describe(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
-        for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
     )

@@ -1,4 +1,4 @@
-"""Input validation, the missing-value policy, scaling and conditions, fitted on training data.
+"""Input validation, the missing-value policy and scaling, fitted on training data.
 
 Missing-value policy (``DetectorConfig.missing``):
 
@@ -29,16 +29,21 @@ library, the CLI and the service:
 
 Scaling: each feature is standardised with the mean and standard deviation of the training data
 (NaN ignored); a constant feature keeps its mean and a unit scale.
+
+Conditions: a conditional kind's encoder (:meth:`ReconstructionModel.conditions
+<detector.models.base.ReconstructionModel.conditions>`) is fitted here on the training data and
+asked for the condition vectors of every segment; the encoding itself belongs to the kind.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import DetectorConfig
 from .errors import (
@@ -49,11 +54,9 @@ from .errors import (
     NonNumericError,
     TooShortError,
 )
-from .windows import dominant_period
+from .models import Conditions, model_class
 
-__all__ = ["Preprocessor", "Segment", "as_frame"]
-
-_NS_PER_DAY = 86_400 * 10**9
+__all__ = ["Preprocessor", "PreprocessorState", "Segment", "as_frame"]
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Segment:
     rows : ndarray, shape (T,), int64
         Row position of each point in the caller's frame, -1 for a re-inserted gap.
     cond : ndarray, shape (T, C), float32, or None
-        Condition vector per point (cvae only).
+        Condition vector per point (conditional kinds only).
     copy_rows : ndarray, shape (D,), int64
         Rows of the caller's frame merged into a point as exact duplicates of another row.
     copy_points : ndarray, shape (D,), int64
@@ -132,11 +135,17 @@ class Preprocessor:
     """Validates frames and turns them into scaled :class:`Segment` objects.
 
     Fitted state: ``feature_names_``, ``index_kind_``, ``step_``, ``center_``, ``scale_``,
-    ``key_levels_``.
+    ``key_levels_``, and the fitted state of ``conditions`` (the kind's condition encoder, None
+    for unconditional kinds).
     """
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(
+        self, config: DetectorConfig, conditions_state: dict[str, Any] | None = None
+    ) -> None:
         self.config = config
+        self.conditions: Conditions | None = model_class(config.kind).conditions(
+            config.network, conditions_state
+        )
 
     # ------------------------------------------------------------------ fitting
     def fit(self, frame: pd.DataFrame) -> Preprocessor:
@@ -156,7 +165,7 @@ class Preprocessor:
                 f"feature(s) {all_nan} have no observed value in the training data; "
                 "drop them or pass data where they are observed"
             )
-        self.index_kind_ = _index_kind(frame.index)
+        self.index_kind_: Literal["datetime", "integer"] = _index_kind(frame.index)
         groups = self._groups(frame, values)
         self.key_levels_ = list(groups) if self.config.key_column is not None else []
         diffs = [np.diff(_index_numbers(frame.index[g.rows])) for g in groups.values()]
@@ -170,33 +179,16 @@ class Preprocessor:
             scale = np.nanstd(values, axis=0)
         tiny = scale <= 1e-8 * np.maximum(1.0, np.abs(self.center_))
         self.scale_ = np.where(tiny | ~np.isfinite(scale), 1.0, scale)
-        self.conditions_ = self._resolve_conditions()
-        self.period_ = 0
-        if "phase" in self.conditions_:
+        if self.conditions is not None:
             filled = np.where(np.isnan(values), self.center_, values)
-            self.period_ = dominant_period((filled - self.center_) / self.scale_) or 0
+            scaled = (filled - self.center_) / self.scale_
+            self.conditions.fit(self.index_kind_, self.step_, self.key_levels_, scaled)
         return self
-
-    def _resolve_conditions(self) -> list[str]:
-        """The cvae's conditions with ``auto`` replaced by calendar or phase context."""
-        if self.config.kind != "cvae":
-            return []
-        out: list[str] = []
-        for name in self.config.condition_on:
-            if name == "auto":
-                auto = ["hour", "dayofweek"] if self.index_kind_ == "datetime" else ["phase"]
-                out += [a for a in auto if a not in out]
-            elif name not in out:
-                out.append(name)
-        return out
 
     @property
     def n_conditions(self) -> int:
-        """Length of the condition vector (0 unless the kind is cvae)."""
-        n = 2 * len({"hour", "dayofweek", "phase"} & set(self.conditions_))
-        if "key" in self.conditions_:
-            n += len(self.key_levels_)
-        return n
+        """Length of the condition vector (0 for unconditional kinds)."""
+        return 0 if self.conditions is None else self.conditions.n_conditions
 
     # ------------------------------------------------------------------ transform
     def transform(self, frame: pd.DataFrame | pd.Series, max_fill: int) -> list[Segment]:
@@ -257,7 +249,9 @@ class Preprocessor:
             stamps = np.interp(np.arange(length), offsets, positions[lo:hi].astype(np.float64))
             observed = ~np.isnan(full)
             filled = self._fill_and_scale(full, observed)
-            cond = self._conditions(stamps, key, frame) if self.n_conditions else None
+            cond = None
+            if self.conditions is not None:
+                cond = self.conditions.encode(stamps, key, getattr(frame.index, "tz", None))
             mine = (group.copy_of >= lo) & (group.copy_of < hi)
             copy_points = offsets[group.copy_of[mine] - lo].astype(np.int64)
             out.append(
@@ -278,43 +272,6 @@ class Preprocessor:
                 full[:, j] = self.center_[j]
         scaled: np.ndarray = ((full - self.center_) / self.scale_).astype(np.float32)
         return scaled
-
-    def _conditions(self, stamps: np.ndarray, key: str, frame: pd.DataFrame) -> np.ndarray:
-        """Condition vectors per point, shape (T, C): calendar or phase sin/cos, a key one-hot."""
-        parts: list[np.ndarray] = []
-        if "phase" in self.conditions_:
-            phase = (
-                (stamps / self.step_) % self.period_ / self.period_ if self.period_ else 0 * stamps
-            )
-            parts += [np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)]
-        wants_calendar = {"hour", "dayofweek"} & set(self.conditions_)
-        if wants_calendar:
-            if self.index_kind_ != "datetime":
-                raise InputError(
-                    "calendar conditions (hour, dayofweek) need a timestamp index; index the "
-                    "data by timestamps or set condition_on to ['phase'] or ['key']"
-                )
-            tz = getattr(frame.index, "tz", None)
-            times = pd.DatetimeIndex(pd.to_datetime(stamps.astype(np.int64), utc=tz is not None))
-            if tz is not None:
-                times = times.tz_convert(tz)
-            if "hour" in self.conditions_:
-                hour = hour_fraction(times)
-                parts += [np.sin(2 * np.pi * hour), np.cos(2 * np.pi * hour)]
-            if "dayofweek" in self.conditions_:
-                day = (times.day_of_week.to_numpy() + hour_fraction(times)) / 7.0
-                parts += [np.sin(2 * np.pi * day), np.cos(2 * np.pi * day)]
-        columns = [p[:, None] for p in parts]
-        if "key" in self.conditions_:
-            if key not in self.key_levels_:
-                raise InputError(
-                    f"series key {key!r} was not seen in training; known keys: "
-                    f"{self.key_levels_[:20]}; retrain the model to include it"
-                )
-            onehot = np.zeros((len(stamps), len(self.key_levels_)))
-            onehot[:, self.key_levels_.index(key)] = 1.0
-            columns.append(onehot)
-        return np.concatenate(columns, axis=1).astype(np.float32)
 
     # ------------------------------------------------------------------ validation helpers
     def _select_features(self, frame: pd.DataFrame, fitting: bool) -> list[str]:
@@ -418,31 +375,29 @@ class Preprocessor:
         return _Group(rows[keep], rows[copies].astype(np.int64), new_position[first[ids[copies]]])
 
     # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-safe fitted state."""
-        return {
-            "feature_names": self.feature_names_,
-            "index_kind": self.index_kind_,
-            "step": self.step_,
-            "center": self.center_.tolist(),
-            "scale": self.scale_.tolist(),
-            "key_levels": self.key_levels_,
-            "conditions": self.conditions_,
-            "period": self.period_,
-        }
+    def state(self) -> PreprocessorState:
+        """The fitted state, for :mod:`detector.persistence`."""
+        return PreprocessorState(
+            feature_names=self.feature_names_,
+            index_kind=self.index_kind_,
+            step=self.step_,
+            center=self.center_.tolist(),
+            scale=self.scale_.tolist(),
+            key_levels=self.key_levels_,
+            conditions=None if self.conditions is None else self.conditions.state_dict(),
+        )
 
     @classmethod
-    def from_state_dict(cls, config: DetectorConfig, state: dict[str, Any]) -> Preprocessor:
-        """Rebuild a fitted preprocessor from :meth:`state_dict` output."""
-        pre = cls(config)
-        pre.feature_names_ = list(state["feature_names"])
-        pre.index_kind_ = str(state["index_kind"])
-        pre.step_ = int(state["step"])
-        pre.center_ = np.asarray(state["center"], dtype=np.float64)
-        pre.scale_ = np.asarray(state["scale"], dtype=np.float64)
-        pre.key_levels_ = list(state["key_levels"])
-        pre.conditions_ = list(state["conditions"])
-        pre.period_ = int(state["period"])
+    def from_state(cls, config: DetectorConfig, state: PreprocessorState) -> Preprocessor:
+        """Rebuild a fitted preprocessor from :meth:`state` output (``KeyError``, ``TypeError``
+        or ``ValueError`` when the condition encoder's state is damaged)."""
+        pre = cls(config, state.conditions)
+        pre.feature_names_ = list(state.feature_names)
+        pre.index_kind_ = state.index_kind
+        pre.step_ = state.step
+        pre.center_ = np.asarray(state.center, dtype=np.float64)
+        pre.scale_ = np.asarray(state.scale, dtype=np.float64)
+        pre.key_levels_ = list(state.key_levels)
         return pre
 
 
@@ -457,12 +412,29 @@ class _Group:
     copy_of: np.ndarray
 
 
-def hour_fraction(times: pd.DatetimeIndex) -> np.ndarray:
-    """Fraction of the day elapsed at each timestamp, in [0, 1)."""
-    return np.asarray((times.hour * 60 + times.minute) / 1440.0, dtype=np.float64)
+class PreprocessorState(BaseModel):
+    """A fitted :class:`Preprocessor`, as saved in ``state.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature_names: list[str] = Field(min_length=1)
+    index_kind: Literal["datetime", "integer"]
+    step: int = Field(ge=1)
+    center: list[float]
+    scale: list[float]
+    key_levels: list[str]
+    conditions: dict[str, Any] | None = Field(
+        description="The condition encoder's state (conditional kinds), else None."
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> PreprocessorState:
+        if not len(self.center) == len(self.scale) == len(self.feature_names):
+            raise ValueError("center and scale need one value per feature")
+        return self
 
 
-def _index_kind(index: pd.Index) -> str:
+def _index_kind(index: pd.Index) -> Literal["datetime", "integer"]:
     if isinstance(index, pd.DatetimeIndex):
         return "datetime"
     if pd.api.types.is_integer_dtype(index.dtype):

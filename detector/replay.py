@@ -217,7 +217,8 @@ def replay_markdown(table: pd.DataFrame) -> str:
         "flag rate on normal | VUS-PR causal | VUS-PR batch |"
     )
     lines = [head, "|---|---|" + "---|" * 11]
-    for (dataset, mode), row in table.iterrows():
+    for key, row in table.iterrows():
+        dataset, mode = str(key[0]), str(key[1])  # type: ignore[index]
         cells = [
             f"{int(row['entities'])}",
             f"{row['f1']:.3f}",

@@ -42,7 +42,7 @@ from scipy.optimize import minimize_scalar
 
 from .config import CalibrationConfig
 from .errors import ConfigError, InputError, LabelsError, NonFiniteError, NotFittedError
-from .evaluation import best_f1
+from .evaluation import best_f1, score_vector
 
 __all__ = [
     "MAD_SCALE",
@@ -161,12 +161,7 @@ def _is_finite_number(v: object) -> bool:
 
 
 def _as_1d(scores: npt.ArrayLike) -> FloatArray:
-    try:
-        arr = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"scores must be numeric: {exc}") from None
-    if arr.ndim != 1:
-        raise InputError(f"scores must be one-dimensional, got shape {arr.shape}")
+    arr = score_vector(scores)
     if np.isinf(arr).any():
         raise NonFiniteError("scores contain +inf or -inf; calibration needs finite scores")
     return arr

@@ -14,14 +14,29 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.context import AppContext
 from service.errors import PayloadTooLargeError, install_exception_handlers
-from service.openapi import exact_openapi
 from service.observability import RequestContextMiddleware, configure_logging
-from service.routers import data, docs, health, jobs, keys, models, schedules, scoring, versions
+from service.openapi import exact_openapi
+from service.routers import (
+    channels,
+    data,
+    docs,
+    events,
+    health,
+    jobs,
+    keys,
+    models,
+    schedules,
+    scoring,
+    streams,
+    versions,
+)
 from service.settings import Settings
+from service.ui import router as console
 
 __all__ = ["create_app"]
 
@@ -157,9 +172,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.context = context
     install_exception_handlers(app)
     # Routes are matched in order: the hot scoring route right after the health probes.
-    for module in (health, scoring, models, versions, data, jobs, schedules, keys):
+    for module in (health, scoring, streams, models, versions, data, jobs, schedules, keys):
+        app.include_router(module.router)
+    for module in (events, channels):
         app.include_router(module.router)
     app.include_router(docs.build_router(settings.public_docs))
+    app.include_router(console.router)
+    app.mount("/ui/static", StaticFiles(directory=console.HERE / "static"), name="ui-static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app

@@ -16,12 +16,15 @@ from service.db import Database, upgrade_schema
 from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.schedules import Scheduler, ScheduleService
 from service.scoring import ScoringService
 from service.settings import Settings
 from service.storage import ArtifactStore, HistoryStore, open_stores
+from service.ui.series import SeriesService
+from service.ui.sessions import ConsoleSessions
 
 __all__ = ["BOOTSTRAP_KEY_FILE", "AppContext"]
 
@@ -49,6 +52,9 @@ class AppContext:
     scoring: ScoringService
     data: DataService
     deletion: DeletionService
+    live: LiveServices
+    console: ConsoleSessions
+    series: SeriesService
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -94,13 +100,14 @@ class AppContext:
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         metrics.track_jobs(jobs.counts_by_state)
+        auth = AuthService(db, settings.auth_cache_ttl_s)
         return cls(
             settings=settings,
             db=db,
             artifacts=artifacts,
             history=history,
             metrics=metrics,
-            auth=AuthService(db, settings.auth_cache_ttl_s),
+            auth=auth,
             registry=registry,
             jobs=jobs,
             runner=runner,
@@ -111,6 +118,13 @@ class AppContext:
                 registry, history, settings.max_points_per_request, settings.max_body_bytes
             ),
             deletion=DeletionService(registry, jobs, scoring),
+            live=LiveServices.build(settings, db, scoring, history, metrics),
+            console=ConsoleSessions(
+                db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key
+            ),
+            series=SeriesService(
+                registry, history, scoring, settings.ui_series_cache, settings.ui_max_points
+            ),
         )
 
     def prepare(self) -> None:
@@ -156,13 +170,15 @@ class AppContext:
         )
 
     async def start(self) -> None:
-        """Start the job runner and the scheduler."""
+        """Start the job runner, the scheduler, the alert dispatcher and the stream flusher."""
         self.runner.start()
         self.scheduler.start()
+        self.live.start()
 
     async def stop(self) -> None:
         """Stop the scheduler, the runner (interrupting running jobs) and the inference pool."""
         await self.scheduler.stop()
+        await self.live.stop()
         self.runner.stop()
         self.scoring.close()
         self.db.dispose()

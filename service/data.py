@@ -32,6 +32,7 @@ from service.errors import (
 from service.parsing import check_timestamps, numeric_array, parse_timestamps
 from service.registry import ModelRegistry
 from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
+from service.tables import Model
 
 __all__ = ["DataService", "frame_from_rows", "frame_from_upload"]
 
@@ -249,8 +250,13 @@ class DataService:
         key = self.registry.get_model(name).config.get("key_column")
         return None if key is None else str(key)
 
-    def append(self, name: str, frame: pd.DataFrame) -> tuple[int, HistorySummary]:
-        """Append a validated frame to a model's history.
+    def check(self, name: str, frame: pd.DataFrame) -> tuple[Model, str | None]:
+        """Check that ``frame`` may be appended to a model's history (nothing is stored).
+
+        Returns
+        -------
+        tuple
+            The model row and its series-key column (None for a single series).
 
         Raises
         ------
@@ -289,6 +295,19 @@ class DataService:
                 f"{sorted(stored.columns)}; send the same columns every time "
                 "(null for a missing value)"
             )
+        return model, key_column
+
+    def append(self, name: str, frame: pd.DataFrame) -> tuple[int, HistorySummary]:
+        """Append a validated frame to a model's history.
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            When the columns do not match the model's features or stored columns.
+        service.errors.PayloadTooLargeError
+            Above ``max_points`` rows.
+        """
+        model, key_column = self.check(name, frame)
         try:
             count = self.history.append(model.id, frame, key_column=key_column)
         except StoreError as exc:

@@ -20,6 +20,7 @@ from service.context import AppContext
 from service.data import DataService
 from service.deletion import DeletionService
 from service.jobs.service import JobService
+from service.live.service import LiveServices
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
 from service.scoring import ScoringService
@@ -34,6 +35,7 @@ __all__ = [
     "DataDep",
     "DeletionDep",
     "JobsDep",
+    "LiveDep",
     "RegistryDep",
     "SchedulesDep",
     "ScoreKey",
@@ -87,6 +89,10 @@ async def _deletion(request: Request) -> DeletionService:
     return context_of(request).deletion
 
 
+async def _live(request: Request) -> LiveServices:
+    return context_of(request).live
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -96,6 +102,7 @@ SchedulesDep = Annotated[ScheduleService, Depends(_schedules)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
 DeletionDep = Annotated[DeletionService, Depends(_deletion)]
+LiveDep = Annotated[LiveServices, Depends(_live)]
 
 
 class APIKeyAuth(SecurityBase):

@@ -119,5 +119,8 @@ def exact_openapi(document: dict[str, Any]) -> dict[str, Any]:
                     }
                 old = responses.get(status, {})
                 keep_content = status not in ("422",) and "content" in old
-                responses[status] = {**entry, **({"content": old["content"]} if keep_content else {})}
+                responses[status] = {
+                    **entry,
+                    **({"content": old["content"]} if keep_content else {}),
+                }
     return document

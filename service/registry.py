@@ -29,7 +29,7 @@ import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from detector import Detector, DetectorConfig
+from detector import Detector, DetectorConfig, stored_config
 from detector.models import model_class
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
@@ -108,7 +108,7 @@ def count_parameters(config: DetectorConfig) -> int:
     cls = model_class(config.kind)
     n_conditions = 31 if cls.conditional else 0  # hour one-hot (24) + day of week (7)
     with torch.device("meta"):
-        network = cls(config, window, n_features, n_conditions)
+        network = cls(config.network, window, n_features, n_conditions)
     return int(sum(p.numel() for p in network.parameters()))
 
 
@@ -663,6 +663,6 @@ class ModelRegistry:
     def validate_config(self, config: dict[str, Any]) -> DetectorConfig:
         """Parse a stored config dict (raises ``InvalidInputError`` when it no longer validates)."""
         try:
-            return DetectorConfig.model_validate(config)
+            return stored_config(config)
         except ValueError as exc:
             raise InvalidInputError(f"stored config is invalid: {exc}") from exc

@@ -11,7 +11,7 @@ Scopes are ordered (``admin`` > ``write`` > ``score``). The rules behind the tab
   API keys. Dropping a data range or a schedule cannot be undone (the rows are gone; a deleted
   schedule silently stops retraining), and write keys are the ones handed to ingestion
   pipelines, so a leaked write key must not be able to erase history;
-- ``None``: no key at all (only the liveness probe).
+- ``None``: no key at all (the liveness probe, and the console's sign-in and sign-out).
 
 A route an engineer adds without a row here fails the test, which names the route and this file.
 """
@@ -65,4 +65,34 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("POST", "/v1/keys"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("DELETE", "/v1/keys/{key_id}"): "admin",
+    # The console (/ui): a session cookie stands for the key; the same scope as the API route
+    # doing the same thing (service/ui/auth.py reads this table; tests/service/test_svc_ui.py
+    # checks each row with signed-in browsers of every scope).
+    ("GET", "/ui"): None,
+    ("GET", "/ui/login"): None,
+    ("POST", "/ui/login"): None,
+    ("POST", "/ui/logout"): None,
+    ("GET", "/ui/models"): "score",
+    ("GET", "/ui/models/{name}"): "score",
+    ("GET", "/ui/models/{name}/versions"): "score",
+    ("GET", "/ui/models/{name}/data"): "score",
+    ("GET", "/ui/jobs"): "score",
+    ("GET", "/ui/jobs/{job_id}"): "score",
+    ("GET", "/ui/schedules"): "score",
+    ("GET", "/ui/api/models/{name}/series"): "score",
+    ("GET", "/ui/api/models/{name}/explain"): "score",
+    ("GET", "/ui/api/models/{name}/compare"): "score",
+    ("GET", "/ui/api/jobs"): "score",
+    ("GET", "/ui/api/jobs/{job_id}"): "score",
+    ("GET", "/ui/api/schedules/preview"): "score",
+    ("POST", "/ui/api/models/{name}/train"): "write",
+    ("POST", "/ui/api/jobs/{job_id}/cancel"): "write",
+    ("POST", "/ui/api/jobs/{job_id}/retry"): "write",
+    ("POST", "/ui/api/models/{name}/versions/{version}/promote"): "write",
+    ("POST", "/ui/api/models/{name}/rollback"): "write",
+    ("POST", "/ui/api/models/{name}/versions/{version}/delete"): "admin",
+    ("POST", "/ui/api/models/{name}/schedules"): "write",
+    ("POST", "/ui/api/schedules/{schedule_id}/delete"): "admin",
+    ("POST", "/ui/api/schedules/{schedule_id}/{action}"): "write",
+    ("POST", "/ui/api/models/{name}/data/{step}"): "write",
 }

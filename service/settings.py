@@ -175,6 +175,88 @@ class Settings(BaseSettings):
         description="Seconds a model's active version is cached for scoring (promotions made by "
         "this process apply at once).",
     )
+    ui_session_ttl_s: float = Field(
+        12 * 3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="Console: how long a sign-in lasts before the key must be entered again.",
+    )
+    ui_max_sessions_per_key: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Console: signed-in browsers per API key; a new sign-in ends the oldest.",
+    )
+    ui_series_cache: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Console: scored series (model version x stored history) kept in memory for "
+        "zooming; each holds every point of the series.",
+    )
+    ui_max_points: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Console: most stored points the model page scores; a longer history shows "
+        "its latest points (the page says so).",
+    stream_max_points_per_request: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Points one stream request may carry (over all series of a batch); more is "
+        "a 413.",
+    )
+    stream_max_series: int = Field(
+        100_000, ge=1, description="Live series one model may hold; a new series beyond is a 409."
+    )
+    stream_dedup_points: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Accepted points per series remembered for duplicate detection: a resent "
+        "point among them is skipped, an older or different one at or before the last accepted "
+        "point is a 409.",
+    )
+    stream_cache_size: int = Field(
+        20_000,
+        ge=1,
+        description="Live monitors kept in memory per process (LRU); others are restored from "
+        "the database on their next point.",
+    )
+    stream_flush_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often streamed points are appended to the stored history that "
+        "retraining reads.",
+    )
+    max_channels_per_model: int = Field(
+        20, ge=1, le=1000, description="Notification channels one model may have."
+    )
+    alert_poll_interval_s: float = Field(
+        1.0, gt=0, le=300, description="How often the alert dispatcher looks for due alerts."
+    )
+    alert_batch_size: int = Field(
+        100, ge=1, le=10_000, description="Alerts one dispatcher pass claims at most."
+    )
+    alert_claim_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a claimed alert is reserved for its dispatcher; a replica that "
+        "dies mid-delivery leaves it due again after this.",
+    )
+    alert_backoff_s: float = Field(
+        1.0, gt=0, description="First retry delay of a failed delivery (doubles each attempt)."
+    )
+    alert_backoff_max_s: float = Field(
+        300.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+    public_url: str = Field(
+        "",
+        max_length=500,
+        description="Base URL of this API as receivers reach it (alert links, Alertmanager "
+        "generatorURL); empty: links are relative paths.",
+    )
     test_promotion_pause_s: float = Field(
         0.0,
         ge=0,

@@ -27,12 +27,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ACTIVE_STATES",
+    "Alert",
+    "AnomalyEvent",
     "ApiKey",
     "Base",
+    "Channel",
+    "ConsoleSession",
     "Job",
     "Model",
     "Promotion",
     "Schedule",
+    "Stream",
+    "StreamPoint",
     "Version",
     "utcnow",
 ]
@@ -84,6 +90,20 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ConsoleSession(Base):
+    """A signed-in console browser: the digest of its cookie, its key and its CSRF token."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Model(Base):
@@ -195,3 +215,123 @@ class Schedule(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Stream(Base):
+    """The live state of one series of a model: the monitor's ``state_dict()`` as JSON.
+
+    ``revision`` grows with every accepted request, so a process that cached the monitor object
+    knows whether another replica moved the state on since.
+    """
+
+    __tablename__ = "streams"
+    __table_args__ = (UniqueConstraint("model_id", "series", name="uq_streams_model_series"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    series: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(Text)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    n_points: Mapped[int] = mapped_column(Integer, default=0)
+    last_ts: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    recent: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class StreamPoint(Base):
+    """A streamed point written with its stream's state, waiting to join the stored history."""
+
+    __tablename__ = "stream_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    series: Mapped[str] = mapped_column(String(200))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AnomalyEvent(Base):
+    """An anomaly event of a stream, as its monitor last reported it (``seq`` = its id there)."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("stream_id", "seq", name="uq_events_stream_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    stream_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("streams.id", ondelete="CASCADE"), index=True
+    )
+    series: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    end: Mapped[datetime] = mapped_column(UTCDateTime())
+    peak: Mapped[float] = mapped_column(Float)
+    mean: Mapped[float] = mapped_column(Float)
+    severity: Mapped[float] = mapped_column(Float)
+    n_points: Mapped[int] = mapped_column(Integer)
+    top_features: Mapped[list[Any]] = mapped_column(JSON)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Channel(Base):
+    """A notification channel of a model: a webhook or an Alertmanager."""
+
+    __tablename__ = "channels"
+    __table_args__ = (UniqueConstraint("model_id", "name", name="uq_channels_model_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    min_severity: Mapped[float] = mapped_column(Float, default=0.0)
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Alert(Base):
+    """The transactional outbox: one alert of one event state for one channel.
+
+    Written in the transaction that changes the event; the dispatcher claims, delivers, retries
+    and marks it. ``(channel_id, idempotency_key)`` is unique, so one event state is queued once.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "idempotency_key", name="uq_alerts_channel_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("events.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

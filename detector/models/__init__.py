@@ -1,24 +1,31 @@
-"""Model kinds, one file each, and the registry that maps a kind name to its class."""
+"""Model kinds, one file each (the model and its config), and the registry of kinds."""
 
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .aae import AdversarialAutoEncoder
-from .ae import AutoEncoder
-from .base import ReconstructionModel
-from .cvae import ConditionalVAE
-from .vae import VariationalAutoEncoder
+from .aae import AAEConfig, AdversarialAutoEncoder
+from .ae import AEConfig, AutoEncoder
+from .base import Conditions, NetworkConfig, ReconstructionModel
+from .cvae import ConditionalVAE, CVAEConfig
+from .vae import VAEConfig, VariationalAutoEncoder
 
 __all__ = [
     "REGISTRY",
+    "AAEConfig",
+    "AEConfig",
     "AdversarialAutoEncoder",
     "AutoEncoder",
+    "CVAEConfig",
     "ConditionalVAE",
+    "Conditions",
+    "NetworkConfig",
     "ReconstructionModel",
+    "VAEConfig",
     "VariationalAutoEncoder",
     "model_class",
 ]
 
+#: Every kind by name, in the order they are listed to users.
 REGISTRY: dict[str, type[ReconstructionModel]] = {
     cls.kind: cls
     for cls in (AutoEncoder, VariationalAutoEncoder, AdversarialAutoEncoder, ConditionalVAE)

@@ -13,14 +13,27 @@ each with its own Adam optimiser:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar, Literal
+
 import torch
 import torch.nn.functional as nnf
+from pydantic import Field
 
-from ..config import DetectorConfig, TrainingConfig
 from .ae import AutoEncoder
-from .base import mlp, step
+from .base import NetworkConfig, mlp, step
 
-__all__ = ["AdversarialAutoEncoder"]
+if TYPE_CHECKING:
+    from ..config import TrainingConfig
+
+__all__ = ["AAEConfig", "AdversarialAutoEncoder"]
+
+
+class AAEConfig(NetworkConfig):
+    """The adversarial autoencoder's options: its prior and the weight of fooling the critic."""
+
+    kind: Literal["aae"] = "aae"
+    prior_std: float = Field(1.0, gt=0, description="aae: std of the Gaussian prior.")
+    adversarial_weight: float = Field(1.0, ge=0, description="aae: weight of the generator loss.")
 
 
 class AdversarialAutoEncoder(AutoEncoder):
@@ -28,9 +41,11 @@ class AdversarialAutoEncoder(AutoEncoder):
     uses the deterministic reconstruction."""
 
     kind = "aae"
+    config_class: ClassVar[type[NetworkConfig]] = AAEConfig
+    config: AAEConfig
 
     def __init__(
-        self, config: DetectorConfig, window: int, n_features: int, n_conditions: int = 0
+        self, config: AAEConfig, window: int, n_features: int, n_conditions: int = 0
     ) -> None:
         super().__init__(config, window, n_features, n_conditions)
         hidden = list(config.hidden_dims)

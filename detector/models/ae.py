@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 
-from ..config import DetectorConfig
-from .base import ReconstructionModel, mlp
+from .base import NetworkConfig, ReconstructionModel, mlp
 
-__all__ = ["AutoEncoder"]
+__all__ = ["AEConfig", "AutoEncoder"]
+
+
+class AEConfig(NetworkConfig):
+    """The autoencoder takes the shared network options only."""
+
+    kind: Literal["ae"] = "ae"
 
 
 class AutoEncoder(ReconstructionModel):
     """Deterministic autoencoder trained with the mean squared reconstruction error."""
 
     kind = "ae"
+    config_class: ClassVar[type[NetworkConfig]] = AEConfig
 
     def __init__(
-        self, config: DetectorConfig, window: int, n_features: int, n_conditions: int = 0
+        self, config: NetworkConfig, window: int, n_features: int, n_conditions: int = 0
     ) -> None:
         super().__init__(config, window, n_features, n_conditions)
         hidden = list(config.hidden_dims)

@@ -1,20 +1,92 @@
-"""What every model kind shares: MLP blocks, the reconstruction interface, the default step.
+"""What every model kind shares: its config base, MLP blocks, the reconstruction interface.
 
-A model reconstructs windows; it knows nothing of thresholds or scaling. Windows are flattened
-to vectors of ``window * n_features`` values (plus the condition vector for conditional kinds).
+A model reconstructs windows; it knows nothing of thresholds, scaling or training schedules.
+Windows are flattened to vectors of ``window * n_features`` values (plus the condition vector
+for conditional kinds).
+
+Each kind lives in one file with its config (``detector/models/ae.py`` holds ``AEConfig`` and
+``AutoEncoder``, as nanoGPT keeps ``GPTConfig`` beside ``GPT``). A kind's config is a
+:class:`NetworkConfig` subclass: the architecture every kind takes plus the kind's own options.
+The model receives that config only; training and calibration settings stay with the detector
+(:class:`~detector.config.DetectorConfig` adds them around it, in one flat shape).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from ..config import DetectorConfig, TrainingConfig
+if TYPE_CHECKING:
+    from ..config import TrainingConfig
 
-__all__ = ["ReconstructionModel", "mlp", "step"]
+__all__ = ["Conditions", "NetworkConfig", "ReconstructionModel", "mlp", "step"]
+
+
+class NetworkConfig(BaseModel):
+    """Options of the network itself, shared by every kind; a kind's config subclasses it.
+
+    Attributes
+    ----------
+    kind
+        The kind's name; each subclass narrows it to its own literal.
+    hidden_dims
+        Sizes of the hidden layers of the encoder (the decoder mirrors them).
+    latent_dim
+        Size of the code.
+    dropout
+        Dropout after every hidden activation.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])
+    latent_dim: int = Field(16, ge=1, le=4096)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("hidden_dims")
+    @classmethod
+    def _check_hidden(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 or h > 65_536 for h in v):
+            raise ValueError("hidden_dims must be a non-empty list of sizes between 1 and 65536")
+        return v
+
+    def check_detector_options(self, key_column: str | None) -> None:
+        """Refuse (``ValueError``) options of the kind that contradict the detector's.
+
+        The default accepts everything; a kind whose options depend on the detector's (the
+        cvae's ``key`` condition needs a key column) overrides it.
+        """
+
+
+class Conditions(Protocol):
+    """The condition vectors of a conditional kind, fitted on training data.
+
+    The preprocessor calls :meth:`fit` with what it learned of the training data and
+    :meth:`encode` for every segment it cuts; the state travels with the saved model.
+    """
+
+    @property
+    def n_conditions(self) -> int:
+        """Length C of the condition vector."""
+        ...
+
+    def fit(self, index_kind: str, step: int, key_levels: list[str], scaled: np.ndarray) -> None:
+        """Learn from training data: its index kind, step, series keys and scaled values."""
+        ...
+
+    def encode(self, stamps: np.ndarray, key: str, tz: Any) -> np.ndarray:
+        """Condition vectors (T, C) of points at index numbers ``stamps`` of series ``key``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe fitted state."""
+        ...
 
 
 def mlp(sizes: list[int], dropout: float = 0.0, final_activation: bool = False) -> nn.Sequential:
@@ -43,13 +115,16 @@ def mlp(sizes: list[int], dropout: float = 0.0, final_activation: bool = False) 
 class ReconstructionModel(nn.Module):
     """Base class of every model kind.
 
-    Subclasses build their networks in ``__init__`` and implement :meth:`forward` (the
-    deterministic reconstruction used for scoring) and :meth:`loss`. Kinds with several
-    optimisers override :meth:`configure_optimizers` and :meth:`training_step`.
+    Subclasses set ``kind`` and ``config_class``, build their networks in ``__init__`` and
+    implement :meth:`forward` (the deterministic reconstruction used for scoring) and
+    :meth:`loss`. Kinds with several optimisers override :meth:`configure_optimizers` and
+    :meth:`training_step`; kinds that score otherwise than by one deterministic pass override
+    :meth:`scoring_errors`; conditional kinds override :meth:`conditions`.
 
     Parameters
     ----------
-    config : DetectorConfig
+    config : NetworkConfig
+        The kind's own config (``config_class``).
     window : int
         Resolved window length W.
     n_features : int
@@ -59,11 +134,12 @@ class ReconstructionModel(nn.Module):
     """
 
     kind: ClassVar[str]
+    config_class: ClassVar[type[NetworkConfig]]
     #: Whether the kind needs a condition vector with every window.
     conditional: ClassVar[bool] = False
 
     def __init__(
-        self, config: DetectorConfig, window: int, n_features: int, n_conditions: int = 0
+        self, config: NetworkConfig, window: int, n_features: int, n_conditions: int = 0
     ) -> None:
         super().__init__()
         self.config = config
@@ -71,6 +147,14 @@ class ReconstructionModel(nn.Module):
         self.n_features = n_features
         self.n_conditions = n_conditions
         self.n_inputs = window * n_features
+
+    @classmethod
+    def conditions(
+        cls, config: NetworkConfig, state: dict[str, Any] | None = None
+    ) -> Conditions | None:
+        """The kind's condition encoder (restored from ``state`` when given); None for
+        unconditional kinds."""
+        return None
 
     # ---------------------------------------------------------------- shape helpers
     def flatten(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,15 +181,16 @@ class ReconstructionModel(nn.Module):
         mse = torch.mean((recon - target) ** 2)
         return mse, {}
 
-    def sample_reconstructions(
-        self, x: torch.Tensor, cond: torch.Tensor | None, n_samples: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Reconstructions under ``n_samples`` latent draws, shape (S, B, W, F).
+    def scoring_errors(
+        self, x: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared errors and reconstructions of a batch for scoring, both (B, W, F).
 
-        Deterministic kinds return their single reconstruction.
+        The default is one deterministic reconstruction; ``generator`` seeds kinds that
+        sample.
         """
-        recon: torch.Tensor = self(x, cond)
-        return recon.unsqueeze(0)  # (1, B, W, F)
+        recon: torch.Tensor = self(x, cond)  # (B, W, F)
+        return (recon - x) ** 2, recon
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
         """One Adam optimiser over every parameter."""

@@ -10,22 +10,44 @@ cell errors are averaged over ``n`` latent samples drawn from a seeded generator
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from ..config import DetectorConfig
-from .base import ReconstructionModel, mlp
+from .base import NetworkConfig, ReconstructionModel, mlp
 
-__all__ = ["VariationalAutoEncoder"]
+__all__ = ["VAEConfig", "VariationalAutoEncoder", "VariationalConfig"]
+
+
+class VariationalConfig(NetworkConfig):
+    """Options of every variational kind (the vae and the cvae)."""
+
+    beta: float = Field(1.0, ge=0, description="vae/cvae: weight of the KL term.")
+    score_samples: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="vae/cvae: 0 scores with the posterior mean; n > 0 averages n latent samples.",
+    )
+
+
+class VAEConfig(VariationalConfig):
+    """The variational autoencoder's options."""
+
+    kind: Literal["vae"] = "vae"
 
 
 class VariationalAutoEncoder(ReconstructionModel):
     """VAE; :class:`~detector.models.cvae.ConditionalVAE` adds a condition to both halves."""
 
     kind = "vae"
+    config_class: ClassVar[type[NetworkConfig]] = VAEConfig
+    config: VariationalConfig
 
     def __init__(
-        self, config: DetectorConfig, window: int, n_features: int, n_conditions: int = 0
+        self, config: VariationalConfig, window: int, n_features: int, n_conditions: int = 0
     ) -> None:
         super().__init__(config, window, n_features, n_conditions)
         hidden = list(config.hidden_dims)
@@ -68,6 +90,7 @@ class VariationalAutoEncoder(ReconstructionModel):
     def sample_reconstructions(
         self, x: torch.Tensor, cond: torch.Tensor | None, n_samples: int, generator: torch.Generator
     ) -> torch.Tensor:
+        """Reconstructions under ``n_samples`` latent draws, shape (S, B, W, F)."""
         mu, logvar = self.encode(x, cond)
         std = torch.exp(0.5 * logvar)
         draws = []
@@ -75,3 +98,14 @@ class VariationalAutoEncoder(ReconstructionModel):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             draws.append(self.decode(mu + std * eps, cond))
         return torch.stack(draws)  # (S, B, W, F)
+
+    def scoring_errors(
+        self, x: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``score_samples = n > 0``: cell errors and reconstructions averaged over ``n``
+        latent draws; else the posterior mean's."""
+        samples = self.config.score_samples
+        if samples == 0:
+            return super().scoring_errors(x, cond, generator)
+        recon = self.sample_reconstructions(x, cond, samples, generator)  # (S, B, W, F)
+        return ((recon - x) ** 2).mean(dim=0), recon.mean(dim=0)

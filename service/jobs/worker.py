@@ -25,13 +25,14 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from detector import Detector, DetectorConfig, TrainingProgress, create_detector, load_detector
+from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
 from service.db import Database
 from service.errors import ServiceError
 from service.jobs import states
 from service.jobs.states import FinalState
+from service.live.events import leave_out_events
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion, finite_or_none, job_artifact_key
 from service.settings import Settings
@@ -41,6 +42,9 @@ from service.tables import Job, Model, utcnow
 __all__ = ["main", "run_job"]
 
 logger = logging.getLogger(__name__)
+
+#: Epochs of losses a running job's progress keeps (the full history is in the version).
+_MAX_CURVE = 1000
 
 
 def _die_with_parent() -> None:
@@ -68,6 +72,7 @@ class _JobContext:
         self.job_id = job_id
         self.token = token
         self._stop = threading.Event()
+        self._curve: list[dict[str, Any]] = []
 
     def heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -76,10 +81,13 @@ class _JobContext:
 
     def progress(self, p: TrainingProgress) -> bool:
         losses = {k: finite_or_none(v) for k, v in p.losses.items()}
+        # The loss curve so far, so a console opened mid-job draws every epoch (bounded).
+        self._curve = [*self._curve, {"epoch": p.epoch, **losses}][-_MAX_CURVE:]
         values = {
             "epoch": p.epoch,
             "max_epochs": p.max_epochs,
             "losses": losses,
+            "curve": self._curve,
             "elapsed_s": round(p.elapsed_s, 3),
             "stage": "training",
         }
@@ -108,7 +116,7 @@ class _JobContext:
 
 
 def _load_data(
-    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore
+    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore, db: Database
 ) -> pd.DataFrame:
     params = job.params
     if params.get("source") == "inline":
@@ -117,6 +125,10 @@ def _load_data(
         start = pd.Timestamp(params["start"]) if params.get("start") else None
         end = pd.Timestamp(params["end"]) if params.get("end") else None
         frame = history.read(model.id, start, end)
+        # Points inside anomaly events must not become the new normal.
+        frame, dropped = leave_out_events(db, model.id, frame, model.config.get("key_column"))
+        if dropped:
+            logger.info("left %d points inside anomaly events out of training", dropped)
     if frame.empty:
         raise det_errors.TooShortError(
             "the selected range holds no data; append history or choose another range"
@@ -187,12 +199,12 @@ def run_job(settings: Settings, job_id: str) -> int:
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:
-        config = DetectorConfig.model_validate(job.params["config"])
+        config = stored_config(job.params["config"])
         if settings.device != "auto":
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
         ctx.stage("loading data")
-        frame = _load_data(job, model, artifacts, history)
+        frame = _load_data(job, model, artifacts, history, db)
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
         detector = create_detector(config).fit(frame, progress=ctx.progress)
@@ -202,7 +214,7 @@ def run_job(settings: Settings, job_id: str) -> int:
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)
-        holdout = frame.iloc[len(frame) - round(len(frame) * config.training.validation_fraction) :]
+        holdout = detector.holdout(frame)  # the rows fit calibrated on, per segment
         new = NewVersion.from_detector(
             detector,
             key,

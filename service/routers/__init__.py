@@ -1,25 +1,31 @@
 """One APIRouter per resource."""
 
 from service.routers import (
+    channels,
     data,
     docs,
+    events,
     health,
     jobs,
     keys,
     models,
     schedules,
     scoring,
+    streams,
     versions,
 )
 
 __all__ = [
+    "channels",
     "data",
     "docs",
+    "events",
     "health",
     "jobs",
     "keys",
     "models",
     "schedules",
     "scoring",
+    "streams",
     "versions",
 ]

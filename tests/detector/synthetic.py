@@ -63,6 +63,7 @@ def tiny_config(kind: str, **overrides: Any) -> dict[str, Any]:
         "window": 24,
         "hidden_dims": [64],
         "latent_dim": 8,
+        # bounded by epochs only: a wall-time cap would make the model depend on machine load
         "training": {"max_epochs": 25, "max_seconds": None, "patience": 4, "seed": 0},
     }
     if kind == "cvae":

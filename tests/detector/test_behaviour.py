@@ -14,6 +14,7 @@ from synthetic import normal_series, tiny_config, with_anomalies
 from detector import DetectorConfig, TrainingProgress, create_detector, errors, load_detector
 from detector.baselines import create_baseline
 from detector.detector import Detector
+from detector.models.cvae import ConditionEncoder
 from detector.windows import dominant_period, period_window, resolve_window, validation_cap
 
 
@@ -104,7 +105,9 @@ def test_calendar_condition_needs_timestamps(tiny: Any) -> None:
             tiny("cvae", condition_on=["auto"], training={"max_epochs": 8})
         )
     ).fit(frame)
-    assert auto.preprocessor_.conditions_ == ["phase"] and auto.preprocessor_.period_ == 200
+    encoder = auto.preprocessor_.conditions
+    assert isinstance(encoder, ConditionEncoder)
+    assert encoder.conditions_ == ["phase"] and encoder.period_ == 200
     test = normal_series(400, seed=3, start=1500).reset_index(drop=True)
     test.index += 1500
     assert np.isfinite(auto.anomaly_score(test)).all()
@@ -113,7 +116,8 @@ def test_calendar_condition_needs_timestamps(tiny: Any) -> None:
             tiny("cvae", condition_on=["auto"], training={"max_epochs": 1})
         )
     ).fit(normal_series(1500, seed=1))
-    assert timed.preprocessor_.conditions_ == ["hour", "dayofweek"]
+    assert isinstance(timed.preprocessor_.conditions, ConditionEncoder)
+    assert timed.preprocessor_.conditions.conditions_ == ["hour", "dayofweek"]
 
 
 def test_progress_callback_epoch_cap_and_cancel(tiny: Any) -> None:
@@ -138,7 +142,7 @@ def test_wall_time_cap(tiny: Any) -> None:
 
 
 def test_early_stopping_restores_best_epoch(tiny: Any) -> None:
-    cfg = tiny("ae", training={"max_epochs": 200, "patience": 2, "max_seconds": 30})
+    cfg = tiny("ae", training={"max_epochs": 200, "patience": 2})
     det = create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(2000, seed=1))
     vals = [h["val"] for h in det.history_]
     assert len(vals) < 200
@@ -195,7 +199,7 @@ def test_interrupted_save_never_loads(ae: Detector, tmp_path: Path) -> None:
         load_detector(tmp_path / "n")
     with pytest.raises(errors.PersistenceError):
         load_detector(tmp_path / "missing")
-    assert state["format_version"] == 1 and "torch" in state["versions"]
+    assert state["format_version"] == 2 and "torch" in state["versions"]
 
 
 def test_save_failure_leaves_the_old_model(ae: Detector, tmp_path: Path, monkeypatch: Any) -> None:
@@ -380,3 +384,19 @@ def test_a_flag_leaving_its_training_values_counts_in_full(tiny: Any, tmp_path: 
     np.testing.assert_allclose(load_detector(tmp_path / "m").anomaly_score(test), scores)
     with pytest.raises(ValueError, match="new_value_weight"):
         DetectorConfig(new_value_weight=1.5)
+
+
+def test_holdout_is_the_fit_split_per_segment(tiny: Any) -> None:
+    # two series of different lengths in one frame: each holds out its own last 20%
+    a, b = normal_series(1500, seed=1), normal_series(1000, seed=2)
+    train = pd.concat([a.assign(host="a"), b.assign(host="b")])
+    det = create_detector(
+        DetectorConfig.model_validate(tiny("ae", key_column="host", training={"max_epochs": 1}))
+    ).fit(train)
+    held = det.holdout(train)
+    assert held.groupby("host").size().to_dict() == {"a": 300, "b": 200}
+    assert held[held["host"] == "a"].index.equals(a.index[-300:])
+    assert held[held["host"] == "b"].index.equals(b.index[-200:])
+    # the old whole-frame tail would have been series b only
+    tail = train.iloc[len(train) - round(len(train) * 0.2) :]
+    assert set(tail["host"]) == {"b"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -335,3 +337,15 @@ def test_add_commands_wires_into_another_parser() -> None:
         args = parser.parse_args(argv)
         assert args.command == argv[0]
         assert callable(args.func)
+
+
+def test_module_help_lists_every_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("train", "score", "evaluate", "bench"):
+        assert command in result.stdout

@@ -208,6 +208,6 @@ def test_config_errors() -> None:
     with pytest.raises(ValueError, match="window"):
         DetectorConfig(window=1)
     with pytest.raises(ValueError, match="key_column"):
-        DetectorConfig(kind="cvae", condition_on=["key"])
+        DetectorConfig.model_validate({"kind": "cvae", "condition_on": ["key"]})
     with pytest.raises(ValueError, match="extra"):
         DetectorConfig.model_validate({"kind": "ae", "windw": 3})

@@ -28,6 +28,7 @@ def test_static_threshold_wraps_calibration_and_round_trips() -> None:
         th = StaticThreshold.fit(held_out, CalibrationConfig(method=method))
         assert 0.0 < th.flags(rng.exponential(size=20_000)).mean() < 0.05
         again = threshold_from_state(json.loads(json.dumps(th.state_dict())))
+        assert isinstance(again, StaticThreshold)
         assert again.threshold == th.threshold and again.calibration == th.calibration
         th.update(1e9)  # a static threshold never moves
         assert th.threshold == again.threshold

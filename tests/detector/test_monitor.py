@@ -24,9 +24,7 @@ from detector.detector import Detector
 
 
 def fit(kind: str, train: pd.DataFrame, **overrides: Any) -> Detector:
-    return create_detector(DetectorConfig.model_validate(tiny_config(kind, **overrides))).fit(
-        train
-    )
+    return create_detector(DetectorConfig.model_validate(tiny_config(kind, **overrides))).fit(train)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +64,13 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
 def assert_same_events(a: list[Event], b: list[Event]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        assert (x.id, x.start, x.end, x.status, x.n_points) == (y.id, y.start, y.end, y.status,
-                                                                 y.n_points)
+        assert (x.id, x.start, x.end, x.status, x.n_points) == (
+            y.id,
+            y.start,
+            y.end,
+            y.status,
+            y.n_points,
+        )
         assert (x.peak, x.mean, x.severity) == pytest.approx((y.peak, y.mean, y.severity), rel=1e-5)
         assert [n for n, _ in x.top_features] == [n for n, _ in y.top_features]
 
@@ -204,9 +207,7 @@ def test_persistence_and_merge_gap(fitted: dict[str, Detector], data: dict[str, 
     assert 0 < len(merged.events) < len(separate.events)
 
 
-def test_sensitivity_moves_the_threshold(
-    fitted: dict[str, Detector], data: dict[str, Any]
-) -> None:
+def test_sensitivity_moves_the_threshold(fitted: dict[str, Detector], data: dict[str, Any]) -> None:
     det, test = fitted["ae"], data["test"]
     counts = [int(det.monitor(sensitivity=s).update(test)["anomalous"].sum()) for s in (0, 50, 100)]
     assert counts[0] < counts[1] < counts[2]
@@ -249,8 +250,9 @@ def test_keyed_model_follows_one_series() -> None:
         frame["host"] = key
         parts.append(frame)
     train = pd.concat(parts)
-    det = fit("cvae", train, key_column="host", condition_on=["key", "hour"],
-              training={"max_epochs": 3})
+    det = fit(
+        "cvae", train, key_column="host", condition_on=["key", "hour"], training={"max_epochs": 3}
+    )
     test = normal_series(200, seed=20, start=1200)
     test["host"] = "b"
     monitor = det.monitor()
@@ -284,12 +286,11 @@ def test_with_detector_hands_the_stream_to_a_new_model(
     assert out["event"].iloc[0] == open_id
     continued = next(e for e in switched.events if e.id == open_id)
     assert continued.start == before.start and continued.n_points >= before.n_points
-    assert [e.id for e in switched.events][: len(monitor.events)] == [
-        e.id for e in monitor.events
-    ]
+    assert [e.id for e in switched.events][: len(monitor.events)] == [e.id for e in monitor.events]
     # no burst of alerts at the switch: the normal stretch after the shift stays quiet
     quiet = out.iloc[hi - lo + 20 : hi - lo + 80]
     assert quiet["anomalous"].mean() < 0.1
     with pytest.raises(errors.InputError, match="features"):
-        monitor.with_detector(fit("ae", data["train"].drop(columns=["f2"]),
-                                  training={"max_epochs": 1}))
+        monitor.with_detector(
+            fit("ae", data["train"].drop(columns=["f2"]), training={"max_epochs": 1})
+        )

@@ -157,9 +157,7 @@ def test_job_dates_out_of_range_are_422(app_client: Client, body: dict[str, Any]
 def test_cron_that_never_fires_is_422(app_client: Client, cron: str) -> None:
     client, headers = app_client
     _model(client, headers)
-    r = client.post(
-        "/v1/models/m1/schedules", json={"cron": cron, "window": "1d"}, headers=headers
-    )
+    r = client.post("/v1/models/m1/schedules", json={"cron": cron, "window": "1d"}, headers=headers)
     if cron.endswith("2099"):  # six fields: second-level cron with a year: fires in 2099
         assert r.status_code in (201, 422), r.text
         return
@@ -313,7 +311,7 @@ def test_chunked_multipart_over_the_limit_is_413(tmp_path: Path) -> None:
 
         def body() -> Iterator[bytes]:
             yield (
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
                 'filename="x.csv"\r\nContent-Type: text/csv\r\n\r\ntimestamp,a,b\n'
             ).encode()
             for i in range(2000):
@@ -495,7 +493,9 @@ def test_public_docs_need_no_key(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- newcomer's path
 
 
-def test_first_start_banner_and_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_first_start_banner_and_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = Settings(data_dir=tmp_path / "d", bootstrap_admin_key=True, log_json=True)
     with TestClient(create_app(settings)) as client:
         path = tmp_path / "d" / BOOTSTRAP_KEY_FILE
@@ -509,7 +509,9 @@ def test_first_start_banner_and_key_file(tmp_path: Path, capsys: pytest.CaptureF
     assert path.read_text().strip() == key
 
 
-def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RECONAD_")}
     environ.update(PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
@@ -578,4 +580,3 @@ def test_train_accepts_a_raw_nab_file(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "model" / "config.json").exists()
-

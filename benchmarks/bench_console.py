@@ -1,0 +1,215 @@
+"""Benchmark of the console's model page in a real browser (not a test).
+
+Seeds a temp data dir with one trained model (two features, window 64) holding a series of
+``--points`` stored points (default 1,000,000, one per minute, with a few injected anomalies),
+starts ``reconad serve`` and drives Debian's chromium through Playwright:
+
+1. cold: sign in, open the model page and wait until the charts show every stored point's
+   min/max columns (the server scores the whole stored series on this first view);
+2. warm: reload the page (the scored series is cached; the page is the same);
+3. zoom: zoom into a flagged stretch (the server sends the stored points in view).
+
+For each: seconds from navigation (or the zoom click) to charts drawn, and bytes the browser
+received (headers and bodies, every request). Target: the model page under 2 s.
+
+Run: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_console.py [--points 1000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CONFIG: dict[str, Any] = {
+    "kind": "ae",
+    "window": 64,
+    "training": {"max_epochs": 3, "max_seconds": 120},
+    "calibration": {"method": "quantile", "fpr": 0.005},
+}
+
+
+def _frame(n: int, seed: int, end: str | None = None) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    if end is None:
+        index = pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC", name="timestamp")
+    else:
+        index = pd.date_range(end=end, periods=n, freq="min", tz="UTC", name="timestamp")
+    return pd.DataFrame(
+        {
+            "a": np.sin(2 * np.pi * t / 300) + 0.05 * rng.standard_normal(n),
+            "b": np.cos(2 * np.pi * t / 200) + 0.05 * rng.standard_normal(n),
+        },
+        index=index,
+    )
+
+
+def _seed(data_dir: Path, points: int) -> tuple[str, float]:
+    """One trained model holding ``points`` stored points; return a key and the seconds taken."""
+    from detector import DetectorConfig, create_detector
+    from service.context import AppContext
+    from service.db import upgrade_schema
+    from service.registry import NewVersion
+    from service.settings import Settings
+
+    started = time.perf_counter()
+    ctx = AppContext.build(Settings(data_dir=data_dir, log_level="WARNING"))
+    upgrade_schema(ctx.db)
+    cfg = DetectorConfig.model_validate(CONFIG)
+    model = ctx.registry.create_model("bench", cfg, "benchmark", "always")
+    train = _frame(20_000, seed=0)
+    det = create_detector(cfg).fit(train)
+    key = f"{model.id}/v1"
+    with ctx.artifacts.staging() as tmp:
+        det.save(tmp / "m")
+        ctx.artifacts.publish(tmp / "m", key)
+    ctx.registry.register_version(
+        model.id, NewVersion.from_detector(det, key, train, float(det.validation_score_))
+    )
+    stored = _frame(points, seed=1, end="2026-11-30")
+    rng = np.random.default_rng(2)
+    for at in rng.integers(1000, points - 1000, size=5):
+        stored.iloc[at : at + 30, 0] += 3.0
+    ctx.history.append(model.id, stored)
+    _, api_key = ctx.auth.create("admin", "bench")
+    ctx.scoring.close()
+    ctx.db.dispose()
+    return api_key, time.perf_counter() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Bytes:
+    """Bytes the page received (response headers and bodies) since the last ``take``."""
+
+    def __init__(self, page: Any) -> None:
+        self.total = 0
+        self.requests = 0
+        page.on("requestfinished", self._add)
+
+    def _add(self, request: Any) -> None:
+        sizes = request.sizes()
+        self.total += int(sizes["responseBodySize"]) + int(sizes["responseHeadersSize"])
+        self.requests += 1
+
+    def take(self) -> tuple[int, int]:
+        out = (self.total, self.requests)
+        self.total = self.requests = 0
+        return out
+
+
+def _drawn(page: Any, points: int, timeout_ms: float = 600_000) -> None:
+    page.wait_for_function(
+        "(n) => document.querySelector('#charts') && "
+        "document.querySelector('#charts').dataset.loaded === String(n) && "
+        "document.querySelectorAll('#charts canvas').length === 3",
+        arg=points,
+        timeout=timeout_ms,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        key, seed_s = _seed(data_dir, args.points)
+        print(f"seeded {args.points:,} stored points and one trained version in {seed_s:.1f} s")
+        port = _free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "RECONAD_DATA_DIR": str(data_dir),
+            "RECONAD_LOG_LEVEL": "WARNING",
+            "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
+            "RECONAD_MAX_POINTS_PER_REQUEST": str(max(args.points, 2_000_000)),
+            "RECONAD_UI_MAX_POINTS": str(max(args.points, 2_000_000)),
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    if httpx.get(f"{base}/livez").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.2)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=args.chromium, headless=True, args=["--no-sandbox"]
+                )
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"{base}/ui/login?next=/ui/models")
+                page.fill("#key", key)
+                page.click("#sign-in")
+                page.wait_for_url(f"{base}/ui/models")
+                meter = _Bytes(page)
+                rows = []
+                for label in ("cold (first view scores the stored series)", "warm (reload)"):
+                    meter.take()
+                    started = time.perf_counter()
+                    page.goto(f"{base}/ui/models/bench")
+                    _drawn(page, args.points)
+                    seconds = time.perf_counter() - started
+                    page.wait_for_timeout(300)
+                    rows.append((label, seconds, *meter.take()))
+                    print(f"  {label}: {page.inner_text('#series-status')}")
+                drawn = int(page.get_attribute("#charts", "data-drawn") or 0)
+                meter.take()
+                started = time.perf_counter()
+                page.click("#stretches tbody tr >> nth=0")
+                page.wait_for_function(
+                    "() => document.querySelector('#series-status').textContent"
+                    ".includes('every point')"
+                )
+                seconds = time.perf_counter() - started
+                page.wait_for_timeout(300)
+                rows.append(("zoom to a flagged stretch (stored points)", seconds, *meter.take()))
+                print(f"  zoom: {page.inner_text('#series-status')}")
+                zoomed = page.get_attribute("#charts", "data-loaded")
+                browser.close()
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    print(f"model page, {args.points:,} stored points, chart {drawn:,} points drawn per series")
+    print(f"{'step':<46} {'seconds':>8} {'bytes':>12} {'requests':>9}")
+    for label, seconds, size, count in rows:
+        print(f"{label:<46} {seconds:>8.2f} {size:>12,} {count:>9}")
+    print(f"zoomed view: {zoomed} stored points; target: the model page under 2 s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The adapter between the service and the library's live monitor (``detector.Monitor``).
+
+Every call the service makes into the monitor goes through this module, so a change of the
+library's interface touches one file. The contract (see ``detector/monitor.py``):
+``det.monitor(**options)`` builds a monitor, ``monitor.update(frame)`` returns a frame with
+``score``, ``normalized``, ``threshold``, ``anomalous``, ``event`` and, with ``expected=True``,
+``expected.<feature>`` columns; ``monitor.events`` lists :class:`detector.Event` objects;
+``monitor.state_dict()`` / ``Monitor.from_state(det, state)`` save and restore it;
+``monitor.with_detector(det)`` hands the stream to a new model version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from detector import Detector
+from service.errors import InvalidInputError, format_validation_errors
+
+__all__ = [
+    "EventView",
+    "LiveMonitor",
+    "check_options",
+    "handover",
+    "new_monitor",
+    "restore",
+]
+
+#: Options the service always sets: responses carry expected values.
+_FORCED = {"expected": True}
+
+
+@dataclass(frozen=True)
+class EventView:
+    """What the service stores of one monitor event."""
+
+    seq: int
+    start: pd.Timestamp
+    end: pd.Timestamp
+    peak: float
+    mean: float
+    severity: float
+    top_features: list[tuple[str, float]]
+    status: str
+    n_points: int
+
+
+class LiveMonitor:
+    """A monitor of one series, wrapped with the few operations the service needs.
+
+    Parameters
+    ----------
+    monitor
+        The library's monitor object.
+    """
+
+    def __init__(self, monitor: Any) -> None:
+        self._monitor = monitor
+
+    def update(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score new points (causal); one row per point of ``frame``."""
+        out: pd.DataFrame = self._monitor.update(frame)
+        return out
+
+    def events(self, seqs: set[int]) -> dict[int, EventView]:
+        """The events with ids in ``seqs`` (searched from the newest)."""
+        found: dict[int, EventView] = {}
+        if not seqs:
+            return found
+        for event in reversed(list(self._monitor.events)):
+            seq = int(event.id)
+            if seq in seqs:
+                found[seq] = EventView(
+                    seq=seq,
+                    start=pd.Timestamp(event.start),
+                    end=pd.Timestamp(event.end),
+                    peak=float(event.peak),
+                    mean=float(event.mean),
+                    severity=float(event.severity),
+                    top_features=[(str(n), float(v)) for n, v in event.top_features],
+                    status=str(event.status),
+                    n_points=int(event.n_points),
+                )
+                if len(found) == len(seqs):
+                    break
+        return found
+
+    def state(self) -> dict[str, Any]:
+        """The monitor's JSON-able state."""
+        state: dict[str, Any] = self._monitor.state_dict()
+        return state
+
+
+def _library() -> tuple[Any, Any]:
+    """The library's ``Monitor`` class and its ``MonitorOptions`` model."""
+    from detector.monitor import MonitorOptions
+
+    from detector import Monitor
+
+    return Monitor, MonitorOptions
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Validate monitor options with the library's ``MonitorOptions``; return them normalised.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        For unknown options or values out of range.
+    """
+    _, options_model = _library()
+    if "expected" in options:
+        raise InvalidInputError("options.expected is always on in the service; leave it out")
+    try:
+        checked = options_model.model_validate({**options, **_FORCED})
+    except ValidationError as exc:
+        summary, _ = format_validation_errors(exc.errors())
+        raise InvalidInputError(f"options: {summary}") from None
+    dumped: dict[str, Any] = checked.model_dump(mode="json")
+    dumped.pop("expected", None)
+    return dumped
+
+
+def new_monitor(detector: Detector, options: dict[str, Any]) -> LiveMonitor:
+    """A fresh monitor of ``detector`` with validated ``options``."""
+    return LiveMonitor(detector.monitor(**{**options, **_FORCED}))  # type: ignore[attr-defined]
+
+
+def restore(detector: Detector, state: dict[str, Any]) -> LiveMonitor:
+    """The monitor saved as ``state`` (from :meth:`LiveMonitor.state`)."""
+    return LiveMonitor(_library()[0].from_state(detector, state))
+
+
+def handover(monitor: LiveMonitor, detector: Detector) -> LiveMonitor:
+    """The same stream handed to a new model version (context, events and threshold kept)."""
+    return LiveMonitor(monitor._monitor.with_detector(detector))

@@ -1,0 +1,231 @@
+"""Request and response schemas of the live-detection routes (streams, events, channels)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.live.channels import ChannelConfig
+from service.registry import NAME_PATTERN
+from service.tables import Alert, AnomalyEvent, Channel, Stream
+
+__all__ = [
+    "AlertPublic",
+    "AlertsPublic",
+    "ChannelCreate",
+    "ChannelPublic",
+    "ChannelsPublic",
+    "EventPublic",
+    "EventsPublic",
+    "StreamPoints",
+    "StreamPublic",
+    "StreamsPublic",
+]
+
+
+class StreamSeries(BaseModel):
+    """New points of one series."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The series (a value of the model's key column); leave out for a model "
+        "without one.",
+    )
+    timestamps: list[str | float] = Field(
+        description="Strictly increasing ISO-8601 strings or epoch seconds, one per point."
+    )
+    values: dict[str, list[float | None]] = Field(
+        description="Feature name -> one number (or null for missing) per timestamp."
+    )
+    options: dict[str, Any] | None = Field(
+        None,
+        description="Monitor options (sensitivity 0-100, min_duration, merge_gap, ...), taken "
+        "when the series starts; fixed afterwards.",
+    )
+
+
+class StreamPoints(StreamSeries):
+    """A stream request: one series, or ``batch`` for several (then give only ``batch``)."""
+
+    batch: list[StreamSeries] | None = Field(None, description="Several series in one request.")
+    expected: bool = Field(True, description="Return the expected (reconstructed) values.")
+
+
+class StreamPublic(BaseModel):
+    """A live series."""
+
+    series: str | None
+    version: int
+    options: dict[str, Any]
+    n_points: int
+    last_timestamp: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Stream) -> StreamPublic:
+        return cls(
+            series=row.series or None,
+            version=row.version,
+            options=row.options,
+            n_points=row.n_points,
+            last_timestamp=row.last_ts,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class StreamsPublic(BaseModel):
+    """A page of live series."""
+
+    data: list[StreamPublic]
+    count: int
+
+
+class EventPublic(BaseModel):
+    """An anomaly event."""
+
+    id: int
+    model: str
+    series: str | None
+    status: Literal["open", "closed"]
+    start: datetime
+    end: datetime
+    peak: float = Field(description="Largest normalised score (score / threshold).")
+    mean: float = Field(description="Mean normalised score.")
+    severity: float = Field(description="0-1.")
+    n_points: int
+    top_features: list[tuple[str, float]]
+    version: int = Field(description="Model version that last updated the event.")
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+
+    @classmethod
+    def from_row(cls, ev: AnomalyEvent, model: str) -> EventPublic:
+        return cls(
+            id=ev.id,
+            model=model,
+            series=ev.series or None,
+            status=ev.status,  # type: ignore[arg-type]
+            start=ev.start,
+            end=ev.end,
+            peak=ev.peak,
+            mean=ev.mean,
+            severity=ev.severity,
+            n_points=ev.n_points,
+            top_features=[(str(n), float(v)) for n, v in ev.top_features],
+            version=ev.version,
+            acknowledged_at=ev.acknowledged_at,
+            acknowledged_by=ev.acknowledged_by,
+        )
+
+
+class EventsPublic(BaseModel):
+    """A page of events."""
+
+    data: list[EventPublic]
+    count: int
+
+
+class ChannelCreate(BaseModel):
+    """A new notification channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    kind: Literal["webhook", "alertmanager"]
+    config: ChannelConfig
+    min_severity: float = Field(
+        0.0, ge=0, le=1, description="Alert on events at least this severe."
+    )
+    rate_limit_per_minute: int = Field(
+        60, ge=1, le=100_000, description="Most deliveries a minute; more wait their turn."
+    )
+    enabled: bool = True
+
+
+class ChannelPublic(BaseModel):
+    """A channel (its secret is never shown)."""
+
+    id: str
+    name: str
+    kind: str
+    url: str
+    timeout_s: float
+    max_attempts: int
+    labels: dict[str, str]
+    has_secret: bool
+    min_severity: float
+    rate_limit_per_minute: int
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, ch: Channel) -> ChannelPublic:
+        config = ChannelConfig.model_validate(ch.config)
+        return cls(
+            id=ch.id,
+            name=ch.name,
+            kind=ch.kind,
+            url=str(config.url),
+            timeout_s=config.timeout_s,
+            max_attempts=config.max_attempts,
+            labels=config.labels,
+            has_secret=bool(config.secret),
+            min_severity=ch.min_severity,
+            rate_limit_per_minute=ch.rate_limit_per_minute,
+            enabled=ch.enabled,
+            created_at=ch.created_at,
+            updated_at=ch.updated_at,
+        )
+
+
+class ChannelsPublic(BaseModel):
+    """A model's channels."""
+
+    data: list[ChannelPublic]
+    count: int
+
+
+class AlertPublic(BaseModel):
+    """One outbox row: an event state queued for a channel."""
+
+    id: int
+    event_id: int
+    state: Literal["firing", "resolved"]
+    idempotency_key: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def from_row(cls, a: Alert) -> AlertPublic:
+        return cls(
+            id=a.id,
+            event_id=a.event_id,
+            state=a.state,  # type: ignore[arg-type]
+            idempotency_key=a.idempotency_key,
+            status=a.status,  # type: ignore[arg-type]
+            attempts=a.attempts,
+            next_attempt_at=a.next_attempt_at,
+            last_error=a.last_error,
+            created_at=a.created_at,
+            delivered_at=a.delivered_at,
+        )
+
+
+class AlertsPublic(BaseModel):
+    """A page of a channel's alerts."""
+
+    data: list[AlertPublic]
+    count: int

@@ -1,0 +1,695 @@
+"""The stream endpoint's service: live state per model and series, kept in the database.
+
+A request carries new points of one series (or a ``batch`` of several series). For each series
+the service, in one database transaction:
+
+1. locks the series' row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN
+   IMMEDIATE`` serialises writers) and, in this process, a per-series lock;
+2. applies the timestamp policy (below) and restores the monitor from the row's state, or reuses
+   this process's copy when the row's ``revision`` shows nobody else moved it on;
+3. scores the new points causally (the monitor keeps the context, so a client sends only what is
+   new); when the model's active version changed since the last request, the state is handed to
+   the new version first (``with_detector``: no burst of alerts at the switch);
+4. writes the events that these points opened, updated or closed, the outbox rows of the alerts
+   those changes cause (same transaction: an alert is never lost nor queued twice), the points
+   for the stored history, and the new state.
+
+Timestamp policy, per series: points of one request must be strictly increasing. A point at or
+before the last accepted one is an exact duplicate when the same timestamp with the same values
+was accepted among the last ``stream_dedup_points`` points: duplicates are skipped and counted
+(retries are idempotent). Any other point at or before the last accepted one is refused with 409
+and nothing of the request is applied (the monitor is causal: it cannot score the past; store
+late data through ``/data`` instead).
+
+Streamed points wait in ``stream_points`` until the flusher appends them to the stored history
+(every ``stream_flush_interval_s``), where scheduled retraining reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from detector import Detector
+from service.db import Database
+from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from service.live.channels import queue_alerts
+from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
+from service.parsing import numeric_array, parse_json, parse_timestamps
+from service.scoring import LoadedVersion, ScoringService
+from service.storage import TIMESTAMP, HistoryStore, StoreError
+from service.tables import AnomalyEvent, Model, Stream, StreamPoint, utcnow
+
+__all__ = ["StreamItem", "StreamService", "parse_stream_body"]
+
+logger = logging.getLogger(__name__)
+
+_ITEM_KEYS = {"series", "timestamps", "values", "options"}
+_MAX_SERIES_NAME = 200
+
+
+@dataclass
+class StreamItem:
+    """New points of one series."""
+
+    series: str
+    index: pd.DatetimeIndex
+    values: dict[str, Any]
+    options: dict[str, Any] | None
+    n_points: int
+
+
+@dataclass
+class StreamRequest:
+    """A parsed stream body."""
+
+    items: list[StreamItem]
+    batch: bool
+    expected: bool
+
+
+def _parse_item(raw: Any, where: str) -> StreamItem:
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"{where} must be an object with 'timestamps' and 'values'")
+    unknown = sorted(set(raw) - _ITEM_KEYS)
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has unknown field(s) {unknown}; allowed {sorted(_ITEM_KEYS)}"
+        )
+    series = raw.get("series")
+    if series is None:
+        series = ""
+    elif not isinstance(series, str) or not 1 <= len(series) <= _MAX_SERIES_NAME:
+        raise InvalidInputError(
+            f"{where}.series must be a string of 1-{_MAX_SERIES_NAME} characters"
+        )
+    stamps = raw.get("timestamps")
+    if not isinstance(stamps, list) or not stamps:
+        raise InvalidInputError(
+            f"{where}.timestamps must be a non-empty list (ISO-8601 strings or epoch seconds)"
+        )
+    values = raw.get("values")
+    if not isinstance(values, dict) or not values:
+        raise InvalidInputError(
+            f"{where}.values must be an object mapping each feature to a list of numbers"
+        )
+    for name, column in values.items():
+        if not isinstance(column, list) or len(column) != len(stamps):
+            raise InvalidInputError(
+                f"{where}.values[{name!r}] must be a list with one entry per timestamp "
+                f"({len(stamps)})"
+            )
+    index = parse_timestamps(stamps, f"{where}.timestamps")
+    if len(index) > 1 and not (np.diff(index.asi8) > 0).all():
+        raise InvalidInputError(f"{where}.timestamps must be strictly increasing")
+    options = raw.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError(f"{where}.options must be an object of monitor options")
+    return StreamItem(series, index, values, options, len(stamps))
+
+
+def parse_stream_body(body: bytes, max_points: int) -> StreamRequest:
+    """Validate a stream body: one series, or ``{"batch": [...]}`` of several.
+
+    Raises
+    ------
+    BadRequestError, InvalidInputError, PayloadTooLargeError
+    """
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise InvalidInputError("the body must be a JSON object with 'timestamps' and 'values'")
+    expected = data.pop("expected", True)
+    if not isinstance(expected, bool):
+        raise InvalidInputError("expected must be true or false")
+    batch = "batch" in data
+    if batch:
+        if set(data) != {"batch"}:
+            raise InvalidInputError("a batch body holds only 'batch' (and 'expected')")
+        raw_items = data["batch"]
+        if not isinstance(raw_items, list) or not raw_items:
+            raise InvalidInputError("batch must be a non-empty list of series items")
+        items = [_parse_item(raw, f"batch[{i}]") for i, raw in enumerate(raw_items)]
+        seen = [item.series for item in items]
+        if len(set(seen)) != len(seen):
+            raise InvalidInputError("batch lists a series twice; send its points in one item")
+    else:
+        items = [_parse_item(data, "body")]
+    total = sum(item.n_points for item in items)
+    if total > max_points:
+        raise PayloadTooLargeError(
+            f"the request holds {total} points; the limit is {max_points} "
+            "(stream_max_points_per_request): send fewer per request"
+        )
+    return StreamRequest(items, batch, expected)
+
+
+def _point_hash(ts: int, row: list[float | None]) -> str:
+    return hashlib.blake2b(orjson.dumps([ts, row]), digest_size=8).hexdigest()
+
+
+@dataclass
+class _Cached:
+    revision: int
+    version: int
+    monitor: LiveMonitor
+
+
+@dataclass
+class _Outcome:
+    """What one series' share of a request produced (before encoding)."""
+
+    series: str
+    version: int
+    index: pd.DatetimeIndex
+    frame: pd.DataFrame
+    event_ids: list[int | None]
+    duplicates: int
+    events: list[AnomalyEvent] = field(default_factory=list)
+
+
+class _MonitorCache:
+    """This process's monitors by stream id, with the revision they were saved at (LRU)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[int, _Cached] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def get(self, stream_id: int) -> _Cached | None:
+        with self._guard:
+            item = self._items.get(stream_id)
+            if item is not None:
+                self._items.move_to_end(stream_id)
+            return item
+
+    def put(self, stream_id: int, item: _Cached) -> None:
+        with self._guard:
+            self._items[stream_id] = item
+            self._items.move_to_end(stream_id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def drop(self, stream_id: int) -> None:
+        with self._guard:
+            self._items.pop(stream_id, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class StreamService:
+    """Scores streamed points against per-series live state and records events and alerts.
+
+    Parameters
+    ----------
+    db
+        The metadata database (stream states, events, outbox).
+    scoring
+        Resolves a model's active version to a loaded detector.
+    history
+        The stored history the flusher appends streamed points to.
+    max_points, max_series, dedup_points, cache_size
+        See :class:`service.settings.Settings` (``stream_*``).
+    on_alerts
+        Called after a commit that queued alerts (wakes the dispatcher).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        scoring: ScoringService,
+        history: HistoryStore,
+        *,
+        max_points: int,
+        max_series: int,
+        dedup_points: int,
+        cache_size: int,
+        public_url: str = "",
+        on_alerts: Callable[[], None] | None = None,
+    ) -> None:
+        self.public_url = public_url
+        self.db = db
+        self.scoring = scoring
+        self.history = history
+        self.max_points = max_points
+        self.max_series = max_series
+        self.dedup_points = dedup_points
+        self.cache = _MonitorCache(cache_size)
+        self.on_alerts = on_alerts or (lambda: None)
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ------------------------------------------------------------------ the endpoint
+    async def ingest(self, name: str, body: bytes) -> bytes:
+        """Apply a stream body to model ``name``; return the encoded JSON response.
+
+        Raises
+        ------
+        BadRequestError, InvalidInputError, PayloadTooLargeError, NotFoundError, ConflictError
+        """
+        if len(body) > 64 * 1024:
+            request = await asyncio.to_thread(parse_stream_body, body, self.max_points)
+        else:
+            request = parse_stream_body(body, self.max_points)
+        loaded = await self.scoring.resolve(name, None)
+        frames = [self._frame(loaded, item) for item in request.items]
+        loop = asyncio.get_running_loop()
+
+        def detector_of(version: int) -> Detector:
+            if version == loaded.version:
+                return loaded.detector
+            future = asyncio.run_coroutine_threadsafe(self.scoring.resolve(name, version), loop)
+            return future.result().detector
+
+        outcomes, queued = await asyncio.to_thread(
+            self._apply, loaded, request.items, frames, detector_of
+        )
+        if queued:
+            self.on_alerts()
+        results = [self._encode(loaded, o, request.expected) for o in outcomes]
+        payload: dict[str, Any] = (
+            {"model": loaded.model_name, "version": loaded.version, "results": results}
+            if request.batch
+            else {"model": loaded.model_name, **results[0]}
+        )
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    @staticmethod
+    def _frame(loaded: LoadedVersion, item: StreamItem) -> pd.DataFrame:
+        features = loaded.features
+        key = loaded.key_column
+        if key and not item.series:
+            raise InvalidInputError(
+                f"this model serves several series (key column {key!r}): give 'series'"
+            )
+        if not key and item.series:
+            raise InvalidInputError(
+                "this model has no key column, so it has one series: leave 'series' out"
+            )
+        missing = [f for f in features if f not in item.values]
+        extra = sorted(set(item.values) - set(features))
+        if missing or extra:
+            raise InvalidInputError(
+                f"values must hold exactly the features {features}"
+                + (f"; missing {missing} (send null for a missing value)" if missing else "")
+                + (f"; unknown {extra}" if extra else "")
+            )
+        columns: dict[str, Any] = {}
+        for name in features:
+            column = numeric_array(item.values[name], f"values[{name!r}]", allow_null=True)
+            if column.ndim != 1:
+                raise InvalidInputError(f"values[{name!r}] must be a flat list of numbers")
+            columns[name] = column
+        if key:
+            columns[key] = np.full(item.n_points, item.series, dtype=object)
+        frame = pd.DataFrame(columns, index=item.index)
+        frame.index.name = TIMESTAMP
+        return frame
+
+    # ------------------------------------------------------------------ locking
+    def _lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                if len(self._locks) > 4 * self.cache.capacity:
+                    # Drop locks nobody holds; a holder keeps its own reference.
+                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+    @contextlib.contextmanager
+    def _series_locks(self, model_id: str, series: list[str]) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for name in sorted(series):  # one order everywhere: no deadlock
+                stack.enter_context(self._lock((model_id, name)))
+            yield
+
+    # ------------------------------------------------------------------ the transaction
+    def _apply(
+        self,
+        loaded: LoadedVersion,
+        items: list[StreamItem],
+        frames: list[pd.DataFrame],
+        detector_of: Callable[[int], Detector],
+    ) -> tuple[list[_Outcome], int]:
+        order = sorted(range(len(items)), key=lambda i: items[i].series)
+        outcomes: dict[int, _Outcome] = {}
+        pending: list[tuple[int, _Cached]] = []
+        touched: list[int] = []
+        queued = 0
+        with self._series_locks(loaded.model_id, [it.series for it in items]):
+            try:
+                with self.db.transaction() as session:
+                    for i in order:
+                        row = self._row(session, loaded, items[i])
+                        touched.append(row.id)
+                        outcome, cached, n_alerts = self._advance(
+                            session, loaded, row, items[i], frames[i], detector_of
+                        )
+                        outcomes[i] = outcome
+                        queued += n_alerts
+                        if cached is not None:
+                            pending.append((row.id, cached))
+            except BaseException:
+                for stream_id in touched:  # their monitors may have moved on: reload next time
+                    self.cache.drop(stream_id)
+                raise
+            for stream_id, cached in pending:
+                self.cache.put(stream_id, cached)
+        return [outcomes[i] for i in range(len(items))], queued
+
+    def _row(self, session: Session, loaded: LoadedVersion, item: StreamItem) -> Stream:
+        """The series' row, locked; created (with a fresh monitor) on its first points."""
+        query = (
+            select(Stream)
+            .where(Stream.model_id == loaded.model_id, Stream.series == item.series)
+            .with_for_update()
+        )
+        row = session.execute(query).scalar_one_or_none()
+        if row is not None:
+            if item.options is not None and check_options(item.options) != row.options:
+                raise ConflictError(
+                    f"series {item.series!r} already runs with options {row.options}; options "
+                    "are fixed when a series starts (DELETE the stream to start it again)"
+                )
+            return row
+        count = session.execute(
+            select(func.count()).select_from(Stream).where(Stream.model_id == loaded.model_id)
+        ).scalar_one()
+        if count >= self.max_series:
+            raise ConflictError(
+                f"model {loaded.model_name!r} already has {count} live series, the limit "
+                "(stream_max_series); delete streams that ended or raise the limit"
+            )
+        options = check_options(item.options or {})
+        monitor = new_monitor(loaded.detector, options)
+        now = utcnow()
+        fresh = Stream(
+            model_id=loaded.model_id,
+            series=item.series,
+            version=loaded.version,
+            options=options,
+            state=orjson.dumps(monitor.state()).decode(),
+            revision=0,
+            n_points=0,
+            last_ts=None,
+            recent=[],
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(fresh)
+        except IntegrityError:
+            # Another replica created it first: use (and lock) theirs.
+            return session.execute(query).scalar_one()
+        self.cache.put(fresh.id, _Cached(0, loaded.version, monitor))
+        return fresh
+
+    def _monitor(
+        self, row: Stream, loaded: LoadedVersion, detector_of: Callable[[int], Detector]
+    ) -> LiveMonitor:
+        cached = self.cache.get(row.id)
+        if cached is not None and cached.revision == row.revision and cached.version == row.version:
+            monitor = cached.monitor
+        else:
+            monitor = restore(detector_of(row.version), orjson.loads(row.state))
+        if row.version != loaded.version:
+            logger.info(
+                "stream handed to a new version",
+                extra={"model": loaded.model_name, "from": row.version, "to": loaded.version},
+            )
+            monitor = handover(monitor, loaded.detector)
+        return monitor
+
+    def _accept(
+        self, row: Stream, frame: pd.DataFrame, features: list[str]
+    ) -> tuple[np.ndarray, list[list[Any]]]:
+        """Mask of the points to score (duplicates left out) and their dedup entries.
+
+        Raises
+        ------
+        service.errors.ConflictError
+            For a point at or before the last accepted one that is not an exact duplicate.
+        """
+        stamps = frame.index.asi8  # (T,) microseconds
+        values = frame[features].to_numpy(dtype=np.float64)  # (T, F)
+        hashes = [
+            _point_hash(int(t), [None if np.isnan(v) else float(v) for v in values[j]])
+            for j, t in enumerate(stamps)
+        ]
+        keep = np.ones(len(stamps), dtype=bool)
+        if row.last_ts is not None:
+            last = pd.Timestamp(row.last_ts).value // 1000  # ns -> us, as stamps
+            recent = {(int(t), h) for t, h in row.recent}
+            for j, t in enumerate(stamps):
+                if t > last:
+                    break
+                if (int(t), hashes[j]) not in recent:
+                    raise ConflictError(
+                        f"series {row.series!r}: the point at "
+                        f"{pd.Timestamp(int(t), unit='us', tz='UTC').isoformat()} is at or "
+                        f"before the last accepted point "
+                        f"({pd.Timestamp(last, unit='us', tz='UTC').isoformat()}) and is not "
+                        "an exact duplicate of an accepted one; send only newer points (late "
+                        "data for training goes to /data); nothing of this request was applied"
+                    )
+                keep[j] = False
+        entries = [[int(t), hashes[j]] for j, t in enumerate(stamps) if keep[j]]
+        return keep, entries
+
+    def _advance(
+        self,
+        session: Session,
+        loaded: LoadedVersion,
+        row: Stream,
+        item: StreamItem,
+        frame: pd.DataFrame,
+        detector_of: Callable[[int], Detector],
+    ) -> tuple[_Outcome, _Cached | None, int]:
+        keep, entries = self._accept(row, frame, loaded.features)
+        new = frame[keep]
+        outcome = _Outcome(
+            item.series, loaded.version, new.index, pd.DataFrame(), [], int((~keep).sum())
+        )
+        if new.empty:
+            return outcome, None, 0
+        monitor = self._monitor(row, loaded, detector_of)
+        out = monitor.update(new)
+        outcome.frame = out
+        open_rows = {
+            ev.seq: ev
+            for ev in session.execute(
+                select(AnomalyEvent).where(
+                    AnomalyEvent.stream_id == row.id, AnomalyEvent.status == "open"
+                )
+            ).scalars()
+        }
+        seqs = {int(v) for v in out["event"].dropna().tolist()} | set(open_rows)
+        views = monitor.events(seqs)
+        now = utcnow()
+        changed: list[tuple[AnomalyEvent, bool]] = []
+        by_seq: dict[int, AnomalyEvent] = dict(open_rows)
+        for seq, view in sorted(views.items()):
+            ev = by_seq.get(seq)
+            if ev is None:
+                ev = session.execute(
+                    select(AnomalyEvent).where(
+                        AnomalyEvent.stream_id == row.id, AnomalyEvent.seq == seq
+                    )
+                ).scalar_one_or_none()
+            was_open = ev is not None and ev.status == "open"
+            if ev is None:
+                ev = AnomalyEvent(
+                    model_id=row.model_id,
+                    stream_id=row.id,
+                    series=row.series,
+                    seq=seq,
+                    created_at=now,
+                    acknowledged_at=None,
+                    acknowledged_by=None,
+                )
+                session.add(ev)
+            ev.version = loaded.version
+            ev.status = view.status
+            ev.start = view.start.to_pydatetime()
+            ev.end = view.end.to_pydatetime()
+            ev.peak = view.peak
+            ev.mean = view.mean
+            ev.severity = view.severity
+            ev.n_points = view.n_points
+            ev.top_features = [[n, v] for n, v in view.top_features]
+            ev.updated_at = now
+            by_seq[seq] = ev
+            changed.append((ev, was_open and view.status == "closed"))
+        session.flush()
+        queued = queue_alerts(session, loaded.model_id, loaded.model_name, changed, self.public_url)
+        outcome.events = [ev for ev, _ in changed]
+        outcome.event_ids = [
+            None if pd.isna(v) else by_seq[int(v)].id if int(v) in by_seq else None
+            for v in out["event"].tolist()
+        ]
+        records = new.drop(columns=[loaded.key_column] if loaded.key_column else [])
+        session.execute(
+            insert(StreamPoint),
+            [
+                {
+                    "model_id": row.model_id,
+                    "series": row.series,
+                    "ts": ts.to_pydatetime(),
+                    "values": {
+                        k: (None if np.isnan(v) else float(v))
+                        for k, v in zip(records.columns, vals, strict=True)
+                    },
+                }
+                for ts, vals in zip(records.index, records.to_numpy(dtype=np.float64), strict=True)
+            ],
+        )
+        row.state = orjson.dumps(monitor.state()).decode()
+        row.revision += 1
+        row.version = loaded.version
+        row.n_points += len(new)
+        row.last_ts = new.index[-1].to_pydatetime()
+        row.recent = (list(row.recent) + entries)[-self.dedup_points :]
+        row.updated_at = now
+        session.flush()
+        return outcome, _Cached(row.revision, loaded.version, monitor), queued
+
+    # ------------------------------------------------------------------ responses
+    @staticmethod
+    def _encode(loaded: LoadedVersion, outcome: _Outcome, expected: bool) -> dict[str, Any]:
+        out = outcome.frame
+        result: dict[str, Any] = {
+            "series": outcome.series or None,
+            "version": outcome.version,
+            "n_points": len(out),
+            "duplicates": outcome.duplicates,
+            "timestamps": [ts.isoformat() for ts in outcome.index],
+        }
+        if out.empty:
+            result.update(score=[], normalized=[], threshold=[], anomalous=[], event=[])
+        else:
+            result.update(
+                score=_floats(out["score"]),
+                normalized=_floats(out["normalized"]),
+                threshold=_floats(out["threshold"]),
+                anomalous=[bool(v) for v in out["anomalous"].tolist()],
+                event=outcome.event_ids,
+            )
+        if expected:
+            result["expected"] = {
+                f: _floats(out[f"expected.{f}"]) if not out.empty else [] for f in loaded.features
+            }
+        from service.live.events import event_public
+
+        result["events"] = [event_public(ev) for ev in outcome.events]
+        return result
+
+    # ------------------------------------------------------------------ management
+    def list_streams(self, name: str, offset: int, limit: int) -> tuple[list[Stream], int]:
+        """A page of a model's live series, by name."""
+        model_id = self.scoring.registry.get_model(name).id
+        with self.db.session() as session:
+            total = session.execute(
+                select(func.count()).select_from(Stream).where(Stream.model_id == model_id)
+            ).scalar_one()
+            rows = session.execute(
+                select(Stream)
+                .where(Stream.model_id == model_id)
+                .order_by(Stream.series)
+                .offset(offset)
+                .limit(limit)
+            ).scalars()
+            return list(rows), int(total)
+
+    def delete_stream(self, name: str, series: str) -> None:
+        """Forget a series' live state and its events (stored history stays).
+
+        Raises
+        ------
+        service.errors.NotFoundError
+        """
+        model_id = self.scoring.registry.get_model(name).id
+        with self.db.transaction() as session:
+            row = session.execute(
+                select(Stream)
+                .where(Stream.model_id == model_id, Stream.series == series)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFoundError(f"no live series {series!r} for this model")
+            session.delete(row)
+            self.cache.drop(row.id)
+
+    # ------------------------------------------------------------------ history
+    def flush(self, limit: int = 200_000) -> int:
+        """Append buffered stream points to the stored history; return how many moved.
+
+        A crash between the append and the delete appends the same rows again next time, which
+        the history store's replace-by-timestamp rule makes harmless.
+        """
+        with self.db.session() as session:
+            models = list(session.execute(select(StreamPoint.model_id).distinct()).scalars())
+        moved = 0
+        for model_id in models:
+            with self.db.named_lock(f"stream-flush:{model_id}"):
+                with self.db.session() as session:
+                    config = session.execute(
+                        select(Model.config).where(Model.id == model_id)
+                    ).scalar_one_or_none()
+                    rows = session.execute(
+                        select(
+                            StreamPoint.id, StreamPoint.series, StreamPoint.ts, StreamPoint.values
+                        )
+                        .where(StreamPoint.model_id == model_id)
+                        .order_by(StreamPoint.id)
+                        .limit(limit)
+                    ).all()
+                if not rows or config is None:
+                    continue  # none, or the model was deleted meanwhile (its points with it)
+                key = config.get("key_column")
+                frame = pd.DataFrame.from_records([r.values for r in rows])
+                frame.index = pd.DatetimeIndex([pd.Timestamp(r.ts) for r in rows], name=TIMESTAMP)
+                if key:
+                    frame[key] = [r.series for r in rows]
+                try:
+                    self.history.append(model_id, frame, key_column=key)
+                except StoreError as exc:
+                    logger.error(
+                        "streamed points could not join the stored history; they stay buffered",
+                        extra={"model_id": model_id, "error": str(exc)},
+                    )
+                    continue
+                last = rows[-1].id
+                with self.db.transaction() as session:
+                    session.execute(
+                        delete(StreamPoint).where(
+                            StreamPoint.model_id == model_id, StreamPoint.id <= last
+                        )
+                    )
+                moved += len(rows)
+        return moved
+
+
+def _floats(column: pd.Series) -> list[float | None]:
+    arr = column.to_numpy(dtype=np.float64)
+    return [None if not np.isfinite(v) else float(v) for v in arr]
+
+
+def _utc_iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
