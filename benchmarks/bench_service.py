@@ -202,26 +202,38 @@ def main() -> int:
             print(f"ratio score/livez requests/s: {scored['rps'] / live['rps']:.2f}")
 
             big = _frame(args.points, seed=2)
-            body = json.dumps(
-                {
-                    "timestamps": pd.DatetimeIndex(big.index).as_unit("s").asi8.tolist(),
-                    "values": {c: big[c].round(6).tolist() for c in big.columns},
-                }
-            ).encode()
-            started = time.perf_counter()
-            response = httpx.post(
-                f"http://127.0.0.1:{port}/v1/models/bench/score",
-                content=body,
-                headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
-                timeout=600,
-            )
-            elapsed = time.perf_counter() - started
-            result = response.json()
-            print(
-                f"1 request, {args.points:,}-point series ({len(body) / 1e6:.1f} MB body, "
-                f"{len(response.content) / 1e6:.1f} MB response): {elapsed:.2f} s "
-                f"(status {response.status_code}, {len(result.get('scores', []))} scores)"
-            )
+            series = {
+                "timestamps": pd.DatetimeIndex(big.index).as_unit("s").asi8.tolist(),
+                "values": {c: big[c].round(6).tolist() for c in big.columns},
+            }
+            # The same series twice in one run: the full default answer, then the lean bulk
+            # answer a client asks for with fields (anomalous point indices, no contributors).
+            for label, extra in (
+                ("full response", {}),
+                (
+                    "fields=[anomalous_indices], top_k=0",
+                    {"top_k": 0, "fields": ["anomalous_indices"]},
+                ),
+            ):
+                body = json.dumps({**series, **extra}).encode()
+                started = time.perf_counter()
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/models/bench/score",
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "content-type": "application/json",
+                    },
+                    timeout=600,
+                )
+                elapsed = time.perf_counter() - started
+                result = response.json()
+                print(
+                    f"1 request, {args.points:,}-point series, {label} ({len(body) / 1e6:.1f} MB "
+                    f"body, {len(response.content) / 1e6:.1f} MB response): {elapsed:.2f} s "
+                    f"(status {response.status_code}, {result.get('n_points', 0)} points, "
+                    f"{result.get('n_anomalous', 0)} anomalous)"
+                )
         finally:
             server.send_signal(signal.SIGTERM)
             try:

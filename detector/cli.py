@@ -631,6 +631,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _write_run(out: Path, records: list[dict[str, Any]], table: pd.DataFrame) -> None:
+    """A run's ``results.json`` and ``results.csv`` (one record per fit) and ``summary.csv``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(records, indent=1, default=float))
+    pd.json_normalize(records).to_csv(out / "results.csv", index=False)
+    table.to_csv(out / "summary.csv")
+
+
 def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> int:
     """``bench --replay``: the live-detection replay (see :mod:`detector.replay`)."""
     if args.retrain_every is not None and args.retrain_every % args.chunk:
@@ -641,7 +649,13 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "results.jsonl"  # one line per replay as it ends: a long run's record
+    partial.write_text("")
+
     def tick(result: ReplayResult) -> None:
+        with partial.open("a") as fh:
+            fh.write(json.dumps(asdict(result), default=float) + "\n")
         bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.mode}")
         bar.update()
 
@@ -662,12 +676,8 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
         raise ConfigError(_describe_validation(exc)) from None
     finally:
         bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = [asdict(r) for r in results]
-    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
-    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
     table = replay_table(results)
-    table.to_csv(args.out / "summary.csv")
+    _write_run(args.out, [asdict(r) for r in results], table)
     elapsed = time.perf_counter() - started
     command = shlex.join(["reconad", *args.argv])
     (args.out / "summary.md").write_text(
@@ -765,12 +775,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(_describe_validation(exc)) from None
     finally:
         bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = [asdict(r) for r in results]
-    (args.out / "results.json").write_text(json.dumps(records, indent=1, default=float))
-    pd.json_normalize(records).to_csv(args.out / "results.csv", index=False)
     table = summarise(results)
-    table.to_csv(args.out / "summary.csv")
+    _write_run(args.out, [asdict(r) for r in results], table)
     elapsed = time.perf_counter() - started
     report = markdown_report(table)
     command = shlex.join(["reconad", *args.argv])

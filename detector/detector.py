@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -266,20 +267,12 @@ class Detector:
             in the window that ends at it.
         expected : ndarray of the same shape, or None
         """
-        network, window = self.network_, self.window_
-        device = next(network.parameters()).device
-        n_windows = values.shape[0] - window + 1
+        device = next(self.network_.parameters()).device
         vals = torch.from_numpy(np.ascontiguousarray(values)).to(device)  # (T, F)
         cnd = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond)).to(device)
-        batch = max(256, _CELLS_PER_BATCH // (window * self.n_features_in_))
-        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         errs, recs = [], []
         with torch.inference_mode():
-            for first in range(0, n_windows, batch):
-                starts = torch.arange(first, min(first + batch, n_windows), device=device)
-                x = gather_windows(vals, starts, window)  # (B, W, F)
-                c = None if cnd is None else cnd[starts + window - 1]  # (B, C)
-                err, recon = self._window_errors(network, x, c, generator)
+            for _, _, err, recon in self._window_batches(vals, cnd):
                 errs.append(err[:, -1].cpu().numpy())  # (B, F)
                 if reconstruct:
                     recs.append(recon[:, -1].cpu().numpy())
@@ -410,15 +403,14 @@ class Detector:
         that hold no filled cell, where there are any, so that a filled stretch does not raise
         the scores of its observed neighbours.
         """
-        network, window = self.network_, self.window_
-        device = next(network.parameters()).device
+        window = self.window_
+        device = next(self.network_.parameters()).device
         length, n_features = seg.values.shape
         values = torch.from_numpy(seg.values).to(device)  # (T, F)
         cond = None if seg.cond is None else torch.from_numpy(seg.cond).to(device)  # (T, C)
         reduction = self.config.score_reduction
         acc = torch.zeros(length, n_features, device=device)  # (T, F)
         rec_acc = torch.zeros(length, n_features, device=device) if reconstruct else None
-        n_windows = length - window + 1
         clean = None
         if not seg.observed.all():
             gaps = np.concatenate([[0], np.cumsum(~seg.observed.all(axis=1))])  # (T + 1,)
@@ -426,14 +418,8 @@ class Detector:
             clean = torch.from_numpy(clean_np.astype(np.float32)).to(device)
             clean_acc = torch.zeros(length, n_features, device=device)
             clean_count = torch.zeros(length, 1, device=device)
-        batch = max(256, _CELLS_PER_BATCH // (window * n_features))
-        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         with torch.inference_mode():
-            for first in range(0, n_windows, batch):
-                starts = torch.arange(first, min(first + batch, n_windows), device=device)
-                x = gather_windows(values, starts, window)  # (B, W, F)
-                c = None if cond is None else cond[starts + window - 1]  # (B, C)
-                err, recon = self._window_errors(network, x, c, generator)
+            for first, starts, err, recon in self._window_batches(values, cond):
                 overlap_reduce(err, first, acc, reduction)
                 if rec_acc is not None:
                     overlap_reduce(recon, first, rec_acc, "mean")
@@ -450,6 +436,36 @@ class Detector:
             acc = torch.where(clean_count > 0, clean_acc, acc)
         expected = None if rec_acc is None else (rec_acc / counts).cpu().numpy()
         return _PointErrors(acc.cpu().numpy().astype(np.float64), expected)
+
+    def _window_batches(
+        self, values: torch.Tensor, cond: torch.Tensor | None
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Every window of a gap-free block, scored in batches (call under inference mode).
+
+        Parameters
+        ----------
+        values : Tensor, shape (T, F)
+            Scaled values on the network's device; ``T >= window``.
+        cond : Tensor, shape (T, C), or None
+
+        Yields
+        ------
+        first : int
+            Index of the batch's first window (its start point).
+        starts : Tensor, shape (B,)
+            Start points of the batch's windows.
+        errors, reconstructions : Tensor, shape (B, W, F)
+        """
+        window = self.window_
+        n_windows = values.shape[0] - window + 1
+        batch = max(256, _CELLS_PER_BATCH // (window * values.shape[1]))
+        generator = torch.Generator(device=values.device).manual_seed(self.config.training.seed)
+        for first in range(0, n_windows, batch):
+            starts = torch.arange(first, min(first + batch, n_windows), device=values.device)
+            x = gather_windows(values, starts, window)  # (B, W, F)
+            c = None if cond is None else cond[starts + window - 1]  # (B, C)
+            err, recon = self._window_errors(self.network_, x, c, generator)
+            yield first, starts, err, recon
 
     def _window_errors(
         self,

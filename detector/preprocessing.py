@@ -211,17 +211,20 @@ class Preprocessor:
             raise TooShortError("the data to score is empty")
         self._select_features(frame, fitting=False)
         values = self._numeric_values(frame, self.feature_names_)
-        kind = _index_kind(frame.index)
-        if kind != self.index_kind_:
-            raise InputError(
-                f"the model was fitted on data indexed by {self.index_kind_} values but got "
-                f"data indexed by {kind} values; "
-                f"index the data the same way as the training data"
-            )
+        self.check_index_kind(frame.index)
         segments: list[Segment] = []
         for key, group in self._groups(frame, values).items():
             segments.extend(self._segments(values, group, key, max_fill, frame))
         return segments
+
+    def check_index_kind(self, index: pd.Index) -> None:
+        """Refuse (:class:`InputError`) an index of another kind than the training data's."""
+        kind = _index_kind(index)
+        if kind != self.index_kind_:
+            raise InputError(
+                f"the model was fitted on data indexed by {self.index_kind_} values but got "
+                f"data indexed by {kind} values; index the data the same way as the training data"
+            )
 
     def _segments(
         self,

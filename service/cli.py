@@ -8,6 +8,7 @@ key commands work on the same database as the server, with or without the server
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -72,11 +73,13 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _auth(args: argparse.Namespace) -> Any:
-    """The key service on the server's database; refuses to invent an empty one.
+    """The key service on the server's database; never invents an empty one by accident.
 
     Run elsewhere than the server, the default ``./reconad-data`` is another folder, and a key
     made in a fresh database there would be refused by the server: so say which database is
-    used, and stop when it does not exist.
+    used, and stop when it does not exist unless the data dir (or database) was named
+    explicitly (``--data-dir``, ``RECONAD_DATA_DIR``, ``RECONAD_DATABASE_URL``), as when keys
+    are provisioned before the first start.
     """
     from service.auth import AuthService
     from service.db import Database, upgrade_schema
@@ -85,14 +88,21 @@ def _auth(args: argparse.Namespace) -> Any:
     url = settings.database_url
     shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
     print(f"using the database {shown} (data dir {settings.data_dir})", file=sys.stderr)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+    explicit = bool(getattr(args, "data_dir", None)) or any(
+        name in os.environ for name in ("RECONAD_DATA_DIR", "RECONAD_DATABASE_URL")
+    )
+    path = Path(url.removeprefix("sqlite:///"))
+    if url.startswith("sqlite:///") and not path.exists() and not explicit:
         print(
-            f"error: no ReconAD database at {url.removeprefix('sqlite:///')}: run this in the "
-            "folder where `reconad serve` runs, or pass --data-dir (or RECONAD_DATA_DIR) with "
-            "the server's data dir",
+            f"error: no ReconAD database at {path}: run this in the folder where `reconad serve` "
+            "runs, or pass --data-dir (or RECONAD_DATA_DIR) with the server's data dir (a named "
+            "data dir without a database gets a new one)",
             file=sys.stderr,
         )
         raise SystemExit(2)
+    if url.startswith("sqlite:///") and not path.exists():
+        print(f"creating a new database at {path}", file=sys.stderr)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(url)
     upgrade_schema(db)
     return AuthService(db, cache_ttl_s=0)

@@ -91,6 +91,7 @@ class AppContext:
             device=settings.device,
             cache_size=settings.model_cache_size,
             max_points=settings.max_points_per_request,
+            max_values=settings.max_values_per_request,
             batch_max_windows=settings.batch_max_windows,
             batch_wait_s=settings.batch_wait_ms / 1000.0,
             inference_threads=settings.inference_threads,

@@ -6,7 +6,8 @@ error responses themselves.
 Exception tree::
 
     ServiceError                 500 unless a subclass says otherwise
-    ├── BadRequestError               400  malformed body (not JSON, not CSV/Parquet)
+    ├── BadRequestError               400  malformed body (not JSON, not CSV/Parquet, nested
+    │                                      too deeply: ``RecursionError`` maps here too)
     ├── UnauthorizedError             401  no key, unknown key, revoked key
     ├── ForbiddenError                403  the key's scope does not allow the route
     ├── NotFoundError                 404  unknown model, version, job, schedule
@@ -244,7 +245,11 @@ def install_exception_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return _json(exc.status_code, str(exc.detail), request, getattr(exc, "headers", None))
 
+    async def too_deep(request: Request, exc: Exception) -> Response:
+        return _json(400, "the JSON body is nested too deeply; send flat arrays", request)
+
     app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RecursionError, too_deep)
     for cls in dict.fromkeys(cls for cls, _status, _prefix in MAPPED_ERRORS):
         app.add_exception_handler(cls, mapped_error)
     app.add_exception_handler(RequestValidationError, request_validation)

@@ -6,8 +6,9 @@ answer, each with the body every error has:
 
 - 401 (and 503: the key is checked against the database) on every route that needs a key, 403
   on those needing more than ``score`` (both from :data:`service.scopes.ROUTE_SCOPES`);
-- 404 where the path names a resource; 400 (malformed body) and 413 (body over
-  ``max_body_bytes``) where there is a body; 422 where there is any parameter or body;
+- 404 where the path (or a query filter, :data:`FILTERS`) names a resource; 400 (malformed
+  body) and 413 (body over ``max_body_bytes``) where there is a body; 422 where there is any
+  parameter or body;
 - 409 and 429 where the service raises them (:data:`CONFLICTS`, :data:`QUEUED`).
 """
 
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from service.scopes import ROUTE_SCOPES
 
-__all__ = ["CONFLICTS", "QUEUED", "ErrorItem", "ErrorPublic", "exact_openapi"]
+__all__ = ["CONFLICTS", "FILTERS", "QUEUED", "ErrorItem", "ErrorPublic", "exact_openapi"]
 
 
 class ErrorItem(BaseModel):
@@ -51,6 +52,8 @@ CONFLICTS = {
     ("POST", "/v1/jobs/{job_id}/retry"),
     ("POST", "/v1/schedules/{schedule_id}/run"),
 }
+#: Operations without a path parameter whose query names a resource that may not exist.
+FILTERS = {("GET", "/v1/jobs")}
 #: Operations that answer 429 (a bounded queue is full), with ``Retry-After``.
 QUEUED = {
     ("POST", "/v1/models/{name}/jobs"),
@@ -79,7 +82,7 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[str]:
         found |= {"401", "503"}
     if scope in ("write", "admin"):
         found.add("403")
-    if "{" in path:
+    if "{" in path or (method, path) in FILTERS:
         found.add("404")
     has_body = "requestBody" in operation
     if has_body:

@@ -22,6 +22,7 @@ from service.errors import BadRequestError, InvalidInputError
 
 __all__ = [
     "MAX_TIMESTAMP",
+    "MAX_VERSION",
     "MIN_TIMESTAMP",
     "check_datetime",
     "check_timestamps",
@@ -32,6 +33,8 @@ __all__ = [
     "parse_timestamps",
 ]
 
+#: Largest version number anywhere in the API (a 32-bit column holds it on every database).
+MAX_VERSION = 2_000_000_000
 MIN_TIMESTAMP = pd.Timestamp("1900-01-01", tz="UTC")
 MAX_TIMESTAMP = pd.Timestamp("2200-01-01", tz="UTC")
 _RANGE_TEXT = "timestamps must be from 1900-01-01 to before 2200-01-01 (UTC)"
@@ -82,6 +85,10 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
+        if "recursion limit" in str(fast_error):  # orjson stops at 1024 levels
+            raise BadRequestError(
+                "the JSON body is nested too deeply (more than 1024 levels); send flat arrays"
+            ) from None
         try:
             json.loads(
                 body,

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         description="Time points one request may carry (a window of W points counts W); "
         "more is refused with 413.",
     )
+    max_values_per_request: int = Field(
+        8_000_000,
+        ge=1,
+        description="Numbers one JSON score body may hold (points times features), counted "
+        "before it is parsed (parsed JSON costs about 32 bytes a number); more is a 413.",
+    )
     max_body_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest request body in bytes; more is a 413."
     )
@@ -199,6 +205,7 @@ class Settings(BaseSettings):
         ge=1000,
         description="Console: most stored points the model page scores; a longer history shows "
         "its latest points (the page says so).",
+    )
     stream_max_points_per_request: int = Field(
         10_000,
         ge=1,

@@ -447,7 +447,7 @@ class StreamService:
         service.errors.ConflictError
             For a point at or before the last accepted one that is not an exact duplicate.
         """
-        stamps = frame.index.asi8  # (T,) microseconds
+        stamps = pd.DatetimeIndex(frame.index).asi8  # (T,) microseconds
         values = frame[features].to_numpy(dtype=np.float64)  # (T, F)
         hashes = [
             _point_hash(int(t), [None if np.isnan(v) else float(v) for v in values[j]])
@@ -485,7 +485,12 @@ class StreamService:
         keep, entries = self._accept(row, frame, loaded.features)
         new = frame[keep]
         outcome = _Outcome(
-            item.series, loaded.version, new.index, pd.DataFrame(), [], int((~keep).sum())
+            item.series,
+            loaded.version,
+            pd.DatetimeIndex(new.index),
+            pd.DataFrame(),
+            [],
+            int((~keep).sum()),
         )
         if new.empty:
             return outcome, None, 0

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
+from service.parsing import MAX_VERSION
 from service.registry import NAME_PATTERN
 
 __all__ = ["API_PREFIX", "JobId", "Limit", "ModelName", "Offset", "ScheduleId", "VersionNumber"]
@@ -21,7 +22,7 @@ ModelName = Annotated[
         description="Model name: 1-64 letters, digits, '-' or '_'.",
     ),
 ]
-VersionNumber = Annotated[int, Path(ge=1, le=2_000_000_000, description="Version number.")]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version number.")]
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="Job id.")]
 ScheduleId = Annotated[str, Path(min_length=1, max_length=64, description="Schedule id.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")]

@@ -221,7 +221,8 @@ class MicroBatcher:
         expected: Any,
     ) -> bytes:
         """Encode one request's share of a batch as the response JSON, counting its points."""
-        response = derived.response(loaded, request.top_k, part, expected)
+        fields = None if request.fields is None else frozenset(request.fields)
+        response = derived.response(loaded, request.top_k, part, expected, fields)
         self.metrics.scored_points.inc(response.n_points)
         if response.n_anomalous:
             self.metrics.anomalies.inc(response.n_anomalous)

@@ -17,7 +17,7 @@ on a million-point series, parses about a quarter slower than orjson.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,11 +34,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.errors import InvalidInputError, PayloadTooLargeError, format_validation_errors
-from service.parsing import numeric_array, parse_json, parse_timestamps
+from service.parsing import MAX_VERSION, numeric_array, parse_json, parse_timestamps
 
 __all__ = ["ScoreRequest"]
 
-_FIELDS = ("windows", "values", "timestamps", "version", "reconstruct", "top_k")
+_FIELDS = ("windows", "values", "timestamps", "version", "reconstruct", "top_k", "fields")
+#: Default of ``max_values_per_request``: numbers one JSON body may hold.
+DEFAULT_MAX_VALUES = 8_000_000
 
 
 def _refuse(message: str) -> PydanticCustomError:
@@ -151,11 +153,18 @@ class ScoreRequest(BaseModel):
     values: Columns | None = None
     timestamps: Timestamps | None = None
     version: int | None = Field(
-        None, ge=1, strict=True, description="Pin a version (default: the active)."
+        None, ge=1, le=MAX_VERSION, strict=True, description="Pin a version (default: the active)."
     )
     reconstruct: bool = Field(False, strict=True, description="Also return the expected values.")
     top_k: int = Field(
         3, ge=0, le=1000, strict=True, description="Top contributing features per point."
+    )
+    fields: list[Literal["scores", "normalized", "anomalous", "anomalous_indices"]] | None = Field(
+        None,
+        max_length=4,
+        description="Per-point fields to return (default: scores, normalized, anomalous). "
+        "For long series, ['anomalous_indices'] with top_k 0 returns only the indices of the "
+        "anomalous points.",
     )
 
     @model_validator(mode="before")
@@ -199,7 +208,9 @@ class ScoreRequest(BaseModel):
         return len(next(iter(self.values.values())))
 
     @classmethod
-    def from_body(cls, body: bytes, max_points: int) -> ScoreRequest:
+    def from_body(
+        cls, body: bytes, max_points: int, max_values: int = DEFAULT_MAX_VALUES
+    ) -> ScoreRequest:
         """Parse and check a raw JSON body.
 
         Parameters
@@ -209,6 +220,8 @@ class ScoreRequest(BaseModel):
             {"feature": [...]}}``, plus optional ``version``, ``reconstruct`` and ``top_k``.
         max_points
             Most points allowed (a window of W points counts W).
+        max_values
+            Most numbers a JSON body may hold (points times features).
 
         Raises
         ------
@@ -219,11 +232,17 @@ class ScoreRequest(BaseModel):
         service.errors.PayloadTooLargeError
             For more than ``max_points`` points.
         """
+        _prescreen(body, max_points, max_values)
         data = parse_json(body)
         try:
-            return cls.model_validate(data, context={"max_points": max_points})
+            request = cls.model_validate(data, context={"max_points": max_points})
         except ValidationError as exc:
             raise _service_error(exc) from None
+        if request.windows is not None and (b"true" in body or b"false" in body):
+            flat = np.asarray(data["windows"], dtype=object).ravel()
+            if any(isinstance(v, bool) for v in flat):
+                raise InvalidInputError("windows must hold numbers, not booleans: send 0 or 1")
+        return request
 
     # -- checks against the model that scores the request
 
@@ -285,6 +304,28 @@ class ScoreRequest(BaseModel):
             self.timestamps if self.timestamps is not None else pd.RangeIndex(self.n_points)
         )
         return pd.DataFrame(columns, index=index)
+
+
+def _prescreen(body: bytes, max_points: int, max_values: int) -> None:
+    """Refuse a body too big by shape before parsing it: parsed JSON costs about 32 bytes per
+    number, so a 228 MB body of windows would take gigabytes before its points could be counted.
+
+    Both counts are bounds that a body within the limits never exceeds: windows of shape
+    (B, W, F) open ``1 + B + B*W`` arrays for ``B*W`` points, so more than ``2 * max_points + 2``
+    brackets means more than ``max_points`` points; and an array of n numbers has n - 1 commas.
+    """
+    brackets = body.count(b"[")
+    if brackets > 2 * max_points + 2:
+        raise PayloadTooLargeError(
+            f"the body holds more than {max_points} points ({brackets} arrays; "
+            "max_points_per_request): split it into several requests"
+        )
+    commas = body.count(b",")
+    if commas > max_values:
+        raise PayloadTooLargeError(
+            f"the body holds about {commas} numbers, more than {max_values} "
+            "(max_values_per_request): split it, or send a columnar body (Arrow IPC or Parquet)"
+        )
 
 
 def _service_error(exc: ValidationError) -> InvalidInputError:

@@ -63,9 +63,16 @@ class ScoreResponse(BaseModel):
     features: list[str]
     n_points: int
     n_anomalous: int
-    scores: PointFloats
-    normalized: PointFloats
-    anomalous: PointFlags
+    scores: PointFloats | None = Field(None, description="Raw scores (unless left out by fields).")
+    normalized: PointFloats | None = Field(None, description="score / threshold.")
+    anomalous: PointFlags | None = Field(None, description="Whether each point is anomalous.")
+    anomalous_indices: (
+        Annotated[np.ndarray, _nested({"type": "integer"}, "Flat indices.")] | None
+    ) = Field(
+        None,
+        description="Flat (row-major) indices of the anomalous points, when asked for with "
+        "fields: a compact answer for long series.",
+    )
     top_features: Annotated[list[Any], SkipValidation] | None = Field(
         None, description="Top-k feature names per point."
     )
@@ -84,6 +91,11 @@ class ScoreResponse(BaseModel):
         )
 
 
+#: Per-point fields a score response can carry (``fields`` in the request chooses).
+POINT_FIELDS = ("scores", "normalized", "anomalous", "anomalous_indices")
+DEFAULT_FIELDS = frozenset(POINT_FIELDS[:3])
+
+
 @dataclass
 class Derived:
     """What a batch's scores give every response; requests take their slice."""
@@ -95,9 +107,16 @@ class Derived:
     top_values: np.ndarray | None  # (..., k) their contributions
 
     def response(
-        self, loaded: LoadedVersion, top_k: int, part: slice, expected: Any = None
+        self,
+        loaded: LoadedVersion,
+        top_k: int,
+        part: slice,
+        expected: Any = None,
+        fields: frozenset[str] | None = None,
     ) -> ScoreResponse:
-        """One request's share (``part`` of the first axis) as its response."""
+        """One request's share (``part`` of the first axis) as its response, with only the
+        per-point ``fields`` asked for (``None``: scores, normalized and anomalous)."""
+        chosen = fields if fields is not None else DEFAULT_FIELDS
         scores = self.scores[part]
         anomalous = self.anomalous[part]
         k = min(top_k, len(loaded.features))
@@ -113,9 +132,12 @@ class Derived:
             features=loaded.features,
             n_points=int(scores.size),
             n_anomalous=int(anomalous.sum()),
-            scores=scores,
-            normalized=self.normalized[part],
-            anomalous=anomalous,
+            scores=scores if "scores" in chosen else None,
+            normalized=self.normalized[part] if "normalized" in chosen else None,
+            anomalous=anomalous if "anomalous" in chosen else None,
+            anomalous_indices=(
+                np.flatnonzero(anomalous) if "anomalous_indices" in chosen else None
+            ),
             top_features=names,
             top_contributions=values,
             expected=expected,

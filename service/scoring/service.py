@@ -20,7 +20,7 @@ from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.scoring.batcher import MicroBatcher
 from service.scoring.cache import DetectorCache, LoadedVersion
-from service.scoring.request import ScoreRequest
+from service.scoring.request import DEFAULT_MAX_VALUES, ScoreRequest
 from service.storage import ArtifactStore
 
 __all__ = ["ScoringService"]
@@ -42,7 +42,8 @@ class ScoringService:
         Where version artifacts are read from.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    cache_size, max_points, batch_max_windows, batch_wait_s, inference_threads, meta_ttl_s
+    cache_size, max_points, max_values, batch_max_windows, batch_wait_s, inference_threads,
+    meta_ttl_s
         See :class:`service.settings.Settings`.
     metrics
         The app's metrics.
@@ -57,6 +58,7 @@ class ScoringService:
         device: str = "auto",
         cache_size: int = 8,
         max_points: int = 2_000_000,
+        max_values: int = DEFAULT_MAX_VALUES,
         batch_max_windows: int = 4096,
         batch_wait_s: float = 0.0,
         inference_threads: int = 1,
@@ -67,6 +69,7 @@ class ScoringService:
         self.artifacts = artifacts
         self.device = device
         self.max_points = max_points
+        self.max_values = max_values
         self.meta_ttl_s = meta_ttl_s
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="inference")
@@ -137,9 +140,11 @@ class ScoringService:
         detector.errors.InputError
         """
         if len(body) > _INLINE_PARSE_BYTES:
-            request = await asyncio.to_thread(ScoreRequest.from_body, body, self.max_points)
+            request = await asyncio.to_thread(
+                ScoreRequest.from_body, body, self.max_points, self.max_values
+            )
         else:
-            request = ScoreRequest.from_body(body, self.max_points)
+            request = ScoreRequest.from_body(body, self.max_points, self.max_values)
         loaded = await self.resolve(name, request.version)
         frame: pd.DataFrame | None = None
         if request.windows is not None:

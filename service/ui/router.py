@@ -304,7 +304,7 @@ async def jobs_page(
 
     def build() -> dict[str, Any]:
         rows, count = ctx.jobs.list_jobs(model, None, 0, 100)
-        return {"jobs": [JobPublic.from_row(j, m) for j, m in rows], "count": count}
+        return {"jobs": [JobPublic.of(j, model=m) for j, m in rows], "count": count}
 
     return await _render(request, user, "jobs.html", build, page="jobs", model_filter=model)
 
@@ -316,7 +316,7 @@ async def job_page(request: Request, job_id: JobId, user: PageUser) -> Response:
 
     def build() -> dict[str, Any]:
         job, model = ctx.jobs.get(job_id)
-        return {"job": JobPublic.from_row(job, model)}
+        return {"job": JobPublic.of(job, model=model)}
 
     return await _render(request, user, "job.html", build, page="jobs")
 
@@ -329,7 +329,7 @@ async def schedules_page(request: Request, user: PageUser) -> Response:
     def build() -> dict[str, Any]:
         rows, _ = ctx.registry.list_models(0, 1000)
         return {
-            "schedules": [SchedulePublic.from_row(s, m) for s, m in ctx.schedules.list_schedules()],
+            "schedules": [SchedulePublic.of(s, model=m) for s, m in ctx.schedules.list_schedules()],
             "models": [m.name for m in rows],
         }
 
@@ -408,7 +408,7 @@ async def jobs_json(
 ) -> Response:
     """Jobs newest first, for the live jobs table."""
     rows, count = await asyncio.to_thread(context_of(request).jobs.list_jobs, model, None, 0, limit)
-    data = [JobPublic.from_row(j, m).model_dump(mode="json") for j, m in rows]
+    data = [JobPublic.of(j, model=m).model_dump(mode="json") for j, m in rows]
     return _json({"data": data, "count": count})
 
 
@@ -417,7 +417,7 @@ async def job_json(request: Request, job_id: JobId, _user: Console) -> Response:
     """One job, for the live progress and loss curve."""
     jobs = context_of(request).jobs
     job, model = await asyncio.to_thread(jobs.get, job_id)
-    public = JobPublic.from_row(job, model).model_dump(mode="json")
+    public = JobPublic.of(job, model=model).model_dump(mode="json")
     if job.version is not None and job.status == "succeeded":
         _, version = await asyncio.to_thread(jobs.registry.get_version, model, job.version)
         public["history"] = version.history
@@ -470,14 +470,14 @@ async def train(request: Request, name: ModelName, body: ConsoleTrain, _user: Co
     job = await asyncio.to_thread(
         lambda: jobs.create(name, last_s=body.last, anchor=body.anchor, promote=body.promote)
     )
-    return JobPublic.from_row(job, name)
+    return JobPublic.of(job, model=name)
 
 
 @router.post("/api/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(request: Request, job_id: JobId, _user: Console) -> Any:
     """Cancel a job (as ``POST /v1/jobs/{id}/cancel``)."""
     job, model = await asyncio.to_thread(context_of(request).jobs.cancel, job_id)
-    return JobPublic.from_row(job, model)
+    return JobPublic.of(job, model=model)
 
 
 @router.post("/api/jobs/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED)
@@ -486,21 +486,21 @@ async def retry(request: Request, job_id: JobId, _user: Console) -> Any:
     jobs = context_of(request).jobs
     job = await asyncio.to_thread(jobs.retry, job_id)
     _, model = await asyncio.to_thread(jobs.get, job.id)
-    return JobPublic.from_row(job, model)
+    return JobPublic.of(job, model=model)
 
 
 @router.post("/api/models/{name}/versions/{version}/promote")
 async def promote(request: Request, name: ModelName, version: VersionNumber, _user: Console) -> Any:
     """Activate a version (as ``POST /v1/models/{name}/versions/{v}/promote``)."""
     registry = context_of(request).registry
-    return ModelPublic.from_row(await asyncio.to_thread(registry.promote, name, version))
+    return ModelPublic.of(await asyncio.to_thread(registry.promote, name, version))
 
 
 @router.post("/api/models/{name}/rollback")
 async def rollback(request: Request, name: ModelName, _user: Console) -> Any:
     """Re-activate the previous version (as ``POST /v1/models/{name}/rollback``)."""
     registry = context_of(request).registry
-    return ModelPublic.from_row(await asyncio.to_thread(registry.rollback, name))
+    return ModelPublic.of(await asyncio.to_thread(registry.rollback, name))
 
 
 @router.post("/api/models/{name}/versions/{version}/delete")
@@ -508,10 +508,7 @@ async def delete_version(
     request: Request, name: ModelName, version: VersionNumber, _user: Console
 ) -> Any:
     """Delete an inactive version (as ``DELETE /v1/models/{name}/versions/{v}``)."""
-    ctx = context_of(request)
-    model = await asyncio.to_thread(ctx.registry.get_model, name)
-    await asyncio.to_thread(ctx.registry.delete_version, name, version)
-    ctx.scoring.cache.drop(model.id, version)
+    await context_of(request).deletion.delete_version(name, version)
     return {"deleted": version}
 
 
@@ -524,7 +521,7 @@ async def create_schedule(
     row, model = await asyncio.to_thread(
         schedules.create, name, body.cron, body.interval, body.window, body.anchor, body.paused
     )
-    return SchedulePublic.from_row(row, model)
+    return SchedulePublic.of(row, model=model)
 
 
 @router.post("/api/schedules/{schedule_id}/delete")
@@ -546,9 +543,9 @@ async def schedule_action(
     if action == "run":
         job_id = await asyncio.to_thread(ctx.schedules.run_now, schedule_id)
         job, model = await asyncio.to_thread(ctx.jobs.get, job_id)
-        return JobPublic.from_row(job, model)
+        return JobPublic.of(job, model=model)
     row, model = await asyncio.to_thread(ctx.schedules.set_paused, schedule_id, action == "pause")
-    return SchedulePublic.from_row(row, model)
+    return SchedulePublic.of(row, model=model)
 
 
 @router.post("/api/models/{name}/data/{step}")

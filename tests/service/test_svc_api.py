@@ -117,7 +117,8 @@ def test_health_metrics_and_request_ids(app_client: Client) -> None:
     assert "reconad_models_loaded" in text and "reconad_scored_points_total" in text
     assert client.get("/openapi.json").status_code == 401
     assert client.get("/openapi.json", headers=headers).json()["info"]["title"] == "ReconAD"
-    assert client.get("/docs").status_code == 404
+    assert client.get("/docs").status_code == 401
+    assert client.get("/docs", headers=headers).status_code == 200
 
 
 # --------------------------------------------------------------------------- models, data, jobs
@@ -135,6 +136,11 @@ def test_model_lifecycle_and_validation(app_client: Client) -> None:
         "/v1/models", json={"name": "m", "config": {**TINY_CONFIG, "kind": "gan"}}, headers=headers
     )
     assert r.status_code == 422 and "config.kind" in r.json()["detail"]
+    r = client.post(
+        "/v1/models", json={"name": "m", "config": {**TINY_CONFIG, "beta": 5}}, headers=headers
+    )
+    assert r.status_code == 422  # an option of another kind is refused by name
+    assert "config.beta: beta is not an option of kind ae" in r.json()["detail"]
     r = client.post("/v1/models", json={"name": "m", "config": TINY_CONFIG}, headers=headers)
     assert r.status_code == 201
     assert client.post("/v1/models", json={"name": "m"}, headers=headers).status_code == 409

@@ -1,5 +1,6 @@
 """Fuzz every operation of the OpenAPI schema (schemathesis, in-process ASGI app): no input may
-produce a 5xx. Bounded to a few examples per operation so it runs in well under a minute."""
+produce a 5xx, and every response must conform to the schema (documented status, content type,
+headers and body). Bounded to a few examples per operation so it runs in about a minute."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
 
 from service.app import create_app
@@ -56,6 +63,15 @@ def _openapi() -> dict[str, Any]:
 
 schema = schemathesis.openapi.from_dict(_openapi())
 
+#: No 5xx, and every response as documented: its status, content type, headers and body.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
 
 @schema.parametrize()
 @settings(
@@ -71,4 +87,4 @@ def test_no_server_errors(case: Any, fuzz_app: tuple[FastAPI, str]) -> None:
     if "name" in params and case.method.upper() != "DELETE":
         params["name"] = "m1"  # reach past the 404 into the real handlers
     app, key = fuzz_app
-    case.call_and_validate(app=app, headers={"X-API-Key": key}, checks=[not_a_server_error])
+    case.call_and_validate(app=app, headers={"X-API-Key": key}, checks=CHECKS)

@@ -105,7 +105,8 @@ def test_parameter_count_matches_the_fitted_network(kind: str) -> None:
     fitted = sum(p.numel() for p in det.network_.parameters())
     assert count_parameters(config) == fitted
     before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    assert count_parameters(DetectorConfig(hidden_dims=[65536, 65536, 65536])) > 8e9
+    huge = DetectorConfig.model_validate({"hidden_dims": [65536, 65536, 65536]})
+    assert count_parameters(huge) > 8e9
     assert (torch.cuda.memory_allocated() if torch.cuda.is_available() else 0) == before
 
 
@@ -464,7 +465,7 @@ def test_export_history_by_range(app_client: Client) -> None:
 
 
 def test_docs_for_any_key_from_local_assets(app_client: Client) -> None:
-    client, headers = app_client
+    client, _ = app_client
     _, score_key = _ctx(client).auth.create("score")
     score = {"X-API-Key": score_key}
     for page in ("/docs", "/redoc"):
@@ -559,24 +560,136 @@ def test_train_help_states_the_real_max_seconds_default(tmp_path: Path) -> None:
     assert "else 300)" in " ".join(out.stdout.split())
 
 
-def test_train_accepts_a_raw_nab_file(tmp_path: Path) -> None:
-    """A NAB file as published: 'timestamp,value', local times with a space, integer values."""
-    stamps = pd.date_range("2015-09-08 11:39:00", periods=400, freq="5min")
-    values = (60 + 10 * pd.Series(range(400)).mod(12)).astype(int)
-    (tmp_path / "speed.csv").write_text(
-        "timestamp,value\n"
-        + "".join(f"{t:%Y-%m-%d %H:%M:%S},{v}\n" for t, v in zip(stamps, values, strict=True))
-    )
-    out = _cli(
-        "train",
-        "speed.csv",
-        "--out",
-        "model",
-        "--window",
-        "16",
-        "--epochs",
-        "1",
-        cwd=tmp_path,
+# --------------------------------------------------------------------------- scoring inputs
+
+
+@pytest.fixture
+def scorer(app_client: Client) -> Client:
+    client, headers = app_client
+    _model(client, headers)
+    register_trained_version(_ctx(client), "m1")
+    return client, headers
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["9999-12-31T23:59:00Z"] * 20,
+        ["0001-01-01T00:00:00Z"] * 20,
+        [-1e10 + 60 * i for i in range(20)],
+    ],
+)
+def test_score_timestamps_out_of_range_are_422(scorer: Client, stamps: list[Any]) -> None:
+    client, headers = scorer
+    body = {"timestamps": stamps, "values": {"a": [0.0] * 20, "b": [0.0] * 20}}
+    r = client.post("/v1/models/m1/score", json=body, headers=headers)
+    assert r.status_code == 422 and "1900-01-01" in r.json()["detail"], r.text
+
+
+def test_score_points_years_apart_is_a_4xx(scorer: Client) -> None:
+    client, headers = scorer
+    start = pd.Timestamp("1900-06-01", tz="UTC")
+    stamps = [(start + pd.DateOffset(years=7 * i)).isoformat() for i in range(40)]
+    body = {"timestamps": stamps, "values": {"a": [0.1] * 40, "b": [0.2] * 40}}
+    r = client.post("/v1/models/m1/score", json=body, headers=headers)
+    assert 400 <= r.status_code < 500, r.text
+
+
+def test_score_version_overflow_is_422(scorer: Client) -> None:
+    client, headers = scorer
+    text = '{"version": 9223372036854775808, "windows": [[[0, 0]]]}'
+    r = _raw(client, "POST", "/v1/models/m1/score", text, headers)
+    assert r.status_code == 422 and "version must be an integer from 1" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [("/v1/models/m1/score", "windows"), ("/v1/models/m1/data", "rows"), ("/v1/models", "name")],
+)
+def test_bodies_nested_100000_deep_are_400(scorer: Client, url: str, field: str) -> None:
+    client, headers = scorer
+    text = '{"' + field + '": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = _raw(client, "POST", url, text, headers)
+    assert r.status_code == 400, r.text
+
+
+def test_booleans_are_not_numbers_in_windows(scorer: Client) -> None:
+    client, headers = scorer
+    window = [[True, False]] * 16
+    r = client.post("/v1/models/m1/score", json={"windows": [window]}, headers=headers)
+    assert r.status_code == 422 and "booleans" in r.json()["detail"], r.text
+
+
+_PEAK_SCRIPT = r"""
+import gc, json, sys
+from service.errors import PayloadTooLargeError
+from service.scoring.request import ScoreRequest
+
+def hwm_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+window = b"[" + b",".join([b"[0.123456]"] * 16) + b"]"
+body = b'{"windows": [' + b",".join([window] * int(sys.argv[1])) + b"]}"
+gc.collect()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak to the current size
+before = hwm_kb()
+try:
+    ScoreRequest.from_body(body, 2_000_000)
+    status = 200
+except PayloadTooLargeError as exc:
+    status = 413
+    message = exc.message
+print(json.dumps({"mb": len(body) / 1e6, "peak_mb": (hwm_kb() - before) / 1024,
+                  "status": status, "message": message}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_a_huge_windows_body_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """400,000 windows of 16 points (6.4M points, 73 MB of JSON): refused with 413 before it is
+    parsed; the peak memory of the refusal stays under 32 MB above the body itself (parsing it
+    first took gigabytes)."""
+    script = tmp_path / "peak.py"
+    script.write_text(_PEAK_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(script), "400000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "model" / "config.json").exists()
+    result = json.loads(out.stdout)
+    assert result["mb"] > 70 and result["status"] == 413
+    assert "max_points_per_request" in result["message"]
+    assert result["peak_mb"] < 32, result
+
+
+def test_client_chooses_the_per_point_fields(scorer: Client) -> None:
+    client, headers = scorer
+    frame = make_frame(200)
+    frame.iloc[100:104, 0] = 25.0  # an obvious anomaly
+    body = {
+        "timestamps": [t.isoformat() for t in frame.index],
+        "values": {c: frame[c].tolist() for c in frame.columns},
+    }
+    whole = client.post("/v1/models/m1/score", json=body, headers=headers)
+    full = whole.json()
+    lean = client.post(
+        "/v1/models/m1/score",
+        json={**body, "top_k": 0, "fields": ["anomalous_indices"]},
+        headers=headers,
+    )
+    assert lean.status_code == 200, lean.text
+    got = lean.json()
+    assert "scores" not in got and "anomalous" not in got and "top_features" not in got
+    expected = [i for i, flag in enumerate(full["anomalous"]) if flag]
+    assert got["anomalous_indices"] == expected and 100 in expected
+    assert got["n_anomalous"] == full["n_anomalous"] == len(expected)
+    assert len(lean.content) < len(whole.content) / 10
+    r = client.post("/v1/models/m1/score", json={**body, "fields": ["nope"]}, headers=headers)
+    assert r.status_code == 422

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +27,9 @@ _PARAMS = {
     "schedule_id": "no-such-schedule",
     "key_id": "0000abcd",
     "asset": "favicon.png",
+    "series": "no-such-series",
+    "event_id": "999999",
+    "channel_id": "no-such-channel",
 }
 
 
@@ -56,7 +59,7 @@ def keyed_client(settings: Settings) -> Iterator[tuple[TestClient, dict[str, dic
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         ctx: AppContext = app.state.context
-        keys = {}
+        keys: dict[str, dict[str, str]] = {}
         for scope in SCOPES:
             _, plain = ctx.auth.create(scope, f"scope-test-{scope}")
             keys[scope] = {"Authorization": f"Bearer {plain}"}
@@ -84,10 +87,15 @@ def test_every_route_needs_exactly_its_scope(
             continue  # console routes take a session, not a key: test_svc_ui.py checks them
         needed = ROUTE_SCOPES[(method, path)]
         url = path.format(**{k: v for k, v in _PARAMS.items() if "{" + k + "}" in path})
-        kwargs = {"json": {}} if method in ("POST", "PATCH", "PUT") else {}
+        body: dict[str, Any] | None = {} if method in ("POST", "PATCH", "PUT") else None
 
-        def status(headers: dict[str, str] | None, m: str = method, u: str = url) -> int:
-            return client.request(m, u, headers=headers, **kwargs).status_code  # type: ignore[arg-type]
+        def status(
+            headers: dict[str, str] | None,
+            m: str = method,
+            u: str = url,
+            b: dict[str, Any] | None = body,
+        ) -> int:
+            return client.request(m, u, headers=headers, json=b).status_code
 
         if needed is None:
             if status(None) in (401, 403):
