@@ -306,13 +306,10 @@ class ScoreRequest(BaseModel):
             columns[name] = values[name].astype(np.float64, copy=False)
         if key_column and key_column in values:
             columns[key_column] = [str(v) for v in values[key_column]]
-        index: pd.Index
-        if self.timestamps is not None:
-            index = self.timestamps
-            if not index.is_monotonic_increasing or (key_column is None and index.has_duplicates):
-                raise InvalidInputError("timestamps must be strictly increasing")
-        else:
-            index = pd.RangeIndex(self.n_points)
+        # order and repeats of timestamps follow the model's timestamp_order, in the library
+        index: pd.Index = (
+            self.timestamps if self.timestamps is not None else pd.RangeIndex(self.n_points)
+        )
         return pd.DataFrame(columns, index=index)
 
 
