@@ -362,7 +362,7 @@ def _console_routes(client: TestClient) -> list[tuple[str, str, Any]]:
         (route.path, method, route)
         for route in router.routes
         if isinstance(route, APIRoute)
-        for method in sorted(route.methods)
+        for method in sorted(route.methods or ())
     ]
 
 
@@ -408,9 +408,9 @@ def test_every_console_route_needs_exactly_its_scope_a_session_and_the_csrf_toke
             client.cookies.set("reconad_session", cookies[scope], path="/ui")
             if with_csrf:
                 headers["X-CSRF-Token"] = csrf[scope]
-        body = {"json": {}} if method == "POST" and "/data/" not in url else {}
+        body: dict[str, Any] = {"json": {}} if method == "POST" and "/data/" not in url else {}
         r = client.request(method, url, headers=headers, follow_redirects=False, **body)
-        return r.status_code
+        return int(r.status_code)
 
     for path, method, _ in routes:
         needed = ROUTE_SCOPES[(method, path)]
