@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from synthetic import normal_series, tiny_config, with_anomalies
 
-from detector import bench
+from detector import bench, errors
 from detector.baselines import Baseline, PyODAutoEncoder, create_baseline
 from detector.bench import list_entities, load_entity, run_bench, summarise
 from detector.evaluation import auc_pr
@@ -244,5 +244,5 @@ def test_pyod_peer_without_pyod_is_a_clear_error(
 
     monkeypatch.setitem(sys.modules, "pyod", None)  # import pyod now fails
     monkeypatch.setitem(sys.modules, "pyod.models.ts_od", None)
-    with pytest.raises(bench.ConfigError, match=r"reconad\[bench\]"):
+    with pytest.raises(errors.ConfigError, match=r"reconad\[bench\]"):
         run_bench(bench_root, ["beta"], ["pyod_ae"])
