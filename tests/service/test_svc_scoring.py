@@ -19,6 +19,7 @@ from detector import errors as det_errors
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.observability import Metrics
 from service.scoring import DetectorCache, LoadedVersion, MicroBatcher, ScoreRequest
+from service.scoring.request import _FIELDS as REQUEST_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +85,13 @@ def test_request_refusals_say_what_to_fix() -> None:
 
 
 def test_request_schema_is_the_documented_one() -> None:
+    # The documented properties, the model's fields and the envelope check's allowed names are
+    # one list: a field added to the model is neither refused as unknown nor left undocumented.
     schema = ScoreRequest.model_json_schema()
-    assert set(schema["properties"]) == {
-        "windows",
-        "values",
-        "timestamps",
-        "version",
-        "reconstruct",
-        "top_k",
-    }
+    assert set(schema["properties"]) == set(ScoreRequest.model_fields) == set(REQUEST_FIELDS)
+    assert {"windows", "values", "timestamps", "version", "reconstruct", "top_k"} <= set(
+        REQUEST_FIELDS
+    )
     assert schema["additionalProperties"] is False
 
 
