@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .decision import DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
 from .errors import ConfigError, InputError
-from .preprocessing import _index_kind, _index_numbers, as_frame
+from .preprocessing import _index_numbers, as_frame
 from .thresholds import MIN_SCORES, calibrate
 
 if TYPE_CHECKING:
@@ -429,12 +429,7 @@ class Monitor:
         if values is None:  # the full checks, for their messages
             pre._select_features(frame, fitting=False)
             values = pre._numeric_values(frame, det.feature_names_in_)
-        kind = _index_kind(frame.index)
-        if kind != pre.index_kind_:
-            raise InputError(
-                f"the model was fitted on data indexed by {pre.index_kind_} values but got "
-                f"data indexed by {kind} values; index the data the same way as the training data"
-            )
+        pre.check_index_kind(frame.index)
         key = ""
         if pre.config.key_column is not None:
             column = frame[pre.config.key_column]
@@ -562,7 +557,7 @@ class Monitor:
             errors, recon = det._causal_errors(scaled, cond, expected is not None)
             first = window - 1  # row of all_* that the first window ends at
             rows_obs = all_observed[first:]
-            contrib = det._contributions(errors, rows_obs)  # (n_scored, F)
+            contrib = det._contributions(errors, rows_obs, scaled[first:])  # (n_scored, F)
             contrib, self._smooth = _smooth(contrib, self._smooth, det.config.smoothing)
             row_scores = contrib.sum(axis=1)
             row_scores[~rows_obs.any(axis=1)] = np.nan
