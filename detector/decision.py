@@ -115,16 +115,26 @@ class Threshold(ABC):
         """Scores in units of the current threshold (see :func:`normalize`)."""
         return normalize(scores, self.threshold)
 
-    def step(self, score: float, learn: bool = True) -> tuple[float, bool]:
+    def step(
+        self, score: float, learn: bool = True, learn_alarms: bool = False
+    ) -> tuple[float, bool]:
         """Decide one point, then update: the threshold it was judged against and its flag.
 
-        ``learn`` is ANDed with "not flagged": an alarm never updates the threshold.
+        ``learn`` is ANDed with "not flagged": an alarm never updates the threshold, except
+        with ``learn_alarms`` (a lasting change that is to become the new normal), which moves
+        only the level (:meth:`relevel`), never the tail of normal excesses.
         """
         thr = self.threshold
         flagged = bool(score > thr)  # NaN: False
         if math.isfinite(score):
-            self.update(score, learn and not flagged)
+            if flagged and learn and learn_alarms:
+                self.relevel(score)
+            else:
+                self.update(score, learn and not flagged)
         return thr, flagged
+
+    def relevel(self, score: float) -> None:  # noqa: B027 - static: no level to move
+        """Let the level (not the tail) follow a score that is to become the new normal."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -297,6 +307,10 @@ class DSpot(Threshold):
                 self._n = max(self._n - round(self._n / self.max_peaks), len(self._peaks))
             self._refit()
         self._window.append(float(score))
+
+    def relevel(self, score: float) -> None:
+        """The score joins the moving average only: no peak, no refit."""
+        self._window.append(math.log(max(score, 0.0) + self._offset) if self.log else score)
 
     def state_dict(self) -> dict[str, Any]:
         return {

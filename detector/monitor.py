@@ -584,8 +584,8 @@ class Monitor:
         """The threshold, the final flag and the event id of one point; updates the state."""
         opts = self.options
         op = self._open
-        learn = op is None or (opts.relearn_after is not None and op.age >= opts.relearn_after)
-        thr, flagged = self.decision.step(score, learn=learn)
+        lasting = op is not None and opts.relearn_after is not None and op.age >= opts.relearn_after
+        thr, flagged = self.decision.step(score, learn=op is None or lasting, learn_alarms=lasting)
         norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
         shares = np.nan_to_num(contrib).tolist() if flagged else []
         self._recent.append(_Recent(pos, flagged, norm, shares))
