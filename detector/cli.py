@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from . import decision
-from .baselines import BASELINES
+from .baselines import BASELINES, PEER_BASELINES, pyod_available
 from .bench import (
     BenchResult,
     list_entities,
@@ -649,7 +649,13 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "results.jsonl"  # one line per replay as it ends: a long run's record
+    partial.write_text("")
+
     def tick(result: ReplayResult) -> None:
+        with partial.open("a") as fh:
+            fh.write(json.dumps(asdict(result), default=float) + "\n")
         bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.mode}")
         bar.update()
 
@@ -697,7 +703,11 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     bench.add_argument("--datasets", type=lambda s: s.split(","), help="comma-separated datasets")
     bench.add_argument("--kinds", default=",".join(KINDS), help="detector kinds (comma-separated)")
     bench.add_argument(
-        "--baselines", default=",".join(BASELINES), help="baselines (comma-separated, or 'none')"
+        "--baselines",
+        default=",".join([*BASELINES, *(PEER_BASELINES if pyod_available() else ())]),
+        help=f"baselines (comma-separated, or 'none'): {', '.join(BASELINES)}, and "
+        f"{', '.join(PEER_BASELINES)} (PyOD's AutoEncoder; the default when PyOD is "
+        "installed: pip install 'reconad[bench]')",
     )
     bench.add_argument("--limit", type=int, help="at most this many entities per dataset")
     bench.add_argument(

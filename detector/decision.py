@@ -13,7 +13,7 @@ A :class:`Threshold` is fitted on held-out scores and may follow the scored stre
   ``M_t`` the mean of the last ``depth`` normal scores (it follows drift of the level) and ``z``
   the POT quantile of the residuals ``score - M_t`` at probability ``risk``. A normal residual
   above the tail's start ``t`` is a new peak: the GPD tail is refitted and ``z`` recomputed. An
-  alarm (a score above the threshold) changes nothing. With ``log=True`` (the default) it runs
+  alarm (a score above the threshold) changes nothing. With ``log=True`` it runs
   on ``log(score + offset)``: reconstruction errors drift multiplicatively (when the level of
   the errors doubles, so does their spread), which the log turns into the additive drift DSPOT
   follows; the threshold is ``exp(M_t + z) - offset`` in score units.
@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+
+_MAX_LOG = 700.0  # exp() of more overflows a float: such a threshold is as good as infinite
 
 
 def flags(scores: npt.ArrayLike, threshold: float | npt.ArrayLike) -> npt.NDArray[np.bool_]:
@@ -217,7 +219,7 @@ class DSpot(Threshold):
         depth: int = 100,
         max_peaks: int = 2000,
         scale: float = 1.0,
-        log: bool = True,
+        log: bool = False,
     ) -> None:
         super().__init__(scale)
         self.log = bool(log)
@@ -278,7 +280,7 @@ class DSpot(Threshold):
     @property
     def threshold(self) -> float:
         thr = self.level + self._z * self.scale
-        return math.exp(thr) - self._offset if self.log else thr
+        return math.exp(min(thr, _MAX_LOG)) - self._offset if self.log else thr
 
     def update(self, score: float, learn: bool = True) -> None:
         """A normal score moves the level; its residual above ``t`` is a new peak."""

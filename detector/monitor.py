@@ -30,7 +30,10 @@ Decisions and events
 --------------------
 The threshold is a :mod:`detector.decision` object fitted on the model's held-out causal scores
 (``holdout_scores_``, kept with the model): DSPOT by default, which follows drift of the score
-level; points inside an open event never update it. ``sensitivity`` (0-100, default 50) scales
+level; points inside an open event do not update it, until the event has been open for
+``relearn_after`` points (default 100): then it is taken for a lasting change of the normal level
+and the threshold learns from it again (without this, a level shift flags every later point).
+``sensitivity`` (0-100, default 50) scales
 the threshold without retraining: every 25 points above 50 halve the excess over the level (the
 whole threshold for the static method), every 25 below double it.
 
@@ -106,6 +109,17 @@ class MonitorOptions(BaseModel):
     merge_gap: int = Field(
         0, ge=0, le=100_000, description="Unflagged points in a row that still continue an event."
     )
+    relearn_after: int | None = Field(
+        100,
+        ge=0,
+        le=10_000_000,
+        description="An event open this many points is taken for a lasting change: the "
+        "threshold learns from its points again (None: never), so that a shift of the normal "
+        "level does not keep an event open for ever.",
+    )
+    log: bool = Field(
+        False, description="dspot: run on log scores (for multiplicative drift of the errors)."
+    )
     expected: bool = Field(False, description="Add expected.<feature> columns to update().")
     max_events: int = Field(
         1000, ge=1, le=1_000_000, description="Events kept in Monitor.events (latest)."
@@ -177,6 +191,7 @@ class _OpenEvent:
     n_points: int
     contributions: list[float]
     quiet: int = 0
+    age: int = 0  # points decided since it opened
 
 
 @dataclass
@@ -542,7 +557,7 @@ class Monitor:
             errors, recon = det._causal_errors(scaled, cond, expected is not None)
             first = window - 1  # row of all_* that the first window ends at
             rows_obs = all_observed[first:]
-            contrib = det._contributions(errors, rows_obs)  # (n_scored, F)
+            contrib = det._contributions(errors, rows_obs, scaled[first:])  # (n_scored, F)
             contrib, self._smooth = _smooth(contrib, self._smooth, det.config.smoothing)
             row_scores = contrib.sum(axis=1)
             row_scores[~rows_obs.any(axis=1)] = np.nan
@@ -568,13 +583,14 @@ class Monitor:
     ) -> tuple[float, bool, int | None]:
         """The threshold, the final flag and the event id of one point; updates the state."""
         opts = self.options
-        in_event = self._open is not None
-        thr, flagged = self.decision.step(score, learn=not in_event)
+        op = self._open
+        learn = op is None or (opts.relearn_after is not None and op.age >= opts.relearn_after)
+        thr, flagged = self.decision.step(score, learn=learn)
         norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
         shares = np.nan_to_num(contrib).tolist() if flagged else []
         self._recent.append(_Recent(pos, flagged, norm, shares))
-        op = self._open
         if op is not None:
+            op.age += 1
             if flagged:
                 self._extend(op, pos, norm, shares)
                 op.quiet = 0
@@ -665,7 +681,7 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
         return StaticThreshold(calibrate(scores, config), options.scale)
     depth = max(1, min(options.depth, len(scores) // 2))
     risk = options.risk if options.risk is not None else cal.risk
-    return DSpot(risk, cal.init_level, depth, scale=options.scale).fit(scores)
+    return DSpot(risk, cal.init_level, depth, scale=options.scale, log=options.log).fit(scores)
 
 
 def _ffill(arr: np.ndarray) -> np.ndarray:

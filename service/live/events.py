@@ -180,7 +180,7 @@ def leave_out_events(
         ).all()
     if not spans:
         return frame, 0
-    index = frame.index
+    index = pd.DatetimeIndex(frame.index)
     stamps = (index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")).as_unit(
         "us"
     )

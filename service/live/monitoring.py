@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from detector import Detector
+from detector import Detector, Monitor
+from detector.monitor import MonitorOptions
 from service.errors import InvalidInputError, format_validation_errors
 
 __all__ = [
@@ -57,7 +58,7 @@ class LiveMonitor:
         The library's monitor object.
     """
 
-    def __init__(self, monitor: Any) -> None:
+    def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
     def update(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -96,9 +97,8 @@ class LiveMonitor:
 
 def _library() -> tuple[Any, Any]:
     """The library's ``Monitor`` class and its ``MonitorOptions`` model."""
-    from detector.monitor import MonitorOptions
-
     from detector import Monitor
+    from detector.monitor import MonitorOptions
 
     return Monitor, MonitorOptions
 
@@ -111,11 +111,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     service.errors.InvalidInputError
         For unknown options or values out of range.
     """
-    _, options_model = _library()
     if "expected" in options:
         raise InvalidInputError("options.expected is always on in the service; leave it out")
     try:
-        checked = options_model.model_validate({**options, **_FORCED})
+        checked = MonitorOptions.model_validate({**options, **_FORCED})
     except ValidationError as exc:
         summary, _ = format_validation_errors(exc.errors())
         raise InvalidInputError(f"options: {summary}") from None
@@ -126,12 +125,12 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def new_monitor(detector: Detector, options: dict[str, Any]) -> LiveMonitor:
     """A fresh monitor of ``detector`` with validated ``options``."""
-    return LiveMonitor(detector.monitor(**{**options, **_FORCED}))  # type: ignore[attr-defined]
+    return LiveMonitor(detector.monitor(**{**options, **_FORCED}))
 
 
 def restore(detector: Detector, state: dict[str, Any]) -> LiveMonitor:
     """The monitor saved as ``state`` (from :meth:`LiveMonitor.state`)."""
-    return LiveMonitor(_library()[0].from_state(detector, state))
+    return LiveMonitor(Monitor.from_state(detector, state))
 
 
 def handover(monitor: LiveMonitor, detector: Detector) -> LiveMonitor:

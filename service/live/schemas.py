@@ -112,7 +112,7 @@ class EventPublic(BaseModel):
             id=ev.id,
             model=model,
             series=ev.series or None,
-            status=ev.status,  # type: ignore[arg-type]
+            status=ev.status,
             start=ev.start,
             end=ev.end,
             peak=ev.peak,
@@ -213,9 +213,9 @@ class AlertPublic(BaseModel):
         return cls(
             id=a.id,
             event_id=a.event_id,
-            state=a.state,  # type: ignore[arg-type]
+            state=a.state,
             idempotency_key=a.idempotency_key,
-            status=a.status,  # type: ignore[arg-type]
+            status=a.status,
             attempts=a.attempts,
             next_attempt_at=a.next_attempt_at,
             last_error=a.last_error,

@@ -47,12 +47,17 @@ def test_dspot_follows_drift_a_static_threshold_does_not() -> None:
     held_out = rng.exponential(size=3000)
     stream = drifting(20_000, seed=2) + np.linspace(0, 6, 20_000)  # level and spread rise
     static = StaticThreshold.fit(held_out, CalibrationConfig(method="pot", risk=1e-2))
-    dspot = DSpot(risk=1e-2, depth=200).fit(held_out)
+    dspot = DSpot(risk=1e-2, depth=200, log=True).fit(held_out)
     online = np.array([dspot.step(float(s))[1] for s in stream])
     assert static.flags(stream).mean() > 0.5  # the static threshold flags most of the drift
     assert online.mean() < 0.05
     # and the online one still catches a clear spike late in the stream
     assert dspot.step(float(stream[-1000:].max() * 3))[1]
+    # an additive drift of the level is followed on the scores themselves
+    level = rng.exponential(size=10_000) + np.linspace(0, 6, 10_000)
+    additive = DSpot(risk=1e-2, depth=200).fit(held_out)
+    assert np.mean([additive.step(float(s))[1] for s in level]) < 0.05
+    assert static.flags(level).mean() > 0.3
 
 
 def test_dspot_alarms_and_unlearned_points_do_not_move_it() -> None:
@@ -69,7 +74,7 @@ def test_dspot_alarms_and_unlearned_points_do_not_move_it() -> None:
 def test_dspot_state_round_trip_gives_the_same_decisions() -> None:
     held_out = np.random.default_rng(4).exponential(size=2000)
     stream = drifting(6000, seed=5)
-    one = DSpot(risk=1e-3, depth=100, max_peaks=100).fit(held_out)
+    one = DSpot(risk=1e-3, depth=100, max_peaks=100, log=True).fit(held_out)
     first = [one.step(float(s)) for s in stream[:3000]]
     two = threshold_from_state(json.loads(json.dumps(one.state_dict(), allow_nan=False)))
     rest_one = [one.step(float(s)) for s in stream[3000:]]

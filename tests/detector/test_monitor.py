@@ -294,3 +294,16 @@ def test_with_detector_hands_the_stream_to_a_new_model(
         monitor.with_detector(
             fit("ae", data["train"].drop(columns=["f2"]), training={"max_epochs": 1})
         )
+
+
+def test_a_lasting_shift_becomes_the_new_normal(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det = fitted["ae"]
+    shifted = normal_series(900, seed=7, start=2000)
+    shifted.iloc[300:, 2] += 1.0  # the normal level of f2 moves for good
+    stuck = det.monitor(relearn_after=None).update(shifted)
+    adapting = det.monitor(relearn_after=50).update(shifted)
+    assert stuck["anomalous"].iloc[300:].mean() > 0.5  # never learns: flags for ever
+    assert adapting["anomalous"].iloc[300:360].mean() > 0.5  # the change itself is flagged
+    assert adapting["anomalous"].iloc[600:].mean() < 0.1  # then it is the new normal

@@ -59,6 +59,14 @@ def test_request_parses_into_arrays() -> None:
     assert str(series.timestamps.tz) == "UTC"
     frame = series.frame_for(["a", "b"], None)
     assert list(frame.columns) == ["a", "b"] and frame.index.equals(series.timestamps)
+    assert all(frame[c].dtype == np.float64 for c in frame.columns)
+
+    keyed = ScoreRequest.from_body(
+        _body(values={"a": [1, 2, 3, 4], "host": [7, 7, 8, 8]}, timestamps=[0, 0, 60, 60]),
+        max_points=10_000,
+    )
+    frame = keyed.frame_for(["a"], "host")  # a numeric key keeps its spelling; stamps repeat
+    assert frame["host"].tolist() == ["7", "7", "8", "8"] and frame["a"].dtype == np.float64
 
 
 def test_request_refusals_say_what_to_fix() -> None:

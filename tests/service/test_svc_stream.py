@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from live_double import install
 from svc_helpers import TINY_CONFIG, free_port, make_frame, register_trained_version
 
 from service.app import create_app
@@ -30,11 +29,6 @@ from service.tables import Alert, Stream
 Client = tuple[TestClient, dict[str, str]]
 SECRET = "s3cret-key-for-tests-0123"
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def _monitor(monkeypatch: pytest.MonkeyPatch) -> None:
-    install(monkeypatch)
 
 
 @pytest.fixture
@@ -177,11 +171,11 @@ def test_timestamp_policy_and_bad_input(live_client: Client) -> None:
     assert overlap["duplicates"] == 3 and overlap["n_points"] == 2
     assert overlap["timestamps"] == [ts.isoformat() for ts in frame.index[5:7]]
     changed = frame.iloc[6:7].copy()
-    changed.iloc[0, 0] += 1.0
+    changed["a"] = changed["a"] + 1.0
     r = client.post("/v1/models/single/stream", json=_body(changed), headers=headers)
     assert r.status_code == 409 and "exact duplicate" in r.json()["detail"]
     late = frame.iloc[[0]].copy()
-    late.index = late.index - pd.Timedelta(minutes=30)
+    late.index = pd.DatetimeIndex(late.index) - pd.Timedelta(minutes=30)
     r = client.post("/v1/models/single/stream", json=_body(late), headers=headers)
     assert r.status_code == 409 and "/data" in r.json()["detail"]
     row_count = _ctx(client).db.session().query(Stream).one().n_points

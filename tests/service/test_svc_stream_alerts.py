@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -30,7 +30,12 @@ SECRET = "s3cret-key-for-tests-0123"
 
 
 def _events(
-    data_dir: Path, n: int, kind: str, url: str, closed: bool = False, **config: Any
+    data_dir: Path,
+    n: int,
+    kind: Literal["webhook", "alertmanager"],
+    url: str,
+    closed: bool = False,
+    **config: Any,
 ) -> list[int]:
     """A model with one channel and ``n`` events written as the stream path writes them (events
     and their outbox rows in one transaction); returns the event ids."""
