@@ -146,15 +146,19 @@ class Feeder:
         try:
             async with self.gate:
                 started = time.perf_counter()
-                r = await self.client.post(
-                    "/v1/models/bench/stream",
-                    content=_body(s, step),
-                    headers={"Content-Type": "application/json"},
-                )
-                if r.status_code != 200:
+                try:
+                    r = await self.client.post(
+                        "/v1/models/bench/stream",
+                        content=_body(s, step),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    failed = None if r.status_code == 200 else f"{r.status_code}: {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    failed = f"{type(exc).__name__}"
+                if failed is not None:
                     self.errors += 1
                     if self.errors <= 3:
-                        print(f"  error {r.status_code}: {r.text[:200]}", flush=True)
+                        print(f"  error {failed}", flush=True)
                 latencies.append(time.perf_counter() - started)
         finally:
             self.busy[s] = False
@@ -282,17 +286,23 @@ def main() -> None:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 300
+            while True:
                 try:
                     if httpx.get(f"{url}/livez", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise SystemExit("the server did not start") from None
                     time.sleep(0.2)
             result = asyncio.run(main_async(args, url, key, server.pid))
         finally:
             server.terminate()
-            server.wait(30)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
         db_path = data_dir / "reconad.db"
         import sqlite3
 

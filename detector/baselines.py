@@ -15,6 +15,15 @@ nothing else.
   spread over its points.
 - ``knn``: the Euclidean distance of each window to its nearest training window (training
   windows evenly subsampled to at most 4,000).
+
+The peer implementation, when PyOD is installed (the ``bench`` extra):
+
+- ``pyod_ae``: PyOD's own ``TimeSeriesOD`` bridge around its ``AutoEncoder``, both with the
+  library's defaults (10 epochs, batch 32, layers 64-32, standard scaling of the window
+  matrix), window = the training data's dominant period
+  (:func:`~detector.windows.period_window`) for one feature and 100 otherwise, step 1, mean
+  aggregation. It sees the same ordered, gap-filled values as every method (not scaled twice:
+  PyOD scales the windows itself) and returns one score per row like them.
 """
 
 from __future__ import annotations
@@ -30,11 +39,21 @@ from sklearn.ensemble import IsolationForest
 from .config import DetectorConfig
 from .errors import TooShortError
 from .preprocessing import Preprocessor, Segment, as_frame
-from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window, window_starts
+from .windows import (
+    coverage_counts,
+    gather_windows,
+    overlap_reduce,
+    period_window,
+    resolve_window,
+    window_starts,
+)
 
-__all__ = ["BASELINES", "Baseline", "create_baseline"]
+__all__ = ["BASELINES", "PEER_BASELINES", "Baseline", "PyODAutoEncoder", "create_baseline"]
 
 BASELINES: tuple[str, ...] = ("random", "pca", "iforest", "knn")
+#: Baselines that run another library's implementation; each needs that library installed.
+PEER_BASELINES: tuple[str, ...] = ("pyod_ae",)
+_PYOD_MULTIVARIATE_WINDOW = 100
 _MAX_FIT_WINDOWS = 20_000
 _MAX_KNN_WINDOWS = 4_000
 
@@ -140,9 +159,83 @@ class Baseline:
                     counts = coverage_counts(len(seg), self.window_)
                     acc /= torch.from_numpy(counts).double()[:, None]
                 point = acc.numpy().mean(axis=1)
-            real = seg.rows >= 0
-            scores[seg.rows[real]] = point[real]
+            seg.place(scores, point)
         return pd.Series(scores, index=frame.index, name="score")
+
+
+class PyODAutoEncoder:
+    """PyOD's ``TimeSeriesOD(AutoEncoder())`` with library defaults, on the detectors' input
+    policy (see the module docstring). ``fit(train)`` then ``anomaly_score(test)``.
+
+    Parameters
+    ----------
+    seed : int
+        PyOD's ``random_state`` (its default is 42; the bench passes the detectors' seed).
+
+    Raises
+    ------
+    ConfigError
+        When PyOD is not installed.
+    """
+
+    name = "pyod_ae"
+
+    def __init__(self, seed: int = 0) -> None:
+        try:
+            from pyod.models.auto_encoder import AutoEncoder
+            from pyod.models.ts_od import TimeSeriesOD
+        except ImportError:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                "the pyod_ae baseline needs PyOD: pip install 'reconad[bench]'"
+            ) from None
+        self.seed = seed
+        self._classes: tuple[Any, Any] = (TimeSeriesOD, AutoEncoder)
+
+    def fit(self, data: pd.DataFrame | pd.Series) -> PyODAutoEncoder:
+        frame = as_frame(data)
+        self.pre_ = Preprocessor(DetectorConfig(kind="ae")).fit(frame)
+        segments = self.pre_.transform(frame, max_fill=64)
+        values = np.concatenate([self._raw(seg) for seg in segments])
+        longest = max(segments, key=len)
+        n_features = values.shape[1]
+        self.window_ = (
+            period_window(longest.values) if n_features == 1 else _PYOD_MULTIVARIATE_WINDOW
+        )
+        if len(values) < self.window_:
+            raise TooShortError(f"the training data is shorter than the window ({self.window_})")
+        bridge, inner = self._classes
+        self.model_: Any = bridge(
+            detector=inner(random_state=self.seed, verbose=0),
+            window_size=self.window_,
+            step=1,
+            score_aggregation="mean",
+        ).fit(values)
+        return self
+
+    def _raw(self, seg: Segment) -> np.ndarray:
+        """A segment's values on their original scale (PyOD standardises the windows)."""
+        raw: np.ndarray = seg.values * self.pre_.scale_ + self.pre_.center_
+        return raw
+
+    def anomaly_score(self, data: pd.DataFrame | pd.Series) -> pd.Series:
+        frame = as_frame(data)
+        scores = np.full(len(frame), np.nan)
+        for seg in self.pre_.transform(frame, max_fill=self.window_):
+            if len(seg) < self.window_:  # PyOD's own value for points no window covers
+                point = np.full(len(seg), float(self.model_.threshold_))
+            else:
+                point = np.asarray(self.model_.decision_function(self._raw(seg)), dtype=float)
+            seg.place(scores, point)
+        return pd.Series(scores, index=frame.index, name="score")
+
+
+def pyod_available() -> bool:
+    """Whether PyOD (the ``pyod_ae`` baseline) can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyod") is not None
 
 
 def create_baseline(
@@ -151,10 +244,16 @@ def create_baseline(
     seed: int = 0,
     reduction: Literal["mean", "max"] = "mean",
     validation_fraction: float = 0.2,
-) -> Baseline:
-    """A baseline by name (one of :data:`BASELINES`)."""
+) -> Baseline | PyODAutoEncoder:
+    """A baseline by name (one of :data:`BASELINES` or :data:`PEER_BASELINES`). The peer
+    baselines keep their library's own window and aggregation rules and ignore ``window``,
+    ``reduction`` and ``validation_fraction``."""
+    if name == "pyod_ae":
+        return PyODAutoEncoder(seed)
     if name not in BASELINES:
         from .errors import ConfigError
 
-        raise ConfigError(f"unknown baseline {name!r}; choose one of {list(BASELINES)}")
+        raise ConfigError(
+            f"unknown baseline {name!r}; choose one of {[*BASELINES, *PEER_BASELINES]}"
+        )
     return Baseline(name, window, seed, reduction, validation_fraction)  # type: ignore[arg-type]

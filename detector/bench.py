@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .baselines import BASELINES, create_baseline
+from .baselines import BASELINES, PEER_BASELINES, create_baseline
 from .config import KINDS, DetectorConfig
 from .decision import flags
 from .detector import create_detector
@@ -54,6 +54,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Every baseline the bench knows: the simple ones and the peer implementations.
+ALL_BASELINES: tuple[str, ...] = (*BASELINES, *PEER_BASELINES)
 METRICS = ("vus_pr", "auc_pr", "auc_roc", "precision", "recall", "f1", "best_f1_upper_bound")
 
 
@@ -103,21 +105,12 @@ def load_entity(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     train_path, test_path = _table(folder, "train"), _table(folder, "test")
     if train_path is None or test_path is None:
         raise FileNotFoundError(f"{folder} needs train and test tables")
-    train = _sorted_unique(read_frame(train_path))
-    test = _sorted_unique(read_frame(test_path))
+    # Rows stay as the files hold them (repeated or unsorted timestamps included): the
+    # detectors' timestamp policy scores every row, so the labels line up row for row.
+    train = read_frame(train_path)
+    test = read_frame(test_path)
     labels = test.pop("label").to_numpy().astype(int)
     return train.drop(columns=["label"], errors="ignore"), test, labels
-
-
-def _sorted_unique(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sort by time and keep the first of repeated timestamps (a few NAB files repeat an hour
-    at a daylight-saving change); the detectors refuse unsorted or repeated timestamps."""
-    if frame.index.is_monotonic_increasing and frame.index.is_unique:
-        return frame
-    out = frame.sort_index(kind="stable")
-    out = out[~out.index.duplicated(keep="first")]
-    logger.info("sorted and dropped %d repeated timestamp(s)", len(frame) - len(out))
-    return out
 
 
 def metric_window(train: pd.DataFrame) -> int:
@@ -138,7 +131,7 @@ def _run_one(
     scores_file: Path | None = None,
 ) -> tuple[float, float, dict[str, float], float]:
     t0 = time.perf_counter()
-    if method in BASELINES:  # the detectors' window and point rule: compare models only
+    if method in ALL_BASELINES:  # the detectors' window and point rule: compare models only
         baseline = create_baseline(
             method,
             cfg.window,
@@ -190,12 +183,14 @@ def run_bench(
     started = time.monotonic()
     results: list[BenchResult] = []
     methods = list(methods)
-    unknown = [m for m in methods if m not in KINDS and m not in BASELINES]
+    unknown = [m for m in methods if m not in KINDS and m not in ALL_BASELINES]
     if unknown:
         raise ConfigError(
             f"unknown method(s) {unknown}; choose detector kinds from {list(KINDS)} and "
-            f"baselines from {list(BASELINES)}"
+            f"baselines from {list(ALL_BASELINES)}"
         )
+    for peer in (m for m in methods if m in PEER_BASELINES):
+        create_baseline(peer)  # a missing library is an error before any fit
     configs = {
         m: DetectorConfig.model_validate(
             {**(overrides or {}), **({"kind": m} if m in KINDS else {})}
@@ -257,6 +252,7 @@ def summarise(results: list[BenchResult]) -> pd.DataFrame:
     table["entities"] = labelled.groupby(["dataset", "method"]).size()
     table["failed"] = frame.groupby(["dataset", "method"])["failed"].sum()
     table["fit_s"] = frame.groupby(["dataset", "method"])["fit_s"].mean()
+    table["fit_s_total"] = frame.groupby(["dataset", "method"])["fit_s"].sum()
     return table
 
 
@@ -265,14 +261,16 @@ def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for dataset, sub in table.groupby(level="dataset"):
         per_method = sub["vus_pr"].droplevel("dataset")
-        baselines = per_method[[m for m in per_method.index if m in BASELINES and m != "random"]]
+        baselines = per_method[
+            [m for m in per_method.index if m in ALL_BASELINES and m != "random"]
+        ]
         if baselines.empty:
             continue
         best = baselines.idxmax()
         row = {"best_baseline": best, "best_baseline_vus_pr": baselines.max()}
         per_kind = sub.droplevel("dataset")
         for kind in per_method.index:
-            if kind not in BASELINES:
+            if kind not in ALL_BASELINES:
                 row[f"{kind}_ratio"] = per_method[kind] / baselines.max()
                 f1 = float(per_kind.at[kind, "f1"])  # type: ignore[arg-type]
                 row[f"{kind}_f1_over_best_f1"] = f1 / float(
@@ -288,7 +286,7 @@ def markdown_report(table: pd.DataFrame) -> str:
     lines = []
     for metric, title in (("vus_pr", "mean VUS-PR"), ("auc_pr", "mean AUC-PR")):
         wide = table[metric].unstack("method")
-        methods = [m for m in (*KINDS, *BASELINES) if m in wide.columns]
+        methods = [m for m in (*KINDS, *ALL_BASELINES) if m in wide.columns]
         lines += [f"**{title}** (entities with anomalies in test)", ""]
         lines.append(
             "| dataset | entities | " + " | ".join(methods) + " | best kind / best baseline |"
@@ -296,7 +294,7 @@ def markdown_report(table: pd.DataFrame) -> str:
         lines.append("|---|---|" + "---|" * (len(methods) + 1))
         for dataset, row in wide.iterrows():
             kinds = row[[m for m in methods if m in KINDS]]
-            bases = row[[m for m in methods if m in BASELINES and m != "random"]]
+            bases = row[[m for m in methods if m in ALL_BASELINES and m != "random"]]
             ratio = (
                 f"{kinds.max() / bases.max():.2f} ({kinds.idxmax()} / {bases.idxmax()})"
                 if len(kinds) and len(bases)
@@ -307,6 +305,7 @@ def markdown_report(table: pd.DataFrame) -> str:
             cells = " | ".join(f"{row[m]:.3f}" for m in methods)
             lines.append(f"| {dataset} | {count} | {cells} | {ratio} |")
         lines.append("")
+    lines += _fit_seconds_table(table)
     kinds_present = [k for k in KINDS if k in table.index.get_level_values("method")]
     if kinds_present:
         lines += ["**F1 at the detector's own threshold / oracle best-F1**", ""]
@@ -319,3 +318,21 @@ def markdown_report(table: pd.DataFrame) -> str:
             lines.append(f"| {dataset} | {cells} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _fit_seconds_table(table: pd.DataFrame) -> list[str]:
+    """Markdown lines: fit seconds summed over each dataset's entities, per method, and each
+    detector kind's total over the PyOD AutoEncoder's when it ran."""
+    wide = table["fit_s_total"].unstack("method")
+    methods = [m for m in (*KINDS, *ALL_BASELINES) if m in wide.columns]
+    kinds = [k for k in KINDS if k in wide.columns]
+    peer = "pyod_ae" in wide.columns
+    head = "| dataset | " + " | ".join(methods) + " |"
+    head += "".join(f" {k} / pyod_ae |" for k in kinds) if peer else ""
+    lines = ["**fit seconds** (sum over all entities of the dataset)", "", head]
+    lines.append("|---|" + "---|" * (len(methods) + (len(kinds) if peer else 0)))
+    for dataset, row in wide.iterrows():
+        cells = " | ".join(f"{row[m]:.0f}" for m in methods)
+        ratios = "".join(f" {row[k] / row['pyod_ae']:.2f} |" for k in kinds) if peer else ""
+        lines.append(f"| {dataset} | {cells} |{ratios}")
+    return [*lines, ""]

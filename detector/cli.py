@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from . import decision
-from .baselines import BASELINES
+from .baselines import BASELINES, PEER_BASELINES, pyod_available
 from .bench import (
     BenchResult,
     list_entities,
@@ -703,7 +703,11 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     bench.add_argument("--datasets", type=lambda s: s.split(","), help="comma-separated datasets")
     bench.add_argument("--kinds", default=",".join(KINDS), help="detector kinds (comma-separated)")
     bench.add_argument(
-        "--baselines", default=",".join(BASELINES), help="baselines (comma-separated, or 'none')"
+        "--baselines",
+        default=",".join([*BASELINES, *(PEER_BASELINES if pyod_available() else ())]),
+        help=f"baselines (comma-separated, or 'none'): {', '.join(BASELINES)}, and "
+        f"{', '.join(PEER_BASELINES)} (PyOD's AutoEncoder; the default when PyOD is "
+        "installed: pip install 'reconad[bench]')",
     )
     bench.add_argument("--limit", type=int, help="at most this many entities per dataset")
     bench.add_argument(

@@ -161,6 +161,13 @@ class DetectorConfig(_Strict):
         description="'interpolate': fill NaN and timestamp gaps by linear interpolation for the "
         "network input and leave the filled cells out of the score; 'error': refuse NaN.",
     )
+    timestamp_order: Literal["sort", "error"] = Field(
+        "sort",
+        description="A timestamp smaller than the one before it: 'sort' puts the rows in time "
+        "order (stable; scores still come back in the caller's row order), 'error' refuses "
+        "the data. Either way, rows repeating a timestamp with the same values are one point "
+        "and share its score; with different values they are consecutive points.",
+    )
     score_reduction: Literal["mean", "max"] = Field(
         "mean",
         description="How the per-window errors of a point (one per window covering it) combine.",
@@ -193,6 +200,17 @@ class DetectorConfig(_Strict):
         "A flag that rarely flips on normal data has a tiny held-out error, so under error "
         "normalisation any flip, normal ones included, would dominate the score. They stay "
         "network inputs (context) either way. When every feature is two-valued all count fully.",
+    )
+    new_value_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight in the score of a cell of a two-valued or constant training feature "
+        "that holds none of the value(s) the feature had in training: a feature leaving the "
+        "only values it ever had is strong evidence, which two_valued_weight alone would hide. "
+        "The normal flips between the known values keep two_valued_weight. Default 0 (off): on "
+        "the dev folders a value unseen in training is common (on 5 smap and msl channels "
+        "over a third of the test points), and 1 was not validated there.",
     )
     smoothing: int = Field(
         0, ge=0, description="Trailing moving-average of point scores over this many points."

@@ -6,10 +6,12 @@ Each window is reconstructed by the network; a cell's squared error is combined 
 that contain it (``score_reduction``, see :mod:`detector.windows`), divided by that feature's
 mean error on the held-out validation split (``error_normalization``), and the point's score is
 the weighted mean over its observed features (continuous features weigh 1, two-valued ones
-``two_valued_weight``, see :func:`feature_weights`). ``explain`` returns each feature's share,
-so a row of ``explain`` sums to the point's score. The threshold is calibrated on the scores of the
-held-out validation split (the last ``validation_fraction`` of the training data) with the
-configured :mod:`detector.thresholds` method.
+``two_valued_weight``, see :func:`feature_weights`, except where such a feature holds a value
+it never had in training: then ``new_value_weight``, see :meth:`Detector._cell_weights`).
+``explain`` returns each feature's share, so a row of ``explain`` sums to the point's score.
+The threshold is calibrated on the scores of the held-out validation split (the last
+``validation_fraction`` of the training data) with the configured :mod:`detector.thresholds`
+method.
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ class Detector:
     Attributes
     ----------
     preprocessor_, network_, window_, feature_names_in_, n_features_in_, threshold_,
-    calibration_, error_scale_, residual_std_, window_weight_, feature_weight_, history_,
-    validation_score_, holdout_scores_, device_
+    calibration_, error_scale_, residual_std_, window_weight_, feature_weight_, known_values_,
+    history_, validation_score_, holdout_scores_, device_
         Learned state, set by :meth:`fit` (or :func:`~detector.persistence.load_detector`).
         ``network_`` is left in eval mode by both, so scoring never switches modes.
         ``holdout_scores_`` are the causal scores of the validation points (what
@@ -217,6 +219,7 @@ class Detector:
         continuous = continuous_features(frame[pre.feature_names_])
         self.window_weight_ = resolve_window_weight(cfg.window_weight, continuous)
         self.feature_weight_ = feature_weights(cfg.two_valued_weight, continuous)
+        self.known_values_ = known_values(train_values(segments), continuous)
         self.error_scale_ = np.ones(self.n_features_in_)
         self.residual_std_ = np.ones(self.n_features_in_)
         self._calibrate(val_segs)
@@ -478,10 +481,27 @@ class Detector:
             err = (1 - weight) * err + weight * err.mean(dim=1, keepdim=True)
         return err, recon
 
-    def _contributions(self, errors: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """Each feature's share of the point score (T, F) from combined errors (T, F): NaN rows
-        where no feature was observed. No smoothing."""
-        weights = np.where(observed, self.feature_weight_, 0.0)  # (T, F)
+    def _cell_weights(self, values: np.ndarray) -> np.ndarray:
+        """Each cell's weight in the score, shape of ``values`` (..., F), scaled units: the
+        feature's weight, or ``new_value_weight`` where a two-valued or constant feature holds
+        none of its training values."""
+        known = self.known_values_  # (F, 2), NaN where there is no value to compare
+        weights = np.broadcast_to(self.feature_weight_, values.shape)
+        if not np.isfinite(known).any():
+            return weights
+        gap = np.abs(values[..., None] - np.where(np.isfinite(known), known, np.inf))
+        novel = gap.min(axis=-1) > _NEW_VALUE_TOLERANCE  # (..., F)
+        novel &= np.isfinite(known).any(axis=1)
+        heavier = np.maximum(self.feature_weight_, self.config.new_value_weight)
+        return np.where(novel, heavier, weights)
+
+    def _contributions(
+        self, errors: np.ndarray, observed: np.ndarray, values: np.ndarray
+    ) -> np.ndarray:
+        """Each feature's share of the point score (T, F) from combined errors (T, F) and the
+        scaled values (T, F) the weights depend on: NaN rows where no feature was observed or
+        weighs anything. No smoothing."""
+        weights = np.where(observed, self._cell_weights(values), 0.0)  # (T, F)
         total = weights.sum(axis=1, keepdims=True)  # (T, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             share = weights / total  # (T, F)
@@ -490,8 +510,8 @@ class Detector:
 
     def _finish(self, errors: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Point scores (T,) and contributions (T, F) from combined errors of a segment."""
-        contributions = self._contributions(errors, seg.observed)
-        total = np.where(seg.observed, self.feature_weight_, 0.0).sum(axis=1, keepdims=True)
+        contributions = self._contributions(errors, seg.observed, seg.values)
+        unweighted = np.isnan(contributions).all(axis=1)
         if self.config.smoothing > 1:
             contributions = (
                 pd.DataFrame(contributions)
@@ -500,7 +520,7 @@ class Detector:
                 .to_numpy()
             )
         scores = contributions.sum(axis=1)
-        scores[total[:, 0] == 0] = np.nan
+        scores[unweighted] = np.nan
         return scores, contributions
 
     def score_details(
@@ -534,12 +554,10 @@ class Detector:
                 continue  # too short to score: NaN, documented
             point = self._segment_errors(seg, reconstruct)
             seg_scores, seg_contrib = self._finish(point.errors, seg)
-            real = seg.rows >= 0
-            rows = seg.rows[real]
-            scores[rows] = seg_scores[real]
-            contributions[rows] = seg_contrib[real]
+            seg.place(scores, seg_scores)
+            seg.place(contributions, seg_contrib)
             if expected is not None and point.expected is not None:
-                expected[rows] = point.expected[real]
+                seg.place(expected, point.expected)
         index, columns = frame.index, self.feature_names_in_
         details = ScoreDetails(
             pd.Series(scores, index=index, name="score"),
@@ -595,7 +613,8 @@ class Detector:
                 errs.append(err.cpu().numpy())
                 recons.append(recon.cpu().numpy())
         err_all = np.concatenate(errs).astype(np.float64) / self.error_scale_  # (B, W, F)
-        contributions = err_all * (self.feature_weight_ / self.feature_weight_.sum())
+        weights = self._cell_weights(scaled)  # (B, W, F)
+        contributions = err_all * weights / weights.sum(axis=2, keepdims=True)
         result = WindowScores(contributions.sum(axis=2), contributions)
         if reconstruct:
             mean = np.concatenate(recons) * pre.scale_ + pre.center_
@@ -673,6 +692,10 @@ class Detector:
         return f"Detector(kind={self.config.kind!r}{fitted})"
 
 
+_NEW_VALUE_TOLERANCE = 1e-3
+"""Distance (scaled units) from every training value beyond which a cell holds a new value."""
+
+
 def resolve_window_weight(weight: float | Literal["auto"], continuous: np.ndarray) -> float:
     """The weight of window errors against point errors; ``"auto"``: ``1 / n``, with ``n`` the
     number of continuous features (the mask of :func:`continuous_features`).
@@ -699,6 +722,21 @@ def feature_weights(two_valued_weight: float, continuous: np.ndarray) -> np.ndar
     if not continuous.any():
         return np.ones(len(continuous))
     return np.where(continuous, 1.0, two_valued_weight)
+
+
+def train_values(segments: list[Segment]) -> np.ndarray:
+    """The observed training cells of all segments, scaled, shape (T, F); NaN where filled."""
+    return np.concatenate([np.where(s.observed, s.values, np.nan) for s in segments])
+
+
+def known_values(values: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+    """The (scaled) values of each two-valued or constant feature in training, shape (F, 2),
+    NaN where there is none (continuous features, a constant's second slot)."""
+    out = np.full((values.shape[1], 2), np.nan)
+    for j in np.flatnonzero(~continuous):
+        seen = np.unique(values[:, j][np.isfinite(values[:, j])])[:2]
+        out[j, : len(seen)] = seen
+    return out
 
 
 def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> Detector:

@@ -557,7 +557,7 @@ class Monitor:
             errors, recon = det._causal_errors(scaled, cond, expected is not None)
             first = window - 1  # row of all_* that the first window ends at
             rows_obs = all_observed[first:]
-            contrib = det._contributions(errors, rows_obs)  # (n_scored, F)
+            contrib = det._contributions(errors, rows_obs, scaled[first:])  # (n_scored, F)
             contrib, self._smooth = _smooth(contrib, self._smooth, det.config.smoothing)
             row_scores = contrib.sum(axis=1)
             row_scores[~rows_obs.any(axis=1)] = np.nan

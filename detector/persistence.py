@@ -35,7 +35,14 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+)
 from safetensors.torch import load_file, save_file
 
 from .config import stored_config
@@ -72,6 +79,24 @@ def _as_vector(value: Any) -> np.ndarray:
 Vector = Annotated[np.ndarray, PlainValidator(_as_vector), PlainSerializer(lambda a: a.tolist())]
 
 
+def _as_value_sets(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    out = np.full((len(value), 2), np.nan)
+    for j, seen in enumerate(value):
+        out[j, : len(seen)] = np.asarray(seen, dtype=np.float64)
+    return out
+
+
+def _value_set_lists(array: np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row if np.isfinite(v)] for row in array]
+
+
+#: A (F, 2) float64 array of up to two values per feature, NaN-padded; saved as a JSON list of
+#: lists without the padding.
+ValueSets = Annotated[np.ndarray, PlainValidator(_as_value_sets), PlainSerializer(_value_set_lists)]
+
+
 class LearnedState(BaseModel):
     """What :meth:`Detector.fit <detector.detector.Detector.fit>` learns besides the network
     weights and the preprocessor.
@@ -91,6 +116,8 @@ class LearnedState(BaseModel):
     residual_std: Vector
     window_weight: float
     feature_weight: Vector
+    # files saved before the new-value rule have none: no value is new
+    known_values: ValueSets = Field(default_factory=lambda: np.empty((0, 2)))
     validation_score: float
     holdout_scores: Vector
     history: list[dict[str, Any]]

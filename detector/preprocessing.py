@@ -12,6 +12,21 @@ Missing-value policy (``DetectorConfig.missing``):
   feature gets a NaN score and is never flagged.
 - ``"error"``: any NaN raises :class:`~detector.errors.MissingValuesError`.
 
+Timestamp policy (``DetectorConfig.timestamp_order``), the same for fitting and scoring, the
+library, the CLI and the service:
+
+- Every row of the caller's frame gets a score, on the caller's index and in the caller's row
+  order, whatever the order of the timestamps.
+- Rows are processed in time order. ``"sort"`` (default): a timestamp smaller than the one
+  before it is put in its place by a stable sort; ``"error"``: it raises
+  :class:`~detector.errors.InputError` naming the first such row.
+- A repeated timestamp (a clock change, a re-sent row): rows with the same timestamp (and
+  series key) and the same values are one point, scored once, and every copy gets its score;
+  rows with the same timestamp and different values are consecutive points in their arrival
+  order, each scored on its own.
+- The index step learned at fit time is the median of the positive steps, so that repeats do
+  not change it.
+
 Scaling: each feature is standardised with the mean and standard deviation of the training data
 (NaN ignored); a constant feature keeps its mean and a unit scale.
 
@@ -23,7 +38,7 @@ asked for the condition vectors of every segment; the encoding itself belongs to
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -58,12 +73,18 @@ class Segment:
         Row position of each point in the caller's frame, -1 for a re-inserted gap.
     cond : ndarray, shape (T, C), float32, or None
         Condition vector per point (conditional kinds only).
+    copy_rows : ndarray, shape (D,), int64
+        Rows of the caller's frame merged into a point as exact duplicates of another row.
+    copy_points : ndarray, shape (D,), int64
+        The point (position in this segment) each of ``copy_rows`` was merged into.
     """
 
     values: np.ndarray
     observed: np.ndarray
     rows: np.ndarray
     cond: np.ndarray | None
+    copy_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    copy_points: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -71,9 +92,31 @@ class Segment:
     def slice(self, start: int, stop: int) -> Segment:
         """The points ``[start, stop)`` of this segment."""
         cond = None if self.cond is None else self.cond[start:stop]
+        inside = (self.copy_points >= start) & (self.copy_points < stop)
         return Segment(
-            self.values[start:stop], self.observed[start:stop], self.rows[start:stop], cond
+            self.values[start:stop],
+            self.observed[start:stop],
+            self.rows[start:stop],
+            cond,
+            self.copy_rows[inside],
+            self.copy_points[inside] - start,
         )
+
+    def place(self, out: np.ndarray, point_values: np.ndarray) -> None:
+        """Write per-point results into the caller's rows.
+
+        Parameters
+        ----------
+        out : ndarray, shape (R, ...)
+            One entry per row of the frame this segment was cut from; written in place.
+        point_values : ndarray, shape (T, ...)
+            One entry per point of this segment. Re-inserted gap points are skipped; every
+            merged duplicate row gets the value of its point.
+        """
+        real = self.rows >= 0
+        out[self.rows[real]] = point_values[real]
+        if self.copy_rows.size:
+            out[self.copy_rows] = point_values[self.copy_points]
 
 
 def as_frame(data: pd.DataFrame | pd.Series) -> pd.DataFrame:
@@ -123,11 +166,12 @@ class Preprocessor:
                 "drop them or pass data where they are observed"
             )
         self.index_kind_: Literal["datetime", "integer"] = _index_kind(frame.index)
-        groups = self._groups(frame)
+        groups = self._groups(frame, values)
         self.key_levels_ = list(groups) if self.config.key_column is not None else []
-        diffs = [np.diff(_index_numbers(frame.index[rows])) for rows in groups.values()]
+        diffs = [np.diff(_index_numbers(frame.index[g.rows])) for g in groups.values()]
         all_diffs = np.concatenate(diffs) if diffs else np.empty(0)
-        self.step_ = int(np.median(all_diffs)) if all_diffs.size else 1
+        positive = all_diffs[all_diffs > 0]  # repeated timestamps do not shrink the step
+        self.step_ = int(np.median(positive)) if positive.size else 1
         if self.step_ <= 0:
             self.step_ = 1
         with np.errstate(all="ignore"):
@@ -169,9 +213,8 @@ class Preprocessor:
         values = self._numeric_values(frame, self.feature_names_)
         self.check_index_kind(frame.index)
         segments: list[Segment] = []
-        for key, rows in self._groups(frame).items():
-            positions = _index_numbers(frame.index[rows])
-            segments.extend(self._segments(values[rows], positions, rows, key, max_fill, frame))
+        for key, group in self._groups(frame, values).items():
+            segments.extend(self._segments(values, group, key, max_fill, frame))
         return segments
 
     def check_index_kind(self, index: pd.Index) -> None:
@@ -185,13 +228,15 @@ class Preprocessor:
 
     def _segments(
         self,
-        values: np.ndarray,
-        positions: np.ndarray,
-        rows: np.ndarray,
+        all_values: np.ndarray,
+        group: _Group,
         key: str,
         max_fill: int,
         frame: pd.DataFrame,
     ) -> list[Segment]:
+        rows = group.rows
+        values = all_values[rows]
+        positions = _index_numbers(frame.index[rows])
         steps = np.rint(np.diff(positions) / self.step_).astype(np.int64)
         steps = np.maximum(steps, 1)
         breaks = np.nonzero(steps - 1 > max_fill)[0]
@@ -210,7 +255,11 @@ class Preprocessor:
             cond = None
             if self.conditions is not None:
                 cond = self.conditions.encode(stamps, key, getattr(frame.index, "tz", None))
-            out.append(Segment(filled, observed, full_rows, cond))
+            mine = (group.copy_of >= lo) & (group.copy_of < hi)
+            copy_points = offsets[group.copy_of[mine] - lo].astype(np.int64)
+            out.append(
+                Segment(filled, observed, full_rows, cond, group.copy_rows[mine], copy_points)
+            )
         return out
 
     def _fill_and_scale(self, full: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -283,8 +332,9 @@ class Preprocessor:
             )
         return values
 
-    def _groups(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Row positions of each series (one group without a key column), validated in order."""
+    def _groups(self, frame: pd.DataFrame, values: np.ndarray) -> dict[str, _Group]:
+        """The rows of each series (one group without a key column) in processing order, after
+        the timestamp policy of the module docstring."""
         key = self.config.key_column
         if key is None:
             groups = {"": np.arange(len(frame))}
@@ -296,16 +346,36 @@ class Preprocessor:
             uniques, first = np.unique(labels, return_index=True)
             order = uniques[np.argsort(first)]
             groups = {str(k): np.nonzero(labels == k)[0] for k in order}
-        for name, rows in groups.items():
-            numbers = _index_numbers(frame.index[rows])
-            diffs = np.diff(numbers)
-            if (diffs <= 0).any():
+        return {name: self._order(frame, values, rows, name) for name, rows in groups.items()}
+
+    def _order(
+        self, frame: pd.DataFrame, values: np.ndarray, rows: np.ndarray, name: str
+    ) -> _Group:
+        """Sort one series' rows by time (or refuse a decrease) and merge exact duplicates."""
+        numbers = _index_numbers(frame.index[rows])
+        down = np.flatnonzero(np.diff(numbers) < 0)
+        if down.size:
+            if self.config.timestamp_order == "error":
                 where = f" for key {name!r}" if name else ""
+                at = int(rows[down[0] + 1])
                 raise InputError(
-                    f"the index{where} must be strictly increasing (sorted, no duplicates); "
-                    "sort the data by time and drop duplicate timestamps"
+                    f"the index{where} must be increasing: row {at} ({frame.index[at]}) comes "
+                    f"after {frame.index[int(rows[down[0]])]}; sort the data by time or set "
+                    "timestamp_order='sort'"
                 )
-        return groups
+            order = np.argsort(numbers, kind="stable")
+            rows, numbers = rows[order], numbers[order]
+        empty = np.empty(0, dtype=np.int64)
+        if not (np.diff(numbers) == 0).any():
+            return _Group(rows, empty, empty)
+        table = pd.DataFrame(values[rows])
+        table["__time"] = numbers
+        ids = table.groupby(list(table.columns), sort=False, dropna=False).ngroup().to_numpy()
+        _, first = np.unique(ids, return_index=True)  # the first row of each id is kept
+        keep = first[ids] == np.arange(len(ids))
+        new_position = np.cumsum(keep) - 1  # position among the kept rows
+        copies = np.flatnonzero(~keep)
+        return _Group(rows[keep], rows[copies].astype(np.int64), new_position[first[ids[copies]]])
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> PreprocessorState:
@@ -332,6 +402,17 @@ class Preprocessor:
         pre.scale_ = np.asarray(state.scale, dtype=np.float64)
         pre.key_levels_ = list(state.key_levels)
         return pre
+
+
+@dataclass
+class _Group:
+    """One series' rows in processing order: ``rows`` (kept rows, time order), ``copy_rows``
+    (rows merged as exact duplicates) and ``copy_of`` (the position in ``rows`` each merges
+    into)."""
+
+    rows: np.ndarray
+    copy_rows: np.ndarray
+    copy_of: np.ndarray
 
 
 class PreprocessorState(BaseModel):

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.azure.router import AZURE_PREFIX, create_azure_app
 from service.context import AppContext
 from service.errors import PayloadTooLargeError, install_exception_handlers
 from service.observability import RequestContextMiddleware, configure_logging
@@ -179,6 +180,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.build_router(settings.public_docs))
     app.include_router(console.router)
     app.mount("/ui/static", StaticFiles(directory=console.HERE / "static"), name="ui-static")
+    # The Azure Anomaly Detector v1.1 API: a sub-app, for its own {"code", "message"} errors.
+    app.mount(AZURE_PREFIX, create_azure_app(context))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app

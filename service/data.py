@@ -3,7 +3,11 @@
 Every row carries a timestamp (ISO-8601 string or epoch seconds) and one number (or null for a
 missing value) per feature; a model's column set is fixed by its config's ``features`` or, when
 the config leaves them open, by its first upload. Rows whose timestamp (and series key) is
-already stored replace the stored row.
+already stored replace the stored row. Within one request, exact duplicate rows are merged
+(the detector's timestamp policy, see :mod:`detector.preprocessing`); rows that repeat a
+timestamp (and key) with different values are refused with a message naming the first one,
+since stored history holds one row per timestamp and keeping either would lose the other
+silently. Rows may come in any order: history is kept in time order.
 """
 
 from __future__ import annotations
@@ -195,6 +199,25 @@ def frame_from_upload(
     return _finish_frame(frame.drop(columns=[timestamp_column]), stamps, key_column, "the file")
 
 
+def _refuse_conflicts(frame: pd.DataFrame, key_column: str | None) -> None:
+    """Raise when two rows share a timestamp (and key) but differ in a value."""
+    slots = pd.DataFrame({"t": frame.index})
+    if key_column:
+        slots["k"] = frame[key_column].astype(str).to_numpy()
+    if not slots.duplicated().any():
+        return
+    rows = frame.reset_index(drop=True).assign(**{f"__{c}": slots[c] for c in slots})
+    distinct = rows.drop_duplicates()  # exact copies are merged, not refused
+    clash = distinct.duplicated(subset=[f"__{c}" for c in slots], keep=False)
+    if clash.any():
+        first = distinct[clash].index[0]
+        where = f" and key {slots.at[first, 'k']!r}" if key_column else ""
+        raise InvalidInputError(
+            f"rows share timestamp {frame.index[first]}{where} with different values (first at "
+            f"row {first}); history keeps one row per timestamp: send one of them"
+        )
+
+
 class DataService:
     """Appends, summarises and drops stored history, checking columns against the model.
 
@@ -264,6 +287,7 @@ class DataService:
                 )
         if key_column and key_column not in columns:
             raise InvalidInputError(f"this model's rows need the series key column {key_column!r}")
+        _refuse_conflicts(frame, key_column)
         stored = self.history.summary(model.id)
         if stored.columns and sorted(stored.columns) != sorted(columns):
             raise InvalidInputError(

@@ -108,8 +108,8 @@ LiveDep = Annotated[LiveServices, Depends(_live)]
 class APIKeyAuth(SecurityBase):
     """Checks the API key of a request and the scope it needs, in one dependency.
 
-    The key comes from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; OpenAPI shows
-    the bearer scheme.
+    The key comes from ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or
+    ``Ocp-Apim-Subscription-Key: <key>`` (Azure clients); OpenAPI shows the bearer scheme.
 
     Parameters
     ----------
@@ -137,7 +137,8 @@ async def authorize(request: Request, needed: Scope) -> Principal:
     service.errors.UnauthorizedError, service.errors.ForbiddenError
     """
     headers = request.headers
-    key = headers.get("x-api-key")
+    # Ocp-Apim-Subscription-Key: what Azure Anomaly Detector clients send.
+    key = headers.get("x-api-key") or headers.get("ocp-apim-subscription-key")
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, credentials = authorization.partition(" ")

@@ -94,6 +94,8 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/ui/jobs"): "score",
     ("GET", "/ui/jobs/{job_id}"): "score",
     ("GET", "/ui/schedules"): "score",
+    ("GET", "/ui/events"): "score",
+    ("POST", "/ui/api/events/{event_id}/acknowledge"): "write",
     ("GET", "/ui/api/models/{name}/series"): "score",
     ("GET", "/ui/api/models/{name}/explain"): "score",
     ("GET", "/ui/api/models/{name}/compare"): "score",

@@ -264,11 +264,50 @@ class Settings(BaseSettings):
         description="Base URL of this API as receivers reach it (alert links, Alertmanager "
         "generatorURL); empty: links are relative paths.",
     )
+    azure_max_series_points: int = Field(
+        8640,
+        ge=12,
+        le=1_000_000,
+        description="Azure-compatible API: most points of a univariate series (the old "
+        "service's limit); more is refused with 400 InvalidSeries.",
+    )
+    azure_max_models: int = Field(
+        300,
+        ge=1,
+        description="Azure-compatible API: most multivariate models at once; creating one more "
+        "is refused with 409 until one is deleted.",
+    )
+    azure_max_results: int = Field(
+        1000,
+        ge=1,
+        description="Azure-compatible API: batch detection results kept; older ones are "
+        "deleted when a new detection starts.",
+    )
+    azure_max_files: int = Field(
+        100,
+        ge=1,
+        description="Azure-compatible API: most uploaded data files (PUT .../files/<name>) "
+        "kept at once; more is refused with 409 until one is deleted.",
+    )
+    azure_model_config: str = Field(
+        "{}",
+        description="Azure-compatible API: detector config (JSON object, the fields of "
+        "DetectorConfig) of the models trained through POST multivariate/models; "
+        "slidingWindow sets the window.",
+    )
     test_promotion_pause_s: float = Field(
         0.0,
         ge=0,
         description="Testing only: sleep inside the promotion transaction (crash-safety tests).",
     )
+
+    @field_validator("azure_model_config")
+    @classmethod
+    def _detector_config(cls, v: str) -> str:
+        from detector import DetectorConfig
+
+        DetectorConfig.model_validate_json(v or "{}")
+        return v or "{}"
 
     @field_validator("data_dir")
     @classmethod

@@ -30,6 +30,8 @@ __all__ = [
     "Alert",
     "AnomalyEvent",
     "ApiKey",
+    "AzureModel",
+    "AzureResult",
     "Base",
     "Channel",
     "ConsoleSession",
@@ -335,3 +337,41 @@ class Alert(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AzureModel(Base):
+    """A multivariate model of the Azure-compatible API: the request it was created with and
+    what its training data showed; the ReconAD model of the same name does the work."""
+
+    __tablename__ = "azure_models"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    variable_states: Mapped[list[Any]] = mapped_column(JSON)
+    correlations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    errors: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AzureResult(Base):
+    """An asynchronous batch detection of the Azure-compatible API; the per-timestamp results
+    live in the artifact store at ``result_key`` once it is ``READY``."""
+
+    __tablename__ = "azure_results"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    azure_model_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("azure_models.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    setup: Mapped[dict[str, Any]] = mapped_column(JSON)
+    errors: Mapped[list[Any]] = mapped_column(JSON)
+    variable_states: Mapped[list[Any]] = mapped_column(JSON)
+    result_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -18,7 +18,8 @@ broker only carries "run job J under token T" messages:
   jobs still queued or running (:meth:`service.registry.ModelRegistry.sweep_orphans`).
 
 Workers acknowledge late, are rejected back to the queue when lost, prefetch one message and
-run one training at a time.
+run one training at a time. Every change of a job's state or token goes through
+:mod:`service.jobs.states`.
 """
 
 from __future__ import annotations

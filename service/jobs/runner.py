@@ -5,7 +5,7 @@
 (``python -m service.jobs.worker JOB_ID``): training never shares the API's event loop, threads
 or GIL, cancellation can always kill it, and at most ``max_concurrent_jobs`` run at once. A child
 dies with the server (parent-death signal plus a watchdog), and a restarted server marks what
-was running ``interrupted``.
+was running ``interrupted``. Claims and final states go through :mod:`service.jobs.states`.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.live.events import event_public
 from service.registry import ModelRegistry
 from service.tables import Alert, AnomalyEvent, Channel, utcnow
 
@@ -110,22 +111,6 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _event_summary(ev: AnomalyEvent) -> dict[str, Any]:
-    return {
-        "id": ev.id,
-        "series": ev.series or None,
-        "status": ev.status,
-        "start": ev.start.isoformat(),
-        "end": ev.end.isoformat(),
-        "peak": ev.peak,
-        "mean": ev.mean,
-        "severity": ev.severity,
-        "n_points": ev.n_points,
-        "top_features": ev.top_features,
-        "version": ev.version,
-    }
-
-
 def _link(public_url: str, ev_id: int) -> str:
     return f"{public_url.rstrip('/')}/v1/events/{ev_id}"
 
@@ -139,7 +124,7 @@ def webhook_body(
         "status": state,
         "model": model_name,
         "channel": channel_name,
-        "event": _event_summary(ev),
+        "event": event_public(ev),
         "url": _link(public_url, ev.id),
     }
 

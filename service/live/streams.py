@@ -353,13 +353,14 @@ class StreamService:
         touched: list[int] = []
         queued = 0
         with self._series_locks(loaded.model_id, [it.series for it in items]):
+            prepared = self._prepare(loaded, items, detector_of)
             try:
                 with self.db.transaction() as session:
                     for i in order:
-                        row = self._row(session, loaded, items[i])
+                        row = self._row(session, loaded, items[i], prepared)
                         touched.append(row.id)
                         outcome, cached, n_alerts = self._advance(
-                            session, loaded, row, items[i], frames[i], detector_of
+                            session, loaded, row, items[i], frames[i], detector_of, prepared
                         )
                         outcomes[i] = outcome
                         queued += n_alerts
@@ -373,7 +374,51 @@ class StreamService:
                 self.cache.put(stream_id, cached)
         return [outcomes[i] for i in range(len(items))], queued
 
-    def _row(self, session: Session, loaded: LoadedVersion, item: StreamItem) -> Stream:
+    def _prepare(
+        self,
+        loaded: LoadedVersion,
+        items: list[StreamItem],
+        detector_of: Callable[[int], Detector],
+    ) -> dict[str, tuple[int | None, LiveMonitor]]:
+        """Build the monitors this process lacks before the write transaction starts.
+
+        Creating or restoring a monitor fits its threshold on the model's held-out scores,
+        which costs far more than the database work; done inside the transaction it would hold
+        SQLite's write lock (every writer waits). Keyed by series: ``(revision, monitor)`` of a
+        restored state (used only if the locked row still has that revision) or ``(None,
+        monitor)`` for a series that does not exist yet.
+        """
+        with self.db.session() as session:
+            rows = {
+                r.series: (r.id, r.revision, r.version, r.state)
+                for r in session.execute(
+                    select(Stream).where(
+                        Stream.model_id == loaded.model_id,
+                        Stream.series.in_([it.series for it in items]),
+                    )
+                ).scalars()
+            }
+        prepared: dict[str, tuple[int | None, LiveMonitor]] = {}
+        for item in items:
+            found = rows.get(item.series)
+            if found is None:
+                options = check_options(item.options or {})
+                prepared[item.series] = (None, new_monitor(loaded.detector, options))
+                continue
+            stream_id, revision, version, state = found
+            cached = self.cache.get(stream_id)
+            if cached is None or cached.revision != revision or cached.version != version:
+                monitor = restore(detector_of(version), orjson.loads(state))
+                prepared[item.series] = (revision, monitor)
+        return prepared
+
+    def _row(
+        self,
+        session: Session,
+        loaded: LoadedVersion,
+        item: StreamItem,
+        prepared: dict[str, tuple[int | None, LiveMonitor]],
+    ) -> Stream:
         """The series' row, locked; created (with a fresh monitor) on its first points."""
         query = (
             select(Stream)
@@ -397,7 +442,11 @@ class StreamService:
                 "(stream_max_series); delete streams that ended or raise the limit"
             )
         options = check_options(item.options or {})
-        monitor = new_monitor(loaded.detector, options)
+        ready = prepared.get(item.series)
+        if ready is not None and ready[0] is None:
+            monitor = ready[1]
+        else:
+            monitor = new_monitor(loaded.detector, options)
         now = utcnow()
         fresh = Stream(
             model_id=loaded.model_id,
@@ -422,11 +471,18 @@ class StreamService:
         return fresh
 
     def _monitor(
-        self, row: Stream, loaded: LoadedVersion, detector_of: Callable[[int], Detector]
+        self,
+        row: Stream,
+        loaded: LoadedVersion,
+        detector_of: Callable[[int], Detector],
+        prepared: dict[str, tuple[int | None, LiveMonitor]],
     ) -> LiveMonitor:
         cached = self.cache.get(row.id)
+        ready = prepared.get(row.series)
         if cached is not None and cached.revision == row.revision and cached.version == row.version:
             monitor = cached.monitor
+        elif ready is not None and ready[0] == row.revision:
+            monitor = ready[1]  # restored before the lock, and nobody moved the row on since
         else:
             monitor = restore(detector_of(row.version), orjson.loads(row.state))
         if row.version != loaded.version:
@@ -481,6 +537,7 @@ class StreamService:
         item: StreamItem,
         frame: pd.DataFrame,
         detector_of: Callable[[int], Detector],
+        prepared: dict[str, tuple[int | None, LiveMonitor]],
     ) -> tuple[_Outcome, _Cached | None, int]:
         keep, entries = self._accept(row, frame, loaded.features)
         new = frame[keep]
@@ -494,7 +551,7 @@ class StreamService:
         )
         if new.empty:
             return outcome, None, 0
-        monitor = self._monitor(row, loaded, detector_of)
+        monitor = self._monitor(row, loaded, detector_of, prepared)
         out = monitor.update(new)
         outcome.frame = out
         open_rows = {

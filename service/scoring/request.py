@@ -73,16 +73,20 @@ def _windows(raw: Any) -> np.ndarray:
 def _column(name: str, raw: Any) -> np.ndarray:
     if not isinstance(raw, list) or not raw:
         raise _refuse(f"values[{name!r}] must be a non-empty list")
-    if all(isinstance(v, str) for v in raw):
-        return np.asarray(raw, dtype=object)  # a series-key column; features are checked later
-    probe = np.asarray(raw) if all(type(v) is int for v in raw) else None
-    if probe is not None and probe.dtype.kind in "iu":
-        arr: np.ndarray = probe  # integers stay integers: a numeric key keeps its spelling
-    else:
-        arr = _checked(numeric_array, raw, f"values[{name!r}]", True)
+    try:
+        arr: np.ndarray = np.asarray(raw)  # one pass over the list; numeric_array reuses it
+    except (ValueError, OverflowError):
+        arr = np.asarray(raw, dtype=object)  # ragged or huge: numeric_array explains
+    if arr.ndim != 1 and arr.dtype.kind != "O":
+        raise _refuse(f"values[{name!r}] must be a flat list of numbers")
+    if arr.dtype.kind in "iu":
+        return arr  # integers stay integers: a numeric series key keeps its spelling
+    if arr.dtype.kind == "U":
+        return arr.astype(object)  # strings: a series-key column (features are checked later)
+    arr = _checked(numeric_array, arr, f"values[{name!r}]", True)
     if arr.ndim != 1:
         raise _refuse(f"values[{name!r}] must be a flat list of numbers")
-    return arr  # (T,)
+    return arr  # (T,) float64, NaN where null
 
 
 def _values(raw: Any) -> dict[str, np.ndarray]:
@@ -302,13 +306,10 @@ class ScoreRequest(BaseModel):
             columns[name] = values[name].astype(np.float64, copy=False)
         if key_column and key_column in values:
             columns[key_column] = [str(v) for v in values[key_column]]
-        index: pd.Index
-        if self.timestamps is not None:
-            index = self.timestamps
-            if not index.is_monotonic_increasing or (key_column is None and index.has_duplicates):
-                raise InvalidInputError("timestamps must be strictly increasing")
-        else:
-            index = pd.RangeIndex(self.n_points)
+        # order and repeats of timestamps follow the model's timestamp_order, in the library
+        index: pd.Index = (
+            self.timestamps if self.timestamps is not None else pd.RangeIndex(self.n_points)
+        )
         return pd.DataFrame(columns, index=index)
 
 

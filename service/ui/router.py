@@ -19,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 import orjson
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import RedirectResponse, Response
@@ -26,6 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from service.data import frame_from_upload
 from service.deps import ContextDep, context_of
 from service.errors import InvalidInputError, ServiceError, UnauthorizedError
+from service.live.schemas import EventPublic
 from service.parsing import parse_duration
 from service.routers.params import JobId, ModelName, ScheduleId, VersionNumber
 from service.schedules import check_cron, next_run
@@ -319,6 +321,35 @@ async def job_page(request: Request, job_id: JobId, user: PageUser) -> Response:
         return {"job": JobPublic.of(job, model=model)}
 
     return await _render(request, user, "job.html", build, page="jobs")
+
+
+@router.get("/events")
+async def events_page(
+    request: Request,
+    user: PageUser,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[Literal["open", "closed"] | None, Query(alias="status")] = None,
+) -> Response:
+    """Anomaly events of the live streams, newest first; acknowledge."""
+    ctx = context_of(request)
+
+    def build() -> dict[str, Any]:
+        rows, count = ctx.live.events.list_events(model, None, state, None, None, 0, 200)
+        return {"events": [EventPublic.from_row(ev, m) for ev, m in rows], "count": count}
+
+    return await _render(
+        request, user, "events.html", build, page="events", model_filter=model, state=state
+    )
+
+
+@router.post("/api/events/{event_id}/acknowledge")
+async def acknowledge(
+    request: Request, event_id: Annotated[int, PathParam(ge=1, le=2**62)], user: Console
+) -> Any:
+    """Acknowledge an event (as ``POST /v1/events/{id}/acknowledge``)."""
+    events = context_of(request).live.events
+    ev, model = await asyncio.to_thread(events.acknowledge, event_id, user.principal.key_id)
+    return EventPublic.from_row(ev, model)
 
 
 @router.get("/schedules")

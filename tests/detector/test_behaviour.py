@@ -351,6 +351,41 @@ def test_two_valued_features_are_context_not_score_by_default(tiny: Any, tmp_pat
         DetectorConfig(two_valued_weight=2.0)
 
 
+def test_a_flag_leaving_its_training_values_counts_in_full(tiny: Any, tmp_path: Path) -> None:
+    """Flips between known values stay damped; a value never seen in training is evidence."""
+    train = normal_series(1500, seed=1)
+    train["flag"] = (np.arange(len(train)) % 300 == 0).astype(float)  # flips now and then
+    train["stuck"] = 1.0  # never moves in training
+    test = normal_series(300, seed=2, start=1500)
+    test["flag"] = 0.0
+    test["stuck"] = 1.0
+    test.loc[test.index[100:110], "flag"] = 1.0  # a normal run of the flag: a known value
+    test.loc[test.index[200:210], "stuck"] = 0.0  # the stuck feature moves: a new value
+    test.loc[test.index[250:255], "flag"] = 2.0  # the flag takes a third value
+    dets = {
+        w: create_detector(
+            DetectorConfig.model_validate(
+                tiny("ae", new_value_weight=w, training={"max_epochs": 3})
+            )
+        ).fit(train)
+        for w in (0.0, 1.0)
+    }
+    counted, hidden = dets[1.0], dets[0.0]
+    scores, contrib = counted.anomaly_score(test), counted.explain(test)
+    np.testing.assert_allclose(contrib.sum(axis=1), scores, rtol=1e-9)
+    assert (contrib["flag"].iloc[100:110] == 0).all()  # known values: damped as before
+    quiet = scores.drop(test.index[190:265]).quantile(0.99)
+    assert scores.iloc[200:210].min() > quiet  # the move of a stuck feature is flagged
+    assert scores.iloc[250:255].min() > quiet
+    assert (hidden.explain(test)[["flag", "stuck"]] == 0).all().all()  # weight 0: hidden
+    windows = test.to_numpy()[None, 195:219]
+    assert (counted.score_windows(windows).contributions[0, 5:15, 4] > 0).all()
+    counted.save(tmp_path / "m")
+    np.testing.assert_allclose(load_detector(tmp_path / "m").anomaly_score(test), scores)
+    with pytest.raises(ValueError, match="new_value_weight"):
+        DetectorConfig(new_value_weight=1.5)
+
+
 def test_holdout_is_the_fit_split_per_segment(tiny: Any) -> None:
     # two series of different lengths in one frame: each holds out its own last 20%
     a, b = normal_series(1500, seed=1), normal_series(1000, seed=2)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from synthetic import normal_series, tiny_config, with_anomalies
 
-from detector import bench
-from detector.baselines import Baseline, create_baseline
+from detector import bench, errors
+from detector.baselines import Baseline, PyODAutoEncoder, create_baseline
 from detector.bench import list_entities, load_entity, run_bench, summarise
 from detector.evaluation import auc_pr
 from service.cli import main  # the `reconad` entry point
@@ -134,7 +134,7 @@ def test_baselines_take_the_detectors_window_seed_point_rule_and_split(
     made: list[tuple[object, ...]] = []
     real = create_baseline
 
-    def record(*args: Any) -> Baseline:
+    def record(*args: Any) -> Baseline | PyODAutoEncoder:
         made.append(args)
         return real(*args)
 
@@ -157,6 +157,7 @@ def test_max_rule_scores_each_point_by_its_worst_window() -> None:
     }
     scores = {rule: b.anomaly_score(test).to_numpy() for rule, b in by_rule.items()}
     knn = by_rule["max"]
+    assert isinstance(knn, Baseline)
     (segment,) = knn.pre_.transform(test, max_fill=16)
     flat = knn._flat_windows([segment], stride=1, limit=None)
     window_scores = knn._window_cells(flat, segment.values.shape[1])[:, 0, 0]  # (B,)
@@ -166,18 +167,21 @@ def test_max_rule_scores_each_point_by_its_worst_window() -> None:
     assert np.mean(scores["max"] > scores["mean"] + 1e-9) > 0.5
 
 
-def test_load_entity_sorts_and_drops_repeated_timestamps(tmp_path: Path) -> None:
+def test_load_entity_keeps_rows_as_the_files_hold_them(tmp_path: Path) -> None:
+    """Unsorted and repeated timestamps reach the methods as they are: the detectors' timestamp
+    policy scores every row, so labels stay aligned row for row."""
     folder = tmp_path / "e"
     folder.mkdir()
     pd.DataFrame({"timestamp": [2, 1, 1, 3], "value": [2.0, 1.0, 9.0, 3.0]}).to_csv(
         folder / "train.csv", index=False
     )
-    pd.DataFrame({"timestamp": [4, 5], "value": [1.0, 2.0], "label": [0, 1]}).to_csv(
+    pd.DataFrame({"timestamp": [5, 4, 4], "value": [1.0, 2.0, 2.0], "label": [0, 1, 1]}).to_csv(
         folder / "test.csv", index=False
     )
     train, test, labels = load_entity(folder)
-    assert list(train.index) == [1, 2, 3] and list(train["value"]) == [1.0, 2.0, 3.0]
-    assert "label" not in test.columns and list(labels) == [0, 1]
+    assert list(train.index) == [2, 1, 1, 3] and list(train["value"]) == [2.0, 1.0, 9.0, 3.0]
+    assert "label" not in test.columns and list(labels) == [0, 1, 1]
+    assert list(test.index) == [5, 4, 4]
 
 
 def test_compare_entities_sorts_by_difference_and_skips_entities_without_anomalies() -> None:
@@ -210,3 +214,35 @@ def test_compare_entities_sorts_by_difference_and_skips_entities_without_anomali
     )
     with pytest.raises(SystemExit, match="no other entity"):
         module.compare(disjoint, "other", "ae", "knn")
+
+
+def test_pyod_peer_scores_every_row_and_beats_random(bench_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyod", reason="the pyod_ae baseline needs the bench extra (PyOD)")
+    results = run_bench(bench_root, ["beta"], ["pyod_ae", "random"])
+    by_method = {r.method: r for r in results}
+    assert all(r.error is None for r in results)
+    assert by_method["pyod_ae"].fit_s > 0
+    assert by_method["pyod_ae"].metrics["auc_pr"] > by_method["random"].metrics["auc_pr"]
+    train, test, _ = load_entity(bench_root / "beta" / "e1")
+    peer = create_baseline("pyod_ae").fit(train.iloc[:400])  # a short fit: few windows
+    assert peer.window_ == 100  # several features: PyOD's window of 100
+    test = test.iloc[:300]
+    shuffled = np.random.default_rng(0).permutation(len(test))
+    np.testing.assert_allclose(
+        peer.anomaly_score(test.iloc[shuffled]).to_numpy(),
+        peer.anomaly_score(test).to_numpy()[shuffled],
+        rtol=1e-5,
+    )
+    table = summarise(results)
+    assert "fit seconds" in bench.markdown_report(table)
+
+
+def test_pyod_peer_without_pyod_is_a_clear_error(
+    bench_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyod", None)  # import pyod now fails
+    monkeypatch.setitem(sys.modules, "pyod.models.ts_od", None)
+    with pytest.raises(errors.ConfigError, match=r"reconad\[bench\]"):
+        run_bench(bench_root, ["beta"], ["pyod_ae"])

@@ -187,8 +187,9 @@ def test_errors(kind: str, fitted: dict[str, Detector], data: dict[str, Any], ti
         unfitted.fit(train.assign(f1=np.nan))
     with pytest.raises(errors.InputError, match="DataFrame"):
         det.anomaly_score(test.to_numpy())
-    with pytest.raises(errors.InputError, match="increasing"):
-        det.anomaly_score(test.iloc[::-1])
+    ordered = create_detector(DetectorConfig.model_validate(tiny(kind, timestamp_order="error")))
+    with pytest.raises(errors.InputError, match="increasing"):  # sorted unless told not to
+        ordered.fit(train.iloc[::-1])
     with pytest.raises(errors.InputError, match="index"):
         det.anomaly_score(test.reset_index(drop=True))
     strict = create_detector(DetectorConfig.model_validate(tiny(kind, missing="error")))

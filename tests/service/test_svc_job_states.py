@@ -17,12 +17,25 @@ def _job(db: Database, status: str = "queued") -> str:
     with db.transaction() as session:
         model = session.scalar(select(Model).where(Model.name == "m"))
         if model is None:
-            model = Model(id=uuid.uuid4().hex, name="m", config={})
+            model = Model(id=uuid.uuid4().hex, name="m", name_key="m", config={})
             session.add(model)
             session.flush()
         job_id = uuid.uuid4().hex
         session.add(Job(id=job_id, model_id=model.id, status=status, params={}, progress={}))
     return job_id
+
+
+def _running(db: Database) -> tuple[str, str]:
+    """A job claimed under a fresh token: its id and the token."""
+    job_id = _job(db)
+    with db.transaction() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        token = states.hand_out(job)
+        assert not states.claim(job, "someone-else", utcnow())
+        assert states.claim(job, token, utcnow())
+        assert job.status == "running" and job.started_at is not None
+    return job_id, token
 
 
 def _row(db: Database, job_id: str) -> Job:
@@ -41,14 +54,7 @@ def test_the_transition_table() -> None:
 
 
 def test_claim_stamps_and_the_token_guards_every_later_write(db: Database) -> None:
-    job_id = _job(db)
-    with db.transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        assert job is not None
-        token = states.hand_out(job)
-        assert not states.claim(job, "someone-else", utcnow())
-        assert states.claim(job, token, utcnow())
-        assert job.status == "running" and job.started_at is not None
+    job_id, token = _running(db)
     with db.transaction() as session:
         assert not states.touch(session, job_id, "stale-token", progress={"epoch": 9})
         assert states.touch(session, job_id, token, progress={"epoch": 1})
@@ -78,12 +84,7 @@ def test_illegal_moves_are_refused(db: Database) -> None:
 
 
 def test_a_stale_running_job_is_claimed_again_only_by_its_token(db: Database) -> None:
-    job_id = _job(db)
-    with db.transaction() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        assert job is not None
-        token = states.hand_out(job)
-        assert states.claim(job, token, utcnow())
+    job_id, token = _running(db)
     later = utcnow() + timedelta(seconds=60)
     with db.transaction() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -97,11 +98,7 @@ def test_a_stale_running_job_is_claimed_again_only_by_its_token(db: Database) ->
 
 
 def test_bulk_moves_touch_only_the_old_state(db: Database) -> None:
-    running, queued = _job(db), _job(db)
-    with db.transaction() as session:
-        job = session.get(Job, running, with_for_update=True)
-        assert job is not None
-        states.claim(job, states.hand_out(job), utcnow())
+    (running, _token), queued = _running(db), _job(db)
     with db.transaction() as session:
         assert states.move_all(session, true(), "running", "interrupted", error="restart") == 1
     assert _row(db, running).status == "interrupted" and _row(db, running).error == "restart"

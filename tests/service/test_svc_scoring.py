@@ -19,6 +19,7 @@ from detector import errors as det_errors
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.observability import Metrics
 from service.scoring import DetectorCache, LoadedVersion, MicroBatcher, ScoreRequest
+from service.scoring.request import _FIELDS as REQUEST_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,14 @@ def test_request_parses_into_arrays() -> None:
     assert str(series.timestamps.tz) == "UTC"
     frame = series.frame_for(["a", "b"], None)
     assert list(frame.columns) == ["a", "b"] and frame.index.equals(series.timestamps)
+    assert all(frame[c].dtype == np.float64 for c in frame.columns)
+
+    keyed = ScoreRequest.from_body(
+        _body(values={"a": [1, 2, 3, 4], "host": [7, 7, 8, 8]}, timestamps=[0, 0, 60, 60]),
+        max_points=10_000,
+    )
+    frame = keyed.frame_for(["a"], "host")  # a numeric key keeps its spelling; stamps repeat
+    assert frame["host"].tolist() == ["7", "7", "8", "8"] and frame["a"].dtype == np.float64
 
 
 def test_request_refusals_say_what_to_fix() -> None:
@@ -76,15 +85,13 @@ def test_request_refusals_say_what_to_fix() -> None:
 
 
 def test_request_schema_is_the_documented_one() -> None:
+    # The documented properties, the model's fields and the envelope check's allowed names are
+    # one list: a field added to the model is neither refused as unknown nor left undocumented.
     schema = ScoreRequest.model_json_schema()
-    assert set(schema["properties"]) == {
-        "windows",
-        "values",
-        "timestamps",
-        "version",
-        "reconstruct",
-        "top_k",
-    }
+    assert set(schema["properties"]) == set(ScoreRequest.model_fields) == set(REQUEST_FIELDS)
+    assert {"windows", "values", "timestamps", "version", "reconstruct", "top_k"} <= set(
+        REQUEST_FIELDS
+    )
     assert schema["additionalProperties"] is False
 
 

@@ -286,7 +286,7 @@ def received(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line]
 
 
-def _wait_for(check: Any, timeout: float = 20.0) -> Any:
+def _wait_for(check: Any, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

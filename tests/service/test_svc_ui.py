@@ -362,7 +362,7 @@ def _console_routes(client: TestClient) -> list[tuple[str, str, Any]]:
         (route.path, method, route)
         for route in router.routes
         if isinstance(route, APIRoute)
-        for method in sorted(route.methods)
+        for method in sorted(route.methods or ())
     ]
 
 
@@ -377,6 +377,7 @@ _URL_PARAMS = {
     "schedule_id": "no-such-schedule",
     "step": "preview",
     "action": "pause",
+    "event_id": "999999",
 }
 
 
@@ -407,9 +408,9 @@ def test_every_console_route_needs_exactly_its_scope_a_session_and_the_csrf_toke
             client.cookies.set("reconad_session", cookies[scope], path="/ui")
             if with_csrf:
                 headers["X-CSRF-Token"] = csrf[scope]
-        body = {"json": {}} if method == "POST" and "/data/" not in url else {}
+        body: dict[str, Any] = {"json": {}} if method == "POST" and "/data/" not in url else {}
         r = client.request(method, url, headers=headers, follow_redirects=False, **body)
-        return r.status_code
+        return int(r.status_code)
 
     for path, method, _ in routes:
         needed = ROUTE_SCOPES[(method, path)]
@@ -468,3 +469,31 @@ def test_console_routes_never_answer_5xx_to_odd_input(console: Any) -> None:
             checked += 1
     assert checked > 250
     assert client.get("/ui/models").status_code == 200  # still signed in and serving
+
+
+def test_events_page_lists_stream_events_and_acknowledges(console: Any) -> None:
+    client, admin, score, *_ = console
+    headers = {"Authorization": f"Bearer {admin}"}
+    live = make_frame(600, seed=11, end=pd.Timestamp("2031-01-01", tz="UTC"))
+    live.iloc[400:415, 0] += 8.0
+    live.iloc[400:415, 1] -= 8.0
+    body = {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+    r = client.post("/v1/models/m1/stream", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    events = client.get("/v1/events", params={"model": "m1"}, headers=headers).json()["data"]
+    assert events, "the injected anomaly opened no event"
+    event_id = events[0]["id"]
+    csrf = _sign_in(client, score)
+    page = client.get("/ui/events")
+    assert page.status_code == 200 and f'data-event="{event_id}"' in page.text
+    assert re.search(r"data-action=\"/ui/api/events/\d+/acknowledge\"[^>]*disabled", page.text)
+    denied = client.post(f"/ui/api/events/{event_id}/acknowledge", headers={"X-CSRF-Token": csrf})
+    assert denied.status_code == 403
+    client.cookies.clear()
+    csrf = _sign_in(client, admin)
+    ok = client.post(f"/ui/api/events/{event_id}/acknowledge", headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200 and ok.json()["acknowledged_at"]
+    assert "acknowledged" in client.get("/ui/events?status=" + events[0]["status"]).text

@@ -50,7 +50,7 @@ def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str, str, pd.DataFra
     admin = create_key(data_dir, "admin")
     score = create_key(data_dir, "score")
     server = ServerProcess(data_dir, tmp_path / "server.log", RECONAD_LOG_LEVEL="WARNING")
-    server.start()
+    server.start(timeout=240)  # a busy machine starts slowly
     try:
         api = server.client(admin)
         r = api.post(
@@ -211,11 +211,26 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.wait_for_function("() => document.querySelectorAll('#cmp-charts canvas').length === 2")
     _shot(page, "08-versions")
 
+    # Events: a live stream with an anomaly opens an event; acknowledge it from the console.
+    live = make_frame(600, seed=11, end=pd.Timestamp("2031-01-01", tz="UTC"))
+    live.iloc[400:415, 0] += 8.0
+    live.iloc[400:415, 1] -= 8.0
+    body = {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+    assert server.client(admin).post("/v1/models/plant/stream", json=body).status_code == 200
+    page.goto(f"{base}/ui/events")
+    assert page.locator("#events tbody tr").count() >= 1
+    page.click("#events tbody tr >> nth=0 >> button:has-text('Acknowledge')")
+    page.wait_for_selector("#events tbody tr >> nth=0 >> text=acknowledged")
+    _shot(page, "09-events")
+
     # Jobs: both succeeded; retry is offered only for ended-unsuccessfully jobs.
     page.goto(f"{base}/ui/jobs")
     assert page.locator("#jobs tbody tr").count() == 2
     assert page.locator(f"tr[data-job='{first_job}'] .state").inner_text() == "succeeded"
-    _shot(page, "09-jobs")
+    _shot(page, "10-jobs")
 
     # Schedules: the next runs show before saving; create, pause, resume, run now.
     page.goto(f"{base}/ui/schedules")
@@ -226,7 +241,7 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     _wait_text(page, "#next-runs", "invalid cron")
     page.fill("#schedule-form input[name=when]", "0 3 * * *")
     _wait_text(page, "#next-runs", "03:00:00")
-    _shot(page, "10-schedule-preview")
+    _shot(page, "11-schedule-preview")
     page.click("#schedule-create")
     page.wait_for_selector("#schedules tbody tr")
     page.click("#schedules button:has-text('Pause')")
@@ -236,7 +251,7 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.click("#schedules button:has-text('Run now')")
     page.wait_for_url(f"{base}/ui/jobs/*")
     page.goto(f"{base}/ui/schedules")
-    _shot(page, "11-schedules")
+    _shot(page, "12-schedules")
 
     # A state change without the CSRF token is refused, even from the signed-in page.
     status = page.evaluate(
@@ -255,17 +270,17 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     viewer = browser.new_page(viewport={"width": 1400, "height": 900})
     _sign_in(viewer, base, score)
     assert "score" in viewer.inner_text("#scope-notice")
-    _shot(viewer, "12-score-key-models")
+    _shot(viewer, "13-score-key-models")
     viewer.goto(f"{base}/ui/models/plant")
     viewer.wait_for_selector("#charts[data-loaded]")
     assert viewer.is_disabled("#train")
     assert "needs a key with scope 'write'" in (viewer.get_attribute("#train", "title") or "")
-    _shot(viewer, "13-score-key-model")
+    _shot(viewer, "14-score-key-model")
     viewer.goto(f"{base}/ui/models/plant/versions")
     assert viewer.is_disabled("tr[data-version='2'] button:has-text('Promote')")
     assert viewer.is_disabled("tr[data-version='2'] button:has-text('Delete')")
     assert viewer.is_disabled("button:has-text('Roll back')")
-    _shot(viewer, "14-score-key-versions")
+    _shot(viewer, "15-score-key-versions")
     viewer.goto(f"{base}/ui/models/plant/data")
     assert "needs a key with scope 'write'" in viewer.inner_text("#drop")
     refused = viewer.evaluate(
@@ -280,6 +295,6 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     viewer.goto(f"{base}/ui/schedules")
     assert viewer.is_disabled("#schedule-create")
     assert viewer.is_disabled("#schedules button:has-text('Pause')")
-    _shot(viewer, "15-score-key-schedules")
+    _shot(viewer, "16-score-key-schedules")
     api = server.client(admin)
     assert api.get("/v1/models/plant").json()["active_version"] == 1

@@ -279,7 +279,11 @@
     $$("#feature-picks input").forEach((el) => el.addEventListener("change", () => load(state.lo, state.hi)));
     $("#version").addEventListener("change", () => load(null, null));
     $("#reset-zoom").addEventListener("click", () => load(null, null));
-    if ($("#version").value) load(null, null);
+    // A link may open the page zoomed (an event's plot): ?start=..&end=.. in seconds.
+    const query = new URLSearchParams(window.location.search);
+    const lo = Number(query.get("start"));
+    const hi = Number(query.get("end"));
+    if ($("#version").value) load(query.has("start") && isFinite(lo) ? lo : null, query.has("end") && isFinite(hi) ? hi : null);
   }
 
   // ------------------------------------------------------------------ train form
