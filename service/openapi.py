@@ -44,6 +44,7 @@ class ErrorPublic(BaseModel):
 #: Operations that answer 409 (the state of a resource does not allow the request).
 CONFLICTS = {
     ("POST", "/v1/models"),
+    ("POST", "/v1/models/{name}/channels"),
     ("POST", "/v1/models/{name}/score"),
     ("POST", "/v1/models/{name}/rollback"),
     ("POST", "/v1/models/{name}/versions/{version}/promote"),

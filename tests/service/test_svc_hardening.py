@@ -602,7 +602,8 @@ def test_score_version_overflow_is_422(scorer: Client) -> None:
     client, headers = scorer
     text = '{"version": 9223372036854775808, "windows": [[[0, 0]]]}'
     r = _raw(client, "POST", "/v1/models/m1/score", text, headers)
-    assert r.status_code == 422 and "version must be an integer from 1" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "version" in r.json()["detail"] and "2000000000" in r.json()["detail"]
 
 
 @pytest.mark.parametrize(
