@@ -65,12 +65,12 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("POST", "/v1/keys"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("DELETE", "/v1/keys/{key_id}"): "admin",
-    # Live detection (streams, events, channels): the scopes their routers check today. The
-    # DELETE routes here take 'write', unlike the rule above (admin for every DELETE).
+    # Live detection (streams, events, channels); their DELETEs drop live state, events or
+    # queued alerts, so they take 'admin' like every other DELETE.
     ("POST", "/v1/models/{name}/stream"): "write",
     ("GET", "/v1/models/{name}/streams"): "score",
-    ("DELETE", "/v1/models/{name}/streams/{series}"): "write",
-    ("DELETE", "/v1/models/{name}/stream"): "write",
+    ("DELETE", "/v1/models/{name}/streams/{series}"): "admin",
+    ("DELETE", "/v1/models/{name}/stream"): "admin",
     ("GET", "/v1/events"): "score",
     ("GET", "/v1/events/{event_id}"): "score",
     ("POST", "/v1/events/{event_id}/acknowledge"): "write",
@@ -78,7 +78,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/v1/models/{name}/channels"): "score",
     ("GET", "/v1/models/{name}/channels/{channel_id}"): "score",
     ("PATCH", "/v1/models/{name}/channels/{channel_id}"): "write",
-    ("DELETE", "/v1/models/{name}/channels/{channel_id}"): "write",
+    ("DELETE", "/v1/models/{name}/channels/{channel_id}"): "admin",
     ("GET", "/v1/models/{name}/channels/{channel_id}/alerts"): "score",
     # The console (/ui): a session cookie stands for the key; the same scope as the API route
     # doing the same thing (service/ui/auth.py reads this table; tests/service/test_svc_ui.py

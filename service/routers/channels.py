@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, status
 from starlette.responses import Response
 
-from service.deps import LiveDep, ScoreKey, WriteKey
+from service.deps import AdminKey, LiveDep, ScoreKey, WriteKey
 from service.live.channels import ChannelUpdate
 from service.live.schemas import (
     AlertPublic,
@@ -65,7 +65,7 @@ def update_channel(
 
 @router.delete("/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_channel(
-    name: ModelName, channel_id: ChannelId, live: LiveDep, _key: WriteKey
+    name: ModelName, channel_id: ChannelId, live: LiveDep, _key: AdminKey
 ) -> Response:
     """Remove a channel and its queued alerts."""
     live.channels.delete(name, channel_id)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, status
 from starlette.responses import Response
 
-from service.deps import LiveDep, ScoreKey, WriteKey, authorize, context_of
+from service.deps import AdminKey, LiveDep, ScoreKey, authorize, context_of
 from service.live.schemas import StreamPoints, StreamPublic, StreamsPublic
 from service.routers.params import API_PREFIX, Limit, ModelName, Offset
 
@@ -57,14 +57,14 @@ def list_streams(
 
 
 @router.delete("/streams/{series}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_stream(name: ModelName, series: SeriesName, live: LiveDep, _key: WriteKey) -> Response:
+def delete_stream(name: ModelName, series: SeriesName, live: LiveDep, _key: AdminKey) -> Response:
     """Forget a series' live state and its events; its next point starts it afresh."""
     live.streams.delete_stream(name, series)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/stream", status_code=status.HTTP_204_NO_CONTENT)
-def delete_single_stream(name: ModelName, live: LiveDep, _key: WriteKey) -> Response:
+def delete_single_stream(name: ModelName, live: LiveDep, _key: AdminKey) -> Response:
     """Forget the live state of a model without a key column."""
     live.streams.delete_stream(name, "")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
