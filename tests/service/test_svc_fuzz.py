@@ -14,6 +14,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -26,6 +27,12 @@ from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
 from service.app import create_app
 from service.context import AppContext
 from service.settings import Settings
+
+# Hypothesis raises the recursion limit while it runs a test, and CPython 3.11.7 then refuses to
+# compile a module imported lazily from inside the test ("AST constructor recursion depth
+# mismatch"). schemathesis's negative cases draw st.randoms(), whose module hypothesis imports
+# on first use: validate that strategy once here, at import time, so no import happens mid-test.
+st.randoms().validate()
 
 
 @pytest.fixture(scope="module")
