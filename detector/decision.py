@@ -84,6 +84,12 @@ def normalize(scores: npt.ArrayLike, threshold: float | npt.ArrayLike) -> FloatA
     non-negative scores. NaN scores stay NaN.
     """
     s = np.asarray(scores, dtype=np.float64)
+    if np.ndim(threshold) == 0:  # one threshold (the scoring hot path): no broadcast copies
+        t = float(threshold)  # type: ignore[arg-type]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if t > 0:
+                return s / t
+            return np.where(s > 0, np.inf, np.where(np.isnan(s), np.nan, 0.0))
     thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), s.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(thr > 0, s / np.where(thr > 0, thr, 1.0), np.where(s > 0, np.inf, 0.0))
