@@ -126,7 +126,9 @@ class AlertDispatcher:
         """Claim and deliver one batch of due alerts; return how many were claimed."""
         claimed = await asyncio.to_thread(self._claim)
         if claimed:
-            results = await asyncio.gather(*(self._send(d) for d in claimed))
+            # One at a time, in claim order (oldest first): an event's "resolved" must never
+            # reach a receiver before its "firing", which concurrent sends allowed.
+            results = [await self._send(d) for d in claimed]
             await asyncio.to_thread(self._record, list(zip(claimed, results, strict=True)))
         return len(claimed)
 
