@@ -39,7 +39,9 @@ def test_a_model_saved_in_format_1_loads_and_scores_as_it_did(name: str, tmp_pat
     expected = pd.read_csv(FIXTURES / name / "expected_scores.csv")
     details = det.score_details(data, reconstruct=True)
     assert details.expected is not None
-    np.testing.assert_allclose(details.scores.to_numpy(), expected["score"], rtol=1e-7)
+    # The networks compute in float32: agreement to a few float32 epsilons (1.2e-7) across CPUs
+    # whose vector units round differently; a changed model or score rule moves far more.
+    np.testing.assert_allclose(details.scores.to_numpy(), expected["score"], rtol=1e-5)
     np.testing.assert_allclose(
         details.expected.to_numpy(), expected.filter(like="expected.").to_numpy(), rtol=1e-6
     )
