@@ -226,11 +226,12 @@ async def logout(
 
 @router.get("/models")
 async def models_page(request: Request, user: PageUser) -> Response:
-    """Every model: kind, versions, data held, schedules, last job."""
+    """Every model: kind, versions, data held, open anomaly events, schedules, last job."""
     ctx = context_of(request)
 
     def build() -> dict[str, Any]:
         rows, count = ctx.registry.list_models(0, 1000)
+        events = ctx.live.events.counts()
         schedules: dict[str, list[Any]] = {}
         for schedule, model_name in ctx.schedules.list_schedules():
             schedules.setdefault(model_name, []).append(schedule)
@@ -243,6 +244,7 @@ async def models_page(request: Request, user: PageUser) -> Response:
                     "model": model,
                     "kind": (model.config or {}).get("kind", "ae"),
                     "data": ctx.history.summary(model.id),
+                    "open_events": events.get((model.name, "open"), 0),
                     "schedules": schedules.get(model.name, []),
                     "next_run": min((s.next_run_at for s in running), default=None),
                     "last_job": jobs[0][0] if jobs else None,
@@ -387,9 +389,13 @@ async def series(
     width: WidthQ = 1200,
     sensitivity: SensitivityQ = 50.0,
 ) -> Response:
-    """The model's stored history scored by a version, downsampled to the chart's width."""
-    scored = await context_of(request).series.scored(name, version)
-    body = await asyncio.to_thread(chart, scored, feature or [], start, end, width, sensitivity)
+    """The model's stored history scored by a version, downsampled to the chart's width.
+
+    While the version scores the stored history in the background (the first view of it), the
+    body has ``"scored": false`` and the stored values only; the page asks again.
+    """
+    shown = await context_of(request).series.view(name, version)
+    body = await asyncio.to_thread(chart, shown, feature or [], start, end, width, sensitivity)
     return _json(body)
 
 

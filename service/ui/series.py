@@ -1,9 +1,13 @@
 """The console's view of a model on its stored history: scores, expected band, flagged stretches.
 
-:class:`SeriesService` scores a model version on the model's stored history once (through the
-scoring service's cache of loaded versions) and keeps the result for zooming: every later chart
-request is a slice and a per-pixel downsample of arrays in memory. The cache is keyed by the
-version and the history's size and end, so new data or a new version scores again.
+:class:`SeriesService` reads the stored history for a chart at once and scores it with a model
+version in the background (through the scoring service's cache of loaded versions): the first
+view of a long series shows the stored values straight away, and the page asks again until the
+scores, the expected band and the flags are there (scoring a million points takes a minute on a
+CPU core; reading and downsampling them, a fraction of a second). Both results are kept for
+zooming, so every later chart request is a slice and a per-pixel downsample of arrays in memory.
+The caches are keyed by the version and the history's size and end, so new data or a new version
+reads and scores again.
 
 The sensitivity slider previews, without retraining, how flags change when the version's
 threshold is scaled: :func:`preview_threshold` applies the library's sensitivity rule
@@ -18,7 +22,6 @@ import asyncio
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,7 @@ from service.scoring import ScoringService
 from service.storage import HistoryStore
 from service.ui.downsample import minmax, runs
 
-__all__ = ["ScoredSeries", "SeriesService", "preview_threshold"]
+__all__ = ["ScoredSeries", "SeriesService", "StoredSeries", "preview_threshold"]
 
 #: Most flagged stretches one chart response lists (the strongest first); the count is exact.
 MAX_STRETCHES = 200
@@ -44,8 +47,8 @@ def preview_threshold(threshold: float, sensitivity: float) -> float:
 
 
 @dataclass
-class ScoredSeries:
-    """One version's scores over the stored history.
+class StoredSeries:
+    """The stored values a version's chart shows, before (or without) its scores.
 
     float32 halves the memory held; per-feature arrays are feature-major (one contiguous row per
     feature), which makes the per-pixel reductions of a million points about 50x faster.
@@ -57,25 +60,37 @@ class ScoredSeries:
     features: list[str]
     x: np.ndarray  # (T,) float64 seconds since the epoch
     values: np.ndarray  # (F, T)
+    stored_points: int  # points in the history (more than T when it was cut to the latest)
+
+
+@dataclass
+class ScoredSeries(StoredSeries):
+    """One version's scores over the stored history, with the values they were computed on."""
+
     expected: np.ndarray  # (F, T)
     lower: np.ndarray  # (F, T)
     upper: np.ndarray  # (F, T)
     scores: np.ndarray  # (T,)
     contributions: np.ndarray  # (F, T)
-    stored_points: int  # points in the history (more than T when it was cut to the latest)
+
+
+def _feature_major(table: pd.DataFrame | None, features: list[str]) -> np.ndarray:
+    assert table is not None
+    rows: np.ndarray = np.ascontiguousarray(table[features].to_numpy(dtype=np.float32).T)
+    return rows  # (F, T)
 
 
 class SeriesService:
-    """Scores stored history for the console's charts, with a small LRU of results.
+    """Reads and scores stored history for the console's charts, with small LRUs of results.
 
     Parameters
     ----------
     registry, history, scoring
         The app's services.
     cache_size
-        Scored series kept (``ui_series_cache``).
+        Series kept, read and scored each (``ui_series_cache``).
     max_points
-        Latest stored points scored at most (``ui_max_points``).
+        Latest stored points charted and scored at most (``ui_max_points``).
     """
 
     def __init__(
@@ -91,84 +106,161 @@ class SeriesService:
         self.scoring = scoring
         self.cache_size = cache_size
         self.max_points = max_points
-        self._cache: OrderedDict[tuple[Any, ...], ScoredSeries] = OrderedDict()
-        self._locks: dict[tuple[Any, ...], asyncio.Lock] = {}
+        self._stored: OrderedDict[tuple[Any, ...], tuple[StoredSeries, pd.DataFrame]] = (
+            OrderedDict()
+        )
+        self._scored: OrderedDict[tuple[Any, ...], ScoredSeries] = OrderedDict()
+        self._reading: dict[tuple[Any, ...], asyncio.Lock] = {}
+        self._scoring: dict[tuple[Any, ...], asyncio.Task[ScoredSeries]] = {}
 
-    async def scored(self, name: str, version: int | None = None) -> ScoredSeries:
-        """The scores of ``version`` (default: the active one) over the stored history.
+    async def view(self, name: str, version: int | None = None) -> StoredSeries:
+        """What a chart can show now: the scored series, or the stored values while it scores.
+
+        The first call for a version and a state of the history starts scoring it in the
+        background; later calls return the :class:`ScoredSeries` once it is done (or raise
+        the error that scoring met, once).
 
         Raises
         ------
         service.errors.NotFoundError
             For an unknown model or version.
         service.errors.ConflictError
-            When the model has no active version and none is asked for, or holds no data.
+            When the model has no active version and none is asked for, holds no data, or holds
+            several series.
+        service.errors.InvalidInputError
+            When the stored data lacks a feature of the version.
         """
+        loaded, key = await self._resolve(name, version)
+        hit = self._scored.get(key)
+        if hit is not None:
+            self._scored.move_to_end(key)
+            return hit
+        stored, frame = await self._read(name, loaded, key)
+        task = self._scoring.get(key)
+        if task is None:
+            self._start(key, stored, loaded, frame)
+        elif task.done():
+            self._scoring.pop(key, None)
+            task.result()  # raises what scoring met; a success was cached by _finish
+            return self._scored.get(key, stored)
+        return stored
+
+    async def scored(self, name: str, version: int | None = None) -> ScoredSeries:
+        """The scores of ``version`` (default: the active one) over the stored history.
+
+        Waits for the background scoring when it is under way (or starts it). Raises as
+        :meth:`view` does.
+        """
+        loaded, key = await self._resolve(name, version)
+        hit = self._scored.get(key)
+        if hit is not None:
+            self._scored.move_to_end(key)
+            return hit
+        stored, frame = await self._read(name, loaded, key)
+        task = self._scoring.get(key) or self._start(key, stored, loaded, frame)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._scoring.pop(key, None)
+
+    async def _resolve(self, name: str, version: int | None) -> tuple[Any, tuple[Any, ...]]:
         loaded = await self.scoring.resolve(name, version)
         summary = await asyncio.to_thread(self.history.summary, loaded.model_id)
         if summary.points == 0:
             raise ConflictError(
                 f"model {name!r} holds no data: upload some on its Data page to see it scored"
             )
-        key = (loaded.model_id, loaded.version, summary.points, summary.end, summary.bytes)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            hit = self._cache.get(key)
-            if hit is None:
-                hit = await asyncio.to_thread(
-                    self._score, name, loaded, summary.start, summary.points
-                )
-                self._cache[key] = hit
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        self._locks.pop(key, None)
+        return loaded, (loaded.model_id, loaded.version, summary.points, summary.end, summary.bytes)
+
+    async def _read(
+        self, name: str, loaded: Any, key: tuple[Any, ...]
+    ) -> tuple[StoredSeries, pd.DataFrame]:
+        hit = self._stored.get(key)
+        if hit is None:
+            lock = self._reading.setdefault(key, asyncio.Lock())
+            async with lock:
+                hit = self._stored.get(key)
+                if hit is None:
+                    hit = await asyncio.to_thread(self._read_frame, name, loaded, key[2])
+                    _remember(self._stored, key, hit, self.cache_size)
+            self._reading.pop(key, None)
+        self._stored.move_to_end(key)
         return hit
 
-    def _score(self, name: str, loaded: Any, start: datetime | None, points: int) -> ScoredSeries:
-        frame = self.history.read(loaded.model_id, start, None)
+    def _read_frame(self, name: str, loaded: Any, points: int) -> tuple[StoredSeries, pd.DataFrame]:
+        frame = self.history.read(loaded.model_id)
         if loaded.key_column and loaded.key_column in frame.columns:
             raise ConflictError(
                 f"model {name!r} holds several series (key column {loaded.key_column!r}); "
                 "the console charts single-series models only"
             )
         frame = frame.iloc[-self.max_points :]
-        features = loaded.features
+        features = list(loaded.features)
         missing = [f for f in features if f not in frame.columns]
         if missing:
             raise InvalidInputError(
                 f"the stored data lacks the feature(s) {missing} of version {loaded.version}"
             )
-        details = loaded.detector.score_details(frame[features], reconstruct=True)
         index = pd.DatetimeIndex(frame.index)
         x = index.asi8.astype(np.float64) / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[index.unit]
-
-        def f32(table: pd.DataFrame | None) -> np.ndarray:
-            assert table is not None
-            rows: np.ndarray = np.ascontiguousarray(table[features].to_numpy(dtype=np.float32).T)
-            return rows  # (F, T)
-
-        return ScoredSeries(
+        stored = StoredSeries(
             model=name,
             version=loaded.version,
             threshold=float(loaded.threshold),
-            features=list(features),
+            features=features,
             x=x,
-            values=f32(frame),
-            expected=f32(details.expected),
-            lower=f32(details.lower),
-            upper=f32(details.upper),
-            scores=details.scores.to_numpy(dtype=np.float32),
-            contributions=f32(details.contributions),
+            values=_feature_major(frame, features),
             stored_points=points,
+        )
+        return stored, frame[features]
+
+    def _start(
+        self, key: tuple[Any, ...], stored: StoredSeries, loaded: Any, frame: pd.DataFrame
+    ) -> asyncio.Task[ScoredSeries]:
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._score, stored, loaded, frame)
+        )
+        self._scoring[key] = task
+
+        def finish(done: asyncio.Task[ScoredSeries]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                _remember(self._scored, key, done.result(), self.cache_size)
+                if self._scoring.get(key) is done:
+                    del self._scoring[key]
+
+        task.add_done_callback(finish)
+        return task
+
+    @staticmethod
+    def _score(stored: StoredSeries, loaded: Any, frame: pd.DataFrame) -> ScoredSeries:
+        details = loaded.detector.score_details(frame, reconstruct=True)
+        features = stored.features
+        return ScoredSeries(
+            model=stored.model,
+            version=stored.version,
+            threshold=stored.threshold,
+            features=features,
+            x=stored.x,
+            values=stored.values,
+            stored_points=stored.stored_points,
+            expected=_feature_major(details.expected, features),
+            lower=_feature_major(details.lower, features),
+            upper=_feature_major(details.upper, features),
+            scores=details.scores.to_numpy(dtype=np.float32),
+            contributions=_feature_major(details.contributions, features),
         )
 
 
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
 def chart(
-    series: ScoredSeries,
+    series: StoredSeries,
     features: list[str],
     lo: float | None,
     hi: float | None,
@@ -176,6 +268,9 @@ def chart(
     sensitivity: float,
 ) -> dict[str, Any]:
     """The JSON body of one chart request: downsampled columns and the flagged stretches.
+
+    For a series still being scored (a :class:`StoredSeries`), ``scored`` is false and the
+    expected band, the score and the flags are ``null``.
 
     Raises
     ------
@@ -192,25 +287,36 @@ def chart(
     if hi < lo:
         raise InvalidInputError("the range's end is before its start")
     threshold = preview_threshold(series.threshold, sensitivity)
-    flagged = flags(series.scores, threshold)
+    done = series if isinstance(series, ScoredSeries) else None
     columns: list[np.ndarray] = []
     for name in chosen:
         j = series.features.index(name)
-        columns += [series.values[j], series.expected[j], series.lower[j], series.upper[j]]
-    columns += [series.scores, flagged.astype(np.float32)]
+        columns.append(series.values[j])
+        if done is not None:
+            columns += [done.expected[j], done.lower[j], done.upper[j]]
+    flagged = None if done is None else flags(done.scores, threshold)
+    if done is not None and flagged is not None:
+        columns += [done.scores, flagged.astype(np.float32)]
     down = minmax(x, columns, lo, hi, width)
     i0 = int(np.searchsorted(x, lo, side="left"))
     i1 = int(np.searchsorted(x, hi, side="right"))
-    stretches = _stretches(series, flagged, i0, i1, threshold)
-    per_feature = {
-        name: {
-            key: down.ys[4 * k + m] for m, key in enumerate(("value", "expected", "lower", "upper"))
-        }
+    parts = ("value", "expected", "lower", "upper") if done is not None else ("value",)
+    per_feature: dict[str, dict[str, np.ndarray | None]] = {
+        name: {"value": None, "expected": None, "lower": None, "upper": None}
+        | {key: down.ys[len(parts) * k + m] for m, key in enumerate(parts)}
         for k, name in enumerate(chosen)
     }
+    found: list[dict[str, Any]] = []
+    n_stretches = n_flagged = None
+    score = flag = None
+    if done is not None and flagged is not None:
+        found, n_stretches = _stretches(done, flagged, i0, i1, threshold)
+        n_flagged = int(flagged[i0:i1].sum())
+        score, flag = down.ys[-2], down.ys[-1]
     return {
         "model": series.model,
         "version": series.version,
+        "scored": done is not None,
         "features": series.features,
         "chosen": chosen,
         "threshold": series.threshold,
@@ -218,16 +324,16 @@ def chart(
         "sensitivity": sensitivity,
         "x": down.x,
         "series": per_feature,
-        "score": down.ys[-2],
-        "flag": down.ys[-1],
+        "score": score,
+        "flag": flag,
         "raw": down.raw,
         "n_points": down.n_points,
         "scored_points": len(x),
         "stored_points": series.stored_points,
         "range": [float(x[0]), float(x[-1])],
-        "n_flagged": int(flagged[i0:i1].sum()),
-        "n_stretches": stretches[1],
-        "stretches": stretches[0],
+        "n_flagged": n_flagged,
+        "n_stretches": n_stretches,
+        "stretches": found,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,16 @@ from service.context import AppContext
 from service.settings import Settings
 from service.ui.downsample import minmax, runs
 from service.ui.series import preview_threshold
+
+
+def _series(client: TestClient, **params: Any) -> dict[str, Any]:
+    """A chart body once the version has scored the stored series (it scores in the background)."""
+    for _ in range(600):
+        body: dict[str, Any] = client.get("/ui/api/models/m1/series", params=params).json()
+        if body["scored"]:
+            return body
+        time.sleep(0.05)
+    raise AssertionError("the stored series was not scored within 30 s")
 
 
 def _ctx(client: TestClient) -> AppContext:
@@ -139,6 +150,24 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_httponly_cookie(console:
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
+def test_models_page_counts_open_anomaly_events(console: Any) -> None:
+    client, admin, *_ = console
+    _sign_in(client, admin)
+    assert " open</a>" not in client.get("/ui/models").text
+    # A stream that ends inside a spike leaves one event open.
+    live = make_frame(300, seed=4, end=pd.Timestamp("2026-03-01", tz="UTC"))
+    live.iloc[-6:, 0] += 8.0
+    body = {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+    r = client.post("/v1/models/m1/stream", json=body, headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["anomalous"][-1] is True
+    page = client.get("/ui/models").text
+    assert "/ui/events?model=m1&amp;status=open" in page and ">1 open</a>" in page
+
+
 def test_sign_out_and_revocation_end_the_session(console: Any) -> None:
     client, admin, *_ = console
     csrf = _sign_in(client, admin)
@@ -214,7 +243,15 @@ def test_series_shows_the_injected_anomaly_and_zooming_returns_stored_points(
 ) -> None:
     client, admin, _score, frame, where = console
     _sign_in(client, admin)
-    body = client.get("/ui/api/models/m1/series", params={"width": 300}).json()
+    # The first view shows the stored values at once and scores them in the background.
+    first = client.get("/ui/api/models/m1/series", params={"width": 300}).json()
+    assert first["scored"] is False and first["n_points"] == len(frame)
+    assert first["score"] is None and first["series"]["a"]["expected"] is None
+    assert np.nanmax(np.array(first["series"]["a"]["value"], dtype=float)) == pytest.approx(
+        frame["a"].max(), rel=1e-5
+    )
+    body = _series(client, width=300)
+    assert body["x"] == first["x"] and body["series"]["a"]["value"] == first["series"]["a"]["value"]
     assert body["n_points"] == len(frame) and not body["raw"]
     assert len(body["x"]) <= 600
     assert set(body["series"]["a"]) == {"value", "expected", "lower", "upper"}
@@ -225,21 +262,14 @@ def test_series_shows_the_injected_anomaly_and_zooming_returns_stored_points(
     assert strongest["start"] <= hi and strongest["end"] >= lo
     assert strongest["top_features"][0][0] == "a"
     # Flagged points are mostly the injected ones (a random scorer would not be).
-    inside = client.get(
-        "/ui/api/models/m1/series", params={"start": lo, "end": hi, "width": 300}
-    ).json()
+    inside = _series(client, start=lo, end=hi, width=300)
     assert inside["n_flagged"] >= 0.5 * (where.stop - where.start)
     assert body["n_flagged"] <= 4 * (where.stop - where.start) + 0.02 * len(frame)
     # Zoomed in, the stored values come back exactly.
     assert inside["raw"] and inside["n_points"] == where.stop - where.start
     assert np.allclose(inside["series"]["a"]["value"], frame["a"].iloc[where], atol=1e-5)
     # Sensitivity changes the flags without retraining, monotonically.
-    counts = [
-        client.get("/ui/api/models/m1/series", params={"sensitivity": s, "width": 100}).json()[
-            "n_flagged"
-        ]
-        for s in (0, 50, 100)
-    ]
+    counts = [_series(client, sensitivity=s, width=100)["n_flagged"] for s in (0, 50, 100)]
     assert counts[0] <= counts[1] <= counts[2] and counts[0] < counts[2]
     point = client.get("/ui/api/models/m1/explain", params={"at": ts[where.start + 5]}).json()
     assert point["contributions"][0][0] == "a" and point["score"] > point["threshold"]

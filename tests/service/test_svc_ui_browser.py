@@ -168,8 +168,9 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
 
     # The model page: series, band, score, flagged stretch at the injected anomaly.
     page.goto(f"{base}/ui/models/plant")
-    page.wait_for_selector("#charts[data-loaded]")
+    page.wait_for_selector("#charts[data-loaded]")  # the stored values first
     assert page.get_attribute("#charts", "data-loaded") == "4000"
+    page.wait_for_selector("#charts[data-scored='true']")  # then the scores, band and flags
     assert page.locator("#charts .chart canvas").count() == 3  # features a, b and the score
     start = frame.index[3500].timestamp()
     end = frame.index[3519].timestamp()

@@ -86,7 +86,7 @@
       hooks: {
         drawClear: [(u) => {
           const data = getFlags();
-          if (!data) return;
+          if (!data || !data.flag) return;
           const { x, flag } = data;
           const ctx = u.ctx;
           ctx.save();
@@ -115,7 +115,7 @@
     const holder = $("#charts", root);
     const status = $("#series-status", root);
     const slider = $("#sensitivity");
-    const state = { lo: null, hi: null, charts: [], last: null, key: "" };
+    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null };
 
     function chosen() {
       return $$("#feature-picks input:checked").map((el) => el.value);
@@ -183,17 +183,21 @@
       state.key = body.chosen.join("|");
     }
 
+    // Until the version has scored the stored series, a body has its values only.
+    const none = (body) => body.x.map(() => null);
+
     function featureData(body, name) {
       const s = body.series[name];
-      return [body.x, s.value, s.expected, s.lower, s.upper];
+      return [body.x, s.value, s.expected || none(body), s.lower || none(body), s.upper || none(body)];
     }
 
     function scoreData(body) {
-      const positive = body.score.map((v) => (v === null ? null : Math.max(v, 1e-6)));
+      const positive = body.score ? body.score.map((v) => (v === null ? null : Math.max(v, 1e-6))) : none(body);
       return [body.x, positive, body.x.map(() => body.preview_threshold)];
     }
 
     async function load(lo, hi) {
+      clearTimeout(state.again);
       state.lo = lo;
       state.hi = hi;
       const params = new URLSearchParams();
@@ -220,24 +224,33 @@
         body.chosen.forEach((name, k) => state.charts[k].setData(featureData(body, name)));
         state.charts[state.charts.length - 1].setData(scoreData(body));
       }
+      holder.dataset.loaded = String(body.n_points);
+      holder.dataset.drawn = String(body.x.length);
+      holder.dataset.scored = String(body.scored);
       const cut = body.stored_points > body.scored_points
         ? ` (the latest ${body.scored_points.toLocaleString()} of ${body.stored_points.toLocaleString()} stored)` : "";
       status.className = "sub";
-      status.textContent =
-        `v${body.version}: ${body.n_points.toLocaleString()} points in view${cut}, ` +
-        (body.raw ? "every point shown" : `${body.x.length.toLocaleString()} drawn (min/max per pixel column)`) +
+      const view = `v${body.version}: ${body.n_points.toLocaleString()} points in view${cut}, ` +
+        (body.raw ? "every point shown" : `${body.x.length.toLocaleString()} drawn (min/max per pixel column)`);
+      if (!body.scored) {
+        // The version is scoring the stored series in the background: ask again shortly.
+        status.textContent = `${view} · scoring the stored series… · ${Math.round(performance.now() - started)} ms`;
+        state.again = setTimeout(() => load(state.lo, state.hi), 1000);
+        stretches(body);
+        return;
+      }
+      status.textContent = view +
         ` · ${body.n_flagged.toLocaleString()} flagged in ${body.n_stretches.toLocaleString()} stretches at sensitivity ${body.sensitivity}` +
         ` (threshold ${fmt(body.preview_threshold)}; calibrated ${fmt(body.threshold)})` +
         ` · ${Math.round(performance.now() - started)} ms`;
-      holder.dataset.loaded = String(body.n_points);
-      holder.dataset.drawn = String(body.x.length);
       holder.dataset.flagged = String(body.n_flagged);
       stretches(body);
     }
 
     function stretches(body) {
       const tbody = $("#stretches tbody");
-      $("#stretch-count").textContent = body.n_stretches > body.stretches.length
+      $("#stretch-count").textContent = body.n_stretches === null ? "…"
+        : body.n_stretches > body.stretches.length
         ? `${body.n_stretches} (the ${body.stretches.length} strongest listed)` : String(body.n_stretches);
       tbody.innerHTML = body.stretches.map((s) =>
         `<tr data-start="${s.start}" data-end="${s.end}"><td>${fmtTime(s.start)}</td><td>${fmtTime(s.end)}</td>` +
