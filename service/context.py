@@ -102,6 +102,7 @@ class AppContext:
             torch.set_num_threads(settings.torch_threads)
         metrics.track_jobs(jobs.counts_by_state)
         auth = AuthService(db, settings.auth_cache_ttl_s)
+        live = LiveServices.build(settings, db, scoring, history, metrics)
         return cls(
             settings=settings,
             db=db,
@@ -119,12 +120,17 @@ class AppContext:
                 registry, history, settings.max_points_per_request, settings.max_body_bytes
             ),
             deletion=DeletionService(registry, jobs, scoring),
-            live=LiveServices.build(settings, db, scoring, history, metrics),
+            live=live,
             console=ConsoleSessions(
                 db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key
             ),
             series=SeriesService(
-                registry, history, scoring, settings.ui_series_cache, settings.ui_max_points
+                registry,
+                history,
+                scoring,
+                live.events,
+                settings.ui_series_cache,
+                settings.ui_max_points,
             ),
         )
 

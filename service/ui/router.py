@@ -389,14 +389,14 @@ async def series(
     width: WidthQ = 1200,
     sensitivity: SensitivityQ = 50.0,
 ) -> Response:
-    """The model's stored history scored by a version, downsampled to the chart's width.
+    """The model's stored history scored by a version, downsampled to the chart's width, with
+    the live anomaly events in view.
 
     While the version scores the stored history in the background (the first view of it), the
     body has ``"scored": false`` and the stored values only; the page asks again.
     """
-    shown = await context_of(request).series.view(name, version)
-    body = await asyncio.to_thread(chart, shown, feature or [], start, end, width, sensitivity)
-    return _json(body)
+    series = context_of(request).series
+    return _json(await series.chart(name, version, feature or [], start, end, width, sensitivity))
 
 
 @router.get("/api/models/{name}/explain")

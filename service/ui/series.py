@@ -22,6 +22,7 @@ import asyncio
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import pandas as pd
 from detector import MonitorOptions
 from detector.decision import flags
 from service.errors import ConflictError, InvalidInputError
+from service.live.events import EventService
 from service.registry import ModelRegistry
 from service.scoring import ScoringService
 from service.storage import HistoryStore
@@ -85,8 +87,8 @@ class SeriesService:
 
     Parameters
     ----------
-    registry, history, scoring
-        The app's services.
+    registry, history, scoring, events
+        The app's services (the live anomaly events are shaded on the charts).
     cache_size
         Series kept, read and scored each (``ui_series_cache``).
     max_points
@@ -98,12 +100,14 @@ class SeriesService:
         registry: ModelRegistry,
         history: HistoryStore,
         scoring: ScoringService,
+        events: EventService,
         cache_size: int,
         max_points: int,
     ) -> None:
         self.registry = registry
         self.history = history
         self.scoring = scoring
+        self.events = events
         self.cache_size = cache_size
         self.max_points = max_points
         self._stored: OrderedDict[tuple[Any, ...], tuple[StoredSeries, pd.DataFrame]] = (
@@ -112,6 +116,43 @@ class SeriesService:
         self._scored: OrderedDict[tuple[Any, ...], ScoredSeries] = OrderedDict()
         self._reading: dict[tuple[Any, ...], asyncio.Lock] = {}
         self._scoring: dict[tuple[Any, ...], asyncio.Task[ScoredSeries]] = {}
+
+    async def chart(
+        self,
+        name: str,
+        version: int | None,
+        features: list[str],
+        lo: float | None,
+        hi: float | None,
+        width: int,
+        sensitivity: float,
+    ) -> dict[str, Any]:
+        """One chart request's body (:func:`chart`) with the live anomaly events in its range."""
+        shown = await self.view(name, version)
+        body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
+        first, last = body["range"]
+        body["events"] = await asyncio.to_thread(
+            self._events, name, first if lo is None else lo, last if hi is None else hi
+        )
+        return body
+
+    def _events(self, name: str, lo: float, hi: float) -> list[dict[str, Any]]:
+        """The model's anomaly events overlapping ``[lo, hi]`` (seconds), newest first."""
+        rows, _ = self.events.list_events(
+            name, None, None, _utc(lo), _utc(hi + 1e-6), 0, MAX_STRETCHES
+        )
+        return [
+            {
+                "id": ev.id,
+                "series": ev.series or None,
+                "start": ev.start.timestamp(),
+                "end": ev.end.timestamp(),
+                "status": ev.status,
+                "severity": ev.severity,
+                "acknowledged": ev.acknowledged_at is not None,
+            }
+            for ev, _model in rows
+        ]
 
     async def view(self, name: str, version: int | None = None) -> StoredSeries:
         """What a chart can show now: the scored series, or the stored values while it scores.
@@ -250,6 +291,10 @@ class SeriesService:
             scores=details.scores.to_numpy(dtype=np.float32),
             contributions=_feature_major(details.contributions, features),
         )
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:

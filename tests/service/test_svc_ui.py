@@ -166,6 +166,11 @@ def test_models_page_counts_open_anomaly_events(console: Any) -> None:
     assert r.json()["anomalous"][-1] is True
     page = client.get("/ui/models").text
     assert "/ui/events?model=m1&amp;status=open" in page and ">1 open</a>" in page
+    # The model page's chart lists the event in its range (shaded there), not outside it.
+    end = live.index[-1].timestamp()
+    (event,) = _series(client, start=end - 3600, end=end + 60)["events"]
+    assert event["status"] == "open" and event["start"] <= end <= event["end"] + 60
+    assert _series(client, start=end - 7 * 86400, end=end - 6 * 86400)["events"] == []
 
 
 def test_sign_out_and_revocation_end_the_session(console: Any) -> None:

@@ -81,29 +81,40 @@
     return Math.max(300, Math.floor((el.clientWidth || 900) - 4));
   }
 
-  function shadeFlags(getFlags) {
+  // Flagged stretches shaded red over the whole plot; the live anomaly events (from the
+  // streams) as an orange strip along the top, darker while open.
+  function shadeFlags(getBody) {
     return {
       hooks: {
         drawClear: [(u) => {
-          const data = getFlags();
-          if (!data || !data.flag) return;
-          const { x, flag } = data;
+          const data = getBody();
+          if (!data) return;
           const ctx = u.ctx;
           ctx.save();
-          ctx.fillStyle = "rgba(220, 38, 38, 0.16)";
-          let i = 0;
-          while (i < x.length) {
-            if (flag[i] > 0) {
-              let j = i;
-              while (j + 1 < x.length && flag[j + 1] > 0) j++;
-              const left = u.valToPos(x[i], "x", true);
-              const right = u.valToPos(x[j], "x", true);
-              ctx.fillRect(left - 1, u.bbox.top, Math.max(right - left, 0) + 2, u.bbox.height);
-              i = j + 1;
-            } else {
-              i++;
+          if (data.flag) {
+            const { x, flag } = data;
+            ctx.fillStyle = "rgba(220, 38, 38, 0.16)";
+            let i = 0;
+            while (i < x.length) {
+              if (flag[i] > 0) {
+                let j = i;
+                while (j + 1 < x.length && flag[j + 1] > 0) j++;
+                const left = u.valToPos(x[i], "x", true);
+                const right = u.valToPos(x[j], "x", true);
+                ctx.fillRect(left - 1, u.bbox.top, Math.max(right - left, 0) + 2, u.bbox.height);
+                i = j + 1;
+              } else {
+                i++;
+              }
             }
           }
+          const strip = Math.max(4, Math.round(6 * (window.devicePixelRatio || 1)));
+          (data.events || []).forEach((ev) => {
+            const left = u.valToPos(ev.start, "x", true);
+            const right = u.valToPos(ev.end, "x", true);
+            ctx.fillStyle = ev.status === "open" ? "rgba(234, 88, 12, 0.85)" : "rgba(234, 88, 12, 0.5)";
+            ctx.fillRect(left - 1, u.bbox.top, Math.max(right - left, 0) + 2, strip);
+          });
           ctx.restore();
         }],
       },
@@ -227,6 +238,7 @@
       holder.dataset.loaded = String(body.n_points);
       holder.dataset.drawn = String(body.x.length);
       holder.dataset.scored = String(body.scored);
+      holder.dataset.events = String(body.events.length);
       const cut = body.stored_points > body.scored_points
         ? ` (the latest ${body.scored_points.toLocaleString()} of ${body.stored_points.toLocaleString()} stored)` : "";
       status.className = "sub";
