@@ -374,6 +374,13 @@ async def schedules_page(request: Request, user: PageUser) -> Response:
 
 SensitivityQ = Annotated[float, Query(ge=0, le=100, description="0-100; 50 = as calibrated.")]
 WidthQ = Annotated[int, Query(ge=10, le=8000, description="Chart width in pixels.")]
+KeyQ = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="The series, for a model with a key column (default: the first).",
+    ),
+]
 EdgeQ = Annotated[float | None, Query(ge=-1e11, le=1e11, description="Seconds since epoch.")]
 
 
@@ -383,6 +390,7 @@ async def series(
     name: ModelName,
     _user: Console,
     version: Annotated[int | None, Query(ge=1, le=2_000_000_000)] = None,
+    key: KeyQ = None,
     feature: Annotated[list[str] | None, Query(max_length=64)] = None,
     start: EdgeQ = None,
     end: EdgeQ = None,
@@ -396,7 +404,8 @@ async def series(
     body has ``"scored": false`` and the stored values only; the page asks again.
     """
     series = context_of(request).series
-    return _json(await series.chart(name, version, feature or [], start, end, width, sensitivity))
+    body = await series.chart(name, version, key, feature or [], start, end, width, sensitivity)
+    return _json(body)
 
 
 @router.get("/api/models/{name}/explain")
@@ -406,9 +415,10 @@ async def explain(
     _user: Console,
     at: Annotated[float, Query(ge=-1e11, le=1e11, description="Seconds since epoch.")],
     version: Annotated[int | None, Query(ge=1, le=2_000_000_000)] = None,
+    key: KeyQ = None,
 ) -> Response:
     """The point nearest ``at``: its score and each feature's contribution."""
-    scored = await context_of(request).series.scored(name, version)
+    scored = await context_of(request).series.scored(name, version, key)
     return _json(explain_point(scored, at))
 
 
@@ -420,12 +430,13 @@ async def compare(
     a: Annotated[int, Query(ge=1, le=2_000_000_000)],
     b: Annotated[int, Query(ge=1, le=2_000_000_000)],
     width: WidthQ = 600,
+    key: KeyQ = None,
 ) -> Response:
     """Two versions' scores on the same stored data, each against its threshold."""
     service = context_of(request).series
     out = []
     for number in (a, b):
-        scored = await service.scored(name, number)
+        scored = await service.scored(name, number, key)
         body = await asyncio.to_thread(chart, scored, [], None, None, width, 50.0)
         out.append(
             {

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 from detector import MonitorOptions
 from detector.decision import flags
-from service.errors import ConflictError, InvalidInputError
+from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.live.events import EventService
 from service.registry import ModelRegistry
 from service.scoring import ScoringService
@@ -41,6 +41,9 @@ __all__ = ["ScoredSeries", "SeriesService", "StoredSeries", "preview_threshold"]
 
 #: Most flagged stretches one chart response lists (the strongest first); the count is exact.
 MAX_STRETCHES = 200
+
+#: Most series names of a model with a key column that a chart response lists.
+MAX_KEYS = 1000
 
 
 def preview_threshold(threshold: float, sensitivity: float) -> float:
@@ -63,9 +66,11 @@ class StoredSeries:
     x: np.ndarray  # (T,) float64 seconds since the epoch
     values: np.ndarray  # (F, T)
     stored_points: int  # points in the history (more than T when it was cut to the latest)
+    key: str | None = None  # the series shown, for a model with a key column
+    keys: list[str] = field(default_factory=list)  # its series (at most MAX_KEYS)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScoredSeries(StoredSeries):
     """One version's scores over the stored history, with the values they were computed on."""
 
@@ -121,6 +126,7 @@ class SeriesService:
         self,
         name: str,
         version: int | None,
+        key: str | None,
         features: list[str],
         lo: float | None,
         hi: float | None,
@@ -128,18 +134,18 @@ class SeriesService:
         sensitivity: float,
     ) -> dict[str, Any]:
         """One chart request's body (:func:`chart`) with the live anomaly events in its range."""
-        shown = await self.view(name, version)
+        shown = await self.view(name, version, key)
         body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
         first, last = body["range"]
         body["events"] = await asyncio.to_thread(
-            self._events, name, first if lo is None else lo, last if hi is None else hi
+            self._events, name, shown.key, first if lo is None else lo, last if hi is None else hi
         )
         return body
 
-    def _events(self, name: str, lo: float, hi: float) -> list[dict[str, Any]]:
-        """The model's anomaly events overlapping ``[lo, hi]`` (seconds), newest first."""
+    def _events(self, name: str, key: str | None, lo: float, hi: float) -> list[dict[str, Any]]:
+        """The series' anomaly events overlapping ``[lo, hi]`` (seconds), newest first."""
         rows, _ = self.events.list_events(
-            name, None, None, _utc(lo), _utc(hi + 1e-6), 0, MAX_STRETCHES
+            name, key, None, _utc(lo), _utc(hi + 1e-6), 0, MAX_STRETCHES
         )
         return [
             {
@@ -154,88 +160,114 @@ class SeriesService:
             for ev, _model in rows
         ]
 
-    async def view(self, name: str, version: int | None = None) -> StoredSeries:
+    async def view(
+        self, name: str, version: int | None = None, key: str | None = None
+    ) -> StoredSeries:
         """What a chart can show now: the scored series, or the stored values while it scores.
 
-        The first call for a version and a state of the history starts scoring it in the
-        background; later calls return the :class:`ScoredSeries` once it is done (or raise
-        the error that scoring met, once).
+        For a model with a key column, ``key`` names the series (default: the first in sorted
+        order); other models ignore it. The first call for a version, a series and a state of
+        the history starts scoring it in the background; later calls return the
+        :class:`ScoredSeries` once it is done (or raise the error that scoring met, once).
 
         Raises
         ------
         service.errors.NotFoundError
-            For an unknown model or version.
+            For an unknown model, version or series.
         service.errors.ConflictError
-            When the model has no active version and none is asked for, holds no data, or holds
-            several series.
+            When the model has no active version and none is asked for, or holds no data.
         service.errors.InvalidInputError
-            When the stored data lacks a feature of the version.
+            When the stored data lacks a feature (or the key column) of the version.
         """
-        loaded, key = await self._resolve(name, version)
-        hit = self._scored.get(key)
+        loaded, cache_key = await self._resolve(name, version, key)
+        hit = self._scored.get(cache_key)
         if hit is not None:
-            self._scored.move_to_end(key)
+            self._scored.move_to_end(cache_key)
             return hit
-        stored, frame = await self._read(name, loaded, key)
-        task = self._scoring.get(key)
+        stored, frame = await self._read(name, loaded, cache_key)
+        task = self._scoring.get(cache_key)
         if task is None:
-            self._start(key, stored, loaded, frame)
+            self._start(cache_key, stored, loaded, frame)
         elif task.done():
-            self._scoring.pop(key, None)
-            task.result()  # raises what scoring met; a success was cached by _finish
-            return self._scored.get(key, stored)
+            self._scoring.pop(cache_key, None)
+            task.result()  # raises what scoring met; a success was cached by _start's callback
+            return self._scored.get(cache_key, stored)
         return stored
 
-    async def scored(self, name: str, version: int | None = None) -> ScoredSeries:
+    async def scored(
+        self, name: str, version: int | None = None, key: str | None = None
+    ) -> ScoredSeries:
         """The scores of ``version`` (default: the active one) over the stored history.
 
         Waits for the background scoring when it is under way (or starts it). Raises as
         :meth:`view` does.
         """
-        loaded, key = await self._resolve(name, version)
-        hit = self._scored.get(key)
+        loaded, cache_key = await self._resolve(name, version, key)
+        hit = self._scored.get(cache_key)
         if hit is not None:
-            self._scored.move_to_end(key)
+            self._scored.move_to_end(cache_key)
             return hit
-        stored, frame = await self._read(name, loaded, key)
-        task = self._scoring.get(key) or self._start(key, stored, loaded, frame)
+        stored, frame = await self._read(name, loaded, cache_key)
+        task = self._scoring.get(cache_key) or self._start(cache_key, stored, loaded, frame)
         try:
             return await asyncio.shield(task)
         finally:
             if task.done():
-                self._scoring.pop(key, None)
+                self._scoring.pop(cache_key, None)
 
-    async def _resolve(self, name: str, version: int | None) -> tuple[Any, tuple[Any, ...]]:
+    async def _resolve(
+        self, name: str, version: int | None, key: str | None
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """The loaded version and the cache key of its chart of ``key``'s series."""
         loaded = await self.scoring.resolve(name, version)
         summary = await asyncio.to_thread(self.history.summary, loaded.model_id)
         if summary.points == 0:
             raise ConflictError(
                 f"model {name!r} holds no data: upload some on its Data page to see it scored"
             )
-        return loaded, (loaded.model_id, loaded.version, summary.points, summary.end, summary.bytes)
+        return loaded, (
+            loaded.model_id,
+            loaded.version,
+            key if loaded.key_column else None,
+            summary.points,
+            summary.end,
+            summary.bytes,
+        )
 
     async def _read(
-        self, name: str, loaded: Any, key: tuple[Any, ...]
+        self, name: str, loaded: Any, cache_key: tuple[Any, ...]
     ) -> tuple[StoredSeries, pd.DataFrame]:
-        hit = self._stored.get(key)
+        hit = self._stored.get(cache_key)
         if hit is None:
-            lock = self._reading.setdefault(key, asyncio.Lock())
+            lock = self._reading.setdefault(cache_key, asyncio.Lock())
             async with lock:
-                hit = self._stored.get(key)
+                hit = self._stored.get(cache_key)
                 if hit is None:
-                    hit = await asyncio.to_thread(self._read_frame, name, loaded, key[2])
-                    _remember(self._stored, key, hit, self.cache_size)
-            self._reading.pop(key, None)
-        self._stored.move_to_end(key)
+                    hit = await asyncio.to_thread(self._read_frame, name, loaded, cache_key[2])
+                    _remember(self._stored, cache_key, hit, self.cache_size)
+            self._reading.pop(cache_key, None)
+        self._stored.move_to_end(cache_key)
         return hit
 
-    def _read_frame(self, name: str, loaded: Any, points: int) -> tuple[StoredSeries, pd.DataFrame]:
+    def _read_frame(
+        self, name: str, loaded: Any, key: str | None
+    ) -> tuple[StoredSeries, pd.DataFrame]:
+        """The stored values of the series; and the frame its version scores."""
         frame = self.history.read(loaded.model_id)
-        if loaded.key_column and loaded.key_column in frame.columns:
-            raise ConflictError(
-                f"model {name!r} holds several series (key column {loaded.key_column!r}); "
-                "the console charts single-series models only"
-            )
+        column: str | None = loaded.key_column
+        keys: list[str] = []
+        if column:
+            if column not in frame.columns:
+                raise InvalidInputError(
+                    f"the stored data lacks the key column {column!r} of version {loaded.version}"
+                )
+            names = frame[column].astype(str)
+            keys = sorted(names.unique())
+            key = keys[0] if key is None else key
+            if key not in keys:
+                raise NotFoundError(f"model {name!r} holds no series {key!r} ({column!r})")
+            frame = frame[(names == key).to_numpy()]
+        held = len(frame)
         frame = frame.iloc[-self.max_points :]
         features = list(loaded.features)
         missing = [f for f in features if f not in frame.columns]
@@ -252,9 +284,11 @@ class SeriesService:
             features=features,
             x=x,
             values=_feature_major(frame, features),
-            stored_points=points,
+            stored_points=held,
+            key=key if column else None,
+            keys=keys[:MAX_KEYS],
         )
-        return stored, frame[features]
+        return stored, frame[features + ([column] if column else [])]
 
     def _start(
         self, key: tuple[Any, ...], stored: StoredSeries, loaded: Any, frame: pd.DataFrame
@@ -278,13 +312,7 @@ class SeriesService:
         details = loaded.detector.score_details(frame, reconstruct=True)
         features = stored.features
         return ScoredSeries(
-            model=stored.model,
-            version=stored.version,
-            threshold=stored.threshold,
-            features=features,
-            x=stored.x,
-            values=stored.values,
-            stored_points=stored.stored_points,
+            **{f.name: getattr(stored, f.name) for f in fields(StoredSeries)},
             expected=_feature_major(details.expected, features),
             lower=_feature_major(details.lower, features),
             upper=_feature_major(details.upper, features),
@@ -361,6 +389,8 @@ def chart(
     return {
         "model": series.model,
         "version": series.version,
+        "key": series.key,
+        "keys": series.keys,
         "scored": done is not None,
         "features": series.features,
         "chosen": chosen,

@@ -280,6 +280,51 @@ def test_series_shows_the_injected_anomaly_and_zooming_returns_stored_points(
     assert point["contributions"][0][0] == "a" and point["score"] > point["threshold"]
 
 
+def test_a_model_with_a_key_column_is_charted_one_series_at_a_time(console: Any) -> None:
+    client, admin, *_ = console
+    ctx = _ctx(client)
+    config = {**TINY_CONFIG, "key_column": "host"}
+    headers = {"Authorization": f"Bearer {admin}"}
+    r = client.post("/v1/models", json={"name": "fleet", "config": config}, headers=headers)
+    assert r.status_code == 201, r.text
+    end = pd.Timestamp("2026-01-01", tz="UTC")
+    train = pd.concat(
+        [make_frame(1500, seed=s, end=end).assign(host=h) for s, h in ((1, "h1"), (2, "h2"))]
+    )
+    register_trained_version(ctx, "fleet", train, config)
+    later = end + pd.Timedelta(days=1)
+    h1 = make_frame(900, seed=3, end=later).assign(host="h1")
+    h2 = make_frame(600, seed=4, end=later).assign(host="h2")
+    h2.iloc[-200:-180, 0] += 4.0  # an anomaly in h2 only
+    ctx.history.append(ctx.registry.get_model("fleet").id, pd.concat([h1, h2]), "host")
+    _sign_in(client, admin)
+
+    def fleet(**params: Any) -> dict[str, Any]:
+        for _ in range(600):
+            r = client.get("/ui/api/models/fleet/series", params=params)
+            assert r.status_code == 200, r.text
+            if r.json()["scored"]:
+                return dict(r.json())
+            time.sleep(0.05)
+        raise AssertionError("not scored within 30 s")
+
+    first = fleet(width=200)
+    assert first["keys"] == ["h1", "h2"] and first["key"] == "h1"
+    assert first["n_points"] == first["stored_points"] == 900
+    second = fleet(width=200, key="h2")
+    assert second["key"] == "h2" and second["n_points"] == 600
+    # The anomaly is h2's: its strongest stretch covers it; h1 has none that strong there.
+    ts = h2.index[-200].timestamp()
+    strongest = max(second["stretches"], key=lambda st: st["peak"])
+    assert strongest["start"] <= h2.index[-181].timestamp() and strongest["end"] >= ts
+    point = client.get("/ui/api/models/fleet/explain", params={"at": ts + 300, "key": "h2"})
+    assert point.status_code == 200 and point.json()["score"] > point.json()["threshold"]
+    unknown = client.get("/ui/api/models/fleet/series", params={"key": "h9"})
+    assert unknown.status_code == 404 and "h9" in unknown.json()["detail"]
+    page = client.get("/ui/models/fleet")
+    assert 'id="series-key"' in page.text
+
+
 def test_chart_requests_are_bounded_and_checked(console: Any) -> None:
     client, admin, *_ = console
     _sign_in(client, admin)

@@ -126,6 +126,7 @@
     const holder = $("#charts", root);
     const status = $("#series-status", root);
     const slider = $("#sensitivity");
+    const keyPick = $("#series-key");
     const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null };
 
     function chosen() {
@@ -215,6 +216,7 @@
       params.set("version", $("#version").value);
       params.set("width", String(chartWidth(holder)));
       params.set("sensitivity", slider.value);
+      if (keyPick.value) params.set("key", keyPick.value);
       if (lo !== null) params.set("start", String(lo));
       if (hi !== null) params.set("end", String(hi));
       chosen().forEach((f) => params.append("feature", f));
@@ -229,6 +231,12 @@
         return;
       }
       state.last = body;
+      if (body.keys.length && !keyPick.options.length) {
+        // A model with a key column: one chart per series, chosen here.
+        keyPick.innerHTML = body.keys.map((k) => `<option>${escapeHtml(k)}</option>`).join("");
+        keyPick.value = body.key;
+        $("#key-pick").hidden = false;
+      }
       if (body.chosen.join("|") !== state.key || !state.charts.length) {
         build(body);
       } else {
@@ -273,6 +281,7 @@
 
     async function explain(at) {
       const params = new URLSearchParams({ at: String(at), version: $("#version").value });
+      if (keyPick.value) params.set("key", keyPick.value);
       try {
         const p = await api("GET", "/ui/api/models/" + model + "/explain?" + params.toString());
         $("#point-detail").innerHTML =
@@ -303,6 +312,7 @@
     });
     $$("#feature-picks input").forEach((el) => el.addEventListener("change", () => load(state.lo, state.hi)));
     $("#version").addEventListener("change", () => load(null, null));
+    keyPick.addEventListener("change", () => load(null, null));
     $("#reset-zoom").addEventListener("click", () => load(null, null));
     // A link may open the page zoomed (an event's plot): ?start=..&end=.. in seconds.
     const query = new URLSearchParams(window.location.search);
