@@ -23,11 +23,11 @@ from svc_helpers import TINY_CONFIG, ServerProcess, create_key
 pytest.importorskip(
     "azure.ai.anomalydetector", reason="the Azure SDK is in the dev extra (pip install -e .[dev])"
 )
-from azure.ai.anomalydetector import AnomalyDetectorClient  # noqa: E402
-from azure.ai.anomalydetector import models as m  # noqa: E402
-from azure.core.credentials import AzureKeyCredential  # noqa: E402
-from azure.core.exceptions import HttpResponseError  # noqa: E402
-from test_svc_azure_sdk import check_model, sensor_frame  # noqa: E402
+from azure.ai.anomalydetector import AnomalyDetectorClient
+from azure.ai.anomalydetector import models as m
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import HttpResponseError
+from test_svc_azure_sdk import check_model, sensor_frame
 
 pytestmark = pytest.mark.timeout(600)
 

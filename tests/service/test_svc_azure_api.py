@@ -37,9 +37,7 @@ def test_unexpected_error_is_a_500_in_the_azure_shape(
     client, headers = app_client
     monkeypatch.setattr(AzureService, target, _boom)
     with caplog.at_level(logging.ERROR):
-        answer = client.request(
-            method, f"/anomalydetector/v1.1{path}", json=body, headers=headers
-        )
+        answer = client.request(method, f"/anomalydetector/v1.1{path}", json=body, headers=headers)
     assert answer.status_code == 500
     payload = answer.json()
     assert set(payload) == {"code", "message"} and payload["code"] == "InternalServerError"

@@ -387,8 +387,15 @@ def test_multivariate_flow(
     assert len(response.results) == 1
     assert response.results[0].timestamp == recent.index[-1].to_pydatetime()
     assert response.results[0].value.is_anomaly
+    interpretation = response.results[0].value.interpretation
+    assert 1 <= len(interpretation) <= 3
+    assert {x.variable for x in interpretation} <= {"temperature", "pressure", "flow"}
+    assert interpretation[0].variable == "temperature"  # the variable that was moved
+    shares = [x.contribution_score for x in interpretation]
+    assert shares == sorted(shares, reverse=True) and all(0 <= s <= 1 for s in shares)
 
     client.delete_multivariate_model(model_id)
+    assert model_id not in {item.model_id for item in client.list_multivariate_models()}
     with pytest.raises(ResourceNotFoundError):
         client.get_multivariate_model(model_id)
     with pytest.raises(ResourceNotFoundError):
