@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.columnar import COLUMNAR_TYPES, JSON, accepted
 from service.deps import authorize, context_of
 from service.routers.params import API_PREFIX, ModelName
 from service.scoring import ScoreRequest, ScoreResponse
@@ -25,6 +26,14 @@ _SCORE_OPENAPI = {
     response_model=ScoreResponse,
     openapi_extra=_SCORE_OPENAPI,
     responses={
+        200: {
+            "description": "Per-point results: JSON, or a table (one row per point) as an "
+            "Arrow IPC stream or a Parquet file when Accept names its media type.",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in COLUMNAR_TYPES
+            },
+        },
         413: {"description": "Body or point count over the configured limit."},
         422: {"description": "Values that cannot be scored; the message says what to fix."},
     },
@@ -36,8 +45,11 @@ async def score(name: ModelName, request: Request) -> Response:
     dependency injection (checked here in one call, documented above) and its body parsing:
     the service validates the raw bytes with :class:`~service.scoring.ScoreRequest` itself, so
     that a million-point series is parsed off the event loop, straight into numpy arrays.
+    ``Accept: application/vnd.apache.arrow.stream`` (or ``application/vnd.apache.parquet``)
+    returns the per-point results as a table.
     """
     await authorize(request, "score")
     body = await request.body()
-    content = await context_of(request).scoring.score(name, body)
-    return Response(content, media_type="application/json")
+    media = accepted(request.headers.get("accept"), COLUMNAR_TYPES, JSON)
+    content = await context_of(request).scoring.score(name, body, media)
+    return Response(content, media_type=media)

@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -33,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.columnar import JSON
 from service.errors import InvalidInputError, PayloadTooLargeError, format_validation_errors
 from service.parsing import MAX_VERSION, numeric_array, parse_json, parse_timestamps
 
@@ -172,6 +174,30 @@ class ScoreRequest(BaseModel):
         "For long series, ['anomalous_indices'] with top_k 0 returns only the indices of the "
         "anomalous points.",
     )
+    #: Media type of the answer: JSON, or a columnar format the ``Accept`` header chose
+    #: (:mod:`service.columnar`); set by the service with :meth:`answer_as`, never in the body.
+    _response_type: str = PrivateAttr(default=JSON)
+
+    @property
+    def response_type(self) -> str:
+        """Media type the response is encoded in."""
+        return self._response_type
+
+    def answer_as(self, media_type: str) -> None:
+        """Encode the response as ``media_type`` (JSON or a :mod:`service.columnar` type).
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            For ``anomalous_indices`` in a columnar answer (a table has one row per point).
+        """
+        if media_type != JSON and self.fields is not None and "anomalous_indices" in self.fields:
+            raise InvalidInputError(
+                "fields 'anomalous_indices' is for JSON answers: an Arrow or Parquet answer has "
+                "one row per point, and its 'anomalous' column takes one bit a point; ask for "
+                "fields ['anomalous']"
+            )
+        self._response_type = media_type
 
     @model_validator(mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 
 from detector import load_detector
+from service.columnar import JSON
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.scoring.batcher import MicroBatcher
@@ -131,8 +132,9 @@ class ScoringService:
 
         return await self.cache.get((model_id, number), load)
 
-    async def score(self, name: str, body: bytes) -> bytes:
-        """Score a raw request body against a model; return the encoded JSON response.
+    async def score(self, name: str, body: bytes, response_type: str = JSON) -> bytes:
+        """Score a raw request body against a model; return the encoded response (JSON, or
+        the :mod:`service.columnar` format ``response_type`` names).
 
         Raises
         ------
@@ -145,6 +147,7 @@ class ScoringService:
             )
         else:
             request = ScoreRequest.from_body(body, self.max_points, self.max_values)
+        request.answer_as(response_type)
         loaded = await self.resolve(name, request.version)
         frame: pd.DataFrame | None = None
         if request.windows is not None:
