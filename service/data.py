@@ -41,7 +41,7 @@ from service.errors import (
     PayloadTooLargeError,
     ServiceError,
 )
-from service.parsing import check_timestamps, numeric_array, parse_json, parse_timestamps
+from service.parsing import numeric_array, parse_json, parse_timestamps, timestamps_of_column
 from service.registry import ModelRegistry
 from service.schemas import DataAppend
 from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
@@ -200,18 +200,7 @@ def frame_from_upload(
         )
     if frame.empty:
         raise InvalidInputError("the uploaded file has no rows")
-    raw = frame[timestamp_column]
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = pd.DatetimeIndex(raw)
-        stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
-        if stamps.hasnans:
-            raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
-        stamps = check_timestamps(stamps.as_unit("us"), f"column {timestamp_column!r}")
-    else:
-        values = raw.tolist()
-        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
-            raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
-        stamps = parse_timestamps(values, f"column {timestamp_column!r}")
+    stamps = timestamps_of_column(frame[timestamp_column], f"column {timestamp_column!r}")
     return _finish_frame(frame.drop(columns=[timestamp_column]), stamps, key_column, "the file")
 
 

@@ -12,11 +12,37 @@ from service.scoring import ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix=API_PREFIX, tags=["scoring"])
 
+_TABLE = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": "A series segment as a table: an optional 'timestamp' column and one column "
+    "per feature; the other request fields as query parameters.",
+}
+
+
+def _query(name: str, schema: dict[str, object], description: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description + " (with a table body only).",
+    }
+
+
 _SCORE_OPENAPI = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": ScoreRequest.model_json_schema()}},
+        "content": {
+            "application/json": {"schema": ScoreRequest.model_json_schema()},
+            **{media: _TABLE for media in COLUMNAR_TYPES},
+        },
     },
+    "parameters": [
+        _query("version", {"type": "integer"}, "Pin a version"),
+        _query("reconstruct", {"type": "boolean"}, "Also return the expected values"),
+        _query("top_k", {"type": "integer"}, "Top contributing features per point"),
+        _query("fields", {"type": "string"}, "Per-point fields, comma-separated"),
+    ],
     "security": [{"APIKey": []}],
 }
 
@@ -39,7 +65,9 @@ _SCORE_OPENAPI = {
     },
 )
 async def score(name: ModelName, request: Request) -> Response:
-    """Score windows (n, window, features) or a series segment (values + timestamps).
+    """Score windows (n, window, features) or a series segment (values + timestamps, or a
+    table: ``Content-Type: application/vnd.apache.arrow.stream`` or
+    ``application/vnd.apache.parquet``).
 
     Needs a key with scope ``score``. The hot path of the service, so it skips FastAPI's
     dependency injection (checked here in one call, documented above) and its body parsing:
@@ -51,5 +79,7 @@ async def score(name: ModelName, request: Request) -> Response:
     await authorize(request, "score")
     body = await request.body()
     media = accepted(request.headers.get("accept"), COLUMNAR_TYPES, JSON)
-    content = await context_of(request).scoring.score(name, body, media)
+    content = await context_of(request).scoring.score(
+        name, body, media, request.headers.get("content-type"), request.query_params
+    )
     return Response(content, media_type=media)

@@ -212,6 +212,9 @@ def test_table_bodies_are_bounded(small: Client) -> None:
     r = _post(client, headers, big, PARQUET)
     assert r.status_code == 413
     assert _points(client, headers) == 0
+    # A table to score: counted by its rows before anything else.
+    r = client.post("/v1/models/m1/score", content=rows, headers={**headers, "content-type": ARROW})
+    assert r.status_code == 413 and "1001 rows" in r.json()["detail"]
 
 
 def _scored(client: TestClient, headers: dict[str, str]) -> pd.DataFrame:
@@ -298,3 +301,59 @@ def test_score_windows_as_a_table_and_what_a_table_cannot_carry(app_client: Clie
     # An Accept without a table format keeps JSON.
     r = client.post(url, json=windows, headers={**headers, "accept": "text/csv, */*"})
     assert r.headers["content-type"] == "application/json"
+
+
+def test_score_a_table_body(app_client: Client) -> None:
+    client, headers = app_client
+    frame = _scored(client, headers)
+    url = "/v1/models/m1/score"
+    plain = client.post(
+        url,
+        json={
+            "timestamps": [t.isoformat() for t in frame.index],
+            "values": {c: frame[c].tolist() for c in frame.columns},
+            "top_k": 1,
+        },
+        headers=headers,
+    ).json()
+    table = _table(frame)
+    for body, media in ((_arrow_stream(table), ARROW), (_parquet(table), PARQUET)):
+        r = client.post(
+            url,
+            params={"top_k": "1"},
+            content=body,
+            headers={**headers, "content-type": media, "accept": ARROW},
+        )
+        assert r.status_code == 200, r.text
+        back = ipc.open_stream(pa.BufferReader(r.content)).read_all()
+        assert np.allclose(back.column("scores").to_numpy(), plain["scores"], equal_nan=True)
+        assert back.column_names[-2:] == ["top1_feature", "top1_contribution"]
+    # A table in, JSON out; options as query parameters.
+    r = client.post(
+        url,
+        params={"fields": "anomalous_indices", "top_k": "0"},
+        content=_arrow_stream(table),
+        headers={**headers, "content-type": ARROW},
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert set(r.json()) >= {"anomalous_indices"} and "scores" not in r.json()
+    assert r.json()["anomalous_indices"] == [i for i, a in enumerate(plain["anomalous"]) if a]
+    bad: list[tuple[dict[str, str], bytes, int, str]] = [
+        ({"top_k": "three"}, _arrow_stream(table), 422, "integer"),
+        ({"window": "16"}, _arrow_stream(table), 422, "unknown query parameter"),
+        ({}, _arrow_stream(_table(frame).drop_columns(["b"])), 422, "lacks the feature"),
+        ({}, _arrow_stream(_with(frame, a=["x"] * 400)), 422, "'a'"),
+        ({}, _arrow_stream(_with(frame, a=[True] * 400)), 422, "booleans"),
+        ({}, b"garbage", 400, "could not read the body as Arrow IPC"),
+    ]
+    for params, body, status, message in bad:
+        r = client.post(
+            url, params=params, content=body, headers={**headers, "content-type": ARROW}
+        )
+        assert r.status_code == status, (message, r.text)
+        assert message in r.json()["detail"], r.text
+    # Query options with a JSON body are refused, not silently ignored.
+    r = client.post(
+        url, params={"top_k": "0"}, json={"windows": windows_of(frame)}, headers=headers
+    )
+    assert r.status_code == 422 and "table body" in r.json()["detail"]
