@@ -98,7 +98,8 @@ def read_table(content: bytes, media_type: str) -> pd.DataFrame:
                 table = ipc.open_stream(source).read_all()
         else:
             table = pq.read_table(pa.BufferReader(content))
-        return table.to_pandas()
+        frame: pd.DataFrame = table.to_pandas()
+        return frame
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise BadRequestError(
             f"could not read the body as {kind} (content type {media_type}): {exc}"

@@ -6,7 +6,7 @@ client that kept its data in object storage would.
 """
 
 # The SDK types most response fields Optional; check_model asserts their presence first.
-# mypy: disable-error-code="union-attr,arg-type,index"
+# mypy: disable-error-code="union-attr,arg-type,index,operator"
 
 from __future__ import annotations
 

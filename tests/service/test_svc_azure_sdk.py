@@ -391,8 +391,9 @@ def test_multivariate_flow(
     assert 1 <= len(interpretation) <= 3
     assert {x.variable for x in interpretation} <= {"temperature", "pressure", "flow"}
     assert interpretation[0].variable == "temperature"  # the variable that was moved
-    shares = [x.contribution_score for x in interpretation]
-    assert shares == sorted(shares, reverse=True) and all(0 <= s <= 1 for s in shares)
+    last_shares = [float(x.contribution_score) for x in interpretation]
+    assert last_shares == sorted(last_shares, reverse=True)
+    assert all(0 <= s <= 1 for s in last_shares)
 
     client.delete_multivariate_model(model_id)
     assert model_id not in {item.model_id for item in client.list_multivariate_models()}

@@ -61,6 +61,17 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _read_arrow(content: bytes) -> pa.Table:
+    return ipc.open_stream(pa.BufferReader(content)).read_all()
+
+
+def _read_parquet(content: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(content))
+
+
+READERS = ((ARROW, _read_arrow), (PARQUET, _read_parquet))
+
+
 def _table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
 
@@ -106,10 +117,7 @@ def test_append_tables_and_export_them_back(app_client: Client) -> None:
     assert _points(client, headers) == 300
 
     url = "/v1/models/m1/data/export"
-    for accept, read in (
-        (ARROW, lambda c: ipc.open_stream(pa.BufferReader(c)).read_all()),
-        (PARQUET, lambda c: pq.read_table(pa.BufferReader(c))),
-    ):
+    for accept, read in READERS:
         r = client.get(url, headers={**headers, "accept": f"text/html, {accept}"})
         assert r.status_code == 200 and r.headers["content-type"] == accept
         back = read(r.content).to_pandas()
@@ -220,7 +228,9 @@ def test_table_bodies_are_bounded(small: Client) -> None:
 def _scored(client: TestClient, headers: dict[str, str]) -> pd.DataFrame:
     _model(client, headers)
     frame = make_frame(400, end=END)
-    frame.iloc[300, 0] += 3.0  # something to flag
+    spiked = frame["a"].to_numpy(copy=True)
+    spiked[300] += 3.0  # something to flag
+    frame["a"] = spiked
     register_trained_version(_ctx(client), "m1", make_frame(1200, seed=3, end=END))
     return frame
 
@@ -241,10 +251,7 @@ def test_score_answers_a_table_when_accept_asks(app_client: Client) -> None:
     plain = client.post(url, json=body, headers=headers)
     assert plain.status_code == 200 and plain.headers["content-type"] == "application/json"
     expected = plain.json()
-    for accept, read in (
-        (ARROW, lambda c: ipc.open_stream(pa.BufferReader(c)).read_all()),
-        (PARQUET, lambda c: pq.read_table(pa.BufferReader(c))),
-    ):
+    for accept, read in READERS:
         r = client.post(url, json=body, headers={**headers, "accept": accept})
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == accept
