@@ -27,7 +27,7 @@ from azure.ai.anomalydetector import AnomalyDetectorClient
 from azure.ai.anomalydetector import models as m
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
-from test_svc_azure_sdk import check_model, sensor_frame
+from test_svc_azure_sdk import _wait_model, check_model, sensor_frame
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -73,12 +73,7 @@ def test_train_and_detect_batch_from_an_s3_object(
                 sliding_window=28,
             )
         )
-        deadline = time.monotonic() + 300
-        model = client.get_multivariate_model(created.model_id)
-        while model.model_info.status not in ("READY", "FAILED"):
-            assert time.monotonic() < deadline, "the model did not finish training"
-            time.sleep(0.5)
-            model = client.get_multivariate_model(created.model_id)
+        model = _wait_model(client, created.model_id)
         check_model(model, m.AnomalyDetectionModel)
         assert model.model_info.status == "READY", model.model_info.errors
         assert model.model_info.data_source == source

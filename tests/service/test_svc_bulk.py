@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,18 +188,10 @@ def test_bad_tables_are_refused_and_nothing_is_stored(app_client: Client, media:
 
 
 @pytest.fixture
-def small(tmp_path: Path) -> Iterator[Client]:
+def small(settings: Settings) -> Iterator[Client]:
     """An app with small body and row limits."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        max_concurrent_jobs=0,
-        bootstrap_admin_key=False,
-        log_level="WARNING",
-        scheduler_interval_s=3600,
-        max_points_per_request=1000,
-        max_body_bytes=200_000,
-    )
-    app = create_app(settings)
+    limits = {"max_points_per_request": 1000, "max_body_bytes": 200_000}
+    app = create_app(settings.model_copy(update=limits))
     with TestClient(app, raise_server_exceptions=False) as client:
         _, key = app.state.context.auth.create("admin", "tests")
         yield client, {"Authorization": f"Bearer {key}"}
