@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from service.errors import BadRequestError
+from service.errors import BadRequestError, InvalidInputError
 
 __all__ = [
     "ARROW_STREAM",
@@ -87,6 +87,8 @@ def read_table(content: bytes, media_type: str) -> pd.DataFrame:
     ------
     service.errors.BadRequestError
         For a body that is not a readable table of that format.
+    service.errors.InvalidInputError
+        For repeated column names or nested (list, struct, map) columns.
     """
     kind = "Arrow IPC" if media_type == ARROW_STREAM else "Parquet"
     try:
@@ -97,13 +99,34 @@ def read_table(content: bytes, media_type: str) -> pd.DataFrame:
             else:
                 table = ipc.open_stream(source).read_all()
         else:
-            table = pq.read_table(pa.BufferReader(content))
-        frame: pd.DataFrame = table.to_pandas()
-        return frame
+            table = pq.ParquetFile(pa.BufferReader(content)).read()
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise BadRequestError(
             f"could not read the body as {kind} (content type {media_type}): {exc}"
         ) from None
+    _check_schema(table.schema)
+    try:
+        frame: pd.DataFrame = table.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInputError(f"the table's columns cannot be read as numbers: {exc}") from None
+    return frame
+
+
+def _check_schema(schema: pa.Schema) -> None:
+    """Refuse what a table of one value per row and column cannot be: repeated column names
+    (a frame would keep one of them silently) and nested columns (lists, structs, maps)."""
+    names = [field.name for field in schema]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidInputError(
+            f"table columns {repeated} appear more than once; give every column its own name"
+        )
+    for field in schema:
+        if pa.types.is_nested(field.type):
+            raise InvalidInputError(
+                f"table column {field.name!r} has the nested type {field.type}; send one "
+                "number (or null) per row and column"
+            )
 
 
 def write_table(table: pa.Table, media_type: str) -> bytes:

@@ -175,6 +175,10 @@ def test_bad_tables_are_refused_and_nothing_is_stored(app_client: Client, media:
         (encode(_with(frame, c=np.ones(20))), 422, "unknown ['c']"),
         (encode(_table(frame).drop_columns(["b"])), 422, "missing ['b']"),
         (encode(_with(frame, a=[np.inf] * 20)), 422, "infinite"),
+        (encode(_with(frame, a=[[1.0, 2.0]] * 20)), 422, "nested type"),
+        (encode(_with(frame, a=[{"x": 1.0}] * 20)), 422, "nested type"),
+        (encode(_with(frame, timestamp=[True] * 20)), 422, "timestamp"),
+        (encode(_table(frame).append_column("a", pa.array(np.ones(20)))), 422, "['a'] appear"),
     ]
     for body, status, message in cases:
         r = _post(client, headers, body, media)
