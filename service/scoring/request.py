@@ -85,6 +85,8 @@ def _column(name: str, raw: Any) -> np.ndarray:
     if isinstance(raw, np.ndarray) and raw.ndim == 1 and raw.size:  # a table's column
         if raw.dtype.kind == "b":
             raise _refuse(f"values[{name!r}] holds booleans; send numbers (0 or 1)")
+        if raw.dtype.kind == "O" and all(isinstance(v, str) for v in raw):
+            return raw  # strings: a series-key column (features are checked later)
         arr: np.ndarray = raw
     elif not isinstance(raw, list) or not raw:
         raise _refuse(f"values[{name!r}] must be a non-empty list")

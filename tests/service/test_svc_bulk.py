@@ -359,3 +359,34 @@ def test_score_a_table_body(app_client: Client) -> None:
         url, params={"top_k": "0"}, json={"windows": windows_of(frame)}, headers=headers
     )
     assert r.status_code == 422 and "table body" in r.json()["detail"]
+
+
+def test_score_a_table_with_a_series_key(app_client: Client) -> None:
+    client, headers = app_client
+    config = {**TINY_CONFIG, "key_column": "host"}
+    r = client.post("/v1/models", json={"name": "keyed", "config": config}, headers=headers)
+    assert r.status_code == 201, r.text
+    train = make_frame(1200, seed=1, end=END)
+    register_trained_version(
+        _ctx(client), "keyed", pd.concat([train.assign(host=h) for h in ("h1", "h2")]), config
+    )
+    part = make_frame(100, seed=2, end=END + pd.Timedelta(hours=2))
+    frame = pd.concat([part.assign(host="h1"), part.assign(host="h2")])
+    plain = client.post(
+        "/v1/models/keyed/score",
+        json={
+            "timestamps": [t.isoformat() for t in frame.index],
+            "values": {c: frame[c].tolist() for c in ("a", "b", "host")},
+        },
+        headers=headers,
+    )
+    assert plain.status_code == 200, plain.text
+    r = client.post(
+        "/v1/models/keyed/score",
+        content=_arrow_stream(_table(frame)),
+        headers={**headers, "content-type": ARROW, "accept": ARROW},
+    )
+    assert r.status_code == 200, r.text
+    back = _read_arrow(r.content)
+    assert back.num_rows == 200
+    assert np.allclose(back.column("scores").to_numpy(), plain.json()["scores"], equal_nan=True)
