@@ -1,4 +1,5 @@
-"""Stored history of a model: turning JSON rows or CSV/Parquet uploads into validated frames.
+"""Stored history of a model: turning JSON rows, CSV/Parquet/Arrow uploads or columnar bodies
+into validated frames.
 
 Every row carries a timestamp (ISO-8601 string or epoch seconds) and one number (or null for a
 missing value) per feature; a model's column set is fixed by its config's ``features`` or, when
@@ -22,19 +23,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from service.columnar import (
+    ARROW_STREAM,
+    COLUMNAR_TYPES,
+    PARQUET,
+    columnar_type,
+    is_arrow,
+    is_parquet,
+    read_table,
+    write_table,
+)
 from service.errors import (
     BadRequestError,
     InvalidInputError,
     PayloadTooLargeError,
     ServiceError,
 )
-from service.parsing import check_timestamps, numeric_array, parse_timestamps
+from service.parsing import numeric_array, parse_json, parse_timestamps, timestamps_of_column
 from service.registry import ModelRegistry
+from service.schemas import DataAppend
 from service.storage import TIMESTAMP, HistoryStore, HistorySummary, StoreError
 from service.tables import Model
 
-__all__ = ["DataService", "frame_from_rows", "frame_from_upload"]
+__all__ = ["DataService", "frame_from_body", "frame_from_rows", "frame_from_upload"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +157,12 @@ def frame_from_upload(
     key_column: str | None = None,
     max_bytes: int = 256 * 1024 * 1024,
 ) -> pd.DataFrame:
-    """Build a frame from an uploaded CSV (plain or gzip-compressed) or Parquet file.
+    """Build a frame from an uploaded CSV (plain or gzip-compressed), Parquet or Arrow IPC file.
 
-    The format comes from the file's magic bytes (Parquet starts with ``PAR1``, gzip with
-    ``1f 8b``), else CSV. A gzip file may decompress to at most ``max_bytes``.
+    The format comes from the content type (:mod:`service.columnar`), the file's magic bytes
+    (Parquet starts with ``PAR1``, an Arrow IPC file with ``ARROW1``, an Arrow IPC stream with
+    ``ff ff ff ff``, gzip with ``1f 8b``) or its name, else CSV. A gzip file may decompress to
+    at most ``max_bytes``.
 
     Raises
     ------
@@ -162,18 +177,19 @@ def frame_from_upload(
         content = _gunzip(content, max_bytes)
         if not content:
             raise InvalidInputError("the uploaded file is empty")
-    is_parquet = content[:4] == b"PAR1" or (filename or "").lower().endswith((".parquet", ".pq"))
-    try:
-        if is_parquet:
-            frame = pd.read_parquet(io.BytesIO(content))
-        else:
+    name = (filename or "").lower()
+    if is_arrow(content, content_type) or name.endswith((".arrow", ".arrows", ".feather")):
+        frame = read_table(content, ARROW_STREAM)
+    elif is_parquet(content, content_type) or name.endswith((".parquet", ".pq")):
+        frame = read_table(content, PARQUET)
+    else:
+        try:
             _csv_header(content)
             frame = pd.read_csv(io.BytesIO(content))
-    except ServiceError:
-        raise
-    except Exception as exc:
-        kind = "Parquet" if is_parquet else "CSV"
-        raise BadRequestError(f"could not read the upload as {kind}: {exc}") from None
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise BadRequestError(f"could not read the upload as CSV: {exc}") from None
     if isinstance(frame.index, pd.DatetimeIndex) and timestamp_column not in frame.columns:
         frame = frame.reset_index(names=timestamp_column)
     if timestamp_column not in frame.columns:
@@ -184,19 +200,26 @@ def frame_from_upload(
         )
     if frame.empty:
         raise InvalidInputError("the uploaded file has no rows")
-    raw = frame[timestamp_column]
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = pd.DatetimeIndex(raw)
-        stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
-        if stamps.hasnans:
-            raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
-        stamps = check_timestamps(stamps.as_unit("us"), f"column {timestamp_column!r}")
-    else:
-        values = raw.tolist()
-        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
-            raise InvalidInputError(f"column {timestamp_column!r} has empty timestamps")
-        stamps = parse_timestamps(values, f"column {timestamp_column!r}")
+    stamps = timestamps_of_column(frame[timestamp_column], f"column {timestamp_column!r}")
     return _finish_frame(frame.drop(columns=[timestamp_column]), stamps, key_column, "the file")
+
+
+def frame_from_body(
+    body: bytes, content_type: str | None, key_column: str | None, max_bytes: int
+) -> pd.DataFrame:
+    """Build a frame from a data append body: an Arrow IPC stream or a Parquet file when the
+    content type says so (a ``timestamp`` column and one column per feature, checked as an
+    upload is), else JSON rows (:class:`service.schemas.DataAppend`).
+
+    Raises
+    ------
+    service.errors.BadRequestError, service.errors.InvalidInputError, pydantic.ValidationError
+    """
+    columnar = columnar_type(content_type)
+    if columnar is not None:
+        return frame_from_upload(body, None, columnar, TIMESTAMP, key_column, max_bytes)
+    payload = DataAppend.model_validate(parse_json(body))
+    return frame_from_rows(payload.rows, key_column)
 
 
 def _refuse_conflicts(frame: pd.DataFrame, key_column: str | None) -> None:
@@ -320,8 +343,9 @@ class DataService:
         return self.history.summary(self.registry.get_model(name).id)
 
     def export(self, name: str, start: datetime | None, end: datetime | None, fmt: str) -> bytes:
-        """Stored rows with ``start <= timestamp < end`` as CSV or Parquet bytes (a
-        ``timestamp`` column first, ISO-8601 UTC in CSV).
+        """Stored rows with ``start <= timestamp < end`` as CSV (``fmt`` ``text/csv``), an
+        Arrow IPC stream or Parquet (their media types, :mod:`service.columnar`): a
+        ``timestamp`` column first, ISO-8601 UTC in CSV, a UTC timestamp column otherwise.
 
         Raises
         ------
@@ -340,10 +364,8 @@ class DataService:
                 "(max_points_per_request) per export: export it in several ranges (start, end)"
             )
         frame = frame.reset_index()
-        if fmt == "parquet":
-            buffer = io.BytesIO()
-            frame.to_parquet(buffer, index=False)
-            return buffer.getvalue()
+        if fmt in COLUMNAR_TYPES:
+            return write_table(pa.Table.from_pandas(frame, preserve_index=False), fmt)
         stamps = pd.DatetimeIndex(frame[TIMESTAMP])
         frame[TIMESTAMP] = stamps.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return frame.to_csv(index=False).encode()

@@ -31,6 +31,7 @@ __all__ = [
     "parse_duration",
     "parse_json",
     "parse_timestamps",
+    "timestamps_of_column",
 ]
 
 #: Largest version number anywhere in the API (a 32-bit column holds it on every database).
@@ -278,3 +279,24 @@ def parse_duration(value: Any) -> float:
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 100 * 365 * 86400:
         raise ValueError("a duration must be positive and at most 100 years")
     return seconds
+
+
+def timestamps_of_column(raw: pd.Series, what: str) -> pd.DatetimeIndex:
+    """The UTC index of a table's time column: datetimes (naive ones are UTC), ISO-8601
+    strings or epoch seconds.
+
+    Raises
+    ------
+    service.errors.InvalidInputError
+        For empty, unparseable or out-of-range values (see the module docstring).
+    """
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = pd.DatetimeIndex(raw)
+        stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+        if stamps.hasnans:
+            raise InvalidInputError(f"{what} has empty timestamps")
+        return check_timestamps(stamps.as_unit("us"), what)
+    values = raw.tolist()
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+        raise InvalidInputError(f"{what} has empty timestamps")
+    return parse_timestamps(values, what)

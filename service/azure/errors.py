@@ -2,7 +2,9 @@
 
 Routes under ``/anomalydetector/v1.1`` answer every error in this shape (with the code also in
 the ``x-ms-error-code`` header); the rest of the service keeps its ``{"detail"}`` bodies. The
-service's own exceptions keep their status and get a code from it.
+service's own exceptions keep their status and get a code from it. Any other exception is a 500
+``InternalServerError`` whose message holds the request id (also in ``x-request-id``); the main
+app's request middleware logs it once, with its traceback and that id.
 """
 
 from __future__ import annotations
@@ -129,8 +131,14 @@ def install_azure_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "InternalServerError", "internal error; the logs hold the details")
+        # Starlette raises the exception again after this answer is sent; the main app's
+        # RequestContextMiddleware logs it there, once, with its traceback and request id.
+        request_id = getattr(request.state, "request_id", None) or "-"
+        return _error(
+            500,
+            "InternalServerError",
+            f"internal error; request id {request_id} identifies it in the server log",
+        )
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(det_errors.ReconADError, library_error)

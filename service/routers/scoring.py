@@ -5,17 +5,44 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.columnar import COLUMNAR_TYPES, JSON, accepted
 from service.deps import authorize, context_of
 from service.routers.params import API_PREFIX, ModelName
 from service.scoring import ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix=API_PREFIX, tags=["scoring"])
 
+_TABLE = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": "A series segment as a table: an optional 'timestamp' column and one column "
+    "per feature; the other request fields as query parameters.",
+}
+
+
+def _query(name: str, schema: dict[str, object], description: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description + " (with a table body only).",
+    }
+
+
 _SCORE_OPENAPI = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": ScoreRequest.model_json_schema()}},
+        "content": {
+            "application/json": {"schema": ScoreRequest.model_json_schema()},
+            **{media: _TABLE for media in COLUMNAR_TYPES},
+        },
     },
+    "parameters": [
+        _query("version", {"type": "integer"}, "Pin a version"),
+        _query("reconstruct", {"type": "boolean"}, "Also return the expected values"),
+        _query("top_k", {"type": "integer"}, "Top contributing features per point"),
+        _query("fields", {"type": "string"}, "Per-point fields, comma-separated"),
+    ],
     "security": [{"APIKey": []}],
 }
 
@@ -25,19 +52,34 @@ _SCORE_OPENAPI = {
     response_model=ScoreResponse,
     openapi_extra=_SCORE_OPENAPI,
     responses={
+        200: {
+            "description": "Per-point results: JSON, or a table (one row per point) as an "
+            "Arrow IPC stream or a Parquet file when Accept names its media type.",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in COLUMNAR_TYPES
+            },
+        },
         413: {"description": "Body or point count over the configured limit."},
         422: {"description": "Values that cannot be scored; the message says what to fix."},
     },
 )
 async def score(name: ModelName, request: Request) -> Response:
-    """Score windows (n, window, features) or a series segment (values + timestamps).
+    """Score windows (n, window, features) or a series segment (values + timestamps, or a
+    table: ``Content-Type: application/vnd.apache.arrow.stream`` or
+    ``application/vnd.apache.parquet``).
 
     Needs a key with scope ``score``. The hot path of the service, so it skips FastAPI's
     dependency injection (checked here in one call, documented above) and its body parsing:
     the service validates the raw bytes with :class:`~service.scoring.ScoreRequest` itself, so
     that a million-point series is parsed off the event loop, straight into numpy arrays.
+    ``Accept: application/vnd.apache.arrow.stream`` (or ``application/vnd.apache.parquet``)
+    returns the per-point results as a table.
     """
     await authorize(request, "score")
     body = await request.body()
-    content = await context_of(request).scoring.score(name, body)
-    return Response(content, media_type="application/json")
+    media = accepted(request.headers.get("accept"), COLUMNAR_TYPES, JSON)
+    content = await context_of(request).scoring.score(
+        name, body, media, request.headers.get("content-type"), request.query_params
+    )
+    return Response(content, media_type=media)

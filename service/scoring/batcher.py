@@ -220,13 +220,14 @@ class MicroBatcher:
         part: slice,
         expected: Any,
     ) -> bytes:
-        """Encode one request's share of a batch as the response JSON, counting its points."""
+        """Encode one request's share of a batch as its response (JSON, or the columnar format
+        the request asked for), counting its points."""
         fields = None if request.fields is None else frozenset(request.fields)
         response = derived.response(loaded, request.top_k, part, expected, fields)
         self.metrics.scored_points.inc(response.n_points)
         if response.n_anomalous:
             self.metrics.anomalies.inc(response.n_anomalous)
-        return response.to_json()
+        return response.encode(request.response_type)
 
 
 def _overflow() -> InvalidInputError:

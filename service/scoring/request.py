@@ -1,8 +1,9 @@
 """The score request: the one place where a score body is parsed and checked.
 
 :class:`ScoreRequest` is a pydantic model whose validators turn the parsed body into numpy
-arrays and a time index (:meth:`ScoreRequest.from_body`); its JSON schema is the one the OpenAPI
-document shows. Checks that need the model (window
+arrays and a time index (:meth:`ScoreRequest.from_body`; a series segment may also come as an
+Arrow IPC or Parquet table, :meth:`ScoreRequest.from_table`, its options as query parameters);
+its JSON schema is the one the OpenAPI document shows. Checks that need the model (window
 length, feature names, the series key) are its methods :meth:`~ScoreRequest.windows_for` and
 :meth:`~ScoreRequest.frame_for`, so every rule about what can be scored lives here.
 
@@ -17,6 +18,7 @@ on a million-point series, parses about a quarter slower than orjson.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -26,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -33,8 +36,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.columnar import JSON, read_table
 from service.errors import InvalidInputError, PayloadTooLargeError, format_validation_errors
-from service.parsing import MAX_VERSION, numeric_array, parse_json, parse_timestamps
+from service.parsing import (
+    MAX_VERSION,
+    numeric_array,
+    parse_json,
+    parse_timestamps,
+    timestamps_of_column,
+)
+from service.storage import TIMESTAMP
 
 __all__ = ["ScoreRequest"]
 
@@ -71,12 +82,19 @@ def _windows(raw: Any) -> np.ndarray:
 
 
 def _column(name: str, raw: Any) -> np.ndarray:
-    if not isinstance(raw, list) or not raw:
+    if isinstance(raw, np.ndarray) and raw.ndim == 1 and raw.size:  # a table's column
+        if raw.dtype.kind == "b":
+            raise _refuse(f"values[{name!r}] holds booleans; send numbers (0 or 1)")
+        if raw.dtype.kind == "O" and all(isinstance(v, str) for v in raw):
+            return raw  # strings: a series-key column (features are checked later)
+        arr: np.ndarray = raw
+    elif not isinstance(raw, list) or not raw:
         raise _refuse(f"values[{name!r}] must be a non-empty list")
-    try:
-        arr: np.ndarray = np.asarray(raw)  # one pass over the list; numeric_array reuses it
-    except (ValueError, OverflowError):
-        arr = np.asarray(raw, dtype=object)  # ragged or huge: numeric_array explains
+    else:
+        try:
+            arr = np.asarray(raw)  # one pass over the list; numeric_array reuses it
+        except (ValueError, OverflowError):
+            arr = np.asarray(raw, dtype=object)  # ragged or huge: numeric_array explains
     if arr.ndim != 1 and arr.dtype.kind != "O":
         raise _refuse(f"values[{name!r}] must be a flat list of numbers")
     if arr.dtype.kind in "iu":
@@ -100,6 +118,8 @@ def _values(raw: Any) -> dict[str, np.ndarray]:
 
 
 def _timestamps(raw: Any) -> pd.DatetimeIndex:
+    if isinstance(raw, pd.DatetimeIndex):  # a table's, checked by timestamps_of_column
+        return raw
     if not isinstance(raw, list):
         raise _refuse("timestamps must be a list with one entry per point")
     index: pd.DatetimeIndex = _checked(parse_timestamps, raw)
@@ -172,6 +192,30 @@ class ScoreRequest(BaseModel):
         "For long series, ['anomalous_indices'] with top_k 0 returns only the indices of the "
         "anomalous points.",
     )
+    #: Media type of the answer: JSON, or a columnar format the ``Accept`` header chose
+    #: (:mod:`service.columnar`); set by the service with :meth:`answer_as`, never in the body.
+    _response_type: str = PrivateAttr(default=JSON)
+
+    @property
+    def response_type(self) -> str:
+        """Media type the response is encoded in."""
+        return self._response_type
+
+    def answer_as(self, media_type: str) -> None:
+        """Encode the response as ``media_type`` (JSON or a :mod:`service.columnar` type).
+
+        Raises
+        ------
+        service.errors.InvalidInputError
+            For ``anomalous_indices`` in a columnar answer (a table has one row per point).
+        """
+        if media_type != JSON and self.fields is not None and "anomalous_indices" in self.fields:
+            raise InvalidInputError(
+                "fields 'anomalous_indices' is for JSON answers: an Arrow or Parquet answer has "
+                "one row per point, and its 'anomalous' column takes one bit a point; ask for "
+                "fields ['anomalous']"
+            )
+        self._response_type = media_type
 
     @model_validator(mode="before")
     @classmethod
@@ -250,6 +294,49 @@ class ScoreRequest(BaseModel):
             if any(isinstance(v, bool) for v in flat):
                 raise InvalidInputError("windows must hold numbers, not booleans: send 0 or 1")
         return request
+
+    @classmethod
+    def from_table(
+        cls, body: bytes, media_type: str, options: Mapping[str, str], max_points: int
+    ) -> ScoreRequest:
+        """Parse and check a series segment sent as a table (:mod:`service.columnar`).
+
+        Parameters
+        ----------
+        body
+            An Arrow IPC stream or a Parquet file: an optional ``timestamp`` column (datetimes,
+            ISO-8601 strings or epoch seconds) and one column per feature (and series key).
+        media_type
+            Its format.
+        options
+            The other request fields, as query parameters: ``version``, ``reconstruct``
+            (``true``/``false``), ``top_k`` and ``fields`` (comma-separated).
+        max_points
+            Most points allowed.
+
+        Raises
+        ------
+        service.errors.BadRequestError
+            For a body that is not a readable table.
+        service.errors.InvalidInputError
+            For a table or options that cannot be scored, with what to fix.
+        service.errors.PayloadTooLargeError
+            For more than ``max_points`` rows.
+        """
+        frame = read_table(body, media_type)
+        if len(frame) > max_points:
+            raise PayloadTooLargeError(
+                f"the table holds {len(frame)} rows; the limit is {max_points} "
+                "(max_points_per_request): split it into several requests"
+            )
+        data: dict[str, Any] = _table_options(options)
+        if TIMESTAMP in frame.columns:
+            data["timestamps"] = timestamps_of_column(frame[TIMESTAMP], "column 'timestamp'")
+        data["values"] = {str(c): frame[c].to_numpy() for c in frame.columns if str(c) != TIMESTAMP}
+        try:
+            return cls.model_validate(data, context={"max_points": max_points})
+        except ValidationError as exc:
+            raise _service_error(exc) from None
 
     # -- checks against the model that scores the request
 
@@ -333,6 +420,36 @@ def _prescreen(body: bytes, max_points: int, max_values: int) -> None:
             f"the body holds about {commas} numbers, more than {max_values} "
             "(max_values_per_request): split it, or send a columnar body (Arrow IPC or Parquet)"
         )
+
+
+def _table_options(options: Mapping[str, str]) -> dict[str, Any]:
+    """The request fields of a table body, from query parameters (strings) to their types."""
+    unknown = sorted(set(options) - _TABLE_OPTIONS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown query parameter(s) {unknown}; a table body takes {sorted(_TABLE_OPTIONS)}"
+        )
+    out: dict[str, Any] = {}
+    for name in ("version", "top_k"):
+        if name in options:
+            try:
+                out[name] = int(options[name])
+            except ValueError:
+                raise InvalidInputError(
+                    f"query parameter {name} must be an integer, not {options[name][:40]!r}"
+                ) from None
+    if "reconstruct" in options:
+        flag = options["reconstruct"].lower()
+        if flag not in ("true", "false"):
+            raise InvalidInputError("query parameter reconstruct must be true or false")
+        out["reconstruct"] = flag == "true"
+    if "fields" in options:
+        out["fields"] = [f.strip() for f in options["fields"].split(",") if f.strip()]
+    return out
+
+
+#: Request fields a table body takes as query parameters.
+_TABLE_OPTIONS = frozenset({"version", "reconstruct", "top_k", "fields"})
 
 
 def _service_error(exc: ValidationError) -> InvalidInputError:

@@ -2,9 +2,10 @@
 
 :class:`ScoreResponse` is the documented response schema and the object that is encoded: its
 array fields hold numpy arrays, which :meth:`ScoreResponse.to_json` writes with orjson's numpy
-support (no Python lists of a million floats). :func:`derive` computes the normalised scores,
-the flags and the top-k contributing features once for a whole batch, which the batcher then
-slices per request.
+support (no Python lists of a million floats), or :meth:`ScoreResponse.encode` as an Arrow IPC
+stream or Parquet table when the client's ``Accept`` asks for one. :func:`derive` computes the
+normalised scores, the flags and the top-k contributing features once for a whole batch, which
+the batcher then slices per request.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema
 
 from detector import decision
+from service.columnar import JSON, write_table
 from service.scoring.cache import LoadedVersion
 
 __all__ = ["Derived", "ScoreResponse", "derive"]
@@ -89,6 +92,51 @@ class ScoreResponse(BaseModel):
             {name: value for name, value in self if value is not None},
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+
+    def encode(self, media_type: str) -> bytes:
+        """The response body as JSON or, for a :mod:`service.columnar` media type, as a table
+        (:meth:`to_table`)."""
+        if media_type == JSON:
+            return self.to_json()
+        return write_table(self.to_table(), media_type)
+
+    def to_table(self) -> pa.Table:
+        """The per-point fields as a table, one row per point (windows flattened row-major):
+        ``scores``, ``normalized`` (null where not scored), ``anomalous``, then
+        ``top{j}_feature`` (dictionary-encoded) and ``top{j}_contribution`` for j = 1..top_k
+        and ``expected_<feature>``; the other fields, with the per-point ``shape``, are the
+        JSON of the schema's metadata key ``reconad``."""
+        columns: dict[str, pa.Array] = {}
+        shape: tuple[int, ...] = (self.n_points,)
+        for name in ("scores", "normalized", "anomalous"):
+            value = getattr(self, name)
+            if value is not None:
+                array = np.asarray(value)
+                shape = array.shape
+                columns[name] = pa.array(array.ravel(), from_pandas=True)
+        if self.top_features is not None and self.top_contributions is not None:
+            names = np.asarray(self.top_features, dtype=object)  # (..., k)
+            values = np.asarray(self.top_contributions, dtype=np.float64)
+            for j in range(names.shape[-1]):
+                feature = pa.array(names[..., j].ravel(), type=pa.string())
+                columns[f"top{j + 1}_feature"] = feature.dictionary_encode()
+                columns[f"top{j + 1}_contribution"] = pa.array(
+                    values[..., j].ravel(), from_pandas=True
+                )
+        if isinstance(self.expected, dict):
+            for feature, series in self.expected.items():
+                columns[f"expected_{feature}"] = pa.array(np.asarray(series), from_pandas=True)
+        elif self.expected is not None:
+            cube = np.asarray(self.expected)  # (n, window, F)
+            for j, feature in enumerate(self.features):
+                columns[f"expected_{feature}"] = pa.array(cube[..., j].ravel(), from_pandas=True)
+        meta = {name: value for name, value in self if name in _META_FIELDS}
+        meta["shape"] = list(shape)
+        return pa.table(columns).replace_schema_metadata({"reconad": orjson.dumps(meta)})
+
+
+#: Fields of a score response that a columnar answer carries in its metadata.
+_META_FIELDS = ("model", "version", "threshold", "window", "features", "n_points", "n_anomalous")
 
 
 #: Per-point fields a score response can carry (``fields`` in the request chooses).

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
 from detector import load_detector
+from service.columnar import JSON, columnar_type
+from service.errors import InvalidInputError
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.scoring.batcher import MicroBatcher
@@ -131,20 +134,46 @@ class ScoringService:
 
         return await self.cache.get((model_id, number), load)
 
-    async def score(self, name: str, body: bytes) -> bytes:
-        """Score a raw request body against a model; return the encoded JSON response.
+    async def score(
+        self,
+        name: str,
+        body: bytes,
+        response_type: str = JSON,
+        content_type: str | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Score a raw request body against a model; return the encoded response.
+
+        Parameters
+        ----------
+        name, body
+            The model and the request body: JSON, or a table when ``content_type`` names a
+            :mod:`service.columnar` format (its options in ``options``, the query parameters).
+        response_type
+            JSON or a :mod:`service.columnar` media type (the client's ``Accept``).
 
         Raises
         ------
         BadRequestError, InvalidInputError, PayloadTooLargeError, NotFoundError, ConflictError,
         detector.errors.InputError
         """
-        if len(body) > _INLINE_PARSE_BYTES:
+        table = columnar_type(content_type)
+        if table is not None:
+            request = await asyncio.to_thread(
+                ScoreRequest.from_table, body, table, options or {}, self.max_points
+            )
+        elif options:
+            raise InvalidInputError(
+                f"query parameters {sorted(options)} go with a table body (Arrow IPC or "
+                "Parquet); in a JSON body, send them as fields of the JSON object"
+            )
+        elif len(body) > _INLINE_PARSE_BYTES:
             request = await asyncio.to_thread(
                 ScoreRequest.from_body, body, self.max_points, self.max_values
             )
         else:
             request = ScoreRequest.from_body(body, self.max_points, self.max_values)
+        request.answer_as(response_type)
         loaded = await self.resolve(name, request.version)
         frame: pd.DataFrame | None = None
         if request.windows is not None:

@@ -387,8 +387,16 @@ def test_multivariate_flow(
     assert len(response.results) == 1
     assert response.results[0].timestamp == recent.index[-1].to_pydatetime()
     assert response.results[0].value.is_anomaly
+    interpretation = response.results[0].value.interpretation
+    assert 1 <= len(interpretation) <= 3
+    assert {x.variable for x in interpretation} <= {"temperature", "pressure", "flow"}
+    assert interpretation[0].variable == "temperature"  # the variable that was moved
+    last_shares = [float(x.contribution_score) for x in interpretation]
+    assert last_shares == sorted(last_shares, reverse=True)
+    assert all(0 <= s <= 1 for s in last_shares)
 
     client.delete_multivariate_model(model_id)
+    assert model_id not in {item.model_id for item in client.list_multivariate_models()}
     with pytest.raises(ResourceNotFoundError):
         client.get_multivariate_model(model_id)
     with pytest.raises(ResourceNotFoundError):
@@ -440,3 +448,29 @@ def test_score_key_cannot_train(server: tuple[ServerProcess, str]) -> None:
                 )
             )
         assert info.value.status_code == 403
+
+
+def test_model_list_pages_through_next_link(
+    client: AnomalyDetectorClient, server: tuple[ServerProcess, str]
+) -> None:
+    proc, key = server
+    frame = sensor_frame(300)
+    source = _upload(proc, key, "paging.csv", frame)
+    info = m.ModelInfo(
+        data_source=source,
+        start_time=frame.index[0].to_pydatetime(),
+        end_time=frame.index[-1].to_pydatetime(),
+        sliding_window=28,
+    )
+    created = [client.train_multivariate_model(info).model_id for _ in range(3)]
+    # One model a page: the SDK follows nextLink until the last page, oldest first.
+    listed = [item.model_id for item in client.list_multivariate_models(skip=0, top=1)]
+    assert len(listed) == len(set(listed)) >= 3
+    assert [i for i in listed if i in created] == created
+    page = httpx.get(
+        f"{proc.url}/anomalydetector/v1.1/multivariate/models",
+        params={"skip": 0, "top": 1},
+        headers={"Ocp-Apim-Subscription-Key": key},
+    ).json()
+    assert len(page["models"]) == 1 and page["currentCount"] == len(listed)
+    assert page["nextLink"].endswith("/multivariate/models?skip=1&top=1")

@@ -4,11 +4,15 @@ headers and body). Bounded to a few examples per operation so it runs in about a
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -33,6 +37,37 @@ from service.settings import Settings
 # mismatch"). schemathesis's negative cases draw st.randoms(), whose module hypothesis imports
 # on first use: validate that strategy once here, at import time, so no import happens mid-test.
 st.randoms().validate()
+
+
+@st.composite
+def _tables(draw: st.DrawFn, media: str) -> bytes:
+    """Bodies of the columnar media types: random bytes, or a table of 'timestamp' and the
+    fuzz model's features with random values (NaN, huge, repeated timestamps included)."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=256))
+    n = draw(st.integers(1, 40))
+    floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
+    start = draw(st.integers(-(10**10), 10**10))
+    table = pa.table(
+        {
+            "timestamp": pa.array(
+                [start + 60 * draw(st.integers(0, 3)) * i for i in range(n)], pa.int64()
+            ),
+            "a": pa.array(draw(st.lists(floats, min_size=n, max_size=n))),
+            "b": pa.array(draw(st.lists(floats, min_size=n, max_size=n))),
+        }
+    )
+    sink = io.BytesIO()
+    if media == "application/vnd.apache.parquet":
+        pq.write_table(table, sink)
+    else:
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+for _media in ("application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"):
+    schemathesis.openapi.media_type(_media, _tables(_media))
 
 
 @pytest.fixture(scope="module")
