@@ -1,16 +1,18 @@
-"""Anomaly events: list, show, acknowledge."""
+"""Anomaly events: list, show, acknowledge, label."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, status
 
-from service.deps import AnyKey, LiveDep, ScoreKey, WriteKey
+from service.deps import AnyKey, LabelsDep, LiveDep, ScoreKey, WriteKey
 from service.errors import InvalidInputError
 from service.live.schemas import EventPublic, EventsPublic
+from service.labels import OVERLAP_RULE
 from service.routers.params import API_PREFIX, Limit, Offset
+from service.schemas import EventLabel, LabelPublic
 
 router = APIRouter(prefix=API_PREFIX + "/events", tags=["events"])
 
@@ -55,3 +57,19 @@ def acknowledge_event(event_id: EventId, live: LiveDep, key: WriteKey) -> EventP
     """Mark the event seen (by the calling key); acknowledging twice keeps the first."""
     ev, model = live.events.acknowledge(event_id, key.key_id)
     return EventPublic.from_row(ev, model)
+
+
+@router.post(
+    "/{event_id}/label",
+    response_model=LabelPublic,
+    status_code=status.HTTP_201_CREATED,
+    description="Say whether the event is a real anomaly ('anomaly') or not ('normal'): a "
+    "label spanning the event (as it is now) and linked to it, in the model's labels. "
+    f"Acknowledging is separate. {OVERLAP_RULE}",
+)
+def label_event(
+    event_id: EventId, body: EventLabel, labels: LabelsDep, key: WriteKey
+) -> LabelPublic:
+    """Label the event."""
+    row, model = labels.label_event(event_id, body.verdict, body.note, key.key_id)
+    return LabelPublic.of(row, model=model)
