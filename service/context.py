@@ -104,6 +104,7 @@ class AppContext:
             torch.set_num_threads(settings.torch_threads)
         metrics.track_jobs(jobs.counts_by_state)
         auth = AuthService(db, settings.auth_cache_ttl_s)
+        live = LiveServices.build(settings, db, scoring, history, metrics)
         return cls(
             settings=settings,
             db=db,
@@ -121,9 +122,13 @@ class AppContext:
                 registry, history, settings.max_points_per_request, settings.max_body_bytes
             ),
             deletion=DeletionService(registry, jobs, scoring),
-            live=LiveServices.build(settings, db, scoring, history, metrics),
+            live=live,
             labels=LabelService(
-                db, registry, settings.max_labels_per_model, settings.max_label_import_bytes
+                db,
+                registry,
+                settings.max_labels_per_model,
+                settings.max_label_import_bytes,
+                on_event_verdict=live.streams.refresh_memory,
             ),
             console=ConsoleSessions(
                 db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key

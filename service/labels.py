@@ -19,9 +19,12 @@ and ``GET /v1/models/{name}/labels/export`` writes them in the import's CSV form
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import logging
 import math
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,14 +32,24 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from detector.feedback import VERDICTS
+
 from service.db import Database
-from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from service.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+)
 from service.parsing import check_datetime
 from service.registry import ModelRegistry
 from service.schemas import MAX_NOTE
-from service.tables import VERDICTS, AnomalyEvent, Label, Model, utcnow
+from service.tables import AnomalyEvent, Label, Model, utcnow
 
 __all__ = ["CSV_COLUMNS", "OVERLAP_RULE", "LabelService", "labels_of", "parse_label_csv"]
+
+logger = logging.getLogger(__name__)
 
 #: How overlapping labels combine (``detector.feedback.label_masks`` applies it), said in the
 #: OpenAPI description of every route that stores labels.
@@ -171,15 +184,34 @@ class LabelService:
         Most labels one model may hold.
     max_import_bytes
         Largest CSV one import may send.
+    on_event_verdict
+        Awaited with the model name and the series after an event's verdict changed (a label
+        of an event given or deleted).
     """
 
     def __init__(
-        self, db: Database, registry: ModelRegistry, max_per_model: int, max_import_bytes: int
+        self,
+        db: Database,
+        registry: ModelRegistry,
+        max_per_model: int,
+        max_import_bytes: int,
+        on_event_verdict: Callable[[str, str], Awaitable[int]] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.max_per_model = max_per_model
         self.max_import_bytes = max_import_bytes
+        self.on_event_verdict = on_event_verdict
+
+    async def _learn(self, name: str, series: str) -> None:
+        """Tell the live monitor of the series that an event's verdict changed (its normal
+        memory is rebuilt: ``StreamService.refresh_memory``)."""
+        if self.on_event_verdict is None:
+            return
+        try:
+            await self.on_event_verdict(name, series)
+        except ServiceError as exc:  # no active version: no live monitor to teach
+            logger.info("event verdict not applied to a live monitor: %s", exc.message)
 
     # ------------------------------------------------------------------ writing
     def _add(
@@ -250,10 +282,11 @@ class LabelService:
             (row,) = self._add(session, model.id, [item], key_id)
         return row
 
-    def label_event(
+    async def label_event(
         self, event_id: int, verdict: str, note: str, key_id: str | None
     ) -> tuple[Label, str]:
-        """Label an anomaly event: a label spanning the event as it is now, linked to it.
+        """Label an anomaly event: a label spanning the event as it is now, linked to it; the
+        series' live monitor then remembers the events labelled "normal" (suppression).
 
         Labelling an event again adds a newer label (which then decides); acknowledging an
         event is separate (``EventService.acknowledge``).
@@ -267,6 +300,15 @@ class LabelService:
         ------
         NotFoundError, ConflictError
         """
+        row, name, series = await asyncio.to_thread(
+            self._label_event, event_id, verdict, note, key_id
+        )
+        await self._learn(name, series)
+        return row, name
+
+    def _label_event(
+        self, event_id: int, verdict: str, note: str, key_id: str | None
+    ) -> tuple[Label, str, str]:
         with self.db.transaction() as session:
             ev = session.get(AnomalyEvent, event_id)
             if ev is None:
@@ -281,7 +323,8 @@ class LabelService:
             }
             (row,) = self._add(session, ev.model_id, [item], key_id)
             name = session.execute(select(Model.name).where(Model.id == ev.model_id)).scalar_one()
-        return row, name
+            series = ev.series
+        return row, name, series
 
     def import_csv(self, name: str, content: bytes, key_id: str | None) -> tuple[int, int]:
         """Store every row of a labels CSV (:func:`parse_label_csv`), or none.
@@ -311,16 +354,29 @@ class LabelService:
             ).scalar_one()
         return len(items), int(held)
 
-    def delete(self, name: str, label_id: int) -> None:
-        """Delete one label.
+    async def delete(self, name: str, label_id: int) -> None:
+        """Delete one label (a label of an event: its series' monitor forgets the verdict).
 
         Raises
         ------
         service.errors.NotFoundError
         """
+        series = await asyncio.to_thread(self._delete, name, label_id)
+        if series is not None:
+            await self._learn(name, series)
+
+    def _delete(self, name: str, label_id: int) -> str | None:
+        """Delete a label; the series of the event it labelled, if any."""
         model = self.registry.get_model(name)
         with self.db.transaction() as session:
-            session.delete(self._get(session, model.id, label_id))
+            row = self._get(session, model.id, label_id)
+            series = None
+            if row.event_id is not None:
+                series = session.execute(
+                    select(AnomalyEvent.series).where(AnomalyEvent.id == row.event_id)
+                ).scalar_one_or_none()
+            session.delete(row)
+        return series
 
     # ------------------------------------------------------------------ reading
     @staticmethod

@@ -20,12 +20,13 @@ from pydantic import (
 )
 
 from detector import DetectorConfig
+from detector.feedback import Verdict
 from service.jobs.states import JobState
 from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.scoring import ScoreRequest, ScoreResponse
 from service.storage import HistorySummary
-from service.tables import ApiKey, Model, Verdict, Version
+from service.tables import ApiKey, Model, Version
 
 __all__ = [
     "DataAppend",

@@ -7,7 +7,7 @@ classes must match the latest migration (a test compares them).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -28,7 +28,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ACTIVE_STATES",
-    "VERDICTS",
     "Alert",
     "AnomalyEvent",
     "ApiKey",
@@ -44,7 +43,6 @@ __all__ = [
     "Schedule",
     "Stream",
     "StreamPoint",
-    "Verdict",
     "Version",
     "utcnow",
 ]
@@ -293,11 +291,6 @@ class AnomalyEvent(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-#: The verdicts a label can give.
-Verdict = Literal["anomaly", "normal", "unsure"]
-VERDICTS: tuple[str, ...] = get_args(Verdict)
-
-
 class Label(Base):
     """A person's verdict on a point (``start == end``) or a time range of a model's series.
 
@@ -315,7 +308,7 @@ class Label(Base):
     series: Mapped[str | None] = mapped_column(String(200), nullable=True)
     start: Mapped[datetime] = mapped_column(UTCDateTime())
     end: Mapped[datetime] = mapped_column(UTCDateTime())
-    verdict: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(16))  #: one of detector.feedback.VERDICTS
     note: Mapped[str] = mapped_column(String(1000), default="")
     event_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("events.id", ondelete="SET NULL"), nullable=True, index=True

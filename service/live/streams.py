@@ -46,8 +46,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from detector import Detector
+from detector.feedback import NormalMemory
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from service.feedback import normal_events
 from service.live.channels import queue_alerts
 from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
 from service.parsing import numeric_array, parse_json, parse_timestamps
@@ -403,7 +405,7 @@ class StreamService:
             found = rows.get(item.series)
             if found is None:
                 options = check_options(item.options or {})
-                prepared[item.series] = (None, new_monitor(loaded.detector, options))
+                prepared[item.series] = (None, new_monitor(loaded.detector, options, loaded.threshold_scale))
                 continue
             stream_id, revision, version, state = found
             cached = self.cache.get(stream_id)
@@ -446,7 +448,7 @@ class StreamService:
         if ready is not None and ready[0] is None:
             monitor = ready[1]
         else:
-            monitor = new_monitor(loaded.detector, options)
+            monitor = new_monitor(loaded.detector, options, loaded.threshold_scale)
         now = utcnow()
         fresh = Stream(
             model_id=loaded.model_id,
@@ -490,7 +492,7 @@ class StreamService:
                 "stream handed to a new version",
                 extra={"model": loaded.model_name, "from": row.version, "to": loaded.version},
             )
-            monitor = handover(monitor, loaded.detector)
+            monitor = handover(monitor, loaded.detector, loaded.threshold_scale)
         return monitor
 
     def _accept(
@@ -697,6 +699,104 @@ class StreamService:
                 raise NotFoundError(f"no live series {series!r} for this model")
             session.delete(row)
             self.cache.drop(row.id)
+
+    # ------------------------------------------------------------------ feedback
+    async def refresh_memory(self, name: str, series: str) -> int:
+        """Rebuild the normal memory of one series' monitor from its events whose newest label
+        says "not an anomaly" (``service.feedback``): a window like one of them raises no flag
+        from the next point on. Returns how many events it remembers (0: no live series).
+
+        Raises
+        ------
+        NotFoundError, ConflictError
+            For an unknown model, or one without an active version.
+        """
+        loaded = await self.scoring.resolve(name, None)
+        loop = asyncio.get_running_loop()
+
+        def detector_of(version: int) -> Detector:
+            if version == loaded.version:
+                return loaded.detector
+            future = asyncio.run_coroutine_threadsafe(self.scoring.resolve(name, version), loop)
+            return future.result().detector
+
+        return await asyncio.to_thread(self._refresh_memory, loaded, series, detector_of)
+
+    def _refresh_memory(
+        self, loaded: LoadedVersion, series: str, detector_of: Callable[[int], Detector]
+    ) -> int:
+        with self._series_locks(loaded.model_id, [series]):
+            with self.db.session() as session:
+                row = session.execute(
+                    select(Stream).where(
+                        Stream.model_id == loaded.model_id, Stream.series == series
+                    )
+                ).scalar_one_or_none()
+            if row is None:
+                return 0
+            monitor = self._monitor(row, loaded, detector_of, {})
+            detector = monitor.detector
+            memory = NormalMemory.for_detector(detector)
+            spans = normal_events(self.db, row.id, memory.max_stretches)
+            if spans:
+                values = self._series_values(
+                    loaded, series, min(s for s, _ in spans), max(e for _, e in spans), detector
+                )
+                for start, end in reversed(spans):  # oldest first: the newest stay longest
+                    memory.remember(detector, values, pd.Timestamp(start), pd.Timestamp(end))
+            monitor.remember(memory)
+            with self.db.transaction() as session:
+                locked = session.execute(
+                    select(Stream).where(Stream.id == row.id).with_for_update()
+                ).scalar_one_or_none()
+                if locked is None:
+                    return 0
+                locked.state = orjson.dumps(monitor.state()).decode()
+                locked.revision += 1
+                locked.version = loaded.version
+                locked.updated_at = utcnow()
+                revision = locked.revision
+            self.cache.put(row.id, _Cached(revision, loaded.version, monitor))
+            return len(spans)
+
+    def _series_values(
+        self,
+        loaded: LoadedVersion,
+        series: str,
+        start: datetime,
+        end: datetime,
+        detector: Detector,
+    ) -> pd.DataFrame:
+        """A series' points in ``[start - window, end]``: stored history, then the streamed
+        points not yet flushed to it (which replace stored rows of the same time)."""
+        margin = pd.Timedelta(int(detector.preprocessor_.step_) * (detector.window_ + 1), "ns")
+        lo = (pd.Timestamp(start) - margin).to_pydatetime()
+        hi = (pd.Timestamp(end) + pd.Timedelta(microseconds=1)).to_pydatetime()
+        stored = self.history.read(loaded.model_id, lo, hi)
+        if loaded.key_column and not stored.empty:
+            stored = stored[stored[loaded.key_column].astype(str) == series]
+        with self.db.session() as session:
+            rows = session.execute(
+                select(StreamPoint.ts, StreamPoint.values).where(
+                    StreamPoint.model_id == loaded.model_id,
+                    StreamPoint.series == series,
+                    StreamPoint.ts >= lo,
+                    StreamPoint.ts < hi,
+                )
+            ).all()
+        features = loaded.features
+        parts = [stored[features]] if not stored.empty else []
+        if rows:
+            buffered = pd.DataFrame.from_records([r.values for r in rows], columns=features)
+            buffered.index = pd.DatetimeIndex([pd.Timestamp(r.ts) for r in rows], name=TIMESTAMP)
+            parts.append(buffered)
+        if not parts:
+            return pd.DataFrame(columns=features, index=pd.DatetimeIndex([], tz="UTC"))
+        frame = pd.concat(parts)
+        index = pd.DatetimeIndex(frame.index)
+        frame.index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+        return frame.astype(np.float64)
 
     # ------------------------------------------------------------------ history
     def flush(self, limit: int = 200_000) -> int:

@@ -64,12 +64,13 @@ def acknowledge_event(event_id: EventId, live: LiveDep, key: WriteKey) -> EventP
     response_model=LabelPublic,
     status_code=status.HTTP_201_CREATED,
     description="Say whether the event is a real anomaly ('anomaly') or not ('normal'): a "
-    "label spanning the event (as it is now) and linked to it, in the model's labels. "
-    f"Acknowledging is separate. {OVERLAP_RULE}",
+    "label spanning the event (as it is now) and linked to it, in the model's labels. An event "
+    "labelled 'normal' is remembered by its series' live monitor: a window like it raises no "
+    f"flag any more. Acknowledging is separate. {OVERLAP_RULE}",
 )
-def label_event(
+async def label_event(
     event_id: EventId, body: EventLabel, labels: LabelsDep, key: WriteKey
 ) -> LabelPublic:
     """Label the event."""
-    row, model = labels.label_event(event_id, body.verdict, body.note, key.key_id)
+    row, model = await labels.label_event(event_id, body.verdict, body.note, key.key_id)
     return LabelPublic.of(row, model=model)

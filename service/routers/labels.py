@@ -9,12 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from starlette.responses import Response
 
+from detector.feedback import Verdict
 from service.deps import AdminKey, LabelsDep, ScoreKey, WriteKey
 from service.errors import InvalidInputError
 from service.labels import OVERLAP_RULE
 from service.routers.params import API_PREFIX, Limit, ModelName, Offset
 from service.schemas import LabelCreate, LabelPublic, LabelsImported, LabelsPublic
-from service.tables import Verdict
 
 router = APIRouter(prefix=API_PREFIX + "/models/{name}/labels", tags=["labels"])
 
@@ -113,7 +113,9 @@ def get_label(name: ModelName, label_id: LabelId, labels: LabelsDep, _key: Score
 
 
 @router.delete("/{label_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_label(name: ModelName, label_id: LabelId, labels: LabelsDep, _key: AdminKey) -> Response:
+async def delete_label(
+    name: ModelName, label_id: LabelId, labels: LabelsDep, _key: AdminKey
+) -> Response:
     """Delete a label."""
-    labels.delete(name, label_id)
+    await labels.delete(name, label_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
