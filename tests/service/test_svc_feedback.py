@@ -1,0 +1,329 @@
+"""What labels change in the service, on generated series with injected anomalies: retraining
+leaves labelled anomalies out and keeps labelled-normal stretches inside events; a version refits
+its live threshold on labels; ``if_better`` compares on labels when they exist; an event labelled
+"not an anomaly" is remembered by its stream, so the same pattern streamed again raises no alert
+while another anomaly still does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
+
+from service import feedback
+from service.app import create_app
+from service.context import AppContext
+from service.jobs import states
+from service.jobs.worker import run_job
+from service.registry import decide_promotion
+from service.settings import Settings
+from service.tables import AnomalyEvent, Job, Stream, Version, utcnow
+
+T0 = pd.Timestamp("2026-11-01T00:00:00Z")
+
+
+def _ctx(client: TestClient) -> AppContext:
+    ctx: AppContext = client.app.state.context  # type: ignore[attr-defined]
+    return ctx
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Settings]]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        max_concurrent_jobs=0,
+        bootstrap_admin_key=False,
+        log_level="WARNING",
+        scheduler_interval_s=3600,
+        stream_flush_interval_s=3600,
+        device="cpu",
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        _, key = _ctx(client).auth.create("admin", "tests")
+        yield client, {"Authorization": f"Bearer {key}"}, settings
+
+
+def _model(client: TestClient, h: dict[str, str], name: str, policy: str) -> None:
+    r = client.post(
+        "/v1/models",
+        json={"name": name, "config": TINY_CONFIG, "promotion_policy": policy},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+
+
+def _label(
+    client: TestClient, h: dict[str, str], name: str, start: Any, end: Any, verdict: str
+) -> None:
+    body = {"start": start.isoformat(), "end": end.isoformat(), "verdict": verdict}
+    r = client.post(f"/v1/models/{name}/labels", json=body, headers=h)
+    assert r.status_code == 201, r.text
+
+
+def _event(ctx: AppContext, name: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """An anomaly event row over ``[start, end]`` of the model's only series."""
+    model_id = ctx.registry.get_model(name).id
+    now = utcnow()
+    with ctx.db.transaction() as session:
+        stream = session.query(Stream).filter_by(model_id=model_id).one_or_none()
+        if stream is None:
+            stream = Stream(
+                model_id=model_id,
+                series="",
+                version=1,
+                options={},
+                state="{}",
+                revision=0,
+                n_points=0,
+                recent=[],
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(stream)
+            session.flush()
+        seq = session.query(AnomalyEvent).filter_by(stream_id=stream.id).count() + 1
+        session.add(
+            AnomalyEvent(
+                model_id=model_id,
+                stream_id=stream.id,
+                series="",
+                seq=seq,
+                version=1,
+                status="closed",
+                start=start.to_pydatetime(),
+                end=end.to_pydatetime(),
+                peak=2.0,
+                mean=1.5,
+                severity=0.5,
+                n_points=1,
+                top_features=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def _run_job(ctx: AppContext, settings: Settings, name: str) -> Job:
+    """Queue a job on the stored history and run it in this process to its end."""
+    job = ctx.jobs.create(name)
+    with ctx.db.transaction() as session:
+        row = session.get(Job, job.id, with_for_update=True)
+        assert row is not None
+        token = states.hand_out(row)
+        assert states.claim(row, token, utcnow())
+    assert run_job(settings, job.id) == 0
+    with ctx.db.session() as session:
+        done = session.get(Job, job.id)
+        assert done is not None
+    assert done.status == "succeeded", done.error
+    return done
+
+
+def _version(ctx: AppContext, name: str, number: int) -> Version:
+    return ctx.registry.get_version(name, number)[1]
+
+
+def _spiky(n: int, seed: int, spans: list[tuple[int, int]], end: pd.Timestamp) -> pd.DataFrame:
+    frame = make_frame(n, seed=seed, end=end)
+    for lo, hi in spans:
+        frame.iloc[lo:hi, 0] += 5.0
+        frame.iloc[lo:hi, 1] -= 5.0
+    return frame
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def test_retraining_leaves_labelled_anomalies_out_and_keeps_labelled_normal_events(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, settings = app
+    ctx = _ctx(client)
+    _model(client, h, "m", "always")
+    frame = _spiky(1500, 2, [(300, 320)], end=T0)
+    ctx.history.append(ctx.registry.get_model("m").id, frame)
+    ix = frame.index
+    _label(client, h, "m", ix[300], ix[319], "anomaly")  # the injected anomaly
+    _event(ctx, "m", ix[600], ix[629])  # a false alarm ...
+    _label(client, h, "m", ix[600], ix[629], "normal")  # ... labelled normal: kept
+    _event(ctx, "m", ix[900], ix[909])  # an unlabelled event: left out
+    _label(client, h, "m", ix[1000], ix[1004], "unsure")  # counts as neither: kept
+
+    kept, report = feedback.training_data(ctx.db, ctx.registry.get_model("m").id, frame, None)
+    assert not kept.index.isin(ix[300:320]).any()
+    assert not kept.index.isin(ix[900:910]).any()
+    assert ix[600:630].isin(kept.index).all() and ix[1000:1005].isin(kept.index).all()
+    assert report == {
+        "points": 1500,
+        "kept": 1500 - 20 - 10,
+        "left_out_events": 10,
+        "left_out_labelled_anomaly": 20,
+        "kept_labelled_normal": 30,
+    }
+
+    job = _run_job(ctx, settings, "m")
+    version = _version(ctx, "m", 1)
+    assert version.n_points == 1470  # what the detector was fitted on
+    assert version.metrics["training_data"] == report
+    assert job.progress["training_data"] == report  # in the job's result too
+
+
+# --------------------------------------------------------------------------- threshold
+
+
+def test_a_version_refits_its_live_threshold_on_enough_labels(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, settings = app
+    ctx = _ctx(client)
+    _model(client, h, "m", "always")
+    train = make_frame(1500, seed=1, end=T0)
+    ctx.history.append(ctx.registry.get_model("m").id, train)
+    _run_job(ctx, settings, "m")
+    assert "label_refit" not in _version(ctx, "m", 1).metrics  # no labels: nothing to refit
+
+    later = _spiky(600, 4, [(100, 115), (300, 315), (450, 465)], end=T0 + pd.Timedelta("10h"))
+    ctx.history.append(ctx.registry.get_model("m").id, later)
+    ix = later.index
+    _label(client, h, "m", ix[100], ix[114], "anomaly")
+    _label(client, h, "m", ix[20], ix[90], "normal")
+    # One anomaly range is below the rule (2 ranges): still nothing to refit.
+    _run_job(ctx, settings, "m")
+    assert "label_refit" not in _version(ctx, "m", 2).metrics
+    _label(client, h, "m", ix[300], ix[314], "anomaly")
+    _label(client, h, "m", ix[450], ix[464], "anomaly")
+    _label(client, h, "m", ix[150], ix[290], "normal")
+    _run_job(ctx, settings, "m")
+    refit = _version(ctx, "m", 3).metrics["label_refit"]
+    assert 0.5 <= refit["scale"] <= 2.0
+    assert refit["f1"] >= refit["f1_before"] and refit["f1"] > 0.5
+    assert refit["n_anomaly_events"] == 3 and refit["n_normal_points"] >= 20
+
+    # A live stream of that version runs with the factor on its online threshold.
+    points = make_frame(50, seed=9, end=T0 + pd.Timedelta("20h"))
+    body = {
+        "timestamps": [t.isoformat() for t in points.index],
+        "values": {c: points[c].tolist() for c in ("a", "b")},
+    }
+    r = client.post("/v1/models/m/stream", json=body, headers=h)
+    assert r.status_code == 200, r.text
+    with ctx.db.session() as session:
+        state = orjson.loads(session.query(Stream).one().state)
+    assert state["feedback"]["factor"] == pytest.approx(refit["scale"])
+
+
+# --------------------------------------------------------------------------- promotion
+
+
+def test_if_better_decides_on_labels_when_they_exist() -> None:
+    # Labels override the held-out scores both ways; without them the scores decide.
+    assert decide_promotion("if_better", 2.0, 1.0, True, True) == (True, "if_better_labels")
+    assert decide_promotion("if_better", 0.5, 1.0, True, False) == (
+        False,
+        "if_better_labels_worse",
+    )
+    assert decide_promotion("if_better", 0.5, 1.0, True) == (True, "if_better")
+    assert decide_promotion("always", 2.0, 1.0, True, False) == (True, "policy_always")
+
+
+def test_a_retrained_version_is_compared_on_the_labelled_history(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, settings = app
+    ctx = _ctx(client)
+    _model(client, h, "m", "if_better")
+    model_id = ctx.registry.get_model("m").id
+    ctx.history.append(model_id, _spiky(1500, 5, [(200, 215), (700, 715)], end=T0))
+    _run_job(ctx, settings, "m")  # the first version: no comparison
+    job = _run_job(ctx, settings, "m")
+    assert job.progress["promotion"] in ("if_better", "if_better_worse")  # no labels yet
+    assert "labels_comparison" not in _version(ctx, "m", 2).metrics
+
+    ix = ctx.history.read(model_id).index
+    _label(client, h, "m", ix[200], ix[214], "anomaly")
+    _label(client, h, "m", ix[700], ix[714], "anomaly")
+    _label(client, h, "m", ix[300], ix[600], "normal")
+    job = _run_job(ctx, settings, "m")
+    compared = _version(ctx, "m", 3).metrics["labels_comparison"]
+    active = compared["active_version"]
+    assert active == ctx.registry.get_version("m", None)[1].version or job.promoted
+    for side in ("new", "active"):
+        assert set(compared[side]) == {"vus_pr", "f1"}
+        assert 0.0 <= compared[side]["vus_pr"] <= 1.0
+    # Both versions see the injected anomalies: far better than a random scorer's VUS-PR
+    # (the labelled anomaly share, 30 / 331).
+    assert compared["new"]["vus_pr"] > 0.5
+    expected = "if_better_labels" if compared["better"] else "if_better_labels_worse"
+    assert job.progress["promotion"] == expected and job.promoted is compared["better"]
+    log = client.get("/v1/models/m/promotions", headers=h).json()["data"]
+    if job.promoted:
+        assert log[0]["reason"] == "if_better_labels"
+
+
+# --------------------------------------------------------------------------- suppression
+
+
+def _stream(client: TestClient, h: dict[str, str], frame: pd.DataFrame) -> dict[str, Any]:
+    body = {
+        "timestamps": [t.isoformat() for t in frame.index],
+        "values": {c: [float(v) for v in frame[c]] for c in ("a", "b")},
+    }
+    r = client.post("/v1/models/live/stream", json=body, headers=h)
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def _live_frame(n: int, seed: int, offset_min: int) -> pd.DataFrame:
+    """Normal data continuing the training pattern, ``offset_min`` minutes after T0."""
+    full = make_frame(1200 + offset_min + n, seed=seed, end=T0 + pd.Timedelta(minutes=offset_min + n))
+    return full.iloc[-n:]
+
+
+def _bump(frame: pd.DataFrame, at: int, length: int, sign: float) -> pd.DataFrame:
+    out = frame.copy()
+    out.iloc[at : at + length, 0] += sign * 4.0
+    return out
+
+
+def test_an_event_labelled_normal_no_longer_alerts_but_other_anomalies_do(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, _ = app
+    ctx = _ctx(client)
+    _model(client, h, "live", "manual")
+    register_trained_version(ctx, "live", make_frame(1200, seed=1, end=T0), promote=True)
+
+    _stream(client, h, _live_frame(120, 6, 0))  # warm-up: the stream's first context
+    first = _stream(client, h, _bump(_live_frame(120, 7, 200), 60, 8, +1.0))
+    bump = slice(60, 60 + 8 + 16)  # the bump, and the windows that still hold it
+    assert all(first["anomalous"][60:68])  # the bump raises an event
+    event_id = first["event"][60]
+    r = client.post(
+        f"/v1/events/{event_id}/label", json={"verdict": "normal", "note": "a deploy"}, headers=h
+    )
+    assert r.status_code == 201, r.text
+
+    # The same pattern again (other noise; 180 minutes on, so the periodic features are in the
+    # same phase): no flag, no event.
+    again = _stream(client, h, _bump(_live_frame(120, 8, 380), 60, 8, +1.0))
+    assert not any(again["anomalous"][bump]), again["anomalous"][bump]
+    assert set(again["event"][bump]) == {None}
+    # Another anomaly (the opposite bump) still alerts.
+    other = _stream(client, h, _bump(_live_frame(120, 9, 560), 60, 8, -1.0))
+    assert all(other["anomalous"][60:68])
+
+    # Relabelled a real anomaly: the memory forgets it and the pattern alerts again.
+    r = client.post(f"/v1/events/{event_id}/label", json={"verdict": "anomaly"}, headers=h)
+    assert r.status_code == 201
+    back = _stream(client, h, _bump(_live_frame(120, 10, 740), 60, 8, +1.0))
+    assert all(back["anomalous"][60:68])
+    with ctx.db.session() as session:
+        memory = orjson.loads(session.query(Stream).one().state)["feedback"]["memory"]
+    assert memory is not None and memory["stretches"] == []
