@@ -87,9 +87,7 @@ def _series_groups(
     return [(str(k), np.flatnonzero(keys == k)) for k in pd.unique(keys)]
 
 
-def _masks(
-    frame: pd.DataFrame, labels: list[fb.Label], key_column: str | None
-) -> fb.LabelMasks:
+def _masks(frame: pd.DataFrame, labels: list[fb.Label], key_column: str | None) -> fb.LabelMasks:
     """The label masks of every row of ``frame`` (per series for a model with a key column)."""
     n = len(frame)
     anomaly, normal, unsure = (np.zeros(n, dtype=bool) for _ in range(3))
@@ -224,8 +222,8 @@ def normal_events(db: Database, stream_id: int, limit: int) -> list[tuple[dateti
             .where(AnomalyEvent.stream_id == stream_id)
             .order_by(Label.created_at, Label.id)
         ).all()
-    newest: dict[int, tuple[str, datetime, datetime]] = {}
-    for event_id, verdict, start, end in rows:
-        newest[int(event_id)] = (verdict, start, end)
+    newest: dict[int | None, tuple[str, datetime, datetime]] = {}
+    for event_id, verdict, start, end in rows:  # oldest first: the newest label stays
+        newest[event_id] = (verdict, start, end)
     spans = [(s, e) for verdict, s, e in newest.values() if verdict == "normal"]
     return sorted(spans, key=lambda span: span[0], reverse=True)[:limit]

@@ -33,7 +33,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from detector.feedback import VERDICTS
-
 from service.db import Database
 from service.errors import (
     ConflictError,
@@ -467,8 +466,6 @@ def labels_of(db: Database, model_id: str) -> list[Label]:
     with db.session() as session:
         return list(
             session.execute(
-                select(Label)
-                .where(Label.model_id == model_id)
-                .order_by(Label.created_at, Label.id)
+                select(Label).where(Label.model_id == model_id).order_by(Label.created_at, Label.id)
             ).scalars()
         )

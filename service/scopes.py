@@ -8,10 +8,10 @@ Scopes are ordered (``admin`` > ``write`` > ``score``). The rules behind the tab
 - ``write`` changes what can be changed back or re-run: models, appended data, jobs, schedules
   (create, pause, resume, run now), promotions and roll-backs, and feedback labels (a newer
   label overrides an older one);
-- ``admin`` destroys or grants: every DELETE (a model, a version, a data range, a schedule, a label) and
-  API keys. Dropping a data range or a schedule cannot be undone (the rows are gone; a deleted
-  schedule silently stops retraining), and write keys are the ones handed to ingestion
-  pipelines, so a leaked write key must not be able to erase history;
+- ``admin`` destroys or grants: every DELETE (a model, a version, a data range, a schedule, a
+  label) and API keys. Dropping a data range or a schedule cannot be undone (the rows are gone;
+  a deleted schedule silently stops retraining), and write keys are the ones handed to
+  ingestion pipelines, so a leaked write key must not be able to erase history;
 - ``None``: no key at all (the liveness probe, and the console's sign-in and sign-out).
 
 A route an engineer adds without a row here fails the test, which names the route and this file.

@@ -28,11 +28,11 @@ from sqlalchemy import select
 from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
+from service import feedback
 from service.db import Database
 from service.errors import ServiceError
 from service.jobs import states
 from service.jobs.states import FinalState
-from service import feedback
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion, finite_or_none, job_artifact_key
 from service.settings import Settings
@@ -132,9 +132,7 @@ def _load_data(
         frame = history.read(model.id, start, end)
         # Anomalies (events, labelled ones) must not become the new normal; labelled-normal
         # stretches stay even where an event covered them.
-        frame, report = feedback.training_data(
-            db, model.id, frame, model.config.get("key_column")
-        )
+        frame, report = feedback.training_data(db, model.id, frame, model.config.get("key_column"))
         logger.info("training data: %s", report)
     if frame.empty:
         raise det_errors.TooShortError(

@@ -405,7 +405,10 @@ class StreamService:
             found = rows.get(item.series)
             if found is None:
                 options = check_options(item.options or {})
-                prepared[item.series] = (None, new_monitor(loaded.detector, options, loaded.threshold_scale))
+                prepared[item.series] = (
+                    None,
+                    new_monitor(loaded.detector, options, loaded.threshold_scale),
+                )
                 continue
             stream_id, revision, version, state = found
             cached = self.cache.get(stream_id)

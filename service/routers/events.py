@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, status
 
 from service.deps import AnyKey, LabelsDep, LiveDep, ScoreKey, WriteKey
 from service.errors import InvalidInputError
-from service.live.schemas import EventPublic, EventsPublic
 from service.labels import OVERLAP_RULE
+from service.live.schemas import EventPublic, EventsPublic
 from service.routers.params import API_PREFIX, Limit, Offset
 from service.schemas import EventLabel, LabelPublic
 

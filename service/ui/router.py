@@ -369,9 +369,7 @@ async def label_event(
 ) -> Any:
     """Label an event (as ``POST /v1/events/{id}/label``)."""
     labels = context_of(request).labels
-    row, model = await labels.label_event(
-        event_id, body.verdict, body.note, user.principal.key_id
-    )
+    row, model = await labels.label_event(event_id, body.verdict, body.note, user.principal.key_id)
     return LabelPublic.of(row, model=model)
 
 

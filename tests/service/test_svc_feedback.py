@@ -282,7 +282,9 @@ def _stream(client: TestClient, h: dict[str, str], frame: pd.DataFrame) -> dict[
 
 def _live_frame(n: int, seed: int, offset_min: int) -> pd.DataFrame:
     """Normal data continuing the training pattern, ``offset_min`` minutes after T0."""
-    full = make_frame(1200 + offset_min + n, seed=seed, end=T0 + pd.Timedelta(minutes=offset_min + n))
+    full = make_frame(
+        1200 + offset_min + n, seed=seed, end=T0 + pd.Timedelta(minutes=offset_min + n)
+    )
     return full.iloc[-n:]
 
 

@@ -117,9 +117,9 @@ def test_create_list_get_delete(client: Client) -> None:
     only = c.get("/v1/models/plain/labels", params={"verdict": "anomaly"}, headers=h).json()
     assert [x["id"] for x in only["data"]] == [rng["id"]]
     window = {"start": _at(0), "end": _at(15)}
-    assert [x["id"] for x in c.get("/v1/models/plain/labels", params=window, headers=h).json()[
-        "data"
-    ]] == [rng["id"]]
+    assert [
+        x["id"] for x in c.get("/v1/models/plain/labels", params=window, headers=h).json()["data"]
+    ] == [rng["id"]]
     page = c.get("/v1/models/plain/labels", params={"limit": 1, "offset": 1}, headers=h).json()
     assert page["count"] == 2 and [x["id"] for x in page["data"]] == [rng["id"]]
     assert c.get(f"/v1/models/plain/labels/{rng['id']}", headers=h).json() == rng
@@ -195,7 +195,7 @@ def test_csv_import_is_all_or_nothing_and_export_reads_back(client: Client) -> N
         f"{_at(0)},{_at(5)},anomaly,outage\n"
         f"{_at(10)},,normal,\n"
         f"{(T0 + pd.Timedelta(minutes=20)).timestamp():.0f},{_at(30)},1,epoch start\n"
-        f"{_at(40)},{_at(41)},UNSURE,\"a, quoted note\"\n"
+        f'{_at(40)},{_at(41)},UNSURE,"a, quoted note"\n'
     )
     r = _import(c, h, good)
     assert r.status_code == 201, r.text
@@ -219,10 +219,13 @@ def test_csv_import_is_all_or_nothing_and_export_reads_back(client: Client) -> N
 
     before = c.get("/v1/models/plain/labels", headers=h).json()["count"]
     for text, status, message in (
-        ("start,end,label\n" + f"{_at(0)},{_at(1)},anomaly\n{_at(5)},{_at(1)},anomaly\n", 422,
-         "row 2: end is before start"),
+        (
+            "start,end,label\n" + f"{_at(0)},{_at(1)},anomaly\n{_at(5)},{_at(1)},anomaly\n",
+            422,
+            "row 2: end is before start",
+        ),
         ("start,end,label\n" + f"{_at(0)},,maybe\n", 422, "row 1: label 'maybe'"),
-        ("start,end,label\n" + f"yesterday,,anomaly\n", 422, "row 1: start 'yesterday'"),
+        ("start,end,label\n" + "yesterday,,anomaly\n", 422, "row 1: start 'yesterday'"),
         ("start,end,label\n" + "1850-01-01,,anomaly\n", 422, "row 1: start"),
         ("start,end,label\n" + f"{_at(0)},{_at(1)}\n", 422, "row 1: 2 fields"),
         ("begin,label\n" + f"{_at(0)},anomaly\n", 422, "header must name start and label"),
