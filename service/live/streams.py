@@ -270,16 +270,8 @@ class StreamService:
             request = parse_stream_body(body, self.max_points)
         loaded = await self.scoring.resolve(name, None)
         frames = [self._frame(loaded, item) for item in request.items]
-        loop = asyncio.get_running_loop()
-
-        def detector_of(version: int) -> Detector:
-            if version == loaded.version:
-                return loaded.detector
-            future = asyncio.run_coroutine_threadsafe(self.scoring.resolve(name, version), loop)
-            return future.result().detector
-
         outcomes, queued = await asyncio.to_thread(
-            self._apply, loaded, request.items, frames, detector_of
+            self._apply, loaded, request.items, frames, self._detectors(loaded)
         )
         if queued:
             self.on_alerts()
@@ -290,6 +282,19 @@ class StreamService:
             else {"model": loaded.model_name, **results[0]}
         )
         return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _detectors(self, loaded: LoadedVersion) -> Callable[[int], Detector]:
+        """A lookup of the model's detector by version for worker threads (the scoring cache
+        belongs to the running event loop, so other versions are resolved on it)."""
+        loop = asyncio.get_running_loop()
+
+        def detector_of(version: int) -> Detector:
+            if version == loaded.version:
+                return loaded.detector
+            resolving = self.scoring.resolve(loaded.model_name, version)
+            return asyncio.run_coroutine_threadsafe(resolving, loop).result().detector
+
+        return detector_of
 
     @staticmethod
     def _frame(loaded: LoadedVersion, item: StreamItem) -> pd.DataFrame:
@@ -715,15 +720,9 @@ class StreamService:
             For an unknown model, or one without an active version.
         """
         loaded = await self.scoring.resolve(name, None)
-        loop = asyncio.get_running_loop()
-
-        def detector_of(version: int) -> Detector:
-            if version == loaded.version:
-                return loaded.detector
-            future = asyncio.run_coroutine_threadsafe(self.scoring.resolve(name, version), loop)
-            return future.result().detector
-
-        return await asyncio.to_thread(self._refresh_memory, loaded, series, detector_of)
+        return await asyncio.to_thread(
+            self._refresh_memory, loaded, series, self._detectors(loaded)
+        )
 
     def _refresh_memory(
         self, loaded: LoadedVersion, series: str, detector_of: Callable[[int], Detector]

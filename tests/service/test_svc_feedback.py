@@ -14,7 +14,7 @@ import orjson
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
+from svc_helpers import TINY_CONFIG, add_event, make_frame, register_trained_version
 
 from service import feedback
 from service.app import create_app
@@ -23,7 +23,7 @@ from service.jobs import states
 from service.jobs.worker import run_job
 from service.registry import decide_promotion
 from service.settings import Settings
-from service.tables import AnomalyEvent, Job, Stream, Version, utcnow
+from service.tables import Job, Stream, Version, utcnow
 
 T0 = pd.Timestamp("2026-11-01T00:00:00Z")
 
@@ -64,49 +64,6 @@ def _label(
     body = {"start": start.isoformat(), "end": end.isoformat(), "verdict": verdict}
     r = client.post(f"/v1/models/{name}/labels", json=body, headers=h)
     assert r.status_code == 201, r.text
-
-
-def _event(ctx: AppContext, name: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """An anomaly event row over ``[start, end]`` of the model's only series."""
-    model_id = ctx.registry.get_model(name).id
-    now = utcnow()
-    with ctx.db.transaction() as session:
-        stream = session.query(Stream).filter_by(model_id=model_id).one_or_none()
-        if stream is None:
-            stream = Stream(
-                model_id=model_id,
-                series="",
-                version=1,
-                options={},
-                state="{}",
-                revision=0,
-                n_points=0,
-                recent=[],
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(stream)
-            session.flush()
-        seq = session.query(AnomalyEvent).filter_by(stream_id=stream.id).count() + 1
-        session.add(
-            AnomalyEvent(
-                model_id=model_id,
-                stream_id=stream.id,
-                series="",
-                seq=seq,
-                version=1,
-                status="closed",
-                start=start.to_pydatetime(),
-                end=end.to_pydatetime(),
-                peak=2.0,
-                mean=1.5,
-                severity=0.5,
-                n_points=1,
-                top_features=[],
-                created_at=now,
-                updated_at=now,
-            )
-        )
 
 
 def _run_job(ctx: AppContext, settings: Settings, name: str) -> Job:
@@ -150,9 +107,9 @@ def test_retraining_leaves_labelled_anomalies_out_and_keeps_labelled_normal_even
     ctx.history.append(ctx.registry.get_model("m").id, frame)
     ix = frame.index
     _label(client, h, "m", ix[300], ix[319], "anomaly")  # the injected anomaly
-    _event(ctx, "m", ix[600], ix[629])  # a false alarm ...
+    add_event(ctx, "m", "", ix[600], ix[629])  # a false alarm ...
     _label(client, h, "m", ix[600], ix[629], "normal")  # ... labelled normal: kept
-    _event(ctx, "m", ix[900], ix[909])  # an unlabelled event: left out
+    add_event(ctx, "m", "", ix[900], ix[909])  # an unlabelled event: left out
     _label(client, h, "m", ix[1000], ix[1004], "unsure")  # counts as neither: kept
 
     kept, report = feedback.training_data(ctx.db, ctx.registry.get_model("m").id, frame, None)

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from svc_helpers import TINY_CONFIG
+from svc_helpers import TINY_CONFIG, add_event
 
 from service.app import create_app
 from service.context import AppContext
 from service.settings import Settings
-from service.tables import AnomalyEvent, Label, Stream, utcnow
+from service.tables import Label
 
 Client = tuple[TestClient, dict[str, str]]
 T0 = pd.Timestamp("2026-11-01T00:00:00Z")
@@ -57,44 +57,9 @@ def _at(minutes: int) -> str:
 
 
 def _event(ctx: AppContext, model: str, series: str, start: int, end: int) -> int:
-    """An anomaly event row as a stream's monitor writes it."""
-    model_id = ctx.registry.get_model(model).id
-    now = utcnow()
-    with ctx.db.transaction() as session:
-        stream = Stream(
-            model_id=model_id,
-            series=series,
-            version=1,
-            options={},
-            state="{}",
-            revision=0,
-            n_points=0,
-            recent=[],
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(stream)
-        session.flush()
-        ev = AnomalyEvent(
-            model_id=model_id,
-            stream_id=stream.id,
-            series=series,
-            seq=1,
-            version=1,
-            status="closed",
-            start=(T0 + pd.Timedelta(minutes=start)).to_pydatetime(),
-            end=(T0 + pd.Timedelta(minutes=end)).to_pydatetime(),
-            peak=3.0,
-            mean=2.0,
-            severity=0.7,
-            n_points=end - start + 1,
-            top_features=[["a", 0.8]],
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(ev)
-        session.flush()
-        return int(ev.id)
+    """An anomaly event from minute ``start`` to ``end`` after T0."""
+    at = [T0 + pd.Timedelta(minutes=m) for m in (start, end)]
+    return add_event(ctx, model, series, at[0], at[1])
 
 
 def test_create_list_get_delete(client: Client) -> None:
