@@ -32,6 +32,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from detector.errors import ReconADError
 from detector.feedback import VERDICTS
 from service.db import Database
 from service.errors import (
@@ -44,6 +45,7 @@ from service.errors import (
 from service.parsing import check_datetime
 from service.registry import ModelRegistry
 from service.schemas import MAX_NOTE
+from service.storage import StoreError
 from service.tables import AnomalyEvent, Label, Model, utcnow
 
 __all__ = ["CSV_COLUMNS", "OVERLAP_RULE", "LabelService", "labels_of", "parse_label_csv"]
@@ -211,6 +213,9 @@ class LabelService:
             await self.on_event_verdict(name, series)
         except ServiceError as exc:  # no active version: no live monitor to teach
             logger.info("event verdict not applied to a live monitor: %s", exc.message)
+        except (StoreError, ReconADError) as exc:
+            # The label is stored; the monitor learns it on the next verdict of its events.
+            logger.warning("event verdict not applied to the live monitor: %s", exc)
 
     # ------------------------------------------------------------------ writing
     def _add(

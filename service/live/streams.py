@@ -729,36 +729,43 @@ class StreamService:
     ) -> int:
         with self._series_locks(loaded.model_id, [series]):
             with self.db.session() as session:
-                row = session.execute(
-                    select(Stream).where(
+                stream_id = session.execute(
+                    select(Stream.id).where(
                         Stream.model_id == loaded.model_id, Stream.series == series
                     )
                 ).scalar_one_or_none()
-            if row is None:
+            if stream_id is None:
                 return 0
-            monitor = self._monitor(row, loaded, detector_of, {})
-            detector = monitor.detector
+            # Built before the write transaction (it reads the stored history); the monitor
+            # moves to the active version below if it is not on it yet.
+            detector = loaded.detector
             memory = NormalMemory.for_detector(detector)
-            spans = normal_events(self.db, row.id, memory.max_stretches)
+            spans = normal_events(self.db, stream_id, memory.max_stretches)
             if spans:
                 values = self._series_values(
                     loaded, series, min(s for s, _ in spans), max(e for _, e in spans), detector
                 )
                 for start, end in reversed(spans):  # oldest first: the newest stay longest
                     memory.remember(detector, values, pd.Timestamp(start), pd.Timestamp(end))
-            monitor.remember(memory)
             with self.db.transaction() as session:
-                locked = session.execute(
-                    select(Stream).where(Stream.id == row.id).with_for_update()
+                row = session.execute(
+                    select(Stream).where(Stream.id == stream_id).with_for_update()
                 ).scalar_one_or_none()
-                if locked is None:
+                if row is None:
                     return 0
-                locked.state = orjson.dumps(monitor.state()).decode()
-                locked.revision += 1
-                locked.version = loaded.version
-                locked.updated_at = utcnow()
-                revision = locked.revision
-            self.cache.put(row.id, _Cached(revision, loaded.version, monitor))
+                try:
+                    monitor = self._monitor(row, loaded, detector_of, {})
+                    monitor.remember(memory)
+                    row.state = orjson.dumps(monitor.state()).decode()
+                    row.revision += 1
+                    row.version = loaded.version
+                    row.updated_at = utcnow()
+                    session.flush()
+                except BaseException:
+                    self.cache.drop(stream_id)  # its monitor may have moved on: reload
+                    raise
+                revision = row.revision
+            self.cache.put(stream_id, _Cached(revision, loaded.version, monitor))
             return len(spans)
 
     def _series_values(
