@@ -444,9 +444,9 @@ def compare_on_labels(new: Mapping[str, float], old: Mapping[str, float]) -> boo
 
 def window_labels(point_labels: npt.ArrayLike, window: int) -> npt.NDArray[np.int8]:
     """Labels of the windows of a gap-free block, from per-point labels (1/0/-1), one per
-    window ``[i, i + window)``: 1 when its last point is labelled anomaly, 0 when its last point
-    is labelled normal and none of its points anomaly, -1 otherwise (the causal score of a
-    point is that of the window ending at it)."""
+    window ``[i, i + window)``: 1 when it holds a point labelled anomaly, 0 when its last point
+    is labelled normal (and none anomaly), -1 otherwise. The causal score of a point is that
+    of the window ending at it; a window holding an anomaly is never trained as normal."""
     lab = np.asarray(point_labels, dtype=np.int8)
     n = lab.shape[0] - window + 1
     if n <= 0:
@@ -456,5 +456,5 @@ def window_labels(point_labels: npt.ArrayLike, window: int) -> npt.NDArray[np.in
     last = lab[window - 1 :]
     out = np.full(n, -1, dtype=np.int8)
     out[(last == 0) & ~any_anomaly] = 0
-    out[last == 1] = 1
+    out[any_anomaly] = 1
     return out

@@ -135,9 +135,9 @@ def test_training_mask_keeps_labelled_normal_inside_dropped_spans() -> None:
     assert training_mask(masks_of(anomaly, normal)).tolist() == [not a for a in anomaly]
 
 
-def test_window_labels_follow_the_last_point() -> None:
+def test_window_labels() -> None:
     lab = np.array([-1, 0, 0, 0, 1, 0, 0, 0, -1])
-    assert window_labels(lab, 3).tolist() == [0, 0, 1, -1, -1, 0, -1]
+    assert window_labels(lab, 3).tolist() == [0, 0, 1, 1, 1, 0, -1]
 
 
 def test_normal_memory_matches_near_windows_at_any_shift_and_round_trips() -> None:
