@@ -6,8 +6,10 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
 - **Training data** (:func:`training_data`, called by the training job): retraining on stored
   history leaves out the points inside anomaly events (open or closed, unless labelled) and the
   labelled anomalies, and keeps every point labelled normal even where an event covered it
-  (``detector.feedback.training_mask``). The counts go into the new version's
-  ``metrics.training_data`` and the job's ``progress.training_data``.
+  (``detector.feedback.training_mask``). A kind that learns from labels (``ssaae``) keeps the
+  labelled anomalies instead and gets every kept point's label in ``Detector.fit(labels=...)``.
+  The counts go into the new version's ``metrics.training_data`` and the job's
+  ``progress.training_data``.
 - **Threshold** (:func:`refit`, called by the training job after fitting): when the labelled
   history satisfies ``detector.feedback.refit_threshold``'s "enough labels" rule (at least 2
   labelled anomaly ranges and 20 labelled normal points with a score), the new version's causal
@@ -99,31 +101,46 @@ def _masks(frame: pd.DataFrame, labels: list[fb.Label], key_column: str | None) 
 
 
 def training_data(
-    db: Database, model_id: str, frame: pd.DataFrame, key_column: str | None
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows of stored history to train on, and what was left out or kept.
+    db: Database,
+    model_id: str,
+    frame: pd.DataFrame,
+    key_column: str | None,
+    learns_from_labels: bool = False,
+) -> tuple[pd.DataFrame, npt.NDArray[np.int8] | None, dict[str, int]]:
+    """The rows of stored history to train on, their labels for a kind that learns from them,
+    and what was left out or kept.
+
+    For a kind that learns from labels (``ssaae``), labelled anomalies stay in the rows and
+    come with their labels (1 anomaly, 0 normal, -1 unknown) for ``Detector.fit``; for the
+    others they are left out and no labels are returned.
 
     Returns
     -------
-    tuple[pandas.DataFrame, dict[str, int]]
-        The rows, and ``points`` (read), ``kept``, ``left_out_events`` (inside unlabelled
-        events), ``left_out_labelled_anomaly``, ``kept_labelled_normal`` (labelled normal inside
-        an event span, kept).
+    tuple[pandas.DataFrame, numpy.ndarray | None, dict[str, int]]
+        The rows; their labels or None; and ``points`` (read), ``kept``, ``left_out_events``
+        (inside unlabelled events), ``left_out_labelled_anomaly``, ``kept_labelled_normal``
+        (labelled normal inside an event span, kept) and ``labelled_anomaly_trained`` (kept
+        with its label, for a kind that learns from labels).
     """
     report = {"points": len(frame), "kept": len(frame)}
     if frame.empty:
-        return frame, report
+        return frame, None, report
     in_events = event_mask(db, model_id, frame, key_column)
     labels = library_labels(labels_of(db, model_id))
     masks = _masks(frame, labels, key_column)
-    keep = fb.training_mask(masks, in_events)
+    if learns_from_labels:
+        keep = ~in_events | masks.anomaly | masks.normal
+    else:
+        keep = fb.training_mask(masks, in_events)
     report.update(
         kept=int(keep.sum()),
         left_out_events=int((in_events & ~masks.anomaly & ~masks.normal).sum()),
-        left_out_labelled_anomaly=int(masks.anomaly.sum()),
+        left_out_labelled_anomaly=0 if learns_from_labels else int(masks.anomaly.sum()),
         kept_labelled_normal=int((in_events & masks.normal).sum()),
+        labelled_anomaly_trained=int(masks.anomaly.sum()) if learns_from_labels else 0,
     )
-    return frame[keep], report
+    point_labels = masks.point_labels()[keep] if learns_from_labels else None
+    return frame[keep], point_labels, report
 
 
 def _labelled_history(

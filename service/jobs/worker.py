@@ -22,12 +22,15 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sqlalchemy import select
 
 from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
+from detector.models import model_class
 from service import feedback
 from service.db import Database
 from service.errors import ServiceError
@@ -119,11 +122,18 @@ class _JobContext:
 
 
 def _load_data(
-    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore, db: Database
-) -> tuple[pd.DataFrame, dict[str, int] | None]:
-    """The training rows, and for stored history what events and labels left out or kept."""
+    job: Job,
+    model: Model,
+    artifacts: ArtifactStore,
+    history: HistoryStore,
+    db: Database,
+    learns_from_labels: bool,
+) -> tuple[pd.DataFrame, npt.NDArray[np.int8] | None, dict[str, int] | None]:
+    """The training rows; from stored history also their feedback labels (for a kind that
+    learns from them) and what events and labels left out or kept."""
     params = job.params
     report = None
+    labels = None
     if params.get("source") == "inline":
         frame = pd.read_parquet(io.BytesIO(artifacts.get_bytes(params["input_key"])))
     else:
@@ -132,13 +142,15 @@ def _load_data(
         frame = history.read(model.id, start, end)
         # Anomalies (events, labelled ones) must not become the new normal; labelled-normal
         # stretches stay even where an event covered them.
-        frame, report = feedback.training_data(db, model.id, frame, model.config.get("key_column"))
+        frame, labels, report = feedback.training_data(
+            db, model.id, frame, model.config.get("key_column"), learns_from_labels
+        )
         logger.info("training data: %s", report)
     if frame.empty:
         raise det_errors.TooShortError(
             "the selected range holds no data; append history or choose another range"
         )
-    return frame, report
+    return frame, labels, report
 
 
 def _holdout_error(detector: Detector, holdout: pd.DataFrame) -> float | None:
@@ -214,12 +226,13 @@ def run_job(settings: Settings, job_id: str) -> int:
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
         ctx.stage("loading data")
-        frame, report = _load_data(job, model, artifacts, history, db)
+        learns = model_class(config.kind).learns_from_labels
+        frame, labels, report = _load_data(job, model, artifacts, history, db, learns)
         if report is not None:
             ctx.facts["training_data"] = report
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
-        detector = create_detector(config).fit(frame, progress=ctx.progress)
+        detector = create_detector(config).fit(frame, progress=ctx.progress, labels=labels)
         train_s = time.monotonic() - started
         key_column = model.config.get("key_column")
         ctx.stage("checking on labels")

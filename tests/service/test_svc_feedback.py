@@ -112,7 +112,9 @@ def test_retraining_leaves_labelled_anomalies_out_and_keeps_labelled_normal_even
     add_event(ctx, "m", "", ix[900], ix[909])  # an unlabelled event: left out
     _label(client, h, "m", ix[1000], ix[1004], "unsure")  # counts as neither: kept
 
-    kept, report = feedback.training_data(ctx.db, ctx.registry.get_model("m").id, frame, None)
+    model_id = ctx.registry.get_model("m").id
+    kept, labels, report = feedback.training_data(ctx.db, model_id, frame, None)
+    assert labels is None  # kind ae does not learn from labels
     assert not kept.index.isin(ix[300:320]).any()
     assert not kept.index.isin(ix[900:910]).any()
     assert ix[600:630].isin(kept.index).all() and ix[1000:1005].isin(kept.index).all()
@@ -122,13 +124,43 @@ def test_retraining_leaves_labelled_anomalies_out_and_keeps_labelled_normal_even
         "left_out_events": 10,
         "left_out_labelled_anomaly": 20,
         "kept_labelled_normal": 30,
+        "labelled_anomaly_trained": 0,
     }
+    # A kind that learns from labels keeps the labelled anomaly, with its labels.
+    kept2, labels2, report2 = feedback.training_data(ctx.db, model_id, frame, None, True)
+    assert ix[300:320].isin(kept2.index).all() and not kept2.index.isin(ix[900:910]).any()
+    assert labels2 is not None and len(labels2) == len(kept2) == 1490
+    assert (labels2[kept2.index.isin(ix[300:320])] == 1).all()
+    assert (labels2[kept2.index.isin(ix[600:630])] == 0).all()
+    assert (labels2[kept2.index.isin(ix[1000:1005])] == -1).all()  # unsure: unknown
+    assert report2["labelled_anomaly_trained"] == 20 and report2["left_out_labelled_anomaly"] == 0
 
     job = _run_job(ctx, settings, "m")
     version = _version(ctx, "m", 1)
     assert version.n_points == 1470  # what the detector was fitted on
     assert version.metrics["training_data"] == report
     assert job.progress["training_data"] == report  # in the job's result too
+
+
+def test_a_kind_that_learns_from_labels_trains_on_them(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, settings = app
+    ctx = _ctx(client)
+    r = client.post(
+        "/v1/models",
+        json={"name": "semi", "config": {**TINY_CONFIG, "kind": "ssaae"}},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    frame = _spiky(1500, 3, [(300, 320), (800, 815)], end=T0)
+    ctx.history.append(ctx.registry.get_model("semi").id, frame)
+    _label(client, h, "semi", frame.index[300], frame.index[319], "anomaly")
+    _label(client, h, "semi", frame.index[800], frame.index[814], "anomaly")
+    job = _run_job(ctx, settings, "semi")
+    report = job.progress["training_data"]
+    assert report["labelled_anomaly_trained"] == 35 and report["kept"] == 1500
+    assert _version(ctx, "semi", 1).n_points == 1500  # the labelled windows trained y
 
 
 # --------------------------------------------------------------------------- threshold
