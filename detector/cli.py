@@ -645,21 +645,32 @@ def _write_run(out: Path, records: list[dict[str, Any]], table: pd.DataFrame) ->
     table.to_csv(out / "summary.csv")
 
 
+def _recorder(out: Path, bar: Any, label: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A result callback that appends each result (a dataclass) to ``out/results.jsonl`` as
+    it ends, a long run's record, and moves the progress bar."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.jsonl"
+    partial.write_text("")
+
+    def tick(result: Any) -> None:
+        with partial.open("a") as fh:
+            fh.write(json.dumps(asdict(result), default=float) + "\n")
+        bar.set_postfix_str(label(result))
+        bar.update()
+
+    return tick
+
+
 def _feedback(args: argparse.Namespace, kinds: list[str], overrides: dict[str, Any]) -> int:
     """``bench --replay --feedback``: the replay with simulated labels (see
     :mod:`detector.feedback_replay`)."""
     options = _load_config_file(args.monitor) if args.monitor else {}
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "results.jsonl"  # one line per result as it ends
-    partial.write_text("")
     bar = tqdm(unit="replay", disable=args.quiet)
 
-    def tick(result: FeedbackResult) -> None:
-        with partial.open("a") as fh:
-            fh.write(json.dumps(asdict(result), default=float) + "\n")
-        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.kind} {result.mode}")
-        bar.update()
+    def label(result: FeedbackResult) -> str:
+        return f"{result.dataset}/{result.entity} {result.kind} {result.mode}"
 
+    tick = _recorder(args.out, bar, label)
     started = time.perf_counter()
     try:
         results = run_feedback_replay(
@@ -693,16 +704,10 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "results.jsonl"  # one line per replay as it ends: a long run's record
-    partial.write_text("")
+    def label(result: ReplayResult) -> str:
+        return f"{result.dataset}/{result.entity} {result.mode}"
 
-    def tick(result: ReplayResult) -> None:
-        with partial.open("a") as fh:
-            fh.write(json.dumps(asdict(result), default=float) + "\n")
-        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.mode}")
-        bar.update()
-
+    tick = _recorder(args.out, bar, label)
     started = time.perf_counter()
     try:
         results = run_replay(

@@ -12,6 +12,9 @@ in :mod:`detector.replay`. At ``mid`` a simulated operator labels (:mod:`detecto
 Then the second half is streamed, in each of these modes, from the monitor's state at ``mid``:
 
 - ``no feedback``: as if nobody labelled anything;
+- ``retrain, no labels``: a control for ``full feedback`` without labels: the model refitted
+  on ``train`` plus the first half with the points of the monitor's events left out (the
+  service's rule for retraining on a stream), so that what retraining alone does is seen;
 - ``threshold + memory``: the live threshold re-fitted on the first half's normalised scores
   and labels (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
@@ -41,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -49,12 +52,13 @@ import pandas as pd
 from .bench import list_entities, load_entity, metric_window
 from .config import DetectorConfig
 from .detector import Detector, create_detector
-from .feedback import Label, NormalMemory, label_masks, refit_threshold
+from .feedback import Label, NormalMemory, Verdict, label_masks, refit_threshold
 from .monitor import Monitor
 from .replay import replay_metrics
 
 __all__ = [
     "FEEDBACK_MODES",
+    "LABELLED_MODES",
     "FeedbackResult",
     "feedback_markdown",
     "feedback_replay",
@@ -65,7 +69,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FEEDBACK_MODES = ("no feedback", "threshold + memory", "full feedback")
+FEEDBACK_MODES = ("no feedback", "retrain, no labels", "threshold + memory", "full feedback")
+#: The modes that use the operator's labels (the others are the comparisons).
+LABELLED_MODES = ("threshold + memory", "full feedback")
 
 
 @dataclass
@@ -111,7 +117,7 @@ def operator_labels(
     positions = pd.Index(index)
     for i, (start, end) in enumerate(events):
         inside = (positions >= start) & (positions <= end)
-        verdict = "anomaly" if labels[np.asarray(inside)].any() else "normal"
+        verdict: Verdict = "anomaly" if labels[np.asarray(inside)].any() else "normal"
         out.append(Label(_plain(start), _plain(end), verdict, t0 + timedelta(seconds=i)))
     later = t0 + timedelta(days=1)
     for j, (lo, hi) in enumerate(ranges):
@@ -175,11 +181,17 @@ def feedback_replay(
             point_labels = np.concatenate([np.full(len(train), -1), masks.point_labels()])
             used = create_detector(config).fit(history, labels=point_labels)
             live = live.with_detector(used)
+        elif mode == "retrain, no labels":
+            in_events = np.zeros(len(first), dtype=bool)
+            for start, end in spans:
+                in_events |= np.asarray((first.index >= start) & (first.index <= end))
+            used = create_detector(config).fit(pd.concat([train, first[~in_events]]))
+            live = live.with_detector(used)
         info: dict[str, Any] = {
             "anomaly_labels": sum(lab.verdict == "anomaly" for lab in given),
             "normal_labels": len(normal_spans),
         }
-        if mode != "no feedback":
+        if mode in LABELLED_MODES:
             memory = NormalMemory.for_detector(used)
             for start, end in normal_spans:
                 memory.remember(used, history, start, end)
@@ -297,7 +309,7 @@ def feedback_markdown(table: pd.DataFrame) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in table.iterrows():
-        dataset, kind, mode = (str(k) for k in key)  # type: ignore[union-attr]
+        dataset, kind, mode = (str(k) for k in cast(tuple[Any, ...], key))
         lines.append(
             f"| {dataset} | {kind} | {mode} | {int(row['entities'])} | {row['f1']:.3f} | "
             f"{row['composite_f1']:.3f} | {row['false_alarm_events_per_10k']:.1f} | "

@@ -76,6 +76,7 @@ class SemiSupervisedAAE(ReconstructionModel):
     config_class: ClassVar[type[NetworkConfig]] = SSAAEConfig
     learns_from_labels = True
     config: SSAAEConfig
+    supervised: torch.Tensor
 
     def __init__(
         self, config: SSAAEConfig, window: int, n_features: int, n_conditions: int = 0
