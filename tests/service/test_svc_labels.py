@@ -281,3 +281,17 @@ def test_labels_go_with_their_model(client: Client) -> None:
     r = c.post("/v1/models", json={"name": "plain", "config": TINY_CONFIG}, headers=h)
     assert r.status_code == 201
     assert c.get("/v1/models/plain/labels", headers=h).json()["count"] == 0
+
+
+def test_the_overlap_rule_is_in_the_openapi_description(client: Client) -> None:
+    c, h = client
+    paths = c.get("/openapi.json", headers=h).json()["paths"]
+    for path in (
+        "/v1/models/{name}/labels",
+        "/v1/models/{name}/labels/import",
+        "/v1/events/{event_id}/label",
+    ):
+        post = paths[path]["post"]
+        assert "most recently created label covering a point decides" in post["description"]
+        assert {"201", "409", "404", "422"} <= set(post["responses"])
+    assert "text/csv" in paths["/v1/models/{name}/labels/import"]["post"]["requestBody"]["content"]
