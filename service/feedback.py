@@ -177,6 +177,31 @@ def _causal_normalized(
     return out
 
 
+def _series_runs(
+    scores: npt.NDArray[np.float64],
+    masks: fb.LabelMasks,
+    frame: pd.DataFrame,
+    key_column: str | None,
+) -> tuple[npt.NDArray[np.float64], fb.LabelMasks]:
+    """Scores and masks with each series' rows together and an unlabelled, unscored point
+    between series, so a labelled range is counted once (the rows of several series
+    interleave in time order)."""
+    groups = _series_groups(frame, key_column)
+    if len(groups) == 1:
+        return scores, masks
+    gap = np.zeros(1, dtype=bool)
+    parts = [
+        (scores[rows], masks.anomaly[rows], masks.normal[rows], masks.unsure[rows])
+        for _, rows in groups
+    ]
+    return (
+        np.concatenate([np.append(p[0], np.nan) for p in parts]),
+        fb.LabelMasks(
+            *(np.concatenate([np.concatenate([p[i], gap]) for p in parts]) for i in (1, 2, 3))
+        ),
+    )
+
+
 def refit(
     detector: Detector, history: HistoryStore, db: Database, model_id: str, key_column: str | None
 ) -> dict[str, Any] | None:
@@ -191,7 +216,8 @@ def refit(
     except ReconADError as exc:
         logger.info("labelled history cannot be scored for a refit: %s", exc)
         return None
-    result = fb.refit_threshold(normalized, _masks(frame, labels, key_column), 1.0)
+    scores, masks = _series_runs(normalized, _masks(frame, labels, key_column), frame, key_column)
+    result = fb.refit_threshold(scores, masks, 1.0)
     if result is None:
         return None
     return {
@@ -220,11 +246,18 @@ def compare_versions(
         return None
     masks = _masks(frame, labels, key_column)
     try:
-        ours = fb.labelled_metrics(new.anomaly_score(frame).to_numpy(), masks)
-        theirs = fb.labelled_metrics(old.anomaly_score(frame).to_numpy(), masks)
+        figures = [
+            fb.labelled_metrics(
+                *_series_runs(
+                    det.anomaly_score(frame).to_numpy(dtype=np.float64), masks, frame, key_column
+                )
+            )
+            for det in (new, old)
+        ]
     except ReconADError as exc:
         logger.info("versions cannot be compared on labels: %s", exc)
         return None
+    ours, theirs = figures
     if ours is None or theirs is None:
         return None
     return {"new": ours, "active": theirs, "better": fb.compare_on_labels(ours, theirs)}

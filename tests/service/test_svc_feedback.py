@@ -142,6 +142,72 @@ def test_retraining_leaves_labelled_anomalies_out_and_keeps_labelled_normal_even
     assert job.progress["training_data"] == report  # in the job's result too
 
 
+def test_labels_of_a_series_apply_to_that_series_only(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, _ = app
+    ctx = _ctx(client)
+    r = client.post(
+        "/v1/models",
+        json={"name": "fleet", "config": {**TINY_CONFIG, "key_column": "host"}},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    parts = []
+    for host in ("h1", "h2"):
+        part = make_frame(200, seed=1, end=T0)
+        part["host"] = host
+        parts.append(part)
+    frame = pd.concat(parts)
+    ix = parts[0].index
+    for series, lo, hi in (("h1", 10, 19), ("h2", 50, 54)):
+        body = {
+            "start": ix[lo].isoformat(),
+            "end": ix[hi].isoformat(),
+            "verdict": "anomaly",
+            "series": series,
+        }
+        assert client.post("/v1/models/fleet/labels", json=body, headers=h).status_code == 201
+    _label(client, h, "fleet", ix[100], ix[101], "anomaly")  # no series: every series
+    model_id = ctx.registry.get_model("fleet").id
+    kept, _, report = feedback.training_data(ctx.db, model_id, frame, "host")
+    h1 = kept[kept["host"] == "h1"].index
+    h2 = kept[kept["host"] == "h2"].index
+    assert not h1.isin(ix[10:20]).any() and ix[50:55].isin(h1).all()
+    assert not h2.isin(ix[50:55]).any() and ix[10:20].isin(h2).all()
+    assert not h1.isin(ix[100:102]).any() and not h2.isin(ix[100:102]).any()
+    assert report["left_out_labelled_anomaly"] == 10 + 5 + 2 * 2
+
+    # Refit and comparison score each series with its own causal monitor.
+    spiky = []
+    for host, seed in (("h1", 2), ("h2", 3)):
+        part = _spiky(600, seed, [(100, 115), (300, 315)], end=T0 + pd.Timedelta("12h"))
+        part["host"] = host
+        spiky.append(part)
+    ctx.history.append(model_id, pd.concat(spiky), key_column="host")
+    later = spiky[0].index
+    for series in ("h1", "h2"):
+        for lo, hi, verdict in ((100, 114, "anomaly"), (300, 314, "anomaly"), (150, 290, "normal")):
+            body = {
+                "start": later[lo].isoformat(),
+                "end": later[hi].isoformat(),
+                "verdict": verdict,
+                "series": series,
+            }
+            assert client.post("/v1/models/fleet/labels", json=body, headers=h).status_code == 201
+    train = pd.concat(parts)
+    register_trained_version(ctx, "fleet", train, {**TINY_CONFIG, "key_column": "host"})
+    detector = ctx.registry.get_version("fleet", 1)[1]
+    from detector import load_detector
+
+    det = load_detector(ctx.artifacts.fetch(detector.artifact_key))
+    refit = feedback.refit(det, ctx.history, ctx.db, model_id, "host")
+    assert refit is not None and refit["n_anomaly_events"] >= 4
+    compared = feedback.compare_versions(det, det, ctx.history, ctx.db, model_id, "host")
+    assert compared is not None and compared["better"]  # a version ties with itself
+    assert compared["new"] == compared["active"] and compared["new"]["vus_pr"] > 0.3
+
+
 def test_a_kind_that_learns_from_labels_trains_on_them(
     app: tuple[TestClient, dict[str, str], Settings],
 ) -> None:
