@@ -240,6 +240,13 @@ class Settings(BaseSettings):
     max_channels_per_model: int = Field(
         20, ge=1, le=1000, description="Notification channels one model may have."
     )
+    normal_memory_events: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Events labelled 'not an anomaly' a live series remembers (the newest); "
+        "each adds its points to the series' stored state, written on every stream request.",
+    )
     max_labels_per_model: int = Field(
         10_000,
         ge=1,

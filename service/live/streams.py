@@ -227,6 +227,8 @@ class StreamService:
         The stored history the flusher appends streamed points to.
     max_points, max_series, dedup_points, cache_size
         See :class:`service.settings.Settings` (``stream_*``).
+    memory_events
+        Events labelled normal one series remembers (``normal_memory_events``).
     on_alerts
         Called after a commit that queued alerts (wakes the dispatcher).
     """
@@ -241,6 +243,7 @@ class StreamService:
         max_series: int,
         dedup_points: int,
         cache_size: int,
+        memory_events: int = 16,
         public_url: str = "",
         on_alerts: Callable[[], None] | None = None,
     ) -> None:
@@ -252,6 +255,7 @@ class StreamService:
         self.max_series = max_series
         self.dedup_points = dedup_points
         self.cache = _MonitorCache(cache_size)
+        self.memory_events = memory_events
         self.on_alerts = on_alerts or (lambda: None)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -739,7 +743,7 @@ class StreamService:
             # Built before the write transaction (it reads the stored history); the monitor
             # moves to the active version below if it is not on it yet.
             detector = loaded.detector
-            memory = NormalMemory.for_detector(detector)
+            memory = NormalMemory.for_detector(detector, self.memory_events)
             spans = normal_events(self.db, stream_id, memory.max_stretches)
             if spans:
                 values = self._series_values(
