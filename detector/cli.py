@@ -48,6 +48,12 @@ from .config import KINDS, DetectorConfig, TrainingConfig
 from .detector import Detector, create_detector
 from .errors import ColumnsError, ConfigError, InputError, LabelsError, ReconADError
 from .evaluation import evaluate
+from .feedback_replay import (
+    FeedbackResult,
+    feedback_markdown,
+    feedback_table,
+    run_feedback_replay,
+)
 from .io import read_frame, table_format, write_table
 from .persistence import load_detector
 from .plotting import PLOT_SUFFIXES, plot_scores
@@ -639,6 +645,55 @@ def _write_run(out: Path, records: list[dict[str, Any]], table: pd.DataFrame) ->
     table.to_csv(out / "summary.csv")
 
 
+def _recorder(out: Path, bar: Any, label: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A result callback that appends each result (a dataclass) to ``out/results.jsonl`` as
+    it ends, a long run's record, and moves the progress bar."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.jsonl"
+    partial.write_text("")
+
+    def tick(result: Any) -> None:
+        with partial.open("a") as fh:
+            fh.write(json.dumps(asdict(result), default=float) + "\n")
+        bar.set_postfix_str(label(result))
+        bar.update()
+
+    return tick
+
+
+def _feedback(args: argparse.Namespace, kinds: list[str], overrides: dict[str, Any]) -> int:
+    """``bench --replay --feedback``: the replay with simulated labels (see
+    :mod:`detector.feedback_replay`)."""
+    options = _load_config_file(args.monitor) if args.monitor else {}
+    bar = tqdm(unit="replay", disable=args.quiet)
+
+    def label(result: FeedbackResult) -> str:
+        return f"{result.dataset}/{result.entity} {result.kind} {result.mode}"
+
+    tick = _recorder(args.out, bar, label)
+    started = time.perf_counter()
+    try:
+        results = run_feedback_replay(
+            args.root, args.datasets, kinds, args.chunk, args.limit, overrides, options, tick
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc)) from None
+    finally:
+        bar.close()
+    table = feedback_table(results)
+    _write_run(args.out, [asdict(r) for r in results], table)
+    elapsed = time.perf_counter() - started
+    command = shlex.join(["reconad", *args.argv])
+    (args.out / "summary.md").write_text(
+        f"Command: `{command}`\n\nKinds {', '.join(kinds)}, chunks of {args.chunk} points, "
+        f"second halves only, {len(results)} results in {elapsed:.0f} s.\n\n"
+        f"{feedback_markdown(table)}"
+    )
+    print(feedback_markdown(table))
+    print(f"{len(results)} results in {elapsed:.0f} s; results in {args.out}")
+    return 0
+
+
 def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> int:
     """``bench --replay``: the live-detection replay (see :mod:`detector.replay`)."""
     if args.retrain_every is not None and args.retrain_every % args.chunk:
@@ -649,16 +704,10 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "results.jsonl"  # one line per replay as it ends: a long run's record
-    partial.write_text("")
+    def label(result: ReplayResult) -> str:
+        return f"{result.dataset}/{result.entity} {result.mode}"
 
-    def tick(result: ReplayResult) -> None:
-        with partial.open("a") as fh:
-            fh.write(json.dumps(asdict(result), default=float) + "\n")
-        bar.set_postfix_str(f"{result.dataset}/{result.entity} {result.mode}")
-        bar.update()
-
+    tick = _recorder(args.out, bar, label)
     started = time.perf_counter()
     try:
         results = run_replay(
@@ -740,6 +789,13 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     bench.add_argument(
         "--monitor", type=Path, metavar="JSON", help="--replay: monitor options (JSON object)"
     )
+    bench.add_argument(
+        "--feedback",
+        action="store_true",
+        help="--replay: label the first half of each test part as an operator would and "
+        "measure the second half with and without feedback, for every one of --kinds (see "
+        "detector.feedback_replay)",
+    )
     bench.add_argument("--quiet", "-q", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
@@ -750,6 +806,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
     overrides = _load_config_file(args.config) if args.config else {}
+    if args.replay and args.feedback:
+        return _feedback(args, kinds or ["ae"], overrides)
     if args.replay:
         return _replay(args, kinds[0] if kinds else "ae", overrides)
     entities = list_entities(args.root, args.datasets, args.limit)

@@ -33,7 +33,15 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-from .models import REGISTRY, AAEConfig, AEConfig, CVAEConfig, NetworkConfig, VAEConfig
+from .models import (
+    REGISTRY,
+    AAEConfig,
+    AEConfig,
+    CVAEConfig,
+    NetworkConfig,
+    SSAAEConfig,
+    VAEConfig,
+)
 
 __all__ = [
     "KINDS",
@@ -43,6 +51,7 @@ __all__ = [
     "CVAEDetectorConfig",
     "CalibrationConfig",
     "DetectorConfig",
+    "SSAAEDetectorConfig",
     "TrainingConfig",
     "VAEDetectorConfig",
     "stored_config",
@@ -135,7 +144,8 @@ class DetectorConfig(_Strict):
     ----------
     kind
         ``"ae"`` plain autoencoder, ``"vae"`` variational, ``"aae"`` adversarial, ``"cvae"``
-        conditional variational (:data:`detector.models.REGISTRY`). Denoising is a training
+        conditional variational, ``"ssaae"`` semi-supervised adversarial (learns from labels
+        given to ``fit``) (:data:`detector.models.REGISTRY`). Denoising is a training
         option of every kind (``training.noise_std`` / ``training.mask_probability``).
     window
         Window length in points, or ``"auto"``: the longest window the rules allow (256 points,
@@ -341,10 +351,21 @@ class CVAEDetectorConfig(CVAEConfig, DetectorConfig):
     :class:`~detector.models.cvae.CVAEConfig`."""
 
 
+class SSAAEDetectorConfig(SSAAEConfig, DetectorConfig):
+    """An ``ssaae`` detector's config: :class:`DetectorConfig` and
+    :class:`~detector.models.ssaae.SSAAEConfig`."""
+
+
 #: Each kind's config class by kind name: every kind of :data:`detector.models.REGISTRY`.
 KIND_CONFIGS: dict[str, type[DetectorConfig]] = {
     c.model_fields["kind"].default: c
-    for c in (AEDetectorConfig, VAEDetectorConfig, AAEDetectorConfig, CVAEDetectorConfig)
+    for c in (
+        AEDetectorConfig,
+        VAEDetectorConfig,
+        AAEDetectorConfig,
+        CVAEDetectorConfig,
+        SSAAEDetectorConfig,
+    )
 }
 
 

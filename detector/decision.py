@@ -139,6 +139,12 @@ class Threshold(ABC):
                 self.update(score, learn and not flagged)
         return thr, flagged
 
+    def rescale(self, factor: float) -> None:
+        """Move the current threshold to ``factor`` times itself by changing ``scale`` (what
+        labels re-fit, :mod:`detector.feedback`); an online threshold keeps adapting from
+        there. The static threshold's whole value scales."""
+        self.scale = _check_scale(self.scale * factor)
+
     def relevel(self, score: float) -> None:  # noqa: B027 - static: no level to move
         """Let the level (not the tail) follow a score that is to become the new normal."""
 
@@ -313,6 +319,18 @@ class DSpot(Threshold):
                 self._n = max(self._n - round(self._n / self.max_peaks), len(self._peaks))
             self._refit()
         self._window.append(float(score))
+
+    def rescale(self, factor: float) -> None:
+        """The excess ``z * scale`` is set so that the current threshold becomes ``factor``
+        times itself (in log units with ``log=True``); the level keeps following the stream,
+        so later thresholds are the level plus the re-fitted excess. A threshold that cannot
+        be reached with a positive excess (below the current level) keeps a tiny one."""
+        target = _check_scale(factor) * self.threshold
+        level = self.level
+        goal = math.log(max(target + self._offset, 1e-300)) if self.log else target
+        if not (self._z > 0 and math.isfinite(self._z)):
+            return
+        self.scale = _check_scale(max((goal - level) / self._z, 1e-6))
 
     def relevel(self, score: float) -> None:
         """The score joins the moving average only: no peak, no refit."""

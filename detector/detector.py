@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 
@@ -145,6 +146,7 @@ class Detector:
         self,
         data: pd.DataFrame | pd.Series,
         progress: ProgressCallback | None = None,
+        labels: npt.ArrayLike | None = None,
     ) -> Detector:
         """Fit on normal data and calibrate the threshold on its held-out tail.
 
@@ -155,6 +157,13 @@ class Detector:
         progress : callable, optional
             Called with a :class:`~detector.training.TrainingProgress` after every epoch;
             returning ``False`` cancels.
+        labels : array_like of int, shape (T,), optional
+            Feedback labels per row of ``data`` (1 anomaly, 0 normal, -1 unknown; see
+            :meth:`detector.feedback.LabelMasks.point_labels`). Points labelled anomaly (and
+            the ``window - 1`` after each) never count in the held-out calibration, and
+            windows holding one are left out of
+            training, except for a kind that learns from labels (``ssaae``), which takes every
+            window with its label (:func:`detector.feedback.window_labels`).
 
         Returns
         -------
@@ -173,6 +182,7 @@ class Detector:
                 "another method, then call calibrate(labelled_data, labels)"
             )
         frame = as_frame(data)
+        row_labels = _row_labels(labels, len(frame))
         pre = Preprocessor(cfg).fit(frame)
         first_fill = cfg.window if isinstance(cfg.window, int) else 64
         segments = pre.transform(frame, max_fill=first_fill)
@@ -182,10 +192,15 @@ class Detector:
             window = resolve_window("auto", longest.values, cfg.training.validation_fraction)
             if window != first_fill:  # gap filling depends on the window: cut again
                 segments = pre.transform(frame, max_fill=window)
+        if row_labels is not None:
+            segments = [_with_labels(seg, row_labels) for seg in segments]
         train_segs, val_segs = split_holdout(
             segments, window, cfg.training.validation_fraction, len(frame)
         )
-        stream_segs = self._stream_holdout(segments, window)
+        val_segs = [_hide_anomalies(seg, window) for seg in val_segs]
+        stream_segs = [
+            _hide_anomalies(seg, window) for seg in self._stream_holdout(segments, window)
+        ]
 
         device = select_device(cfg.training.device)
         seed_everything(cfg.training.seed)
@@ -194,9 +209,14 @@ class Detector:
         )
         network.to(device)
         train_set = WindowSet.build(
-            train_segs, window, cfg.stride, device, cfg.training.max_train_windows
+            train_segs,
+            window,
+            cfg.stride,
+            device,
+            cfg.training.max_train_windows,
+            drop_anomalous=not network.learns_from_labels,
         )
-        val_set = WindowSet.build(val_segs, window, 1, device)
+        val_set = WindowSet.build(val_segs, window, 1, device, drop_anomalous=True)
         logger.info(
             "fitting %s: window=%d features=%d train_windows=%d val_windows=%d device=%s",
             cfg.kind,
@@ -737,6 +757,41 @@ def known_values(values: np.ndarray, continuous: np.ndarray) -> np.ndarray:
         seen = np.unique(values[:, j][np.isfinite(values[:, j])])[:2]
         out[j, : len(seen)] = seen
     return out
+
+
+def _row_labels(labels: npt.ArrayLike | None, n_rows: int) -> np.ndarray | None:
+    """Validated feedback labels per row (int8), or None."""
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.shape != (n_rows,):
+        raise InputError(
+            f"labels must have one entry per row of the data ({n_rows}), got {arr.shape}"
+        )
+    if not np.isin(arr, (-1, 0, 1)).all():
+        raise InputError("labels must be 1 (anomaly), 0 (normal) or -1 (unknown)")
+    return arr.astype(np.int8)
+
+
+def _with_labels(seg: Segment, row_labels: np.ndarray) -> Segment:
+    """The segment with the label of each point (-1 for re-inserted gap points)."""
+    seg.labels = np.where(seg.rows >= 0, row_labels[np.maximum(seg.rows, 0)], -1).astype(np.int8)
+    return seg
+
+
+def _hide_anomalies(seg: Segment, window: int) -> Segment:
+    """The segment with its labelled-anomaly points, and the ``window - 1`` points after each
+    (their windows hold it), unobserved: none counts in a held-out score (the network still
+    sees their values)."""
+    if seg.labels is None or not (seg.labels == 1).any():
+        return seg
+    hit = np.concatenate([[0], np.cumsum(seg.labels == 1)])  # (T + 1,)
+    lo = np.maximum(np.arange(len(seg)) - window + 1, 0)
+    touched = hit[np.arange(len(seg)) + 1] - hit[lo] > 0  # (T,)
+    observed = seg.observed & ~touched[:, None]
+    return Segment(
+        seg.values, observed, seg.rows, seg.cond, seg.copy_rows, seg.copy_points, seg.labels
+    )
 
 
 def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> Detector:

@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .decision import DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
 from .errors import ConfigError, InputError
+from .feedback import NormalMemory
 from .preprocessing import _index_numbers, as_frame
 from .thresholds import MIN_SCORES, calibrate
 
@@ -241,6 +242,8 @@ class Monitor:
         self._key: str | None = None
         self._tz: str | None = None
         self._last_pos: int | None = None
+        self._factor = 1.0
+        self.memory: NormalMemory | None = None
 
     def _reset_stream(self) -> None:
         """Forget the context: the start of the stream or a gap longer than a window."""
@@ -300,11 +303,20 @@ class Monitor:
         scores = np.full(n_rows, np.nan)
         contributions = np.full((n_rows, len(names)), np.nan)
         expected = np.full((n_rows, len(names)), np.nan) if self.options.expected else None
+        near = np.zeros(n_rows, dtype=bool)
         for lo, hi, fresh in self._pieces(positions):
             if fresh:
                 self._reset_stream()
             self._score_piece(
-                values[lo:hi], positions[lo:hi], key, frame, lo, scores, contributions, expected
+                values[lo:hi],
+                positions[lo:hi],
+                key,
+                frame,
+                lo,
+                scores,
+                contributions,
+                expected,
+                near,
             )
         self._key, self._tz = key, tz
         self._last_pos = int(positions[-1])
@@ -313,7 +325,7 @@ class Monitor:
         ids = np.zeros(n_rows, dtype=np.int64)
         for i in range(n_rows):
             thresholds[i], anomalous[i], ev = self._decide(
-                float(scores[i]), contributions[i], int(positions[i])
+                float(scores[i]), contributions[i], int(positions[i]), bool(near[i])
             )
             ids[i] = -1 if ev is None else ev
         event = pd.arrays.IntegerArray(ids, ids < 0)
@@ -331,6 +343,29 @@ class Monitor:
             for j, f in enumerate(names):
                 out[f"expected.{f}"] = expected[:, j]
         return out
+
+    def apply_feedback(
+        self, scale: float | None = None, memory: NormalMemory | None = None
+    ) -> None:
+        """Take what labels taught (:mod:`detector.feedback`) into the live decisions.
+
+        Parameters
+        ----------
+        scale : float, optional
+            A re-fitted threshold factor (:attr:`ThresholdRefit.scale
+            <detector.feedback.ThresholdRefit.scale>`): the current threshold becomes
+            ``scale`` times itself and the online threshold adapts from there; factors
+            compose and carry over to a new model version (:meth:`with_detector`).
+        memory : NormalMemory, optional
+            Confirmed-normal windows: a flagged point whose causal window matches one raises
+            no flag and opens no event (it still does not update the threshold). Replaces the
+            memory held; it is kept in :meth:`state_dict`.
+        """
+        if scale is not None:
+            self.decision.rescale(scale)
+            self._factor *= float(scale)
+        if memory is not None:
+            self.memory = memory
 
     def with_detector(self, detector: Detector) -> Monitor:
         """The same stream handed to a new model (version) of the same features.
@@ -380,6 +415,10 @@ class Monitor:
             "open": None if self._open is None else asdict(self._open),
             "events": [_event_state(e) for e in self._events],
             "next_id": self._next_id,
+            "feedback": {
+                "factor": self._factor,
+                "memory": None if self.memory is None else self.memory.state_dict(),
+            },
         }
 
     @classmethod
@@ -416,6 +455,12 @@ class Monitor:
             monitor._open = None if state["open"] is None else _OpenEvent(**state["open"])
             monitor._events.extend(monitor._event_from_state(e) for e in state["events"])
             monitor._next_id = int(state["next_id"])
+            feedback = state.get("feedback") or {}  # absent in states of earlier versions
+            monitor._factor = float(feedback.get("factor", 1.0))
+            if state["decision"] is None and monitor._factor != 1.0:  # a new model's threshold
+                monitor.decision.rescale(monitor._factor)
+            if feedback.get("memory") is not None:
+                monitor.memory = NormalMemory.from_state(feedback["memory"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the monitor state is incomplete or malformed: {exc}") from exc
         return monitor
@@ -521,9 +566,10 @@ class Monitor:
         scores: np.ndarray,
         contributions: np.ndarray,
         expected: np.ndarray | None,
+        near: np.ndarray,
     ) -> None:
         """Score the points of one gap-free run, extending the context; fills the outputs at
-        ``offset`` onwards."""
+        ``offset`` onwards (``near``: the point's window matches the normal memory)."""
         det = self.detector
         pre, window = det.preprocessor_, det.window_
         step = pre.step_
@@ -572,6 +618,11 @@ class Monitor:
             if expected is not None and recon is not None:
                 exp = recon[keep][point] * pre.scale_ + pre.center_
                 expected[out_rows] = exp
+            if self.memory is not None and len(self.memory):
+                windows = np.lib.stride_tricks.sliding_window_view(
+                    all_values, (window, all_values.shape[1])
+                )[:, 0]  # (n_scored, W, F)
+                near[out_rows] = self.memory.matches(windows, pre.scale_)[keep][point]
         keep_n = window - 1
         self._ctx_values = all_values[-keep_n:] if keep_n else all_values[:0]
         self._ctx_observed = all_observed[-keep_n:] if keep_n else all_observed[:0]
@@ -579,13 +630,15 @@ class Monitor:
 
     # ------------------------------------------------------------------ decisions
     def _decide(
-        self, score: float, contrib: np.ndarray, pos: int
+        self, score: float, contrib: np.ndarray, pos: int, near: bool = False
     ) -> tuple[float, bool, int | None]:
-        """The threshold, the final flag and the event id of one point; updates the state."""
+        """The threshold, the final flag and the event id of one point; updates the state.
+        ``near``: its window matches the normal memory, so a flag is suppressed."""
         opts = self.options
         op = self._open
         lasting = op is not None and opts.relearn_after is not None and op.age >= opts.relearn_after
         thr, flagged = self.decision.step(score, learn=op is None or lasting, learn_alarms=lasting)
+        flagged = flagged and not near
         norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
         shares = np.nan_to_num(contrib).tolist() if flagged else []
         self._recent.append(_Recent(pos, flagged, norm, shares))

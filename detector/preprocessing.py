@@ -77,6 +77,8 @@ class Segment:
         Rows of the caller's frame merged into a point as exact duplicates of another row.
     copy_points : ndarray, shape (D,), int64
         The point (position in this segment) each of ``copy_rows`` was merged into.
+    labels : ndarray, shape (T,), int8, or None
+        Feedback label per point (1 anomaly, 0 normal, -1 unknown) when fitting with labels.
     """
 
     values: np.ndarray
@@ -85,6 +87,7 @@ class Segment:
     cond: np.ndarray | None
     copy_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     copy_points: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -100,6 +103,7 @@ class Segment:
             cond,
             self.copy_rows[inside],
             self.copy_points[inside] - start,
+            None if self.labels is None else self.labels[start:stop],
         )
 
     def place(self, out: np.ndarray, point_values: np.ndarray) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from .config import TrainingConfig
 from .errors import ConfigError, TrainingCancelled, TrainingError
+from .feedback import window_labels
 from .models.base import ReconstructionModel
 from .preprocessing import Segment
 from .windows import gather_windows, window_starts
@@ -71,12 +72,16 @@ class WindowSet:
     starts : Tensor of int64, shape (M,)
         Start of each window in ``values``.
     window : int
+    labels : Tensor of int64, shape (M,), or None
+        Each window's label (:func:`detector.feedback.window_labels`) when the segments carry
+        feedback labels.
     """
 
     values: torch.Tensor
     cond: torch.Tensor | None
     starts: torch.Tensor
     window: int
+    labels: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -86,11 +91,21 @@ class WindowSet:
         stride: int,
         device: torch.device,
         max_windows: int | None = None,
+        drop_anomalous: bool = False,
     ) -> WindowSet:
-        """Windows of every segment at ``stride``, evenly subsampled to ``max_windows``."""
-        values, conds, starts, offset = [], [], [], 0
+        """Windows of every segment at ``stride``, evenly subsampled to ``max_windows``;
+        ``drop_anomalous`` leaves out the windows that hold a point labelled anomaly."""
+        values, conds, starts, labels, offset = [], [], [], [], 0
         for seg in segments:
             seg_starts = window_starts(len(seg), window, stride)
+            if seg.labels is not None and seg_starts.size:
+                seg_labels = window_labels(seg.labels, window)[seg_starts]
+                if drop_anomalous:
+                    seg_starts, seg_labels = (
+                        seg_starts[seg_labels != 1],
+                        seg_labels[seg_labels != 1],
+                    )
+                labels.append(seg_labels)
             if seg_starts.size:
                 values.append(seg.values)
                 if seg.cond is not None:
@@ -102,15 +117,22 @@ class WindowSet:
                 torch.empty(0, 0, device=device), None, torch.empty(0, dtype=torch.int64), window
             )
         all_starts = np.concatenate(starts)
+        all_labels = np.concatenate(labels) if labels else None
+        if all_labels is not None and all_labels.size != all_starts.size:
+            all_labels = None  # some segments without labels: none are used
         if max_windows is not None and all_starts.size > max_windows:
             pick = np.linspace(0, all_starts.size - 1, max_windows).round().astype(np.int64)
             all_starts = all_starts[pick]
+            all_labels = None if all_labels is None else all_labels[pick]
         cond = torch.from_numpy(np.concatenate(conds)).to(device) if conds else None
         return cls(
             torch.from_numpy(np.concatenate(values)).to(device),
             cond,
             torch.from_numpy(all_starts).to(device),
             window,
+            None
+            if all_labels is None
+            else torch.from_numpy(all_labels.astype(np.int64)).to(device),
         )
 
     def __len__(self) -> int:
@@ -206,9 +228,11 @@ def fit_model(
         sums: dict[str, float] = {}
         n_batches = 0
         for i in range(0, len(order), training.batch_size):
-            x, cond = train.batch(train.starts[order[i : i + training.batch_size]])
+            picked = order[i : i + training.batch_size]
+            x, cond = train.batch(train.starts[picked])
             x_in = _corrupt(x, training, generator) if training.denoising else x
-            parts = model.training_step(x_in, x, cond, optimizers)
+            labels = None if train.labels is None else train.labels[picked]
+            parts = model.training_step(x_in, x, cond, optimizers, labels=labels)
             if not math.isfinite(parts["loss"]):
                 raise TrainingError(
                     f"training diverged at epoch {epoch} (loss {parts['loss']}); lower the "

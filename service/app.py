@@ -30,6 +30,7 @@ from service.routers import (
     health,
     jobs,
     keys,
+    labels,
     models,
     schedules,
     scoring,
@@ -175,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes are matched in order: the hot scoring route right after the health probes.
     for module in (health, scoring, streams, models, versions, data, jobs, schedules, keys):
         app.include_router(module.router)
-    for module in (events, channels):
+    for module in (events, channels, labels):
         app.include_router(module.router)
     app.include_router(docs.build_router(settings.public_docs))
     app.include_router(console.router)

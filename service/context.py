@@ -16,6 +16,7 @@ from service.db import Database, upgrade_schema
 from service.deletion import DeletionService
 from service.jobs.runner import JobRunner, create_job_runner
 from service.jobs.service import JobService
+from service.labels import LabelService
 from service.live.service import LiveServices
 from service.observability import Metrics
 from service.registry import ModelRegistry
@@ -53,6 +54,7 @@ class AppContext:
     data: DataService
     deletion: DeletionService
     live: LiveServices
+    labels: LabelService
     console: ConsoleSessions
     series: SeriesService
 
@@ -121,6 +123,13 @@ class AppContext:
             ),
             deletion=DeletionService(registry, jobs, scoring),
             live=live,
+            labels=LabelService(
+                db,
+                registry,
+                settings.max_labels_per_model,
+                settings.max_label_import_bytes,
+                on_event_verdict=live.streams.refresh_memory,
+            ),
             console=ConsoleSessions(
                 db, auth, settings.ui_session_ttl_s, settings.ui_max_sessions_per_key
             ),

@@ -4,7 +4,9 @@ A model's deletion stops its jobs (queued ones are cancelled, running ones asked
 deletes its rows, artifacts and history (:meth:`ModelRegistry.delete_model`) and unloads its
 versions from the scoring cache; a version's deletion removes the row and artifact and unloads
 it. Database and store work runs in a worker thread; the cache is touched on the event loop,
-which owns it. Anything that later keeps per-model state (streams, labels) hooks in here.
+which owns it. Rows that hang off the model in the metadata database (streams, events, labels,
+channels) go with its row by foreign-key cascade; anything that later keeps per-model state
+elsewhere hooks in here.
 """
 
 from __future__ import annotations

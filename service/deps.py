@@ -20,6 +20,7 @@ from service.context import AppContext
 from service.data import DataService
 from service.deletion import DeletionService
 from service.jobs.service import JobService
+from service.labels import LabelService
 from service.live.service import LiveServices
 from service.registry import ModelRegistry
 from service.schedules import ScheduleService
@@ -35,6 +36,7 @@ __all__ = [
     "DataDep",
     "DeletionDep",
     "JobsDep",
+    "LabelsDep",
     "LiveDep",
     "RegistryDep",
     "SchedulesDep",
@@ -93,6 +95,10 @@ async def _live(request: Request) -> LiveServices:
     return context_of(request).live
 
 
+async def _labels(request: Request) -> LabelService:
+    return context_of(request).labels
+
+
 ContextDep = Annotated[AppContext, Depends(_context)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -103,6 +109,7 @@ ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 DataDep = Annotated[DataService, Depends(_data)]
 DeletionDep = Annotated[DeletionService, Depends(_deletion)]
 LiveDep = Annotated[LiveServices, Depends(_live)]
+LabelsDep = Annotated[LabelService, Depends(_labels)]
 
 
 class APIKeyAuth(SecurityBase):

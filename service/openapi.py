@@ -45,6 +45,9 @@ class ErrorPublic(BaseModel):
 CONFLICTS = {
     ("POST", "/v1/models"),
     ("POST", "/v1/models/{name}/channels"),
+    ("POST", "/v1/models/{name}/labels"),
+    ("POST", "/v1/models/{name}/labels/import"),
+    ("POST", "/v1/events/{event_id}/label"),
     ("POST", "/v1/models/{name}/score"),
     ("POST", "/v1/models/{name}/rollback"),
     ("POST", "/v1/models/{name}/versions/{version}/promote"),

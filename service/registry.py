@@ -133,7 +133,11 @@ def check_model_size(config: DetectorConfig, max_parameters: int | None) -> Dete
 
 
 def decide_promotion(
-    policy: str, candidate_score: float | None, active_score: float | None, has_active: bool
+    policy: str,
+    candidate_score: float | None,
+    active_score: float | None,
+    has_active: bool,
+    better_on_labels: bool | None = None,
 ) -> tuple[bool, str]:
     """Whether a freshly trained version becomes active, and why.
 
@@ -145,6 +149,10 @@ def decide_promotion(
         Validation scores (lower is better) of the new and the active version.
     has_active
         Whether the model has an active version; a model without one always takes the new one.
+    better_on_labels
+        Whether the new version beats the active one on the labelled history
+        (``service.feedback.compare_versions``); None when there are no labels to compare on.
+        ``if_better`` decides on it when given, else on the validation scores.
 
     Returns
     -------
@@ -157,6 +165,8 @@ def decide_promotion(
         return True, "policy_always"
     if policy == "manual":
         return False, "policy_manual"
+    if better_on_labels is not None:
+        return (True, "if_better_labels") if better_on_labels else (False, "if_better_labels_worse")
     if candidate_score is None or active_score is None:
         return False, "if_better_no_score"
     if candidate_score <= active_score:
@@ -183,6 +193,9 @@ class NewVersion:
     #: The active version's score on the same held-out data as ``validation_score``, with the
     #: number of that version; ``if_better`` compares these two when the version is still active.
     active_score: tuple[int, float] | None = None
+    #: Whether the new version beats the active one (of that number) on the labelled history;
+    #: ``if_better`` decides on it, when that version is still active.
+    better_on_labels: tuple[int, bool] | None = None
 
     @classmethod
     def from_detector(
@@ -193,6 +206,7 @@ class NewVersion:
         validation_score: float | None,
         metrics: dict[str, Any] | None = None,
         active_score: tuple[int, float] | None = None,
+        better_on_labels: tuple[int, bool] | None = None,
     ) -> NewVersion:
         """What registering ``detector``, fitted on ``data`` and published at ``artifact_key``,
         records."""
@@ -212,6 +226,7 @@ class NewVersion:
             data_end=index.max().to_pydatetime() if dated else None,
             n_points=len(data),
             active_score=active_score,
+            better_on_labels=better_on_labels,
         )
 
 
@@ -501,12 +516,16 @@ class ModelRegistry:
                         Version.model_id == model_id, Version.version == model.active_version
                     )
                 )
+            on_labels = new.better_on_labels
             if force_promote is None:
                 promote, reason = decide_promotion(
                     model.promotion_policy,
                     new.validation_score,
                     active_score,
                     model.active_version is not None,
+                    None
+                    if on_labels is None or on_labels[0] != model.active_version
+                    else on_labels[1],
                 )
             else:
                 promote = force_promote or model.active_version is None

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from detector import DetectorConfig
+from detector.feedback import Verdict
 from service.jobs.states import JobState
 from service.parsing import check_datetime, finite_config, parse_duration
 from service.registry import NAME_PATTERN, PromotionPolicy
@@ -33,6 +34,7 @@ __all__ = [
     "DataDropped",
     "DataSummary",
     "Duration",
+    "EventLabel",
     "HealthPublic",
     "JobCreate",
     "JobPublic",
@@ -41,6 +43,10 @@ __all__ = [
     "KeyCreated",
     "KeyPublic",
     "KeysPublic",
+    "LabelCreate",
+    "LabelPublic",
+    "LabelsImported",
+    "LabelsPublic",
     "ModelCreate",
     "ModelPublic",
     "ModelUpdate",
@@ -501,6 +507,81 @@ class KeysPublic(BaseModel):
 
     data: list[KeyPublic]
     count: int
+
+
+# --------------------------------------------------------------------------- labels
+
+#: Longest note a label may carry.
+MAX_NOTE = 1000
+
+
+class EventLabel(_Strict):
+    """A verdict on an anomaly event."""
+
+    verdict: Verdict = Field(
+        description="'anomaly': a real anomaly; 'normal': a false alarm (not an anomaly); "
+        "'unsure': seen, no verdict."
+    )
+    note: str = Field("", max_length=MAX_NOTE, description="Why, for the people after you.")
+
+
+class LabelCreate(EventLabel):
+    """A label of a point (give only ``start``, or ``end`` equal to it) or a time range."""
+
+    start: datetime = Field(description="First labelled time (inclusive), UTC if no zone.")
+    end: datetime | None = Field(
+        None, description="Last labelled time (inclusive); leave out for a point label."
+    )
+    series: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The series (a value of the model's key column); leave out for a model "
+        "without one, or to label every series of a model with one.",
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _zone(cls, v: datetime | None) -> datetime | None:
+        utc = _utc(v)
+        return None if utc is None else check_datetime(utc)
+
+    @model_validator(mode="after")
+    def _range(self) -> LabelCreate:
+        if self.end is None:
+            self.end = self.start
+        if self.end < self.start:
+            raise ValueError("'end' must not be before 'start' (a point label has end == start)")
+        return self
+
+
+class LabelPublic(_FromRow):
+    """A label."""
+
+    id: int
+    model: str
+    series: str | None
+    start: datetime
+    end: datetime = Field(description="Inclusive; equal to start for a point label.")
+    verdict: Verdict
+    note: str
+    event_id: int | None = Field(description="The anomaly event it labels, if any.")
+    key_id: str | None = Field(description="The id of the API key that gave it.")
+    created_at: datetime
+
+
+class LabelsPublic(BaseModel):
+    """A page of labels, newest start first."""
+
+    data: list[LabelPublic]
+    count: int
+
+
+class LabelsImported(BaseModel):
+    """The outcome of a CSV import (all rows or none)."""
+
+    imported: int
+    count: int = Field(description="Labels the model holds now.")
 
 
 # --------------------------------------------------------------------------- health

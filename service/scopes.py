@@ -6,11 +6,12 @@ Scopes are ordered (``admin`` > ``write`` > ``score``). The rules behind the tab
 - ``score`` reads and scores: every GET (models, versions, the promotion log, data summaries and
   exports, jobs, schedules, metrics, readiness, the OpenAPI schema and its docs) and scoring;
 - ``write`` changes what can be changed back or re-run: models, appended data, jobs, schedules
-  (create, pause, resume, run now), promotions and roll-backs;
-- ``admin`` destroys or grants: every DELETE (a model, a version, a data range, a schedule) and
-  API keys. Dropping a data range or a schedule cannot be undone (the rows are gone; a deleted
-  schedule silently stops retraining), and write keys are the ones handed to ingestion
-  pipelines, so a leaked write key must not be able to erase history;
+  (create, pause, resume, run now), promotions and roll-backs, and feedback labels (a newer
+  label overrides an older one);
+- ``admin`` destroys or grants: every DELETE (a model, a version, a data range, a schedule, a
+  label) and API keys. Dropping a data range or a schedule cannot be undone (the rows are gone;
+  a deleted schedule silently stops retraining), and write keys are the ones handed to
+  ingestion pipelines, so a leaked write key must not be able to erase history;
 - ``None``: no key at all (the liveness probe, and the console's sign-in and sign-out).
 
 A route an engineer adds without a row here fails the test, which names the route and this file.
@@ -74,6 +75,14 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/v1/events"): "score",
     ("GET", "/v1/events/{event_id}"): "score",
     ("POST", "/v1/events/{event_id}/acknowledge"): "write",
+    ("POST", "/v1/events/{event_id}/label"): "write",
+    # Feedback labels: giving them is 'write', reading 'score', deleting 'admin'.
+    ("POST", "/v1/models/{name}/labels"): "write",
+    ("GET", "/v1/models/{name}/labels"): "score",
+    ("POST", "/v1/models/{name}/labels/import"): "write",
+    ("GET", "/v1/models/{name}/labels/export"): "score",
+    ("GET", "/v1/models/{name}/labels/{label_id}"): "score",
+    ("DELETE", "/v1/models/{name}/labels/{label_id}"): "admin",
     ("POST", "/v1/models/{name}/channels"): "write",
     ("GET", "/v1/models/{name}/channels"): "score",
     ("GET", "/v1/models/{name}/channels/{channel_id}"): "score",
@@ -96,6 +105,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/ui/schedules"): "score",
     ("GET", "/ui/events"): "score",
     ("POST", "/ui/api/events/{event_id}/acknowledge"): "write",
+    ("POST", "/ui/api/events/{event_id}/label"): "write",
     ("GET", "/ui/api/models/{name}/series"): "score",
     ("GET", "/ui/api/models/{name}/explain"): "score",
     ("GET", "/ui/api/models/{name}/compare"): "score",

@@ -240,6 +240,24 @@ class Settings(BaseSettings):
     max_channels_per_model: int = Field(
         20, ge=1, le=1000, description="Notification channels one model may have."
     )
+    normal_memory_events: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Events labelled 'not an anomaly' a live series remembers (the newest); "
+        "each adds its points to the series' stored state, written on every stream request.",
+    )
+    max_labels_per_model: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Feedback labels one model may hold; more is refused with 409.",
+    )
+    max_label_import_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest labels CSV one import may send; more is refused with 413.",
+    )
     alert_poll_interval_s: float = Field(
         1.0, gt=0, le=300, description="How often the alert dispatcher looks for due alerts."
     )

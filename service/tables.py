@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -36,6 +37,7 @@ __all__ = [
     "Channel",
     "ConsoleSession",
     "Job",
+    "Label",
     "Model",
     "Promotion",
     "Schedule",
@@ -287,6 +289,33 @@ class AnomalyEvent(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Label(Base):
+    """A person's verdict on a point (``start == end``) or a time range of a model's series.
+
+    ``series`` is None for a model without a key column, and for a label of every series of one
+    with a key column. Every label is stored; where labels overlap, the newest one decides
+    (``detector.feedback.label_masks`` owns that rule). ``event_id`` links a label given to an
+    anomaly event (set to null when the event is removed with its stream).
+    """
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_model_id_start", "model_id", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(32), ForeignKey("models.id", ondelete="CASCADE"))
+    series: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime())
+    end: Mapped[datetime] = mapped_column(UTCDateTime())
+    verdict: Mapped[str] = mapped_column(String(16))  #: one of detector.feedback.VERDICTS
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    event_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("events.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    #: The id of the API key that gave the label.
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Channel(Base):

@@ -7,6 +7,7 @@ from .aae import AAEConfig, AdversarialAutoEncoder
 from .ae import AEConfig, AutoEncoder
 from .base import Conditions, NetworkConfig, ReconstructionModel
 from .cvae import ConditionalVAE, CVAEConfig
+from .ssaae import SemiSupervisedAAE, SSAAEConfig
 from .vae import VAEConfig, VariationalAutoEncoder
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "Conditions",
     "NetworkConfig",
     "ReconstructionModel",
+    "SSAAEConfig",
+    "SemiSupervisedAAE",
     "VAEConfig",
     "VariationalAutoEncoder",
     "model_class",
@@ -28,7 +31,13 @@ __all__ = [
 #: Every kind by name, in the order they are listed to users.
 REGISTRY: dict[str, type[ReconstructionModel]] = {
     cls.kind: cls
-    for cls in (AutoEncoder, VariationalAutoEncoder, AdversarialAutoEncoder, ConditionalVAE)
+    for cls in (
+        AutoEncoder,
+        VariationalAutoEncoder,
+        AdversarialAutoEncoder,
+        ConditionalVAE,
+        SemiSupervisedAAE,
+    )
 }
 
 

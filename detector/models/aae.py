@@ -68,6 +68,7 @@ class AdversarialAutoEncoder(AutoEncoder):
         target: torch.Tensor,
         cond: torch.Tensor | None,
         optimizers: dict[str, torch.optim.Optimizer],
+        labels: torch.Tensor | None = None,
     ) -> dict[str, float]:
         # 1. reconstruction phase
         recon_loss, _ = self.loss(x_in, target, cond)

@@ -117,9 +117,10 @@ class ReconstructionModel(nn.Module):
 
     Subclasses set ``kind`` and ``config_class``, build their networks in ``__init__`` and
     implement :meth:`forward` (the deterministic reconstruction used for scoring) and
-    :meth:`loss`. Kinds with several optimisers override :meth:`configure_optimizers` and
-    :meth:`training_step`; kinds that score otherwise than by one deterministic pass override
-    :meth:`scoring_errors`; conditional kinds override :meth:`conditions`.
+    :meth:`loss`. Kinds with several optimisers (or that learn from labels) override
+    :meth:`configure_optimizers` and :meth:`training_step`; kinds that score otherwise than
+    by one deterministic pass override :meth:`scoring_errors`; conditional kinds override
+    :meth:`conditions`.
 
     Parameters
     ----------
@@ -137,6 +138,9 @@ class ReconstructionModel(nn.Module):
     config_class: ClassVar[type[NetworkConfig]]
     #: Whether the kind needs a condition vector with every window.
     conditional: ClassVar[bool] = False
+    #: Whether the kind learns from window labels (``training_step``'s ``labels``); the
+    #: detector leaves windows holding a labelled anomaly out of the training of the others.
+    learns_from_labels: ClassVar[bool] = False
 
     def __init__(
         self, config: NetworkConfig, window: int, n_features: int, n_conditions: int = 0
@@ -206,8 +210,14 @@ class ReconstructionModel(nn.Module):
         target: torch.Tensor,
         cond: torch.Tensor | None,
         optimizers: dict[str, torch.optim.Optimizer],
+        labels: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """One optimisation step on a batch; returns the losses to log."""
+        """One optimisation step on a batch; returns the losses to log.
+
+        ``labels`` (B,) are the windows' labels (1 anomalous, 0 normal, -1 unknown, see
+        :func:`detector.feedback.window_labels`) when the data had labels; only kinds with
+        ``learns_from_labels`` read them.
+        """
         loss, parts = self.loss(x_in, target, cond)
         step(optimizers["main"], loss)
         return {"loss": float(loss.detach()), **parts}

@@ -22,17 +22,20 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sqlalchemy import select
 
 from detector import Detector, TrainingProgress, create_detector, load_detector, stored_config
 from detector import errors as det_errors
 from detector.errors import ReconADError
+from detector.models import model_class
+from service import feedback
 from service.db import Database
 from service.errors import ServiceError
 from service.jobs import states
 from service.jobs.states import FinalState
-from service.live.events import leave_out_events
 from service.observability import configure_logging
 from service.registry import ModelRegistry, NewVersion, finite_or_none, job_artifact_key
 from service.settings import Settings
@@ -73,6 +76,8 @@ class _JobContext:
         self.token = token
         self._stop = threading.Event()
         self._curve: list[dict[str, Any]] = []
+        #: Facts of this run shown in every progress write (what the training data left out).
+        self.facts: dict[str, Any] = {}
 
     def heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -90,6 +95,7 @@ class _JobContext:
             "curve": self._curve,
             "elapsed_s": round(p.elapsed_s, 3),
             "stage": "training",
+            **self.facts,
         }
         with self.db.transaction() as session:
             states.touch(session, self.job_id, self.token, progress=values, heartbeat_at=utcnow())
@@ -105,7 +111,7 @@ class _JobContext:
         with self.db.transaction() as session:
             job = session.get(Job, self.job_id, with_for_update=True)
             if job is not None and states.holds(job, self.token):
-                job.progress = {**(job.progress or {}), "stage": stage}
+                job.progress = {**(job.progress or {}), **self.facts, "stage": stage}
 
     def finish(self, status: FinalState, error: str | None) -> None:
         with self.db.transaction() as session:
@@ -116,24 +122,35 @@ class _JobContext:
 
 
 def _load_data(
-    job: Job, model: Model, artifacts: ArtifactStore, history: HistoryStore, db: Database
-) -> pd.DataFrame:
+    job: Job,
+    model: Model,
+    artifacts: ArtifactStore,
+    history: HistoryStore,
+    db: Database,
+    learns_from_labels: bool,
+) -> tuple[pd.DataFrame, npt.NDArray[np.int8] | None, dict[str, int] | None]:
+    """The training rows; from stored history also their feedback labels (for a kind that
+    learns from them) and what events and labels left out or kept."""
     params = job.params
+    report = None
+    labels = None
     if params.get("source") == "inline":
         frame = pd.read_parquet(io.BytesIO(artifacts.get_bytes(params["input_key"])))
     else:
         start = pd.Timestamp(params["start"]) if params.get("start") else None
         end = pd.Timestamp(params["end"]) if params.get("end") else None
         frame = history.read(model.id, start, end)
-        # Points inside anomaly events must not become the new normal.
-        frame, dropped = leave_out_events(db, model.id, frame, model.config.get("key_column"))
-        if dropped:
-            logger.info("left %d points inside anomaly events out of training", dropped)
+        # Anomalies (events, labelled ones) must not become the new normal; labelled-normal
+        # stretches stay even where an event covered them.
+        frame, labels, report = feedback.training_data(
+            db, model.id, frame, model.config.get("key_column"), learns_from_labels
+        )
+        logger.info("training data: %s", report)
     if frame.empty:
         raise det_errors.TooShortError(
             "the selected range holds no data; append history or choose another range"
         )
-    return frame
+    return frame, labels, report
 
 
 def _holdout_error(detector: Detector, holdout: pd.DataFrame) -> float | None:
@@ -144,29 +161,34 @@ def _holdout_error(detector: Detector, holdout: pd.DataFrame) -> float | None:
         return None
 
 
+def _active_detector(
+    registry: ModelRegistry, artifacts: ArtifactStore, model_name: str, log_extra: dict[str, Any]
+) -> tuple[int, Detector] | None:
+    """The active version's number and detector, for ``if_better``; None without one (or when
+    it cannot be loaded)."""
+    try:
+        _, active = registry.get_version(model_name)
+    except ServiceError:  # no active version yet
+        return None
+    try:
+        return active.version, load_detector(artifacts.fetch(active.artifact_key), device="cpu")
+    except (ReconADError, StoreError) as exc:
+        logger.info("active version cannot be loaded: %s", exc, extra=log_extra)
+        return None
+
+
 def _active_holdout_error(
-    registry: ModelRegistry,
-    artifacts: ArtifactStore,
-    model_name: str,
-    holdout: pd.DataFrame,
-    log_extra: dict[str, Any],
+    active: tuple[int, Detector] | None, holdout: pd.DataFrame
 ) -> tuple[int, float] | None:
     """The active version's error on the new version's held-out data, for ``if_better``.
 
     None when there is no active version or it cannot score this data (other features, say);
     promotion then falls back to the stored validation scores.
     """
-    try:
-        _, active = registry.get_version(model_name)
-    except ServiceError:  # no active version yet
+    if active is None:
         return None
-    try:
-        old = load_detector(artifacts.fetch(active.artifact_key), device="cpu")
-        score = _holdout_error(old, holdout)
-    except (ReconADError, StoreError) as exc:
-        logger.info("active version cannot score the new hold-out: %s", exc, extra=log_extra)
-        return None
-    return None if score is None else (active.version, score)
+    score = _holdout_error(active[1], holdout)
+    return None if score is None else (active[0], score)
 
 
 def run_job(settings: Settings, job_id: str) -> int:
@@ -204,28 +226,47 @@ def run_job(settings: Settings, job_id: str) -> int:
             training = config.training.model_copy(update={"device": settings.device})
             config = config.model_copy(update={"training": training})
         ctx.stage("loading data")
-        frame = _load_data(job, model, artifacts, history, db)
+        learns = model_class(config.kind).learns_from_labels
+        frame, labels, report = _load_data(job, model, artifacts, history, db, learns)
+        if report is not None:
+            ctx.facts["training_data"] = report
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
-        detector = create_detector(config).fit(frame, progress=ctx.progress)
-        ctx.stage("saving")
+        detector = create_detector(config).fit(frame, progress=ctx.progress, labels=labels)
         train_s = time.monotonic() - started
+        key_column = model.config.get("key_column")
+        ctx.stage("checking on labels")
+        refit = feedback.refit(detector, history, db, model.id, key_column)
+        ctx.stage("saving")
         key = job_artifact_key(model.id, job_id)
         with artifacts.staging() as tmp:
             detector.save(tmp / "model")
             artifacts.publish(tmp / "model", key)
         holdout = detector.holdout(frame)  # the rows fit calibrated on, per segment
+        active = _active_detector(registry, artifacts, model.name, log_extra)
+        metrics: dict[str, Any] = {
+            "train_seconds": round(train_s, 3),
+            "epochs": len(detector.history_),
+            "device": str(getattr(detector, "device_", "cpu")),
+            **({"training_data": report} if report is not None else {}),
+            **({"label_refit": refit} if refit is not None else {}),
+        }
+        on_labels = None
+        if active is not None and model.promotion_policy == "if_better":
+            compared = feedback.compare_versions(
+                detector, active[1], history, db, model.id, key_column
+            )
+            if compared is not None:
+                metrics["labels_comparison"] = {**compared, "active_version": active[0]}
+                on_labels = (active[0], bool(compared["better"]))
         new = NewVersion.from_detector(
             detector,
             key,
             frame,
             validation_score=_holdout_error(detector, holdout),
-            metrics={
-                "train_seconds": round(train_s, 3),
-                "epochs": len(detector.history_),
-                "device": str(getattr(detector, "device_", "cpu")),
-            },
-            active_score=_active_holdout_error(registry, artifacts, model.name, holdout, log_extra),
+            metrics=metrics,
+            active_score=_active_holdout_error(active, holdout),
+            better_on_labels=on_labels,
         )
         try:
             version, promoted, reason = registry.register_version(

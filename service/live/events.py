@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -16,7 +17,7 @@ from service.db import Database
 from service.errors import NotFoundError
 from service.tables import AnomalyEvent, Model, utcnow
 
-__all__ = ["EventCountsCollector", "EventService", "event_public", "leave_out_events"]
+__all__ = ["EventCountsCollector", "EventService", "event_mask", "event_public"]
 
 
 def event_public(ev: AnomalyEvent) -> dict[str, Any]:
@@ -156,22 +157,19 @@ class EventCountsCollector(Collector):
         yield family
 
 
-def leave_out_events(
+def event_mask(
     db: Database, model_id: str, frame: pd.DataFrame, key_column: str | None
-) -> tuple[pd.DataFrame, int]:
-    """Drop the rows of ``frame`` that lie inside the model's anomaly events.
+) -> npt.NDArray[np.bool_]:
+    """Which rows of ``frame`` lie inside the model's anomaly events, (T,) bool.
 
     Retraining on a stream must not learn an anomaly as the new normal: every point from an
-    event's start to its end (of that event's series, for a model with a key column) is left
-    out, whether the event is open or closed.
-
-    Returns
-    -------
-    tuple[pandas.DataFrame, int]
-        The remaining rows and how many were dropped.
+    event's start to its end (of that event's series, for a model with a key column) is inside,
+    whether the event is open or closed. ``service.feedback.training_data`` decides what of it
+    labels bring back.
     """
+    inside = np.zeros(len(frame), dtype=bool)
     if frame.empty:
-        return frame, 0
+        return inside
     with db.session() as session:
         spans = session.execute(
             select(AnomalyEvent.series, AnomalyEvent.start, AnomalyEvent.end).where(
@@ -179,14 +177,13 @@ def leave_out_events(
             )
         ).all()
     if not spans:
-        return frame, 0
+        return inside
     index = pd.DatetimeIndex(frame.index)
     stamps = (index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")).as_unit(
         "us"
     )
     t = stamps.asi8  # (T,) microseconds
     series = frame[key_column].astype(str).to_numpy() if key_column else None
-    inside = np.zeros(len(frame), dtype=bool)
     for name, start, end in spans:
         lo = pd.Timestamp(start).value // 1000  # ns -> us, as t
         hi = pd.Timestamp(end).value // 1000
@@ -194,4 +191,4 @@ def leave_out_events(
         if series is not None:
             hit &= series == name
         inside |= hit
-    return frame[~inside], int(inside.sum())
+    return inside

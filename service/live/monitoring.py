@@ -6,7 +6,9 @@ library's interface touches one file. The contract (see ``detector/monitor.py``)
 ``score``, ``normalized``, ``threshold``, ``anomalous``, ``event`` and, with ``expected=True``,
 ``expected.<feature>`` columns; ``monitor.events`` lists :class:`detector.Event` objects;
 ``monitor.state_dict()`` / ``Monitor.from_state(det, state)`` save and restore it;
-``monitor.with_detector(det)`` hands the stream to a new model version.
+``monitor.with_detector(det)`` hands the stream to a new model version;
+``monitor.apply_feedback(scale=..., memory=...)`` takes what labels taught (a re-fitted
+threshold factor, a memory of confirmed-normal windows; ``service.feedback``), kept in the state.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from detector import Detector, Monitor
+from detector.feedback import NormalMemory
 from detector.monitor import MonitorOptions
 from service.errors import InvalidInputError, format_validation_errors
 
@@ -94,6 +97,26 @@ class LiveMonitor:
         state: dict[str, Any] = self._monitor.state_dict()
         return state
 
+    def threshold_scale(self, target: float) -> None:
+        """Make the factor on the online threshold ``target`` (the version's label refit).
+
+        The monitor composes factors and carries them to a new version, so only the change
+        from the factor it holds is applied.
+        """
+        held = float((self._monitor.state_dict().get("feedback") or {}).get("factor", 1.0))
+        if abs(target / held - 1.0) > 1e-12:
+            self._monitor.apply_feedback(scale=target / held)
+
+    def remember(self, memory: NormalMemory) -> None:
+        """Suppress flags whose window matches ``memory`` (replaces the memory held)."""
+        self._monitor.apply_feedback(memory=memory)
+
+    @property
+    def detector(self) -> Detector:
+        """The model version the monitor scores with."""
+        det: Detector = self._monitor.detector
+        return det
+
 
 def _library() -> tuple[Any, Any]:
     """The library's ``Monitor`` class and its ``MonitorOptions`` model."""
@@ -123,9 +146,12 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return dumped
 
 
-def new_monitor(detector: Detector, options: dict[str, Any]) -> LiveMonitor:
-    """A fresh monitor of ``detector`` with validated ``options``."""
-    return LiveMonitor(detector.monitor(**{**options, **_FORCED}))
+def new_monitor(detector: Detector, options: dict[str, Any], scale: float = 1.0) -> LiveMonitor:
+    """A fresh monitor of ``detector`` with validated ``options``; ``scale``: the version's
+    label-refit factor on the online threshold."""
+    monitor = LiveMonitor(detector.monitor(**{**options, **_FORCED}))
+    monitor.threshold_scale(scale)
+    return monitor
 
 
 def restore(detector: Detector, state: dict[str, Any]) -> LiveMonitor:
@@ -133,6 +159,9 @@ def restore(detector: Detector, state: dict[str, Any]) -> LiveMonitor:
     return LiveMonitor(Monitor.from_state(detector, state))
 
 
-def handover(monitor: LiveMonitor, detector: Detector) -> LiveMonitor:
-    """The same stream handed to a new model version (context, events and threshold kept)."""
-    return LiveMonitor(monitor._monitor.with_detector(detector))
+def handover(monitor: LiveMonitor, detector: Detector, scale: float = 1.0) -> LiveMonitor:
+    """The same stream handed to a new model version (context, events and threshold kept),
+    with the new version's label-refit factor ``scale`` on its threshold."""
+    moved = LiveMonitor(monitor._monitor.with_detector(detector))
+    moved.threshold_scale(scale)
+    return moved

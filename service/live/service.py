@@ -59,6 +59,7 @@ class LiveServices:
             max_series=settings.stream_max_series,
             dedup_points=settings.stream_dedup_points,
             cache_size=settings.stream_cache_size,
+            memory_events=settings.normal_memory_events,
             public_url=settings.public_url,
             on_alerts=dispatcher.notify,
         )

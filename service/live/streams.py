@@ -46,8 +46,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from detector import Detector
+from detector.feedback import NormalMemory
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from service.feedback import normal_events
 from service.live.channels import queue_alerts
 from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
 from service.parsing import numeric_array, parse_json, parse_timestamps
@@ -225,6 +227,8 @@ class StreamService:
         The stored history the flusher appends streamed points to.
     max_points, max_series, dedup_points, cache_size
         See :class:`service.settings.Settings` (``stream_*``).
+    memory_events
+        Events labelled normal one series remembers (``normal_memory_events``).
     on_alerts
         Called after a commit that queued alerts (wakes the dispatcher).
     """
@@ -239,6 +243,7 @@ class StreamService:
         max_series: int,
         dedup_points: int,
         cache_size: int,
+        memory_events: int = 16,
         public_url: str = "",
         on_alerts: Callable[[], None] | None = None,
     ) -> None:
@@ -250,6 +255,7 @@ class StreamService:
         self.max_series = max_series
         self.dedup_points = dedup_points
         self.cache = _MonitorCache(cache_size)
+        self.memory_events = memory_events
         self.on_alerts = on_alerts or (lambda: None)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -268,16 +274,8 @@ class StreamService:
             request = parse_stream_body(body, self.max_points)
         loaded = await self.scoring.resolve(name, None)
         frames = [self._frame(loaded, item) for item in request.items]
-        loop = asyncio.get_running_loop()
-
-        def detector_of(version: int) -> Detector:
-            if version == loaded.version:
-                return loaded.detector
-            future = asyncio.run_coroutine_threadsafe(self.scoring.resolve(name, version), loop)
-            return future.result().detector
-
         outcomes, queued = await asyncio.to_thread(
-            self._apply, loaded, request.items, frames, detector_of
+            self._apply, loaded, request.items, frames, self._detectors(loaded)
         )
         if queued:
             self.on_alerts()
@@ -288,6 +286,19 @@ class StreamService:
             else {"model": loaded.model_name, **results[0]}
         )
         return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _detectors(self, loaded: LoadedVersion) -> Callable[[int], Detector]:
+        """A lookup of the model's detector by version for worker threads (the scoring cache
+        belongs to the running event loop, so other versions are resolved on it)."""
+        loop = asyncio.get_running_loop()
+
+        def detector_of(version: int) -> Detector:
+            if version == loaded.version:
+                return loaded.detector
+            resolving = self.scoring.resolve(loaded.model_name, version)
+            return asyncio.run_coroutine_threadsafe(resolving, loop).result().detector
+
+        return detector_of
 
     @staticmethod
     def _frame(loaded: LoadedVersion, item: StreamItem) -> pd.DataFrame:
@@ -403,7 +414,10 @@ class StreamService:
             found = rows.get(item.series)
             if found is None:
                 options = check_options(item.options or {})
-                prepared[item.series] = (None, new_monitor(loaded.detector, options))
+                prepared[item.series] = (
+                    None,
+                    new_monitor(loaded.detector, options, loaded.threshold_scale),
+                )
                 continue
             stream_id, revision, version, state = found
             cached = self.cache.get(stream_id)
@@ -446,7 +460,7 @@ class StreamService:
         if ready is not None and ready[0] is None:
             monitor = ready[1]
         else:
-            monitor = new_monitor(loaded.detector, options)
+            monitor = new_monitor(loaded.detector, options, loaded.threshold_scale)
         now = utcnow()
         fresh = Stream(
             model_id=loaded.model_id,
@@ -490,7 +504,7 @@ class StreamService:
                 "stream handed to a new version",
                 extra={"model": loaded.model_name, "from": row.version, "to": loaded.version},
             )
-            monitor = handover(monitor, loaded.detector)
+            monitor = handover(monitor, loaded.detector, loaded.threshold_scale)
         return monitor
 
     def _accept(
@@ -697,6 +711,105 @@ class StreamService:
                 raise NotFoundError(f"no live series {series!r} for this model")
             session.delete(row)
             self.cache.drop(row.id)
+
+    # ------------------------------------------------------------------ feedback
+    async def refresh_memory(self, name: str, series: str) -> int:
+        """Rebuild the normal memory of one series' monitor from its events whose newest label
+        says "not an anomaly" (``service.feedback``): a window like one of them raises no flag
+        from the next point on. Returns how many events it remembers (0: no live series).
+
+        Raises
+        ------
+        NotFoundError, ConflictError
+            For an unknown model, or one without an active version.
+        """
+        loaded = await self.scoring.resolve(name, None)
+        return await asyncio.to_thread(
+            self._refresh_memory, loaded, series, self._detectors(loaded)
+        )
+
+    def _refresh_memory(
+        self, loaded: LoadedVersion, series: str, detector_of: Callable[[int], Detector]
+    ) -> int:
+        with self._series_locks(loaded.model_id, [series]):
+            with self.db.session() as session:
+                stream_id = session.execute(
+                    select(Stream.id).where(
+                        Stream.model_id == loaded.model_id, Stream.series == series
+                    )
+                ).scalar_one_or_none()
+            if stream_id is None:
+                return 0
+            # Built before the write transaction (it reads the stored history); the monitor
+            # moves to the active version below if it is not on it yet.
+            detector = loaded.detector
+            memory = NormalMemory.for_detector(detector, self.memory_events)
+            spans = normal_events(self.db, stream_id, memory.max_stretches)
+            if spans:
+                values = self._series_values(
+                    loaded, series, min(s for s, _ in spans), max(e for _, e in spans), detector
+                )
+                for start, end in reversed(spans):  # oldest first: the newest stay longest
+                    memory.remember(detector, values, pd.Timestamp(start), pd.Timestamp(end))
+            with self.db.transaction() as session:
+                row = session.execute(
+                    select(Stream).where(Stream.id == stream_id).with_for_update()
+                ).scalar_one_or_none()
+                if row is None:
+                    return 0
+                try:
+                    monitor = self._monitor(row, loaded, detector_of, {})
+                    monitor.remember(memory)
+                    row.state = orjson.dumps(monitor.state()).decode()
+                    row.revision += 1
+                    row.version = loaded.version
+                    row.updated_at = utcnow()
+                    session.flush()
+                except BaseException:
+                    self.cache.drop(stream_id)  # its monitor may have moved on: reload
+                    raise
+                revision = row.revision
+            self.cache.put(stream_id, _Cached(revision, loaded.version, monitor))
+            return len(spans)
+
+    def _series_values(
+        self,
+        loaded: LoadedVersion,
+        series: str,
+        start: datetime,
+        end: datetime,
+        detector: Detector,
+    ) -> pd.DataFrame:
+        """A series' points in ``[start - window, end]``: stored history, then the streamed
+        points not yet flushed to it (which replace stored rows of the same time)."""
+        margin = pd.Timedelta(int(detector.preprocessor_.step_) * (detector.window_ + 1), "ns")
+        lo = (pd.Timestamp(start) - margin).to_pydatetime()
+        hi = (pd.Timestamp(end) + pd.Timedelta(microseconds=1)).to_pydatetime()
+        stored = self.history.read(loaded.model_id, lo, hi)
+        if loaded.key_column and not stored.empty:
+            stored = stored[stored[loaded.key_column].astype(str) == series]
+        with self.db.session() as session:
+            rows = session.execute(
+                select(StreamPoint.ts, StreamPoint.values).where(
+                    StreamPoint.model_id == loaded.model_id,
+                    StreamPoint.series == series,
+                    StreamPoint.ts >= lo,
+                    StreamPoint.ts < hi,
+                )
+            ).all()
+        features = loaded.features
+        parts = [stored[features]] if not stored.empty else []
+        if rows:
+            buffered = pd.DataFrame.from_records([r.values for r in rows], columns=features)
+            buffered.index = pd.DatetimeIndex([pd.Timestamp(r.ts) for r in rows], name=TIMESTAMP)
+            parts.append(buffered)
+        if not parts:
+            return pd.DataFrame(columns=features, index=pd.DatetimeIndex([], tz="UTC"))
+        frame = pd.concat(parts)
+        index = pd.DatetimeIndex(frame.index)
+        frame.index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+        return frame.astype(np.float64)
 
     # ------------------------------------------------------------------ history
     def flush(self, limit: int = 200_000) -> int:

@@ -1,16 +1,18 @@
-"""Anomaly events: list, show, acknowledge."""
+"""Anomaly events: list, show, acknowledge, label."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, status
 
-from service.deps import AnyKey, LiveDep, ScoreKey, WriteKey
+from service.deps import AnyKey, LabelsDep, LiveDep, ScoreKey, WriteKey
 from service.errors import InvalidInputError
+from service.labels import OVERLAP_RULE
 from service.live.schemas import EventPublic, EventsPublic
 from service.routers.params import API_PREFIX, Limit, Offset
+from service.schemas import EventLabel, LabelPublic
 
 router = APIRouter(prefix=API_PREFIX + "/events", tags=["events"])
 
@@ -55,3 +57,20 @@ def acknowledge_event(event_id: EventId, live: LiveDep, key: WriteKey) -> EventP
     """Mark the event seen (by the calling key); acknowledging twice keeps the first."""
     ev, model = live.events.acknowledge(event_id, key.key_id)
     return EventPublic.from_row(ev, model)
+
+
+@router.post(
+    "/{event_id}/label",
+    response_model=LabelPublic,
+    status_code=status.HTTP_201_CREATED,
+    description="Say whether the event is a real anomaly ('anomaly') or not ('normal'): a "
+    "label spanning the event (as it is now) and linked to it, in the model's labels. An event "
+    "labelled 'normal' is remembered by its series' live monitor: a window like it raises no "
+    f"flag any more. Acknowledging is separate. {OVERLAP_RULE}",
+)
+async def label_event(
+    event_id: EventId, body: EventLabel, labels: LabelsDep, key: WriteKey
+) -> LabelPublic:
+    """Label the event."""
+    row, model = await labels.label_event(event_id, body.verdict, body.note, key.key_id)
+    return LabelPublic.of(row, model=model)

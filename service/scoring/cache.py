@@ -30,6 +30,9 @@ class LoadedVersion:
     window: int
     key_column: str | None
     feature_array: np.ndarray = field(repr=False)  # (F,) object: names, for fancy indexing
+    #: The factor labels re-fitted for the live threshold (``metrics.label_refit.scale``; 1:
+    #: none); live monitors of this version apply it (``service.feedback``).
+    threshold_scale: float = 1.0
 
     @classmethod
     def of(
@@ -39,6 +42,7 @@ class LoadedVersion:
         version: int,
         detector: Detector,
         key_column: str | None = None,
+        threshold_scale: float = 1.0,
     ) -> LoadedVersion:
         """What responses repeat, read once from a loaded detector."""
         features = [str(f) for f in detector.feature_names_in_]
@@ -52,6 +56,7 @@ class LoadedVersion:
             window=int(detector.window_),
             key_column=key_column,
             feature_array=np.asarray(features, dtype=object),
+            threshold_scale=threshold_scale,
         )
 
 

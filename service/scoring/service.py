@@ -130,7 +130,9 @@ class ScoringService:
             detector = load_detector(path, device=self.device)
             logger.info("model version loaded", extra={"model": name, "version": number})
             key_column = (row.config or {}).get("key_column")
-            return LoadedVersion.of(model.id, model.name, number, detector, key_column)
+            refit = (row.metrics or {}).get("label_refit") or {}
+            scale = float(refit.get("scale", 1.0))
+            return LoadedVersion.of(model.id, model.name, number, detector, key_column, scale)
 
         return await self.cache.get((model_id, number), load)
 

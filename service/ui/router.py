@@ -35,7 +35,9 @@ from service.schemas import (
     DataAppended,
     DataSummary,
     Duration,
+    EventLabel,
     JobPublic,
+    LabelPublic,
     ModelPublic,
     ScheduleCreate,
     SchedulePublic,
@@ -332,12 +334,18 @@ async def events_page(
     model: Annotated[str | None, Query(max_length=64)] = None,
     state: Annotated[Literal["open", "closed"] | None, Query(alias="status")] = None,
 ) -> Response:
-    """Anomaly events of the live streams, newest first; acknowledge."""
+    """Anomaly events of the live streams, newest first; label (a real anomaly or not, with a
+    note) and acknowledge."""
     ctx = context_of(request)
 
     def build() -> dict[str, Any]:
         rows, count = ctx.live.events.list_events(model, None, state, None, None, 0, 200)
-        return {"events": [EventPublic.from_row(ev, m) for ev, m in rows], "count": count}
+        verdicts = ctx.labels.verdicts_of_events([ev.id for ev, _ in rows])
+        return {
+            "events": [EventPublic.from_row(ev, m) for ev, m in rows],
+            "count": count,
+            "verdicts": verdicts,
+        }
 
     return await _render(
         request, user, "events.html", build, page="events", model_filter=model, state=state
@@ -352,6 +360,19 @@ async def acknowledge(
     events = context_of(request).live.events
     ev, model = await asyncio.to_thread(events.acknowledge, event_id, user.principal.key_id)
     return EventPublic.from_row(ev, model)
+
+
+@router.post("/api/events/{event_id}/label")
+async def label_event(
+    request: Request,
+    event_id: Annotated[int, PathParam(ge=1, le=2**62)],
+    body: EventLabel,
+    user: Console,
+) -> Any:
+    """Label an event (as ``POST /v1/events/{id}/label``)."""
+    labels = context_of(request).labels
+    row, model = await labels.label_event(event_id, body.verdict, body.note, user.principal.key_id)
+    return LabelPublic.of(row, model=model)
 
 
 @router.get("/schedules")

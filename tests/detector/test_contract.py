@@ -32,7 +32,7 @@ def fitted(data: dict[str, Any]) -> dict[str, Detector]:
 
 
 def test_every_kind_is_registered() -> None:
-    assert set(REGISTRY) == set(KINDS) == {"ae", "vae", "aae", "cvae"}
+    assert set(REGISTRY) == set(KINDS) == {"ae", "vae", "aae", "cvae", "ssaae"}
 
 
 @pytest.mark.parametrize("kind", KINDS)

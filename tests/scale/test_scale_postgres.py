@@ -215,3 +215,48 @@ def test_orphans_of_ended_jobs_are_swept(scale_out_replicas: list[AppContext]) -
     for replica in scale_out_replicas:
         assert replica.artifacts.list(model.id) == sorted([registered, in_flight])
     assert (other.artifacts.fetch(registered) / "weights.bin").read_bytes() == b"w" * 100
+
+
+def test_labels_round_trip_and_their_bound_holds_across_replicas(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import pandas as pd
+
+    from service.errors import ConflictError
+    from service.tables import Label
+
+    with _two_replicas(_settings(tmp_path, pg_url, max_labels_per_model=30)) as replicas:
+        model = replicas[0].registry.create_model("pg-l", DetectorConfig(window=16), "", "always")
+        t0 = pd.Timestamp("2026-11-01", tz="UTC").to_pydatetime()
+        refused: list[int] = []
+        errors: list[BaseException] = []
+
+        def give(ctx: AppContext, worker: int) -> None:
+            for i in range(10):
+                try:
+                    at = t0 + timedelta(minutes=worker * 100 + i)
+                    ctx.labels.create("pg-l", at, at, "anomaly", f"w{worker}", None, "k")
+                except ConflictError:
+                    refused.append(worker)
+                except BaseException as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=give, args=(replicas[w % 2], w)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        rows, total = replicas[1].labels.list_labels("pg-l", None, None, None, None, 0, 100)
+        assert total == 30 and len(refused) == 10  # the bound, exactly, under concurrency
+        assert all(r.start.tzinfo is not None and r.start == r.end for r in rows)
+        exported = replicas[0].labels.export_csv("pg-l")
+        assert exported.decode().count("\n") == 31
+        with replicas[0].db.transaction() as session:
+            session.query(Label).delete()
+        assert replicas[1].labels.import_csv("pg-l", exported, "k") == (30, 30)
+        again = replicas[0].labels.export_csv("pg-l")
+        assert sorted(again.splitlines()) == sorted(exported.splitlines())
+        replicas[0].registry.delete_model("pg-l")
+        with replicas[1].db.session() as session:
+            assert session.query(Label).filter_by(model_id=model.id).count() == 0

@@ -90,6 +90,54 @@ def register_trained_version(
     return version.version
 
 
+def add_event(
+    ctx: AppContext, model: str, series: str, start: pd.Timestamp, end: pd.Timestamp
+) -> int:
+    """A closed anomaly event row over ``[start, end]`` of a series (its stream row made if
+    missing), as a stream's monitor writes it; its id."""
+    from service.tables import AnomalyEvent, Stream, utcnow
+
+    model_id = ctx.registry.get_model(model).id
+    now = utcnow()
+    with ctx.db.transaction() as session:
+        stream = session.query(Stream).filter_by(model_id=model_id, series=series).one_or_none()
+        if stream is None:
+            stream = Stream(
+                model_id=model_id,
+                series=series,
+                version=1,
+                options={},
+                state="{}",
+                revision=0,
+                n_points=0,
+                recent=[],
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(stream)
+            session.flush()
+        ev = AnomalyEvent(
+            model_id=model_id,
+            stream_id=stream.id,
+            series=series,
+            seq=session.query(AnomalyEvent).filter_by(stream_id=stream.id).count() + 1,
+            version=1,
+            status="closed",
+            start=start.to_pydatetime(),
+            end=end.to_pydatetime(),
+            peak=3.0,
+            mean=2.0,
+            severity=0.7,
+            n_points=1,
+            top_features=[["a", 0.8]],
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(ev)
+        session.flush()
+        return int(ev.id)
+
+
 # --------------------------------------------------------------------------- real servers
 
 

@@ -30,6 +30,7 @@ _PARAMS = {
     "series": "no-such-series",
     "event_id": "999999",
     "channel_id": "no-such-channel",
+    "label_id": "999999",
 }
 
 

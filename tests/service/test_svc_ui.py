@@ -551,7 +551,7 @@ def test_console_routes_never_answer_5xx_to_odd_input(console: Any) -> None:
     assert client.get("/ui/models").status_code == 200  # still signed in and serving
 
 
-def test_events_page_lists_stream_events_and_acknowledges(console: Any) -> None:
+def test_events_page_lists_stream_events_acknowledges_and_labels(console: Any) -> None:
     client, admin, score, *_ = console
     headers = {"Authorization": f"Bearer {admin}"}
     live = make_frame(600, seed=11, end=pd.Timestamp("2031-01-01", tz="UTC"))
@@ -570,10 +570,45 @@ def test_events_page_lists_stream_events_and_acknowledges(console: Any) -> None:
     page = client.get("/ui/events")
     assert page.status_code == 200 and f'data-event="{event_id}"' in page.text
     assert re.search(r"data-action=\"/ui/api/events/\d+/acknowledge\"[^>]*disabled", page.text)
+    for verdict in ("anomaly", "normal"):  # shown, disabled, with the reason
+        button = re.search(
+            rf"data-action=\"/ui/api/events/{event_id}/label\"[^>]*"
+            rf"data-body='{{&#34;verdict&#34;: &#34;{verdict}&#34;}}'[^>]*"
+            r"disabled title=\"([^\"]+)\"",
+            page.text,
+        )
+        assert button is not None and "needs a key with scope &#39;write&#39;" in button.group(1)
     denied = client.post(f"/ui/api/events/{event_id}/acknowledge", headers={"X-CSRF-Token": csrf})
+    assert denied.status_code == 403
+    denied = client.post(
+        f"/ui/api/events/{event_id}/label",
+        json={"verdict": "normal"},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert denied.status_code == 403
     client.cookies.clear()
     csrf = _sign_in(client, admin)
     ok = client.post(f"/ui/api/events/{event_id}/acknowledge", headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 200 and ok.json()["acknowledged_at"]
     assert "acknowledged" in client.get("/ui/events?status=" + events[0]["status"]).text
+    page = client.get("/ui/events")
+    assert re.search(rf"data-action=\"/ui/api/events/{event_id}/label\"[^>]*>Not an", page.text)
+    assert "labelled:" not in page.text
+    no_csrf = client.post(f"/ui/api/events/{event_id}/label", json={"verdict": "normal"})
+    assert no_csrf.status_code == 403
+    bad = client.post(
+        f"/ui/api/events/{event_id}/label",
+        json={"verdict": "maybe"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert bad.status_code == 422
+    labelled = client.post(
+        f"/ui/api/events/{event_id}/label",
+        json={"verdict": "normal", "note": "a deploy"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert labelled.status_code == 200, labelled.text
+    assert labelled.json()["event_id"] == event_id and labelled.json()["note"] == "a deploy"
+    assert "labelled: not an anomaly" in client.get("/ui/events").text
+    listed = client.get("/v1/models/m1/labels", headers=headers).json()
+    assert [x["event_id"] for x in listed["data"]] == [event_id]  # the same labels resource

@@ -225,7 +225,16 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     assert page.locator("#events tbody tr").count() >= 1
     page.click("#events tbody tr >> nth=0 >> button:has-text('Acknowledge')")
     page.wait_for_selector("#events tbody tr >> nth=0 >> text=acknowledged")
+    # Label it "not an anomaly" with a note, through the labels API's service.
+    first_event = page.get_attribute("#events tbody tr >> nth=0", "data-event")
+    page.fill(f"#note-{first_event}", "a planned restart")
+    page.click("#events tbody tr >> nth=0 >> button:has-text('Not an anomaly')")
+    page.wait_for_selector("#events tbody tr >> nth=0 >> text=labelled: not an anomaly")
     _shot(page, "09-events")
+    labels = server.client(admin).get("/v1/models/plant/labels").json()["data"]
+    assert [(x["event_id"], x["verdict"], x["note"]) for x in labels] == [
+        (int(first_event or 0), "normal", "a planned restart")
+    ]
 
     # Jobs: both succeeded; retry is offered only for ended-unsuccessfully jobs.
     page.goto(f"{base}/ui/jobs")
@@ -293,9 +302,16 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
         }"""
     )
     assert refused[0] == 403 and "scope 'write'" in refused[1]
+    viewer.goto(f"{base}/ui/events")
+    for label in ("Real anomaly", "Not an anomaly"):
+        button = f"#events tbody tr >> nth=0 >> button:has-text('{label}')"
+        assert viewer.is_disabled(button)
+        assert "needs a key with scope 'write'" in (viewer.get_attribute(button, "title") or "")
+    assert viewer.is_disabled(f"#note-{first_event}")
+    _shot(viewer, "16-score-key-events")
     viewer.goto(f"{base}/ui/schedules")
     assert viewer.is_disabled("#schedule-create")
     assert viewer.is_disabled("#schedules button:has-text('Pause')")
-    _shot(viewer, "16-score-key-schedules")
+    _shot(viewer, "17-score-key-schedules")
     api = server.client(admin)
     assert api.get("/v1/models/plant").json()["active_version"] == 1

@@ -59,6 +59,8 @@
     button.disabled = true;
     try {
       const body = button.dataset.body ? JSON.parse(button.dataset.body) : undefined;
+      const note = button.dataset.note ? $(button.dataset.note) : null;
+      if (body && note && note.value.trim()) body.note = note.value.trim();
       const result = await api("POST", button.dataset.action, body);
       toast(button.textContent.trim() + ": done", "ok");
       if (button.dataset.then === "job" && result && result.id) {

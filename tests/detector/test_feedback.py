@@ -1,0 +1,267 @@
+"""Feedback labels: the overlap rule, the threshold refit, training data, the normal memory,
+promotion on labels and the monitor taking feedback (and keeping it in its state)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import normal_series, tiny_config, with_anomalies
+
+from detector import DetectorConfig, Monitor, create_detector, errors
+from detector.decision import DSpot, StaticThreshold
+from detector.detector import Detector
+from detector.feedback import (
+    Label,
+    LabelMasks,
+    NormalMemory,
+    compare_on_labels,
+    label_masks,
+    labelled_metrics,
+    refit_threshold,
+    training_mask,
+    window_labels,
+)
+from detector.thresholds import Calibration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def stamp(i: int) -> pd.Timestamp:
+    return pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=i)
+
+
+INDEX = pd.date_range("2024-01-01", periods=20, freq="min", tz="UTC")
+
+
+def test_newest_label_wins_and_unsure_hides_older_verdicts() -> None:
+    labels = [
+        Label(stamp(2), stamp(9), "anomaly", at(1)),
+        Label(stamp(5), stamp(6), "normal", at(2)),  # newer: wins on 5..6
+        Label(stamp(8), stamp(8), "unsure", at(3)),  # a point label, newest
+        Label(stamp(0), stamp(3), "normal", at(0)),  # oldest: loses 2..3 to the anomaly
+    ]
+    m = label_masks(INDEX, labels)
+    assert np.flatnonzero(m.anomaly).tolist() == [2, 3, 4, 7, 9]
+    assert np.flatnonzero(m.normal).tolist() == [0, 1, 5, 6]
+    assert np.flatnonzero(m.unsure).tolist() == [8]
+    assert m.labelled.sum() == 10
+    assert m.n_anomaly_events == 3  # runs 2-4, 7, 9
+    assert m.point_labels()[[0, 2, 8, 15]].tolist() == [0, 1, -1, -1]
+    # the order of the list does not matter, only `created` does
+    assert np.array_equal(label_masks(INDEX, labels[::-1]).anomaly, m.anomaly)
+
+
+def test_labels_of_another_series_are_skipped_and_integer_indexes_work() -> None:
+    labels = [
+        Label(3, 5, "anomaly", at(0), series="a"),
+        Label(4, 4, "normal", at(1), series="b"),
+        Label(10, 11, "anomaly", at(2)),  # every series
+    ]
+    index = pd.Index(np.arange(15))
+    a = label_masks(index, labels, series="a")
+    b = label_masks(index, labels, series="b")
+    assert np.flatnonzero(a.anomaly).tolist() == [3, 4, 5, 10, 11]
+    assert np.flatnonzero(b.anomaly).tolist() == [10, 11] and np.flatnonzero(b.normal) == [4]
+    # naive timestamps are taken as UTC, on both sides
+    naive = label_masks(INDEX.tz_localize(None), [Label(stamp(1), stamp(2), "anomaly", at(0))])
+    assert np.flatnonzero(naive.anomaly).tolist() == [1, 2]
+
+
+def test_a_bad_label_is_refused_with_a_message() -> None:
+    with pytest.raises(errors.InputError, match="before its start"):
+        Label(stamp(5), stamp(4), "anomaly", at(0))
+    with pytest.raises(errors.InputError, match="verdict"):
+        Label(stamp(1), stamp(1), "maybe", at(0))  # type: ignore[arg-type]
+
+
+def masks_of(anomaly: np.ndarray, normal: np.ndarray) -> LabelMasks:
+    return LabelMasks(anomaly, normal, np.zeros_like(anomaly))
+
+
+def test_refit_picks_the_best_f1_threshold_within_bounds() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    scores = rng.uniform(0.2, 1.3, n)  # normal points, some above the current threshold 1
+    anomaly = np.zeros(n, dtype=bool)
+    for lo in (50, 200, 300):
+        anomaly[lo : lo + 10] = True
+        scores[lo : lo + 10] = rng.uniform(1.5, 2.5, 10)
+    m = masks_of(anomaly, ~anomaly)
+    refit = refit_threshold(scores, m, 1.0)
+    assert refit is not None
+    assert scores[~anomaly].max() <= refit.threshold < 1.5  # above every normal point
+    assert refit.scale == pytest.approx(refit.threshold)
+    assert refit.f1 == pytest.approx(1.0) and refit.f1_current < 0.9
+    assert refit.n_anomaly_events == 3 and refit.n_normal_points == n - 30
+    # the bounds stop one label from swinging it: the best cut (about 1.3) is out of reach
+    clipped = refit_threshold(scores, m, 0.5, bounds=(0.5, 2.0))
+    assert clipped is not None and 0.99 <= clipped.threshold <= 1.0
+    assert clipped.scale == pytest.approx(2.0, rel=0.01)
+
+
+def test_refit_needs_enough_labels() -> None:
+    scores = np.linspace(0, 2, 100)
+    anomaly = np.zeros(100, dtype=bool)
+    anomaly[90:] = True  # one range only
+    assert refit_threshold(scores, masks_of(anomaly, ~anomaly), 1.0) is None
+    anomaly[70:75] = True
+    assert refit_threshold(scores, masks_of(anomaly, ~anomaly), 1.0) is not None
+    few_normal = np.zeros(100, dtype=bool)
+    few_normal[:5] = True
+    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0) is None
+    # unlabelled points take no part: adding unlabelled high scores changes nothing
+    base = refit_threshold(scores, masks_of(anomaly, ~anomaly & (scores < 1)), 1.0)
+    other = scores.copy()
+    other[(~anomaly) & (scores >= 1)] = 10.0
+    again = refit_threshold(other, masks_of(anomaly, ~anomaly & (scores < 1)), 1.0)
+    assert base == again
+
+
+def test_training_mask_keeps_labelled_normal_inside_dropped_spans() -> None:
+    anomaly = np.array([0, 1, 1, 0, 0, 0, 0], dtype=bool)
+    normal = np.array([0, 0, 0, 0, 1, 1, 0], dtype=bool)
+    drop = np.array([0, 0, 0, 1, 1, 0, 1], dtype=bool)  # event spans the caller leaves out
+    keep = training_mask(masks_of(anomaly, normal), drop)
+    assert keep.tolist() == [True, False, False, False, True, True, False]
+    assert training_mask(masks_of(anomaly, normal)).tolist() == [not a for a in anomaly]
+
+
+def test_window_labels() -> None:
+    lab = np.array([-1, 0, 0, 0, 1, 0, 0, 0, -1])
+    assert window_labels(lab, 3).tolist() == [0, 0, 1, 1, 1, 0, -1]
+
+
+def test_normal_memory_matches_near_windows_at_any_shift_and_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    stretch = rng.standard_normal((30, 2))
+    memory = NormalMemory(radius=0.05, max_stretches=2)
+    memory.add(stretch)
+    near = stretch[7:17] + 0.1 * rng.standard_normal((10, 2))  # a shifted, noisy copy
+    far = stretch[7:17] + 1.0
+    scale = np.ones(2)
+    assert memory.matches(np.stack([near, far]), scale).tolist() == [True, False]
+    # in the model's scaled units: a feature with a large scale makes differences small
+    assert memory.matches(far[None], np.array([100.0, 100.0])).tolist() == [True]
+    # a window longer than every stretch matches nothing
+    assert memory.matches(rng.standard_normal((1, 40, 2)), scale).tolist() == [False]
+    restored = NormalMemory.from_state(json.loads(json.dumps(memory.state_dict())))
+    assert restored.matches(np.stack([near, far]), scale).tolist() == [True, False]
+    for _ in range(3):
+        memory.add(stretch + 5)
+    assert len(memory) == 2  # bounded: the oldest left
+    assert memory.matches(near[None], scale).tolist() == [False]
+    with pytest.raises(errors.ConfigError, match="malformed"):
+        NormalMemory.from_state({"radius": 1.0})
+
+
+def test_labelled_metrics_and_the_promotion_rule() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.zeros(600, dtype=bool)
+    labels[100:120] = labels[400:430] = True
+    good = rng.random(600) + 2 * labels
+    random = rng.random(600)
+    m = masks_of(labels, ~labels)
+    g, r = labelled_metrics(good, m), labelled_metrics(random, m)
+    assert g is not None and r is not None
+    assert g["f1"] > 0.9 and g["vus_pr"] > 0.5
+    assert r["f1"] < 0.5 and r["vus_pr"] < 0.4
+    assert compare_on_labels(g, r) and not compare_on_labels(r, g)
+    assert labelled_metrics(good, masks_of(labels & False, ~labels)) is None
+
+
+def test_thresholds_rescale_to_a_factor_of_themselves() -> None:
+    static = StaticThreshold(Calibration(method="pot", threshold=2.0, params={}), scale=1.5)
+    static.rescale(0.5)
+    assert static.threshold == pytest.approx(1.5)
+    rng = np.random.default_rng(3)
+    for log in (False, True):
+        spot = DSpot(depth=20, log=log).fit(rng.gamma(2.0, 1.0, 500))
+        before = spot.threshold
+        spot.rescale(1.3)
+        assert spot.threshold == pytest.approx(1.3 * before, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- the monitor
+def fit(train: pd.DataFrame) -> Detector:
+    config = tiny_config("ae", training={"max_epochs": 8})
+    return create_detector(DetectorConfig.model_validate(config)).fit(train)
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, Any]:
+    train = normal_series(2000, seed=1)
+    test, _, _ = with_anomalies(normal_series(900, seed=2, start=2000), seed=3)
+    return {"det": fit(train), "train": train, "test": test}
+
+
+def test_the_memory_suppresses_a_repeated_false_alarm(setup: dict[str, Any]) -> None:
+    det, train, test = setup["det"], setup["train"], setup["test"]
+    # a false alarm that repeats: the same bump on f2 at two places of a normal stretch
+    frame = test.iloc[:700].copy()
+    bump = np.zeros(len(frame))
+    bump[100:110] = bump[500:510] = 1.2
+    frame["f2"] += bump
+    plain = det.monitor().update(frame)
+    assert plain["anomalous"].iloc[100:115].any() and plain["anomalous"].iloc[500:515].any()
+    # the operator says the first one is normal: its stretch goes into the memory
+    memory = NormalMemory.for_detector(det)
+    history = pd.concat([train, frame])
+    watcher = det.monitor()
+    watcher.update(frame.iloc[:300])
+    event = next(e for e in watcher.events if e.start >= frame.index[95])
+    added = memory.remember(det, history, event.start, event.end)
+    assert added >= det.window_ and len(memory) == 1
+    monitor = det.monitor()
+    monitor.update(frame.iloc[:300])
+    monitor.apply_feedback(memory=memory)
+    tail = monitor.update(frame.iloc[300:])
+    assert not tail["anomalous"].iloc[200:215].any()  # the repeat raises no alert
+    # a real anomaly elsewhere still does
+    spike = frame.iloc[300:].copy()
+    spike.iloc[100:103, 0] += 3.0
+    again = det.monitor()
+    again.update(frame.iloc[:300])
+    again.apply_feedback(memory=memory)
+    assert again.update(spike)["anomalous"].iloc[100:110].any()
+
+
+def test_a_refit_scale_moves_the_live_threshold_and_survives_the_state(
+    setup: dict[str, Any],
+) -> None:
+    det, train, test = setup["det"], setup["train"], setup["test"]
+    memory = NormalMemory.for_detector(det)
+    assert memory.remember(det, pd.concat([train, test]), test.index[300], test.index[305]) > 0
+    never = det.monitor(min_duration=2, persistence=3)
+    head = never.update(test.iloc[:400])
+    before = never.threshold
+    never.apply_feedback(scale=1.4, memory=memory)
+    assert never.threshold == pytest.approx(1.4 * before)
+    reference = pd.concat([head, never.update(test.iloc[400:])])
+    # restored mid-stream, after the feedback, it decides as the one that never stopped
+    first = det.monitor(min_duration=2, persistence=3)
+    first.update(test.iloc[:400])
+    first.apply_feedback(scale=1.4, memory=memory)
+    middle = first.update(test.iloc[400:600])
+    state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+    assert state["feedback"]["factor"] == pytest.approx(1.4)
+    restored = Monitor.from_state(det, state)
+    tail = restored.update(test.iloc[600:])
+    out = pd.concat([head, middle, tail])
+    np.testing.assert_allclose(out["threshold"], reference["threshold"], rtol=1e-9)
+    assert (out["anomalous"] == reference["anomalous"]).all()
+    assert restored.memory is not None and len(restored.memory) == len(memory)
+    # a state written before feedback existed still loads
+    del state["feedback"]
+    assert Monitor.from_state(det, state).memory is None
+    # a new model version keeps the factor on its own threshold
+    handed = first.with_detector(det)
+    assert handed.threshold == pytest.approx(1.4 * det.monitor().threshold)
