@@ -82,22 +82,40 @@ class AlertDispatcher:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
+        self._starts = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the background loop on the running event loop."""
+        """Start the background loop on the running event loop.
+
+        Starts nest: while the loop runs, another ``start`` (an app's lifespan entered again,
+        from another event loop) only counts, and the matching :meth:`stop` only uncounts, so
+        one loop on one event loop delivers, and the last ``stop`` ends it.
+        """
+        self._starts += 1
+        if self._task is not None and not self._task.done():
+            return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._client = httpx.AsyncClient(follow_redirects=False)
-        self._task = self._loop.create_task(self._run())
+        self._task = self._loop.create_task(self._run(self._wake))
 
     def notify(self) -> None:
-        """Wake the loop now (thread-safe; called after a commit queued alerts)."""
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        """Wake the loop now (thread-safe, from any thread or event loop; called after a commit
+        queued alerts). After the loop has closed it does nothing: the outbox keeps the alerts
+        and the next start delivers them."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
+            loop.call_soon_threadsafe(wake.set)
 
     async def stop(self) -> None:
-        """Stop the loop; alerts being delivered stay claimed until their lease ends."""
+        """Stop the loop (the last of nested starts); alerts being delivered stay claimed until
+        their lease ends."""
+        self._starts = max(self._starts - 1, 0)
+        if self._starts > 0:
+            return
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,8 +125,7 @@ class AlertDispatcher:
             await self._client.aclose()
             self._client = None
 
-    async def _run(self) -> None:
-        assert self._wake is not None
+    async def _run(self, wake: asyncio.Event) -> None:
         while True:
             try:
                 busy = await self.run_once()
@@ -117,9 +134,9 @@ class AlertDispatcher:
                 busy = 0
             if busy >= self.batch_size:
                 continue  # more are due: no pause
-            self._wake.clear()
+            wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                await asyncio.wait_for(wake.wait(), self.poll_interval_s)
 
     # ------------------------------------------------------------------ one pass
     async def run_once(self) -> int:

@@ -103,13 +103,7 @@ def _openapi() -> dict[str, Any]:
         return document
 
 
-# The live-detection operations wake the alert dispatcher of the app's own event loop; called
-# through schemathesis' per-call ASGI transport (another loop) that wake-up fails at shutdown,
-# so they are left to their own tests until the dispatcher is woken loop-safely. Labelling an
-# event wakes nothing, so it is fuzzed with the labels routes.
-schema = schemathesis.openapi.from_dict(_openapi()).exclude(
-    path_regex=r"/(streams|channels)|/events(/\{event_id\}(/acknowledge)?)?$"
-)
+schema = schemathesis.openapi.from_dict(_openapi())
 
 #: No 5xx, and every response as documented: its status, content type, headers and body.
 CHECKS = [
