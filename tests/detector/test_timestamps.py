@@ -144,3 +144,26 @@ def test_cli_scores_a_file_with_repeated_and_unsorted_timestamps(
     assert len(scored) == len(messy)
     assert scored["timestamp"].tolist() == table(messy)["timestamp"].astype(str).tolist()
     assert scored["score"].notna().all()
+
+
+def test_cli_trains_and_scores_a_raw_nab_file(tmp_path: Path) -> None:
+    """A file as NAB ships it: ``timestamp,value`` with naive 'YYYY-MM-DD HH:MM:SS' times, five
+    minutes apart, and a clock set back an hour (twelve timestamps repeat with new values)."""
+    rng = np.random.default_rng(0)
+    stamps = list(pd.date_range("2014-03-07 03:41:00", periods=1500, freq="5min"))
+    stamps[900:912] = stamps[888:900]
+    values = 45 + 5 * np.sin(np.arange(1500) * 2 * np.pi / 288) + rng.standard_normal(1500)
+    raw = pd.DataFrame(
+        {"timestamp": [t.strftime("%Y-%m-%d %H:%M:%S") for t in stamps], "value": values.round(3)}
+    )
+    raw.to_csv(tmp_path / "nab.csv", index=False)
+    config = tmp_path / "config.json"
+    config.write_text(DetectorConfig.model_validate(tiny_config("ae")).model_dump_json())
+    model = tmp_path / "model"
+    assert main(["train", str(tmp_path / "nab.csv"), "--config", str(config), "--out",
+                 str(model), "--quiet"]) == 0  # fmt: skip
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(model), str(tmp_path / "nab.csv"), "--out", str(out)]) == 0
+    scored = pd.read_csv(out)
+    assert len(scored) == len(raw) and scored["score"].notna().all()
+    assert pd.to_datetime(scored["timestamp"]).tolist() == pd.to_datetime(raw["timestamp"]).tolist()
