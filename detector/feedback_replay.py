@@ -16,7 +16,8 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   on ``train`` plus the first half with the points of the monitor's events left out (the
   service's rule for retraining on a stream), so that what retraining alone does is seen;
 - ``threshold + memory``: the live threshold re-fitted on the first half's normalised scores
-  and labels (:func:`~detector.feedback.refit_threshold`, factor applied with
+  and labels, its points without an alert counting as normal
+  (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
   labelled normal remembered (:class:`~detector.feedback.NormalMemory`);
 - ``full feedback``: the same on a model refitted on ``train`` plus the first half with the
@@ -169,7 +170,8 @@ def feedback_replay(
     spans = [(e.start, e.end) for e in monitor.events if e.start <= first.index[-1]]
     given = operator_labels(first.index, known, spans)
     masks = label_masks(first.index, given)
-    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0)
+    quiet = ~head["anomalous"].to_numpy()
+    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)
     normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
     history = pd.concat([train, first])
     outputs: dict[str, pd.DataFrame] = {}
