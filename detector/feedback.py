@@ -253,7 +253,9 @@ def refit_threshold(
         Positive; 1 for normalised scores.
     quiet : array_like of bool, shape (T,), optional
         The points that raised no alert (``~anomalous`` of the monitor's output); those without
-        a label count as normal. None: the labelled points only (biased low, see above).
+        a label count as normal. Default: the points scored at or below
+        ``current_threshold`` (what would not have alerted). All False: the labelled points
+        only (biased low, see above).
     min_anomaly_events, min_normal_points : int
         The "enough labels" rule: at least this many labelled anomaly ranges (runs) and
         labelled normal points with a finite score.
@@ -271,7 +273,7 @@ def refit_threshold(
     if not (current_threshold > 0 and 0 < low <= 1 <= high):
         raise ConfigError("need current_threshold > 0 and bounds with 0 < low <= 1 <= high")
     finite = np.isfinite(s)
-    implicit = np.zeros_like(finite) if quiet is None else np.asarray(quiet, dtype=bool)
+    implicit = s <= current_threshold if quiet is None else np.asarray(quiet, dtype=bool)
     if implicit.shape != s.shape:
         raise InputError(f"got {implicit.size} quiet flags for {s.size} scores")
     anomaly = masks.anomaly & finite

@@ -117,8 +117,11 @@ def test_refit_needs_enough_labels() -> None:
     assert refit_threshold(scores, masks_of(anomaly, ~anomaly), 1.0) is not None
     few_normal = np.zeros(100, dtype=bool)
     few_normal[:5] = True
-    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0) is None
-    # unlabelled points take no part: adding unlabelled high scores changes nothing
+    nothing_quiet = np.zeros(100, dtype=bool)
+    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0, nothing_quiet) is None
+    # quiet unlabelled points count as normal (by default those at or below the threshold)
+    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0) is not None
+    # unlabelled alerts take no part: raising their scores changes nothing
     base = refit_threshold(scores, masks_of(anomaly, ~anomaly & (scores < 1)), 1.0)
     other = scores.copy()
     other[(~anomaly) & (scores >= 1)] = 10.0
@@ -140,10 +143,11 @@ def test_quiet_points_count_as_normal_so_false_alarm_labels_do_not_drag_it_down(
     alarms[[100, 101, 600, 1200, 1800]] = True
     scores[alarms] = 1.2  # false alarms, labelled normal
     masks = masks_of(anomaly, alarms)
-    biased = refit_threshold(scores, masks, 1.0, min_normal_points=5)
+    biased = refit_threshold(scores, masks, 1.0, np.zeros(n, dtype=bool), min_normal_points=5)
     assert biased is not None and biased.scale == 0.5  # the bound
     quiet = scores <= 1.0  # what raised no alert
     fair = refit_threshold(scores, masks, 1.0, quiet)
+    assert refit_threshold(scores, masks, 1.0) == fair  # the default
     assert fair is not None and 0.85 <= fair.threshold <= 1.25
     assert fair.n_normal_points == n - 120  # every point but the anomalies
     # an alert nobody labelled is neither normal nor anomalous
