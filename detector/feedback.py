@@ -14,13 +14,18 @@ series only; one without applies to every series of the model.
 
 What the labels change
 ----------------------
-- **Thresholds** (:func:`refit_threshold`): once there are at least ``min_anomaly_events``
-  labelled anomaly ranges (maximal runs of labelled-anomaly points) and ``min_normal_points``
-  labelled normal points with a finite score, the threshold is the one that maximises the POINT
-  F1 on the labelled points only (unlabelled points take no part), searched within
-  ``[bounds[0] * current, bounds[1] * current]`` so that one label cannot swing it wildly; ties
-  go to the candidate nearest the current threshold (the current one included, so a refit never
-  lowers the F1 on the labels). Fed with the stream's normalised scores (``score /
+- **Thresholds** (:func:`refit_threshold`): the threshold is the one that maximises the POINT
+  F1 on the labelled history, searched within ``[bounds[0] * current, bounds[1] * current]``
+  so that one label cannot swing it wildly; ties go to the candidate nearest the current
+  threshold (the current one included, so a refit never lowers the F1 there). The labelled
+  history is the points labelled anomaly or normal, plus the ``quiet`` points (those that
+  raised no alert) that carry no label, as normal: silence is taken for consent. Without
+  them the labelled normals would be the false alarms only, every one above the threshold,
+  so that a lower threshold would never cost a labelled false positive and the refit would
+  always go down to its bound (the feedback replay showed exactly that on smd). The "enough
+  labels" rule: at least ``min_anomaly_events`` labelled anomaly ranges (maximal runs of
+  labelled-anomaly points) and ``min_normal_points`` normal points (labelled or quiet) with a
+  finite score. Fed with the stream's normalised scores (``score /
   threshold``) and ``current_threshold=1``, the result's :attr:`ThresholdRefit.scale` is a
   factor on the live threshold: :meth:`Monitor.apply_feedback
   <detector.monitor.Monitor.apply_feedback>` applies it to the online threshold, which keeps
@@ -216,7 +221,7 @@ class ThresholdRefit:
     f1, f1_current : float
         Point F1 on the labelled points at the new and at the current threshold.
     n_anomaly_events, n_normal_points : int
-        What the "enough labels" rule counted.
+        What the "enough labels" rule counted (normal: labelled or quiet).
     """
 
     threshold: float
@@ -231,12 +236,13 @@ def refit_threshold(
     scores: npt.ArrayLike,
     masks: LabelMasks,
     current_threshold: float,
+    quiet: npt.ArrayLike | None = None,
     *,
     min_anomaly_events: int = 2,
     min_normal_points: int = 20,
     bounds: tuple[float, float] = (0.5, 2.0),
 ) -> ThresholdRefit | None:
-    """The threshold that maximises point F1 on the labelled points (see the module docstring).
+    """The threshold that maximises point F1 on the labelled history (module docstring).
 
     Parameters
     ----------
@@ -245,6 +251,11 @@ def refit_threshold(
     masks : LabelMasks
     current_threshold : float
         Positive; 1 for normalised scores.
+    quiet : array_like of bool, shape (T,), optional
+        The points that raised no alert (``~anomalous`` of the monitor's output); those without
+        a label count as normal. Default: the points scored at or below
+        ``current_threshold`` (what would not have alerted). All False: the labelled points
+        only (biased low, see above).
     min_anomaly_events, min_normal_points : int
         The "enough labels" rule: at least this many labelled anomaly ranges (runs) and
         labelled normal points with a finite score.
@@ -262,7 +273,11 @@ def refit_threshold(
     if not (current_threshold > 0 and 0 < low <= 1 <= high):
         raise ConfigError("need current_threshold > 0 and bounds with 0 < low <= 1 <= high")
     finite = np.isfinite(s)
-    anomaly, normal = masks.anomaly & finite, masks.normal & finite
+    implicit = s <= current_threshold if quiet is None else np.asarray(quiet, dtype=bool)
+    if implicit.shape != s.shape:
+        raise InputError(f"got {implicit.size} quiet flags for {s.size} scores")
+    anomaly = masks.anomaly & finite
+    normal = (masks.normal | (implicit & ~masks.labelled)) & finite
     n_events, n_normal = _runs(anomaly), int(normal.sum())
     if n_events < min_anomaly_events or n_normal < min_normal_points:
         return None

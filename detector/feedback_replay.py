@@ -16,13 +16,17 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   on ``train`` plus the first half with the points of the monitor's events left out (the
   service's rule for retraining on a stream), so that what retraining alone does is seen;
 - ``threshold + memory``: the live threshold re-fitted on the first half's normalised scores
-  and labels (:func:`~detector.feedback.refit_threshold`, factor applied with
+  and labels, its points without an alert counting as normal
+  (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
   labelled normal remembered (:class:`~detector.feedback.NormalMemory`);
-- ``full feedback``: the same on a model refitted on ``train`` plus the first half with the
-  labels (:meth:`Detector.fit <detector.detector.Detector.fit>` ``labels``: labelled anomalies
-  stay out of training and calibration; the ``ssaae`` learns from them), which takes the
-  stream over (:meth:`Monitor.with_detector <detector.monitor.Monitor.with_detector>`).
+- ``full feedback``: a model refitted on ``train`` plus the first half with the labels
+  (:meth:`Detector.fit <detector.detector.Detector.fit>` ``labels``: labelled anomalies stay
+  out of training and calibration, labelled-normal stretches stay in; the ``ssaae`` learns
+  from them) takes the stream over (:meth:`Monitor.with_detector
+  <detector.monitor.Monitor.with_detector>`), with the normal memory. The threshold factor is
+  not carried to it: it was re-fitted on the old model's scores, and the new model's scores
+  of the first half are not held out (it trained on them), so no fair re-fit is at hand.
 
 Only the second half is measured (labels for evaluation only): F1 at the live threshold,
 composite F1, false alarm events per 10,000 normal points and the other figures of
@@ -169,7 +173,8 @@ def feedback_replay(
     spans = [(e.start, e.end) for e in monitor.events if e.start <= first.index[-1]]
     given = operator_labels(first.index, known, spans)
     masks = label_masks(first.index, given)
-    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0)
+    quiet = ~head["anomalous"].to_numpy()
+    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)
     normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
     history = pd.concat([train, first])
     outputs: dict[str, pd.DataFrame] = {}
@@ -195,8 +200,9 @@ def feedback_replay(
             memory = NormalMemory.for_detector(used)
             for start, end in normal_spans:
                 memory.remember(used, history, start, end)
-            live.apply_feedback(scale=None if refit is None else refit.scale, memory=memory)
-            info["refit_scale"] = None if refit is None else refit.scale
+            scale = None if refit is None or used is not det else refit.scale
+            live.apply_feedback(scale=scale, memory=memory)
+            info["refit_scale"] = scale
             info["remembered"] = len(memory)
         outputs[mode] = _stream(live, second, chunk)
         applied[mode] = info

@@ -355,7 +355,9 @@ class Monitor:
             A re-fitted threshold factor (:attr:`ThresholdRefit.scale
             <detector.feedback.ThresholdRefit.scale>`): the current threshold becomes
             ``scale`` times itself and the online threshold adapts from there; factors
-            compose and carry over to a new model version (:meth:`with_detector`).
+            compose. A factor belongs to the model it was re-fitted on: a new model version
+            (:meth:`with_detector`) starts from its own calibration (re-fit it on the new
+            version's scores when labels allow).
         memory : NormalMemory, optional
             Confirmed-normal windows: a flagged point whose causal window matches one raises
             no flag and opens no event (it still does not update the threshold). Replaces the
@@ -371,8 +373,9 @@ class Monitor:
         """The same stream handed to a new model (version) of the same features.
 
         The context, the open event (same id, so no second alert), the past events, the
-        persistence buffer and the sensitivity carry over; the threshold is the new model's,
-        fitted on its own held-out scores (scores of two models are not on one scale). With a
+        persistence buffer, the sensitivity and the normal memory (windows in input units)
+        carry over; the threshold is the new model's, fitted on its own held-out scores
+        (scores of two models are not on one scale), without the old one's feedback factor. With a
         longer window than the old model's, the first points after the switch lack context
         and get NaN scores until it fills.
 
@@ -388,6 +391,7 @@ class Monitor:
             )
         state = self.state_dict()
         state["decision"] = None
+        state["feedback"]["factor"] = 1.0
         state["stream"]["smooth"] = []
         window = detector.window_
         for name in ("values", "observed", "stamps"):
@@ -457,8 +461,6 @@ class Monitor:
             monitor._next_id = int(state["next_id"])
             feedback = state.get("feedback") or {}  # absent in states of earlier versions
             monitor._factor = float(feedback.get("factor", 1.0))
-            if state["decision"] is None and monitor._factor != 1.0:  # a new model's threshold
-                monitor.decision.rescale(monitor._factor)
             if feedback.get("memory") is not None:
                 monitor.memory = NormalMemory.from_state(feedback["memory"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -12,9 +12,10 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
   ``progress.training_data``.
 - **Threshold** (:func:`refit`, called by the training job after fitting): when the labelled
   history satisfies ``detector.feedback.refit_threshold``'s "enough labels" rule (at least 2
-  labelled anomaly ranges and 20 labelled normal points with a score), the new version's causal
-  scores on the labelled spans, normalised by its live threshold, give the factor that makes
-  point F1 there best, within 0.5-2x; it is stored as ``metrics.label_refit`` and every live
+  labelled anomaly ranges and 20 normal points with a score: labelled normal, or unlabelled
+  and raising no alert), the new version's causal scores over the stored history around the
+  labelled spans, normalised by its live threshold, give the factor that makes point F1 there
+  best, within 0.5-2x; it is stored as ``metrics.label_refit`` and every live
   monitor of that version applies it to its online threshold (which keeps adapting from there).
   The refit runs when a version is trained, not when a label changes: scoring the labelled
   history takes a model pass, and a label given later acts at once through the normal memory
@@ -165,16 +166,17 @@ def _margin(detector: Detector) -> pd.Timedelta:
 
 def _causal_normalized(
     detector: Detector, frame: pd.DataFrame, key_column: str | None
-) -> npt.NDArray[np.float64]:
-    """Each row's causal score over the live threshold, as a fresh monitor sees the rows."""
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each row's causal score over the live threshold as a fresh monitor sees the rows, and
+    whether it raised no alert there."""
     out = np.full(len(frame), np.nan)
+    quiet = np.zeros(len(frame), dtype=bool)
     for _series, rows in _series_groups(frame, key_column):
-        part = frame.iloc[rows]
-        scored = detector.monitor().update(part)
-        out[rows] = scored["score"].to_numpy(dtype=np.float64) / scored["threshold"].to_numpy(
-            dtype=np.float64
-        )
-    return out
+        scored = detector.monitor().update(frame.iloc[rows])
+        score = scored["score"].to_numpy(dtype=np.float64)
+        out[rows] = score / scored["threshold"].to_numpy(dtype=np.float64)
+        quiet[rows] = ~scored["anomalous"].to_numpy(dtype=bool)
+    return out, quiet
 
 
 def _series_runs(
@@ -212,12 +214,14 @@ def refit(
     if frame.empty:
         return None
     try:
-        normalized = _causal_normalized(detector, frame, key_column)
+        normalized, quiet = _causal_normalized(detector, frame, key_column)
     except ReconADError as exc:
         logger.info("labelled history cannot be scored for a refit: %s", exc)
         return None
-    scores, masks = _series_runs(normalized, _masks(frame, labels, key_column), frame, key_column)
-    result = fb.refit_threshold(scores, masks, 1.0)
+    masks = _masks(frame, labels, key_column)
+    scores, ordered = _series_runs(normalized, masks, frame, key_column)
+    quiet_runs, _ = _series_runs(quiet.astype(np.float64), masks, frame, key_column)
+    result = fb.refit_threshold(scores, ordered, 1.0, quiet=np.nan_to_num(quiet_runs) > 0)
     if result is None:
         return None
     return {

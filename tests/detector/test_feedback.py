@@ -117,13 +117,47 @@ def test_refit_needs_enough_labels() -> None:
     assert refit_threshold(scores, masks_of(anomaly, ~anomaly), 1.0) is not None
     few_normal = np.zeros(100, dtype=bool)
     few_normal[:5] = True
-    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0) is None
-    # unlabelled points take no part: adding unlabelled high scores changes nothing
+    nothing_quiet = np.zeros(100, dtype=bool)
+    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0, nothing_quiet) is None
+    # quiet unlabelled points count as normal (by default those at or below the threshold)
+    assert refit_threshold(scores, masks_of(anomaly, few_normal), 1.0) is not None
+    # unlabelled alerts take no part: raising their scores changes nothing
     base = refit_threshold(scores, masks_of(anomaly, ~anomaly & (scores < 1)), 1.0)
     other = scores.copy()
     other[(~anomaly) & (scores >= 1)] = 10.0
     again = refit_threshold(other, masks_of(anomaly, ~anomaly & (scores < 1)), 1.0)
     assert base == again
+
+
+def test_quiet_points_count_as_normal_so_false_alarm_labels_do_not_drag_it_down() -> None:
+    """Labelled normals that are all false alarms (above the threshold) make every lower
+    threshold look free; the points that raised no alert restore the cost."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    scores = rng.uniform(0.0, 0.9, n)  # quiet normal points
+    anomaly = np.zeros(n, dtype=bool)
+    for lo in (300, 900, 1500):
+        anomaly[lo : lo + 40] = True
+        scores[lo : lo + 40] = rng.uniform(0.6, 2.0, 40)  # partly below the threshold 1
+    alarms = np.zeros(n, dtype=bool)
+    alarms[[100, 101, 600, 1200, 1800]] = True
+    scores[alarms] = 1.2  # false alarms, labelled normal
+    masks = masks_of(anomaly, alarms)
+    biased = refit_threshold(scores, masks, 1.0, np.zeros(n, dtype=bool), min_normal_points=5)
+    assert biased is not None and biased.scale == 0.5  # the bound
+    quiet = scores <= 1.0  # what raised no alert
+    fair = refit_threshold(scores, masks, 1.0, quiet)
+    assert refit_threshold(scores, masks, 1.0) == fair  # the default
+    assert fair is not None and 0.85 <= fair.threshold <= 1.25
+    assert fair.n_normal_points == n - 120  # every point but the anomalies
+    # an alert nobody labelled is neither normal nor anomalous
+    unlabelled_alert = scores.copy()
+    unlabelled_alert[50] = 5.0
+    alerted = quiet.copy()
+    alerted[50] = False
+    again = refit_threshold(unlabelled_alert, masks, 1.0, alerted)
+    assert again is not None and (again.threshold, again.f1) == (fair.threshold, fair.f1)
+    assert again.n_normal_points == fair.n_normal_points - 1
 
 
 def test_training_mask_keeps_labelled_normal_inside_dropped_spans() -> None:
@@ -262,6 +296,7 @@ def test_a_refit_scale_moves_the_live_threshold_and_survives_the_state(
     # a state written before feedback existed still loads
     del state["feedback"]
     assert Monitor.from_state(det, state).memory is None
-    # a new model version keeps the factor on its own threshold
+    # a new model version starts from its own calibration, and keeps the memory
     handed = first.with_detector(det)
-    assert handed.threshold == pytest.approx(1.4 * det.monitor().threshold)
+    assert handed.threshold == pytest.approx(det.monitor().threshold)
+    assert handed.memory is not None and len(handed.memory) == len(memory)
