@@ -100,8 +100,8 @@ class LiveMonitor:
     def threshold_scale(self, target: float) -> None:
         """Make the factor on the online threshold ``target`` (the version's label refit).
 
-        The monitor composes factors and carries them to a new version, so only the change
-        from the factor it holds is applied.
+        The monitor composes factors (and starts a new version at factor 1: a factor was fitted
+        on the old version's scores), so only the change from the factor it holds is applied.
         """
         held = float((self._monitor.state_dict().get("feedback") or {}).get("factor", 1.0))
         if abs(target / held - 1.0) > 1e-12:
