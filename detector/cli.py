@@ -661,6 +661,25 @@ def _recorder(out: Path, bar: Any, label: Callable[[Any], str]) -> Callable[[Any
     return tick
 
 
+def _summarise(
+    args: argparse.Namespace,
+    results: list[Any],
+    table: pd.DataFrame,
+    started: float,
+    headline: str,
+    markdown: str,
+) -> float:
+    """Write a replay run's results and its ``summary.md`` (the command, ``headline`` with the
+    seconds taken, ``markdown``); return the seconds taken."""
+    _write_run(args.out, [asdict(r) for r in results], table)
+    elapsed = time.perf_counter() - started
+    command = shlex.join(["reconad", *args.argv])
+    (args.out / "summary.md").write_text(
+        f"Command: `{command}`\n\n{headline} in {elapsed:.0f} s.\n\n{markdown}"
+    )
+    return elapsed
+
+
 def _feedback(args: argparse.Namespace, kinds: list[str], overrides: dict[str, Any]) -> int:
     """``bench --replay --feedback``: the replay with simulated labels (see
     :mod:`detector.feedback_replay`)."""
@@ -681,13 +700,14 @@ def _feedback(args: argparse.Namespace, kinds: list[str], overrides: dict[str, A
     finally:
         bar.close()
     table = feedback_table(results)
-    _write_run(args.out, [asdict(r) for r in results], table)
-    elapsed = time.perf_counter() - started
-    command = shlex.join(["reconad", *args.argv])
-    (args.out / "summary.md").write_text(
-        f"Command: `{command}`\n\nKinds {', '.join(kinds)}, chunks of {args.chunk} points, "
-        f"second halves only, {len(results)} results in {elapsed:.0f} s.\n\n"
-        f"{feedback_markdown(table)}"
+    elapsed = _summarise(
+        args,
+        results,
+        table,
+        started,
+        f"Kinds {', '.join(kinds)}, chunks of {args.chunk} points, second halves only, "
+        f"{len(results)} results",
+        feedback_markdown(table),
     )
     print(feedback_markdown(table))
     print(f"{len(results)} results in {elapsed:.0f} s; results in {args.out}")
@@ -726,12 +746,13 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     finally:
         bar.close()
     table = replay_table(results)
-    _write_run(args.out, [asdict(r) for r in results], table)
-    elapsed = time.perf_counter() - started
-    command = shlex.join(["reconad", *args.argv])
-    (args.out / "summary.md").write_text(
-        f"Command: `{command}`\n\nKind {kind}, chunks of {args.chunk} points, "
-        f"{len(results)} replays in {elapsed:.0f} s.\n\n{replay_markdown(table)}"
+    elapsed = _summarise(
+        args,
+        results,
+        table,
+        started,
+        f"Kind {kind}, chunks of {args.chunk} points, {len(results)} replays",
+        replay_markdown(table),
     )
     pd.set_option("display.width", 250)
     print(table.round(3).to_string())
