@@ -50,6 +50,7 @@ from detector.feedback import NormalMemory
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.feedback import normal_events
+from service.live.batcher import Batcher
 from service.live.channels import queue_alerts
 from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
 from service.parsing import numeric_array, parse_json, parse_timestamps
@@ -165,6 +166,16 @@ def _point_hash(ts: int, row: list[float | None]) -> str:
 
 
 @dataclass
+class _Job:
+    """One parsed stream request waiting for its batch."""
+
+    loaded: LoadedVersion
+    items: list[StreamItem]
+    frames: list[pd.DataFrame]
+    detector_of: Callable[[int], Detector]
+
+
+@dataclass
 class _Cached:
     revision: int
     version: int
@@ -225,7 +236,7 @@ class StreamService:
         Resolves a model's active version to a loaded detector.
     history
         The stored history the flusher appends streamed points to.
-    max_points, max_series, dedup_points, cache_size
+    max_points, max_series, dedup_points, cache_size, batch_max, batch_wait_ms, queue_max
         See :class:`service.settings.Settings` (``stream_*``).
     memory_events
         Events labelled normal one series remembers (``normal_memory_events``).
@@ -243,6 +254,9 @@ class StreamService:
         max_series: int,
         dedup_points: int,
         cache_size: int,
+        batch_max: int = 256,
+        batch_wait_ms: float = 0.0,
+        queue_max: int = 4096,
         memory_events: int = 16,
         public_url: str = "",
         on_alerts: Callable[[], None] | None = None,
@@ -259,6 +273,12 @@ class StreamService:
         self.on_alerts = on_alerts or (lambda: None)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.batcher: Batcher[_Job, tuple[list[_Outcome], int]] = Batcher(
+            self._apply_batch,
+            max_batch=batch_max,
+            max_wait_s=batch_wait_ms / 1000,
+            max_queue=queue_max,
+        )
 
     # ------------------------------------------------------------------ the endpoint
     async def ingest(self, name: str, body: bytes) -> bytes:
@@ -274,11 +294,8 @@ class StreamService:
             request = parse_stream_body(body, self.max_points)
         loaded = await self.scoring.resolve(name, None)
         frames = [self._frame(loaded, item) for item in request.items]
-        outcomes, queued = await asyncio.to_thread(
-            self._apply, loaded, request.items, frames, self._detectors(loaded)
-        )
-        if queued:
-            self.on_alerts()
+        job = _Job(loaded, request.items, frames, self._detectors(loaded))
+        outcomes, _ = await self.batcher.submit(job)
         results = [self._encode(loaded, o, request.expected) for o in outcomes]
         payload: dict[str, Any] = (
             {"model": loaded.model_name, "version": loaded.version, "results": results}
@@ -351,38 +368,93 @@ class StreamService:
             yield
 
     # ------------------------------------------------------------------ the transaction
-    def _apply(
-        self,
-        loaded: LoadedVersion,
-        items: list[StreamItem],
-        frames: list[pd.DataFrame],
-        detector_of: Callable[[int], Detector],
-    ) -> tuple[list[_Outcome], int]:
-        order = sorted(range(len(items)), key=lambda i: items[i].series)
-        outcomes: dict[int, _Outcome] = {}
-        pending: list[tuple[int, _Cached]] = []
-        touched: list[int] = []
-        queued = 0
-        with self._series_locks(loaded.model_id, [it.series for it in items]):
-            prepared = self._prepare(loaded, items, detector_of)
+    def _apply_batch(self, jobs: list[_Job]) -> list[tuple[list[_Outcome], int] | BaseException]:
+        """Apply queued requests: one transaction per model version among them, in arrival
+        order (the batcher's ``run``). Each request runs in a savepoint, so one that fails
+        (409, 422) fails alone; its answer is its exception."""
+        answers: dict[int, tuple[list[_Outcome], int] | BaseException] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.loaded.model_id, job.loaded.version), []).append(i)
+        for members in groups.values():
+            try:
+                got = self._apply_group([jobs[i] for i in members])
+            except Exception as exc:  # the group's transaction did not commit
+                got = [exc] * len(members)
+            answers.update(zip(members, got, strict=True))
+        queued = sum(a[1] for a in answers.values() if not isinstance(a, BaseException))
+        if queued:
+            self.on_alerts()
+        return [answers[i] for i in range(len(jobs))]
+
+    def _apply_group(self, jobs: list[_Job]) -> list[tuple[list[_Outcome], int] | BaseException]:
+        """Requests of one model version in one transaction (see :meth:`_apply_batch`)."""
+        loaded, detector_of = jobs[0].loaded, jobs[0].detector_of
+        firsts: dict[str, StreamItem] = {}
+        for job in jobs:
+            for item in job.items:
+                firsts.setdefault(item.series, item)
+        answers: list[tuple[list[_Outcome], int] | BaseException] = []
+        local: dict[int, _Cached] = {}  # monitors moved on in this transaction, by stream id
+        touched: set[int] = set()
+        with self._series_locks(loaded.model_id, list(firsts)):
+            prepared = self._prepare(loaded, list(firsts.values()), detector_of)
             try:
                 with self.db.transaction() as session:
-                    for i in order:
-                        row = self._row(session, loaded, items[i], prepared)
-                        touched.append(row.id)
-                        outcome, cached, n_alerts = self._advance(
-                            session, loaded, row, items[i], frames[i], detector_of, prepared
-                        )
-                        outcomes[i] = outcome
-                        queued += n_alerts
-                        if cached is not None:
-                            pending.append((row.id, cached))
+                    if self.db.is_postgresql:
+                        # Lock the existing rows in one order for every replica: no deadlock.
+                        session.execute(
+                            select(Stream.id)
+                            .where(
+                                Stream.model_id == loaded.model_id, Stream.series.in_(list(firsts))
+                            )
+                            .order_by(Stream.series)
+                            .with_for_update()
+                        ).all()
+                    for job in jobs:
+                        mine: list[int] = []
+                        try:
+                            with session.begin_nested():
+                                answers.append(self._apply_job(session, job, prepared, local, mine))
+                        except Exception as exc:  # this request alone; its savepoint is undone
+                            touched.update(mine)
+                            for stream_id in mine:  # their monitors moved on: restore them
+                                local.pop(stream_id, None)
+                                self.cache.drop(stream_id)
+                            for item in job.items:
+                                prepared.pop(item.series, None)
+                            answers.append(exc)
+                        touched.update(mine)
             except BaseException:
                 for stream_id in touched:  # their monitors may have moved on: reload next time
                     self.cache.drop(stream_id)
                 raise
-            for stream_id, cached in pending:
+            for stream_id, cached in local.items():
                 self.cache.put(stream_id, cached)
+        return answers
+
+    def _apply_job(
+        self,
+        session: Session,
+        job: _Job,
+        prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached],
+        touched: list[int],
+    ) -> tuple[list[_Outcome], int]:
+        """One request's series, in the open transaction (sorted: one lock order)."""
+        items = job.items
+        outcomes: dict[int, _Outcome] = {}
+        queued = 0
+        for i in sorted(range(len(items)), key=lambda i: items[i].series):
+            row = self._row(session, job.loaded, items[i], prepared, local)
+            touched.append(row.id)
+            outcome, cached, n_alerts = self._advance(
+                session, job.loaded, row, items[i], job.frames[i], job.detector_of, prepared, local
+            )
+            outcomes[i] = outcome
+            queued += n_alerts
+            if cached is not None:
+                local[row.id] = cached
         return [outcomes[i] for i in range(len(items))], queued
 
     def _prepare(
@@ -412,18 +484,21 @@ class StreamService:
         prepared: dict[str, tuple[int | None, LiveMonitor]] = {}
         for item in items:
             found = rows.get(item.series)
-            if found is None:
-                options = check_options(item.options or {})
-                prepared[item.series] = (
-                    None,
-                    new_monitor(loaded.detector, options, loaded.threshold_scale),
-                )
+            try:
+                if found is None:
+                    options = check_options(item.options or {})
+                    prepared[item.series] = (
+                        None,
+                        new_monitor(loaded.detector, options, loaded.threshold_scale),
+                    )
+                    continue
+                stream_id, revision, version, state = found
+                cached = self.cache.get(stream_id)
+                if cached is None or cached.revision != revision or cached.version != version:
+                    monitor = restore(detector_of(version), orjson.loads(state))
+                    prepared[item.series] = (revision, monitor)
+            except Exception:  # raised again for its own request alone, in its savepoint
                 continue
-            stream_id, revision, version, state = found
-            cached = self.cache.get(stream_id)
-            if cached is None or cached.revision != revision or cached.version != version:
-                monitor = restore(detector_of(version), orjson.loads(state))
-                prepared[item.series] = (revision, monitor)
         return prepared
 
     def _row(
@@ -432,6 +507,7 @@ class StreamService:
         loaded: LoadedVersion,
         item: StreamItem,
         prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached],
     ) -> Stream:
         """The series' row, locked; created (with a fresh monitor) on its first points."""
         query = (
@@ -481,7 +557,7 @@ class StreamService:
         except IntegrityError:
             # Another replica created it first: use (and lock) theirs.
             return session.execute(query).scalar_one()
-        self.cache.put(fresh.id, _Cached(0, loaded.version, monitor))
+        local[fresh.id] = _Cached(0, loaded.version, monitor)
         return fresh
 
     def _monitor(
@@ -490,8 +566,9 @@ class StreamService:
         loaded: LoadedVersion,
         detector_of: Callable[[int], Detector],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached] | None = None,
     ) -> LiveMonitor:
-        cached = self.cache.get(row.id)
+        cached = (local or {}).get(row.id) or self.cache.get(row.id)
         ready = prepared.get(row.series)
         if cached is not None and cached.revision == row.revision and cached.version == row.version:
             monitor = cached.monitor
@@ -552,6 +629,7 @@ class StreamService:
         frame: pd.DataFrame,
         detector_of: Callable[[int], Detector],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached],
     ) -> tuple[_Outcome, _Cached | None, int]:
         keep, entries = self._accept(row, frame, loaded.features)
         new = frame[keep]
@@ -565,7 +643,7 @@ class StreamService:
         )
         if new.empty:
             return outcome, None, 0
-        monitor = self._monitor(row, loaded, detector_of, prepared)
+        monitor = self._monitor(row, loaded, detector_of, prepared, local)
         out = monitor.update(new)
         outcome.frame = out
         open_rows = {
