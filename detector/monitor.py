@@ -226,14 +226,19 @@ class Monitor:
         If the detector is not fitted.
     """
 
-    def __init__(self, detector: Detector, **options: Any) -> None:
+    def __init__(
+        self, detector: Detector, *, _decision: Threshold | None = None, **options: Any
+    ) -> None:
         detector._check_fitted()
         try:
             self.options = MonitorOptions(**options)
         except ValidationError as exc:
             raise ConfigError(f"invalid monitor options: {_describe(exc)}") from None
         self.detector = detector
-        self.decision: Threshold = _fit_decision(detector, self.options)
+        # ``_decision``: a restored threshold (``from_state``), so no refit on the held-out scores
+        self.decision: Threshold = (
+            _fit_decision(detector, self.options) if _decision is None else _decision
+        )
         self._reset_stream()
         self._recent: deque[_Recent] = deque(maxlen=self.options.window_m)
         self._open: _OpenEvent | None = None
@@ -438,9 +443,9 @@ class Monitor:
                 f"reads version {STATE_VERSION}"
             )
         try:
-            monitor = cls(detector, **state["options"])
-            if state["decision"] is not None:
-                monitor.decision = threshold_from_state(state["decision"])
+            saved = state["decision"]
+            decision = None if saved is None else threshold_from_state(saved)
+            monitor = cls(detector, _decision=decision, **state["options"])
             n_feat = detector.n_features_in_
             stream = state["stream"]
             monitor._ctx_values = _array(stream["values"], n_feat)

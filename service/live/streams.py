@@ -586,8 +586,9 @@ class StreamService:
 
     def _accept(
         self, row: Stream, frame: pd.DataFrame, features: list[str]
-    ) -> tuple[np.ndarray, list[list[Any]]]:
-        """Mask of the points to score (duplicates left out) and their dedup entries.
+    ) -> tuple[np.ndarray, np.ndarray, list[list[Any]]]:
+        """Mask of the points to score (duplicates left out), the values (T, F) and the dedup
+        entries of the points kept.
 
         Raises
         ------
@@ -618,7 +619,7 @@ class StreamService:
                     )
                 keep[j] = False
         entries = [[int(t), hashes[j]] for j, t in enumerate(stamps) if keep[j]]
-        return keep, entries
+        return keep, values, entries
 
     def _advance(
         self,
@@ -631,8 +632,8 @@ class StreamService:
         prepared: dict[str, tuple[int | None, LiveMonitor]],
         local: dict[int, _Cached],
     ) -> tuple[_Outcome, _Cached | None, int]:
-        keep, entries = self._accept(row, frame, loaded.features)
-        new = frame[keep]
+        keep, values, entries = self._accept(row, frame, loaded.features)
+        new = frame if keep.all() else frame[keep]
         outcome = _Outcome(
             item.series,
             loaded.version,
@@ -654,7 +655,8 @@ class StreamService:
                 )
             ).scalars()
         }
-        seqs = {int(v) for v in out["event"].dropna().tolist()} | set(open_rows)
+        event_seqs = [None if pd.isna(v) else int(v) for v in out["event"].tolist()]
+        seqs = {v for v in event_seqs if v is not None} | set(open_rows)
         views = monitor.events(seqs)
         now = utcnow()
         changed: list[tuple[AnomalyEvent, bool]] = []
@@ -695,10 +697,9 @@ class StreamService:
         queued = queue_alerts(session, loaded.model_id, loaded.model_name, changed, self.public_url)
         outcome.events = [ev for ev, _ in changed]
         outcome.event_ids = [
-            None if pd.isna(v) else by_seq[int(v)].id if int(v) in by_seq else None
-            for v in out["event"].tolist()
+            None if v is None or v not in by_seq else by_seq[v].id for v in event_seqs
         ]
-        records = new.drop(columns=[loaded.key_column] if loaded.key_column else [])
+        features = loaded.features
         session.execute(
             insert(StreamPoint),
             [
@@ -708,10 +709,10 @@ class StreamService:
                     "ts": ts.to_pydatetime(),
                     "values": {
                         k: (None if np.isnan(v) else float(v))
-                        for k, v in zip(records.columns, vals, strict=True)
+                        for k, v in zip(features, vals, strict=True)
                     },
                 }
-                for ts, vals in zip(records.index, records.to_numpy(dtype=np.float64), strict=True)
+                for ts, vals in zip(new.index, values[keep], strict=True)
             ],
         )
         row.state = orjson.dumps(monitor.state()).decode()
