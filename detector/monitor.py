@@ -485,7 +485,7 @@ class Monitor:
             column = frame[pre.config.key_column]
             if column.isna().any():
                 raise InputError(f"the key column {pre.config.key_column!r} has missing values")
-            keys = column.astype(str).unique()
+            keys = list(dict.fromkeys(str(v) for v in column.to_numpy(dtype=object)))
             if len(keys) > 1:
                 raise InputError(
                     f"a monitor follows one series but got keys {list(keys)[:5]}; use one "
@@ -530,13 +530,12 @@ class Monitor:
                 return None
             values = raw.astype(np.float64, copy=False)
         else:
-            try:
-                sub = frame[names]
-            except KeyError:
+            if frame.columns.has_duplicates or not set(names) <= set(frame.columns):
                 return None
-            if not all(d.kind in "biuf" for d in sub.dtypes):
+            columns = [frame[name] for name in names]  # by column: no frame copy
+            if not all(c.dtype.kind in "biuf" for c in columns):
                 return None
-            values = sub.to_numpy(dtype=np.float64)
+            values = np.column_stack([c.to_numpy(dtype=np.float64) for c in columns])
         if np.isinf(values).any():
             return None
         if det.config.missing == "error" and np.isnan(values).any():

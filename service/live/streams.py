@@ -1,7 +1,7 @@
 """The stream endpoint's service: live state per model and series, kept in the database.
 
 A request carries new points of one series (or a ``batch`` of several series). For each series
-the service, in one database transaction:
+the service, in one database transaction (shared by concurrent requests, below):
 
 1. locks the series' row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN
    IMMEDIATE`` serialises writers) and, in this process, a per-series lock;
@@ -20,6 +20,13 @@ was accepted among the last ``stream_dedup_points`` points: duplicates are skipp
 (retries are idempotent). Any other point at or before the last accepted one is refused with 409
 and nothing of the request is applied (the monitor is causal: it cannot score the past; store
 late data through ``/data`` instead).
+
+Concurrent requests are applied together (``service.live.batcher``): up to
+``stream_batch_max`` requests of one model version in one transaction, each in a savepoint, in
+arrival order. A refused request (409, 422) rolls back its savepoint only, and the monitors it
+moved on are dropped from this process's cache (restored from the row next time); the others of
+the batch commit. When the commit itself fails, every request of the batch fails and nothing of
+it is applied.
 
 Streamed points wait in ``stream_points`` until the flusher appends them to the stored history
 (every ``stream_flush_interval_s``), where scheduled retraining reads them.
@@ -596,7 +603,7 @@ class StreamService:
             For a point at or before the last accepted one that is not an exact duplicate.
         """
         stamps = pd.DatetimeIndex(frame.index).asi8  # (T,) microseconds
-        values = frame[features].to_numpy(dtype=np.float64)  # (T, F)
+        values = np.column_stack([frame[f].to_numpy(dtype=np.float64) for f in features])  # (T, F)
         hashes = [
             _point_hash(int(t), [None if np.isnan(v) else float(v) for v in values[j]])
             for j, t in enumerate(stamps)
