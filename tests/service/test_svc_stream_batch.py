@@ -274,8 +274,8 @@ def test_queue_bound_refuses_with_retry_after(
             return_exceptions=True,
         )
 
-    first, second = client.portal.call(two)
-    assert isinstance(first, bytes) and isinstance(second, TooManyRequestsError)
+    got = client.portal.call(two)  # whichever queued first is applied, the other refused
+    assert sorted(type(g).__name__ for g in got) == ["TooManyRequestsError", "bytes"], got
     r = client.post(
         "/v1/models/fleet/stream",
         content=_body(frames["s2"][:3], "s2"),
