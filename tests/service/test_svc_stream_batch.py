@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -27,6 +27,7 @@ from service.tables import Alert, AnomalyEvent, Stream
 
 TRAIN_END = pd.Timestamp("2026-11-01T00:00:00Z")
 SERIES = ["s1", "s2", "s3", "s4"]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -66,6 +67,12 @@ def app_client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
 def _ctx(client: TestClient) -> AppContext:
     ctx: AppContext = client.app.state.context  # type: ignore[attr-defined]
     return ctx
+
+
+def _call(client: TestClient, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn`` on the app's event loop (where the service's caches live)."""
+    assert client.portal is not None
+    return client.portal.call(fn)
 
 
 def _frames() -> dict[str, pd.DataFrame]:
@@ -151,7 +158,7 @@ def test_concurrent_requests_decide_as_sequential_ones(
         got = await asyncio.gather(*(one_series(s) for s in SERIES))
         return dict(zip(SERIES, got, strict=True))
 
-    first = client.portal.call(sequential)
+    first = _call(client, sequential)
     assert max(sizes) == 1
     before = {s: _events(ctx, s) for s in SERIES}
     assert any(len(v) > 1 for v in before.values())  # the spikes opened events
@@ -160,7 +167,7 @@ def test_concurrent_requests_decide_as_sequential_ones(
     with ctx.db.transaction() as session:
         session.query(Alert).delete()
     sizes.clear()
-    second = client.portal.call(concurrent)
+    second = _call(client, concurrent)
     assert max(sizes) >= 3, sizes  # requests of several series shared a transaction
     for s in SERIES:
         a, b = _decisions(first[s]), _decisions(second[s])
@@ -198,7 +205,7 @@ def test_a_failing_request_fails_alone(app_client: tuple[TestClient, dict[str, s
         loaded = await streams.scoring.resolve("fleet", None)
         return loaded, streams._detectors(loaded)
 
-    loaded, detector_of = client.portal.call(setup)
+    loaded, detector_of = _call(client, setup)
 
     def job(body: bytes) -> _Job:
         request = parse_stream_body(body, streams.max_points)
@@ -234,7 +241,7 @@ def test_a_failing_request_fails_alone(app_client: tuple[TestClient, dict[str, s
     scores = [v for a in good for o in a[0] for v in o.frame["score"].tolist()]  # type: ignore[index]
     np.testing.assert_allclose(
         np.asarray(scores, dtype=float),
-        np.asarray(client.portal.call(alone), dtype=float),
+        np.asarray(_call(client, alone), dtype=float),
         rtol=1e-6,
         atol=1e-9,
         equal_nan=True,
@@ -255,7 +262,7 @@ def test_queue_bound_refuses_with_retry_after(
     async def flood() -> list[Any]:
         return await asyncio.gather(*(batcher.submit(j) for j in range(5)), return_exceptions=True)
 
-    got = client.portal.call(flood)
+    got = _call(client, flood)
     assert got[:3] == [0, 10, 20]
     for refused in got[3:]:
         assert isinstance(refused, TooManyRequestsError)
@@ -274,7 +281,7 @@ def test_queue_bound_refuses_with_retry_after(
             return_exceptions=True,
         )
 
-    got = client.portal.call(two)  # whichever queued first is applied, the other refused
+    got = _call(client, two)  # whichever queued first is applied, the other refused
     assert sorted(type(g).__name__ for g in got) == ["TooManyRequestsError", "bytes"], got
     r = client.post(
         "/v1/models/fleet/stream",
