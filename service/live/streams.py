@@ -200,6 +200,7 @@ class _Outcome:
     event_ids: list[int | None]
     duplicates: int
     events: list[AnomalyEvent] = field(default_factory=list)
+    points: list[dict[str, Any]] = field(default_factory=list)  # rows of ``stream_points``
 
 
 class _MonitorCache:
@@ -403,6 +404,7 @@ class StreamService:
                 firsts.setdefault(item.series, item)
         answers: list[tuple[list[_Outcome], int] | BaseException] = []
         local: dict[int, _Cached] = {}  # monitors moved on in this transaction, by stream id
+        points: list[dict[str, Any]] = []  # of the requests applied, in order
         touched: set[int] = set()
         with self._series_locks(loaded.model_id, list(firsts)):
             prepared = self._prepare(loaded, list(firsts.values()), detector_of)
@@ -422,7 +424,9 @@ class StreamService:
                         mine: list[int] = []
                         try:
                             with session.begin_nested():
-                                answers.append(self._apply_job(session, job, prepared, local, mine))
+                                answer = self._apply_job(session, job, prepared, local, mine)
+                            answers.append(answer)
+                            points.extend(p for o in answer[0] for p in o.points)
                         except Exception as exc:  # this request alone; its savepoint is undone
                             touched.update(mine)
                             for stream_id in mine:  # their monitors moved on: restore them
@@ -432,6 +436,8 @@ class StreamService:
                                 prepared.pop(item.series, None)
                             answers.append(exc)
                         touched.update(mine)
+                    if points:  # the history rows of every request applied: one statement
+                        session.execute(insert(StreamPoint), points)
             except BaseException:
                 for stream_id in touched:  # their monitors may have moved on: reload next time
                     self.cache.drop(stream_id)
@@ -707,21 +713,18 @@ class StreamService:
             None if v is None or v not in by_seq else by_seq[v].id for v in event_seqs
         ]
         features = loaded.features
-        session.execute(
-            insert(StreamPoint),
-            [
-                {
-                    "model_id": row.model_id,
-                    "series": row.series,
-                    "ts": ts.to_pydatetime(),
-                    "values": {
-                        k: (None if np.isnan(v) else float(v))
-                        for k, v in zip(features, vals, strict=True)
-                    },
-                }
-                for ts, vals in zip(new.index, values[keep], strict=True)
-            ],
-        )
+        outcome.points = [  # inserted once for the whole batch (_apply_group)
+            {
+                "model_id": row.model_id,
+                "series": row.series,
+                "ts": ts.to_pydatetime(),
+                "values": {
+                    k: (None if np.isnan(v) else float(v))
+                    for k, v in zip(features, vals, strict=True)
+                },
+            }
+            for ts, vals in zip(new.index, values[keep], strict=True)
+        ]
         row.state = orjson.dumps(monitor.state()).decode()
         row.revision += 1
         row.version = loaded.version
