@@ -11,6 +11,7 @@ in-process profile of where one request's time goes.
 
     python benchmarks/bench_stream.py                 # 10,000 series, steps of 20 s
     python benchmarks/bench_stream.py --short         # 200 series, steps of 4 s (a minute)
+    python benchmarks/bench_stream.py --short --batch-max 256,1   # group commit on, then off
 
 It stops by itself: after the first step that is not sustained, or after the last step.
 """
@@ -185,33 +186,45 @@ class Feeder:
         return len(latencies) / elapsed, latencies
 
 
-def profile_in_process(data_dir: Path, n_requests: int) -> str:
-    """Where one request's time goes: cProfile over in-process calls of the stream service."""
+def profile_in_process(data_dir: Path, n_requests: int, concurrent: int = 50) -> str:
+    """Where one request's time goes: ``concurrent`` one-point requests of as many series at
+    once (the batcher applies them together), profiled in the worker thread that applies them
+    (the event loop only parses and encodes)."""
     settings = Settings(data_dir=data_dir, bootstrap_admin_key=False, log_level="WARNING")
     ctx = AppContext.build(settings)
+    streams = ctx.live.streams
+    rounds = max(1, n_requests // concurrent)
 
-    async def run() -> None:
-        for i in range(n_requests):
-            await ctx.live.streams.ingest("bench", _body(i % 50, 100_000 + i // 50))
+    async def run(first_step: int) -> None:
+        for r in range(rounds):
+            await asyncio.gather(
+                *(streams.ingest("bench", _body(s, first_step + r)) for s in range(concurrent))
+            )
 
-    asyncio.run(run())  # warm: models loaded, series states cached
+    asyncio.run(run(100_000))  # warm: models loaded, series states cached
     profiler = cProfile.Profile()
+    apply = streams.batcher.run
+
+    def profiled(jobs: list[Any]) -> Any:
+        profiler.enable()
+        try:
+            return apply(jobs)
+        finally:
+            profiler.disable()
+
+    streams.batcher.run = profiled
     started = time.perf_counter()
-    profiler.enable()
-    asyncio.run(run_more(ctx, n_requests))
-    profiler.disable()
-    per_request_ms = (time.perf_counter() - started) / n_requests * 1000
+    asyncio.run(run(200_000))
+    per_request_ms = (time.perf_counter() - started) / (rounds * concurrent) * 1000
     buffer = io.StringIO()
     stats = pstats.Stats(profiler, stream=buffer).sort_stats("cumulative")
-    stats.print_stats(25)
+    stats.print_stats(30)
     ctx.scoring.close()
     ctx.db.dispose()
-    return f"in-process: {per_request_ms:.2f} ms per one-point request\n" + buffer.getvalue()
-
-
-async def run_more(ctx: AppContext, n_requests: int) -> None:
-    for i in range(n_requests):
-        await ctx.live.streams.ingest("bench", _body(i % 50, 200_000 + i // 50))
+    return (
+        f"in-process: {per_request_ms:.2f} ms per one-point request ({concurrent} series at "
+        "once; profile of the worker thread)\n" + buffer.getvalue()
+    )
 
 
 async def main_async(args: argparse.Namespace, url: str, key: str, pid: int) -> dict[str, Any]:
@@ -260,7 +273,13 @@ def main() -> None:
     )
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--p99-bound-ms", type=float, default=1000.0)
-    parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument("--profile-requests", type=int, default=300, help="0: no profile")
+    parser.add_argument(
+        "--batch-max",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[256],
+        help="stream_batch_max of the server; several (e.g. 256,1) run one server each in turn",
+    )
     args = parser.parse_args()
     if args.short:
         args.series, args.step_s = 200, 4.0
@@ -269,6 +288,13 @@ def main() -> None:
         # "one point each every 10 s" is the first step
         args.rates = sorted({args.series / 10.0, *args.rates})
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    for batch_max in args.batch_max:
+        print(f"\n== stream_batch_max {batch_max}", flush=True)
+        run_once(args, batch_max)
+
+
+def run_once(args: argparse.Namespace, batch_max: int) -> None:
+    """One server with ``stream_batch_max`` = ``batch_max`` on a fresh data dir."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         key = prepare(data_dir, args.series)
@@ -279,6 +305,7 @@ def main() -> None:
             "RECONAD_DATA_DIR": str(data_dir),
             "RECONAD_LOG_LEVEL": "WARNING",
             "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
+            "RECONAD_STREAM_BATCH_MAX": str(batch_max),
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -314,8 +341,9 @@ def main() -> None:
             f"server memory per series {result['rss_per_series_kb']:.1f} KiB, "
             f"stored state per series {state_bytes or 0:.0f} bytes, errors {result['errors']}"
         )
-        print("\nwhere the time goes (one replica, in-process, top cumulative):")
-        print(profile_in_process(data_dir, args.profile_requests))
+        if args.profile_requests:
+            print("\nwhere the time goes (one replica, in-process, top cumulative):")
+            print(profile_in_process(data_dir, args.profile_requests))
 
 
 if __name__ == "__main__":

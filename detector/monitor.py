@@ -226,14 +226,19 @@ class Monitor:
         If the detector is not fitted.
     """
 
-    def __init__(self, detector: Detector, **options: Any) -> None:
+    def __init__(
+        self, detector: Detector, *, _decision: Threshold | None = None, **options: Any
+    ) -> None:
         detector._check_fitted()
         try:
             self.options = MonitorOptions(**options)
         except ValidationError as exc:
             raise ConfigError(f"invalid monitor options: {_describe(exc)}") from None
         self.detector = detector
-        self.decision: Threshold = _fit_decision(detector, self.options)
+        # ``_decision``: a restored threshold (``from_state``), so no refit on the held-out scores
+        self.decision: Threshold = (
+            _fit_decision(detector, self.options) if _decision is None else _decision
+        )
         self._reset_stream()
         self._recent: deque[_Recent] = deque(maxlen=self.options.window_m)
         self._open: _OpenEvent | None = None
@@ -442,9 +447,9 @@ class Monitor:
                 f"reads version {STATE_VERSION}"
             )
         try:
-            monitor = cls(detector, **state["options"])
-            if state["decision"] is not None:
-                monitor.decision = threshold_from_state(state["decision"])
+            saved = state["decision"]
+            decision = None if saved is None else threshold_from_state(saved)
+            monitor = cls(detector, _decision=decision, **state["options"])
             n_feat = detector.n_features_in_
             stream = state["stream"]
             monitor._ctx_values = _array(stream["values"], n_feat)
@@ -482,7 +487,7 @@ class Monitor:
             column = frame[pre.config.key_column]
             if column.isna().any():
                 raise InputError(f"the key column {pre.config.key_column!r} has missing values")
-            keys = column.astype(str).unique()
+            keys = list(dict.fromkeys(str(v) for v in column.to_numpy(dtype=object)))
             if len(keys) > 1:
                 raise InputError(
                     f"a monitor follows one series but got keys {list(keys)[:5]}; use one "
@@ -527,13 +532,12 @@ class Monitor:
                 return None
             values = raw.astype(np.float64, copy=False)
         else:
-            try:
-                sub = frame[names]
-            except KeyError:
+            if frame.columns.has_duplicates or not set(names) <= set(frame.columns):
                 return None
-            if not all(d.kind in "biuf" for d in sub.dtypes):
+            columns = [frame[name] for name in names]  # by column: no frame copy
+            if not all(c.dtype.kind in "biuf" for c in columns):
                 return None
-            values = sub.to_numpy(dtype=np.float64)
+            values = np.column_stack([c.to_numpy(dtype=np.float64) for c in columns])
         if np.isinf(values).any():
             return None
         if det.config.missing == "error" and np.isnan(values).any():

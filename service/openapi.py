@@ -63,6 +63,7 @@ QUEUED = {
     ("POST", "/v1/models/{name}/jobs"),
     ("POST", "/v1/jobs/{job_id}/retry"),
     ("POST", "/v1/schedules/{schedule_id}/run"),
+    ("POST", "/v1/models/{name}/stream"),
 }
 
 _DESCRIPTIONS = {

@@ -230,6 +230,26 @@ class Settings(BaseSettings):
         description="Live monitors kept in memory per process (LRU); others are restored from "
         "the database on their next point.",
     )
+    stream_batch_max: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Stream requests applied in one database transaction (group commit); 1 "
+        "applies each request alone.",
+    )
+    stream_batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long the stream batcher waits for more requests before it starts a "
+        "batch that is not full (0: it takes what queued while the previous batch ran).",
+    )
+    stream_queue_max: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Stream requests waiting for a batch; more get 429 with Retry-After.",
+    )
     stream_flush_interval_s: float = Field(
         5.0,
         gt=0,

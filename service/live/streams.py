@@ -1,7 +1,7 @@
 """The stream endpoint's service: live state per model and series, kept in the database.
 
 A request carries new points of one series (or a ``batch`` of several series). For each series
-the service, in one database transaction:
+the service, in one database transaction (shared by concurrent requests, below):
 
 1. locks the series' row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN
    IMMEDIATE`` serialises writers) and, in this process, a per-series lock;
@@ -20,6 +20,13 @@ was accepted among the last ``stream_dedup_points`` points: duplicates are skipp
 (retries are idempotent). Any other point at or before the last accepted one is refused with 409
 and nothing of the request is applied (the monitor is causal: it cannot score the past; store
 late data through ``/data`` instead).
+
+Concurrent requests are applied together (``service.live.batcher``): up to
+``stream_batch_max`` requests of one model version in one transaction, each in a savepoint, in
+arrival order. A refused request (409, 422) rolls back its savepoint only, and the monitors it
+moved on are dropped from this process's cache (restored from the row next time); the others of
+the batch commit. When the commit itself fails, every request of the batch fails and nothing of
+it is applied.
 
 Streamed points wait in ``stream_points`` until the flusher appends them to the stored history
 (every ``stream_flush_interval_s``), where scheduled retraining reads them.
@@ -50,6 +57,7 @@ from detector.feedback import NormalMemory
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.feedback import normal_events
+from service.live.batcher import Batcher
 from service.live.channels import queue_alerts
 from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
 from service.parsing import numeric_array, parse_json, parse_timestamps
@@ -165,6 +173,16 @@ def _point_hash(ts: int, row: list[float | None]) -> str:
 
 
 @dataclass
+class _Job:
+    """One parsed stream request waiting for its batch."""
+
+    loaded: LoadedVersion
+    items: list[StreamItem]
+    frames: list[pd.DataFrame]
+    detector_of: Callable[[int], Detector]
+
+
+@dataclass
 class _Cached:
     revision: int
     version: int
@@ -182,6 +200,7 @@ class _Outcome:
     event_ids: list[int | None]
     duplicates: int
     events: list[AnomalyEvent] = field(default_factory=list)
+    points: list[dict[str, Any]] = field(default_factory=list)  # rows of ``stream_points``
 
 
 class _MonitorCache:
@@ -225,7 +244,7 @@ class StreamService:
         Resolves a model's active version to a loaded detector.
     history
         The stored history the flusher appends streamed points to.
-    max_points, max_series, dedup_points, cache_size
+    max_points, max_series, dedup_points, cache_size, batch_max, batch_wait_ms, queue_max
         See :class:`service.settings.Settings` (``stream_*``).
     memory_events
         Events labelled normal one series remembers (``normal_memory_events``).
@@ -243,6 +262,9 @@ class StreamService:
         max_series: int,
         dedup_points: int,
         cache_size: int,
+        batch_max: int = 256,
+        batch_wait_ms: float = 0.0,
+        queue_max: int = 4096,
         memory_events: int = 16,
         public_url: str = "",
         on_alerts: Callable[[], None] | None = None,
@@ -259,6 +281,12 @@ class StreamService:
         self.on_alerts = on_alerts or (lambda: None)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.batcher: Batcher[_Job, tuple[list[_Outcome], int]] = Batcher(
+            self._apply_batch,
+            max_batch=batch_max,
+            max_wait_s=batch_wait_ms / 1000,
+            max_queue=queue_max,
+        )
 
     # ------------------------------------------------------------------ the endpoint
     async def ingest(self, name: str, body: bytes) -> bytes:
@@ -274,11 +302,8 @@ class StreamService:
             request = parse_stream_body(body, self.max_points)
         loaded = await self.scoring.resolve(name, None)
         frames = [self._frame(loaded, item) for item in request.items]
-        outcomes, queued = await asyncio.to_thread(
-            self._apply, loaded, request.items, frames, self._detectors(loaded)
-        )
-        if queued:
-            self.on_alerts()
+        job = _Job(loaded, request.items, frames, self._detectors(loaded))
+        outcomes, _ = await self.batcher.submit(job)
         results = [self._encode(loaded, o, request.expected) for o in outcomes]
         payload: dict[str, Any] = (
             {"model": loaded.model_name, "version": loaded.version, "results": results}
@@ -351,38 +376,98 @@ class StreamService:
             yield
 
     # ------------------------------------------------------------------ the transaction
-    def _apply(
-        self,
-        loaded: LoadedVersion,
-        items: list[StreamItem],
-        frames: list[pd.DataFrame],
-        detector_of: Callable[[int], Detector],
-    ) -> tuple[list[_Outcome], int]:
-        order = sorted(range(len(items)), key=lambda i: items[i].series)
-        outcomes: dict[int, _Outcome] = {}
-        pending: list[tuple[int, _Cached]] = []
-        touched: list[int] = []
-        queued = 0
-        with self._series_locks(loaded.model_id, [it.series for it in items]):
-            prepared = self._prepare(loaded, items, detector_of)
+    def _apply_batch(self, jobs: list[_Job]) -> list[tuple[list[_Outcome], int] | BaseException]:
+        """Apply queued requests: one transaction per model version among them, in arrival
+        order (the batcher's ``run``). Each request runs in a savepoint, so one that fails
+        (409, 422) fails alone; its answer is its exception."""
+        answers: dict[int, tuple[list[_Outcome], int] | BaseException] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.loaded.model_id, job.loaded.version), []).append(i)
+        for members in groups.values():
+            try:
+                got = self._apply_group([jobs[i] for i in members])
+            except Exception as exc:  # the group's transaction did not commit
+                got = [exc] * len(members)
+            answers.update(zip(members, got, strict=True))
+        queued = sum(a[1] for a in answers.values() if not isinstance(a, BaseException))
+        if queued:
+            self.on_alerts()
+        return [answers[i] for i in range(len(jobs))]
+
+    def _apply_group(self, jobs: list[_Job]) -> list[tuple[list[_Outcome], int] | BaseException]:
+        """Requests of one model version in one transaction (see :meth:`_apply_batch`)."""
+        loaded, detector_of = jobs[0].loaded, jobs[0].detector_of
+        firsts: dict[str, StreamItem] = {}
+        for job in jobs:
+            for item in job.items:
+                firsts.setdefault(item.series, item)
+        answers: list[tuple[list[_Outcome], int] | BaseException] = []
+        local: dict[int, _Cached] = {}  # monitors moved on in this transaction, by stream id
+        points: list[dict[str, Any]] = []  # of the requests applied, in order
+        touched: set[int] = set()
+        with self._series_locks(loaded.model_id, list(firsts)):
+            prepared = self._prepare(loaded, list(firsts.values()), detector_of)
             try:
                 with self.db.transaction() as session:
-                    for i in order:
-                        row = self._row(session, loaded, items[i], prepared)
-                        touched.append(row.id)
-                        outcome, cached, n_alerts = self._advance(
-                            session, loaded, row, items[i], frames[i], detector_of, prepared
-                        )
-                        outcomes[i] = outcome
-                        queued += n_alerts
-                        if cached is not None:
-                            pending.append((row.id, cached))
+                    if self.db.is_postgresql:
+                        # Lock the existing rows in one order for every replica: no deadlock.
+                        session.execute(
+                            select(Stream.id)
+                            .where(
+                                Stream.model_id == loaded.model_id, Stream.series.in_(list(firsts))
+                            )
+                            .order_by(Stream.series)
+                            .with_for_update()
+                        ).all()
+                    for job in jobs:
+                        mine: list[int] = []
+                        try:
+                            with session.begin_nested():
+                                answer = self._apply_job(session, job, prepared, local, mine)
+                            answers.append(answer)
+                            points.extend(p for o in answer[0] for p in o.points)
+                        except Exception as exc:  # this request alone; its savepoint is undone
+                            touched.update(mine)
+                            for stream_id in mine:  # their monitors moved on: restore them
+                                local.pop(stream_id, None)
+                                self.cache.drop(stream_id)
+                            for item in job.items:
+                                prepared.pop(item.series, None)
+                            answers.append(exc)
+                        touched.update(mine)
+                    if points:  # the history rows of every request applied: one statement
+                        session.execute(insert(StreamPoint), points)
             except BaseException:
                 for stream_id in touched:  # their monitors may have moved on: reload next time
                     self.cache.drop(stream_id)
                 raise
-            for stream_id, cached in pending:
+            for stream_id, cached in local.items():
                 self.cache.put(stream_id, cached)
+        return answers
+
+    def _apply_job(
+        self,
+        session: Session,
+        job: _Job,
+        prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached],
+        touched: list[int],
+    ) -> tuple[list[_Outcome], int]:
+        """One request's series, in the open transaction (sorted: one lock order)."""
+        items = job.items
+        outcomes: dict[int, _Outcome] = {}
+        queued = 0
+        for i in sorted(range(len(items)), key=lambda i: items[i].series):
+            row = self._row(session, job.loaded, items[i], prepared, local)
+            touched.append(row.id)
+            outcome, cached, n_alerts = self._advance(
+                session, job.loaded, row, items[i], job.frames[i], job.detector_of, prepared, local
+            )
+            outcomes[i] = outcome
+            queued += n_alerts
+            if cached is not None:
+                local[row.id] = cached
         return [outcomes[i] for i in range(len(items))], queued
 
     def _prepare(
@@ -412,18 +497,21 @@ class StreamService:
         prepared: dict[str, tuple[int | None, LiveMonitor]] = {}
         for item in items:
             found = rows.get(item.series)
-            if found is None:
-                options = check_options(item.options or {})
-                prepared[item.series] = (
-                    None,
-                    new_monitor(loaded.detector, options, loaded.threshold_scale),
-                )
+            try:
+                if found is None:
+                    options = check_options(item.options or {})
+                    prepared[item.series] = (
+                        None,
+                        new_monitor(loaded.detector, options, loaded.threshold_scale),
+                    )
+                    continue
+                stream_id, revision, version, state = found
+                cached = self.cache.get(stream_id)
+                if cached is None or cached.revision != revision or cached.version != version:
+                    monitor = restore(detector_of(version), orjson.loads(state))
+                    prepared[item.series] = (revision, monitor)
+            except Exception:  # raised again for its own request alone, in its savepoint
                 continue
-            stream_id, revision, version, state = found
-            cached = self.cache.get(stream_id)
-            if cached is None or cached.revision != revision or cached.version != version:
-                monitor = restore(detector_of(version), orjson.loads(state))
-                prepared[item.series] = (revision, monitor)
         return prepared
 
     def _row(
@@ -432,6 +520,7 @@ class StreamService:
         loaded: LoadedVersion,
         item: StreamItem,
         prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached],
     ) -> Stream:
         """The series' row, locked; created (with a fresh monitor) on its first points."""
         query = (
@@ -481,7 +570,7 @@ class StreamService:
         except IntegrityError:
             # Another replica created it first: use (and lock) theirs.
             return session.execute(query).scalar_one()
-        self.cache.put(fresh.id, _Cached(0, loaded.version, monitor))
+        local[fresh.id] = _Cached(0, loaded.version, monitor)
         return fresh
 
     def _monitor(
@@ -490,8 +579,9 @@ class StreamService:
         loaded: LoadedVersion,
         detector_of: Callable[[int], Detector],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached] | None = None,
     ) -> LiveMonitor:
-        cached = self.cache.get(row.id)
+        cached = (local or {}).get(row.id) or self.cache.get(row.id)
         ready = prepared.get(row.series)
         if cached is not None and cached.revision == row.revision and cached.version == row.version:
             monitor = cached.monitor
@@ -509,8 +599,9 @@ class StreamService:
 
     def _accept(
         self, row: Stream, frame: pd.DataFrame, features: list[str]
-    ) -> tuple[np.ndarray, list[list[Any]]]:
-        """Mask of the points to score (duplicates left out) and their dedup entries.
+    ) -> tuple[np.ndarray, np.ndarray, list[list[Any]]]:
+        """Mask of the points to score (duplicates left out), the values (T, F) and the dedup
+        entries of the points kept.
 
         Raises
         ------
@@ -518,7 +609,7 @@ class StreamService:
             For a point at or before the last accepted one that is not an exact duplicate.
         """
         stamps = pd.DatetimeIndex(frame.index).asi8  # (T,) microseconds
-        values = frame[features].to_numpy(dtype=np.float64)  # (T, F)
+        values = np.column_stack([frame[f].to_numpy(dtype=np.float64) for f in features])  # (T, F)
         hashes = [
             _point_hash(int(t), [None if np.isnan(v) else float(v) for v in values[j]])
             for j, t in enumerate(stamps)
@@ -541,7 +632,7 @@ class StreamService:
                     )
                 keep[j] = False
         entries = [[int(t), hashes[j]] for j, t in enumerate(stamps) if keep[j]]
-        return keep, entries
+        return keep, values, entries
 
     def _advance(
         self,
@@ -552,9 +643,10 @@ class StreamService:
         frame: pd.DataFrame,
         detector_of: Callable[[int], Detector],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
+        local: dict[int, _Cached],
     ) -> tuple[_Outcome, _Cached | None, int]:
-        keep, entries = self._accept(row, frame, loaded.features)
-        new = frame[keep]
+        keep, values, entries = self._accept(row, frame, loaded.features)
+        new = frame if keep.all() else frame[keep]
         outcome = _Outcome(
             item.series,
             loaded.version,
@@ -565,7 +657,7 @@ class StreamService:
         )
         if new.empty:
             return outcome, None, 0
-        monitor = self._monitor(row, loaded, detector_of, prepared)
+        monitor = self._monitor(row, loaded, detector_of, prepared, local)
         out = monitor.update(new)
         outcome.frame = out
         open_rows = {
@@ -576,7 +668,8 @@ class StreamService:
                 )
             ).scalars()
         }
-        seqs = {int(v) for v in out["event"].dropna().tolist()} | set(open_rows)
+        event_seqs = [None if pd.isna(v) else int(v) for v in out["event"].tolist()]
+        seqs = {v for v in event_seqs if v is not None} | set(open_rows)
         views = monitor.events(seqs)
         now = utcnow()
         changed: list[tuple[AnomalyEvent, bool]] = []
@@ -617,25 +710,21 @@ class StreamService:
         queued = queue_alerts(session, loaded.model_id, loaded.model_name, changed, self.public_url)
         outcome.events = [ev for ev, _ in changed]
         outcome.event_ids = [
-            None if pd.isna(v) else by_seq[int(v)].id if int(v) in by_seq else None
-            for v in out["event"].tolist()
+            None if v is None or v not in by_seq else by_seq[v].id for v in event_seqs
         ]
-        records = new.drop(columns=[loaded.key_column] if loaded.key_column else [])
-        session.execute(
-            insert(StreamPoint),
-            [
-                {
-                    "model_id": row.model_id,
-                    "series": row.series,
-                    "ts": ts.to_pydatetime(),
-                    "values": {
-                        k: (None if np.isnan(v) else float(v))
-                        for k, v in zip(records.columns, vals, strict=True)
-                    },
-                }
-                for ts, vals in zip(records.index, records.to_numpy(dtype=np.float64), strict=True)
-            ],
-        )
+        features = loaded.features
+        outcome.points = [  # inserted once for the whole batch (_apply_group)
+            {
+                "model_id": row.model_id,
+                "series": row.series,
+                "ts": ts.to_pydatetime(),
+                "values": {
+                    k: (None if np.isnan(v) else float(v))
+                    for k, v in zip(features, vals, strict=True)
+                },
+            }
+            for ts, vals in zip(new.index, values[keep], strict=True)
+        ]
         row.state = orjson.dumps(monitor.state()).decode()
         row.revision += 1
         row.version = loaded.version
