@@ -85,8 +85,9 @@ class ScoreResponse(BaseModel):
 
     def to_json(self) -> bytes:
         """The response body: every field in order, absent optional ones left out."""
+        fields = self.__dict__  # the fields in order (iterating the model costs a generator)
         return orjson.dumps(
-            {name: value for name, value in self if value is not None},
+            {name: value for name, value in fields.items() if value is not None},
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
