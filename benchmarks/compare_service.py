@@ -16,8 +16,9 @@ Modes (``--mode``):
     supports it): seconds end to end, alternating sides.
 ``inproc``
     Calls ``ScoringService.score(name, body)`` of each side directly, one request at a time
-    (no HTTP, no client): microseconds per one-window request, so parse and encode costs are
-    visible; then the 1,000,000-point series in process.
+    (``--concurrency``: more in flight, which the micro-batcher batches as it does HTTP
+    requests) with no HTTP and no client: microseconds (wall and CPU) per one-window request, so
+    parse and encode costs are visible; then the 1,000,000-point series in process.
 ``both``
     ``inproc`` then ``http``.
 
@@ -104,6 +105,12 @@ def _side_inproc(root: Path, data_dir: Path, points: int) -> int:
     window = _window_body(bench)
     series: dict[str, bytes] = {}
 
+    async def client(stop_at: float, latencies: list[float]) -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await scoring.score("bench", window)
+            latencies.append(time.perf_counter() - started)
+
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         await scoring.score("bench", window)  # loads the model
@@ -118,10 +125,7 @@ def _side_inproc(root: Path, data_dir: Path, points: int) -> int:
                 stop_at = time.perf_counter() + float(line[1])
                 latencies: list[float] = []
                 cpu = time.process_time()
-                while time.perf_counter() < stop_at:
-                    started = time.perf_counter()
-                    await scoring.score("bench", window)
-                    latencies.append(time.perf_counter() - started)
+                await asyncio.gather(*(client(stop_at, latencies) for _ in range(int(line[2]))))
                 cpu_us = (time.process_time() - cpu) / len(latencies) * 1e6
                 answer = {"latencies": _summary(latencies), "cpu_us": cpu_us}
             else:
@@ -256,13 +260,13 @@ def _inproc(roots: dict[str, Path], tmp: Path, args: argparse.Namespace) -> None
             label: {"mean": [], "p50": [], "cpu": []} for label in sides
         }
         print(
-            f"in process: ScoringService.score, one 64-point window, one request at a time, "
-            f"{args.rounds} rounds of {args.round_seconds:g} s per side"
+            f"in process: ScoringService.score, one 64-point window, {args.concurrency} "
+            f"request(s) at a time, {args.rounds} rounds of {args.round_seconds:g} s per side"
         )
         for r in range(args.rounds):
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             for label in order:
-                answer = sides[label].ask(f"window {args.round_seconds}")
+                answer = sides[label].ask(f"window {args.round_seconds} {args.concurrency}")
                 s = answer["latencies"]
                 for name, value in (
                     ("mean", s["mean_us"]),
@@ -445,7 +449,10 @@ def main() -> int:
     parser.add_argument("--mode", choices=("http", "inproc", "both"), default="http")
     parser.add_argument("--rounds", type=int, default=6, help="rounds per side")
     parser.add_argument("--round-seconds", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=8, help="HTTP connections")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="in-process requests in flight at once"
+    )
     parser.add_argument(
         "--points", type=int, default=1_000_000, help="the big series (0: leave it out)"
     )

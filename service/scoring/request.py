@@ -38,7 +38,9 @@ from service.parsing import MAX_VERSION, numeric_array, parse_json, parse_timest
 
 __all__ = ["ScoreRequest"]
 
-_FIELDS = ("windows", "values", "timestamps", "version", "reconstruct", "top_k", "fields")
+_FIELDS = frozenset(
+    ("windows", "values", "timestamps", "version", "reconstruct", "top_k", "fields")
+)
 #: Default of ``max_values_per_request``: numbers one JSON body may hold.
 DEFAULT_MAX_VALUES = 8_000_000
 #: Bodies up to this size skip the pre-parse count (the hot path of small windows).
@@ -178,9 +180,9 @@ class ScoreRequest(BaseModel):
     def _envelope(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise _refuse("the body must be a JSON object with 'windows' or 'values'")
-        unknown = sorted(set(data) - set(_FIELDS))
+        unknown = data.keys() - _FIELDS
         if unknown:
-            raise _refuse(f"unknown field(s) {unknown}; allowed: {sorted(_FIELDS)}")
+            raise _refuse(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
         if ("windows" in data) == ("values" in data):
             raise _refuse(
                 "send exactly one of 'windows' (array of shape (n_windows, window, n_features)) "

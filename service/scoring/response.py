@@ -160,6 +160,10 @@ def derive(loaded: LoadedVersion, scores: np.ndarray, contributions: np.ndarray,
             order = np.argmax(filled, axis=-1)[..., None]
         else:
             order = np.argsort(-filled, axis=-1, kind="stable")[..., :k]
-        top_values = np.take_along_axis(contributions, order, axis=-1)
+        # np.take_along_axis(contributions, order, axis=-1), without its index building
+        flat = order.reshape(-1, order.shape[-1])  # (N, k)
+        rows = np.arange(len(flat))[:, None]
+        features = contributions.shape[-1]
+        top_values = contributions.reshape(-1, features)[rows, flat].reshape(order.shape)
         names = loaded.feature_array[order]
     return Derived(scores, normalized, anomalous, names, top_values)
