@@ -234,23 +234,18 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         header = (b"x-request-id", request_id.encode("latin-1"))
 
+        started_response = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                started_response = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        started_response = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started_response
-            if message["type"] == "http.response.start":
-                started_response = True
-            await send_wrapper(message)
-
         try:
-            await self.app(scope, receive, send_tracked)
+            await self.app(scope, receive, send_wrapper)
         except Exception:
             # The one place an unexpected error is logged: with its traceback and this request's
             # id (outer middlewares run after the id is reset), and not raised again, so the
