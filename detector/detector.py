@@ -494,19 +494,21 @@ class Detector:
         cond: torch.Tensor | None,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Squared errors and reconstructions of a batch, both (B, W, F)."""
+        """Squared errors and reconstructions of a batch, both (B, W, F) (under inference mode:
+        the errors are blended in place, the same numbers as ``(1 - w) * err + w * mean``)."""
         err, recon = network.scoring_errors(x, cond, generator)  # (B, W, F) each
         weight = self.window_weight_
         if weight > 0:  # each cell shares its window's mean error (per feature)
-            err = (1 - weight) * err + weight * err.mean(dim=1, keepdim=True)
+            shared = err.mean(dim=1, keepdim=True).mul_(weight)
+            err = err.mul_(1 - weight).add_(shared)
         return err, recon
 
     def _cell_weights(self, values: np.ndarray) -> np.ndarray:
-        """Each cell's weight in the score, shape of ``values`` (..., F), scaled units: the
-        feature's weight, or ``new_value_weight`` where a two-valued or constant feature holds
-        none of its training values."""
+        """Each cell's weight in the score, broadcastable to ``values`` (..., F), scaled units:
+        the feature's weight, or ``new_value_weight`` where a two-valued or constant feature
+        holds none of its training values. Without such features, the feature weights (F,)."""
         known = self.known_values_  # (F, 2), NaN where there is no value to compare
-        weights = np.broadcast_to(self.feature_weight_, values.shape)
+        weights = self.feature_weight_
         if not np.isfinite(known).any():
             return weights
         gap = np.abs(values[..., None] - np.where(np.isfinite(known), known, np.inf))
@@ -622,7 +624,7 @@ class Detector:
             raise NonFiniteError("windows contain NaN or infinite values; send finite numbers")
         pre = self.preprocessor_
         scaled = ((arr - pre.center_) / pre.scale_).astype(np.float32)
-        device = next(self.network_.parameters()).device
+        device = torch.device(self.device_)  # kept by fit, to() and loading
         generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
         batch = max(256, _CELLS_PER_BATCH // (self.window_ * self.n_features_in_))
         errs, recons = [], []
@@ -631,10 +633,12 @@ class Detector:
                 xb = torch.from_numpy(scaled[i : i + batch]).to(device)  # (B, W, F)
                 err, recon = self._window_errors(self.network_, xb, None, generator)
                 errs.append(err.cpu().numpy())
-                recons.append(recon.cpu().numpy())
-        err_all = np.concatenate(errs).astype(np.float64) / self.error_scale_  # (B, W, F)
-        weights = self._cell_weights(scaled)  # (B, W, F)
-        contributions = err_all * weights / weights.sum(axis=2, keepdims=True)
+                if reconstruct:
+                    recons.append(recon.cpu().numpy())
+        err_all = (errs[0] if len(errs) == 1 else np.concatenate(errs)).astype(np.float64)
+        err_all /= self.error_scale_  # (B, W, F)
+        weights = self._cell_weights(scaled)  # (B, W, F) or (F,)
+        contributions = err_all * weights / weights.sum(axis=-1, keepdims=True)
         result = WindowScores(contributions.sum(axis=2), contributions)
         if reconstruct:
             mean = np.concatenate(recons) * pre.scale_ + pre.center_

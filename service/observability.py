@@ -14,13 +14,14 @@ import contextvars
 import json
 import logging
 import re
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -85,7 +86,8 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info:
             payload["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        # orjson: a tenth of json.dumps's time, and one line per request is the access log
+        return orjson.dumps(payload, default=str).decode()
 
 
 class _RequestIdFilter(logging.Filter):
@@ -223,30 +225,27 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 supplied = value.decode("latin-1")
                 break
-        request_id = supplied if supplied and _REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
+        if supplied is None or not _REQUEST_ID_RE.match(supplied):
+            supplied = secrets.token_hex(16)  # 32 hex digits like uuid4().hex, in a third the time
+        request_id = supplied
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
         header = (b"x-request-id", request_id.encode("latin-1"))
 
+        started_response = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                started_response = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        started_response = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started_response
-            if message["type"] == "http.response.start":
-                started_response = True
-            await send_wrapper(message)
-
         try:
-            await self.app(scope, receive, send_tracked)
+            await self.app(scope, receive, send_wrapper)
         except Exception:
             # The one place an unexpected error is logged: with its traceback and this request's
             # id (outer middlewares run after the id is reset), and not raised again, so the

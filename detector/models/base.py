@@ -191,10 +191,10 @@ class ReconstructionModel(nn.Module):
         """Squared errors and reconstructions of a batch for scoring, both (B, W, F).
 
         The default is one deterministic reconstruction; ``generator`` seeds kinds that
-        sample.
+        sample. The errors are a new tensor (the detector blends them in place).
         """
         recon: torch.Tensor = self(x, cond)  # (B, W, F)
-        return (recon - x) ** 2, recon
+        return (recon - x).square_(), recon
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
         """One Adam optimiser over every parameter."""

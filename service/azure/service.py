@@ -39,12 +39,12 @@ from service.db import Database
 from service.deletion import DeletionService
 from service.errors import NotFoundError, ServiceError
 from service.jobs.service import JobService
-from service.objectstore import open_filesystem
 from service.parsing import parse_timestamps
 from service.registry import ModelRegistry
 from service.scoring import ScoringService
 from service.settings import Settings
-from service.store import ArtifactStore
+from service.storage import ArtifactStore
+from service.storage.objectstore import open_filesystem
 from service.tables import AzureModel, AzureResult, Model, utcnow
 
 __all__ = ["AzureService", "prepare_series"]

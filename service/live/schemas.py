@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.live.channels import ChannelConfig
 from service.registry import NAME_PATTERN
-from service.tables import Alert, AnomalyEvent, Channel, Stream
+from service.schemas import _FromRow, _RowView
+from service.tables import AnomalyEvent, Channel
 
 __all__ = [
     "AlertPublic",
@@ -57,28 +58,22 @@ class StreamPoints(StreamSeries):
     expected: bool = Field(True, description="Return the expected (reconstructed) values.")
 
 
-class StreamPublic(BaseModel):
+def _none_if_empty(value: Any) -> Any:
+    return value or None  # the tables store "" for a model without a series key
+
+
+class StreamPublic(_FromRow):
     """A live series."""
 
     series: str | None
     version: int
     options: dict[str, Any]
     n_points: int
-    last_timestamp: datetime | None
+    last_timestamp: datetime | None = Field(validation_alias="last_ts")
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Stream) -> StreamPublic:
-        return cls(
-            series=row.series or None,
-            version=row.version,
-            options=row.options,
-            n_points=row.n_points,
-            last_timestamp=row.last_ts,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+    _series = field_validator("series", mode="before")(_none_if_empty)
 
 
 class StreamsPublic(BaseModel):
@@ -88,7 +83,7 @@ class StreamsPublic(BaseModel):
     count: int
 
 
-class EventPublic(BaseModel):
+class EventPublic(_FromRow):
     """An anomaly event."""
 
     id: int
@@ -106,24 +101,12 @@ class EventPublic(BaseModel):
     acknowledged_at: datetime | None
     acknowledged_by: str | None
 
+    _series = field_validator("series", mode="before")(_none_if_empty)
+
     @classmethod
     def from_row(cls, ev: AnomalyEvent, model: str) -> EventPublic:
-        return cls(
-            id=ev.id,
-            model=model,
-            series=ev.series or None,
-            status=ev.status,
-            start=ev.start,
-            end=ev.end,
-            peak=ev.peak,
-            mean=ev.mean,
-            severity=ev.severity,
-            n_points=ev.n_points,
-            top_features=[(str(n), float(v)) for n, v in ev.top_features],
-            version=ev.version,
-            acknowledged_at=ev.acknowledged_at,
-            acknowledged_by=ev.acknowledged_by,
-        )
+        """:meth:`of` with the model's name (what the routes and the console call)."""
+        return cls.of(ev, model=model)
 
 
 class EventsPublic(BaseModel):
@@ -150,7 +133,7 @@ class ChannelCreate(BaseModel):
     enabled: bool = True
 
 
-class ChannelPublic(BaseModel):
+class ChannelPublic(_FromRow):
     """A channel (its secret is never shown)."""
 
     id: str
@@ -167,24 +150,14 @@ class ChannelPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    @model_validator(mode="before")
     @classmethod
-    def from_row(cls, ch: Channel) -> ChannelPublic:
-        config = ChannelConfig.model_validate(ch.config)
-        return cls(
-            id=ch.id,
-            name=ch.name,
-            kind=ch.kind,
-            url=str(config.url),
-            timeout_s=config.timeout_s,
-            max_attempts=config.max_attempts,
-            labels=config.labels,
-            has_secret=bool(config.secret),
-            min_severity=ch.min_severity,
-            rate_limit_per_minute=ch.rate_limit_per_minute,
-            enabled=ch.enabled,
-            created_at=ch.created_at,
-            updated_at=ch.updated_at,
-        )
+    def _settings(cls, data: Any) -> Any:
+        """A row's delivery settings (its stored config, defaults filled) as its attributes."""
+        if not isinstance(data, Channel):
+            return data
+        config = ChannelConfig.model_validate(data.config)
+        return _RowView(data, {**config.model_dump(mode="json"), "has_secret": bool(config.secret)})
 
 
 class ChannelsPublic(BaseModel):
@@ -194,7 +167,7 @@ class ChannelsPublic(BaseModel):
     count: int
 
 
-class AlertPublic(BaseModel):
+class AlertPublic(_FromRow):
     """One outbox row: an event state queued for a channel."""
 
     id: int
@@ -207,21 +180,6 @@ class AlertPublic(BaseModel):
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
-
-    @classmethod
-    def from_row(cls, a: Alert) -> AlertPublic:
-        return cls(
-            id=a.id,
-            event_id=a.event_id,
-            state=a.state,
-            idempotency_key=a.idempotency_key,
-            status=a.status,
-            attempts=a.attempts,
-            next_attempt_at=a.next_attempt_at,
-            last_error=a.last_error,
-            created_at=a.created_at,
-            delivered_at=a.delivered_at,
-        )
 
 
 class AlertsPublic(BaseModel):

@@ -37,14 +37,14 @@ def create_channel(
         body.rate_limit_per_minute,
         body.enabled,
     )
-    return ChannelPublic.from_row(row)
+    return ChannelPublic.of(row)
 
 
 @router.get("", response_model=ChannelsPublic)
 def list_channels(name: ModelName, live: LiveDep, _key: ScoreKey) -> ChannelsPublic:
     """The model's channels."""
     rows = live.channels.list_channels(name)
-    return ChannelsPublic(data=[ChannelPublic.from_row(r) for r in rows], count=len(rows))
+    return ChannelsPublic(data=[ChannelPublic.of(r) for r in rows], count=len(rows))
 
 
 @router.get("/{channel_id}", response_model=ChannelPublic)
@@ -52,7 +52,7 @@ def get_channel(
     name: ModelName, channel_id: ChannelId, live: LiveDep, _key: ScoreKey
 ) -> ChannelPublic:
     """One channel."""
-    return ChannelPublic.from_row(live.channels.get(name, channel_id))
+    return ChannelPublic.of(live.channels.get(name, channel_id))
 
 
 @router.patch("/{channel_id}", response_model=ChannelPublic)
@@ -60,7 +60,7 @@ def update_channel(
     name: ModelName, channel_id: ChannelId, body: ChannelUpdate, live: LiveDep, _key: WriteKey
 ) -> ChannelPublic:
     """Change a channel (a new ``config`` replaces the old one whole, secret included)."""
-    return ChannelPublic.from_row(live.channels.update(name, channel_id, body))
+    return ChannelPublic.of(live.channels.update(name, channel_id, body))
 
 
 @router.delete("/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -84,4 +84,4 @@ def list_alerts(
 ) -> AlertsPublic:
     """The channel's alerts, newest first: what was delivered, what waits, what failed."""
     rows, total = live.channels.alerts(name, channel_id, status, offset, limit)
-    return AlertsPublic(data=[AlertPublic.from_row(a) for a in rows], count=total)
+    return AlertsPublic(data=[AlertPublic.of(a) for a in rows], count=total)

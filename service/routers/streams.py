@@ -53,7 +53,7 @@ def list_streams(
 ) -> StreamsPublic:
     """The model's live series."""
     rows, total = live.streams.list_streams(name, offset, limit)
-    return StreamsPublic(data=[StreamPublic.from_row(r) for r in rows], count=total)
+    return StreamsPublic(data=[StreamPublic.of(r) for r in rows], count=total)
 
 
 @router.delete("/streams/{series}", status_code=status.HTTP_204_NO_CONTENT)

@@ -181,11 +181,12 @@ class MicroBatcher:
         k = min(max(item.request.top_k for item in items), len(loaded.features))
         derived = derive(loaded, scores, np.asarray(scored.contributions), k)
         bad_rows = np.asarray(~np.isfinite(scores).all(axis=1))  # (B,)
+        any_bad = bool(bad_rows.any())  # one check for the batch, not one per request
         offset = 0
         for item, pos in zip(items, positions, strict=True):
             part = slice(offset, offset + item.windows)
             offset += item.windows
-            if bad_rows[part].any():
+            if any_bad and bad_rows[part].any():
                 results[pos] = _overflow()
                 continue
             expected = None

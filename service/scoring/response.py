@@ -88,8 +88,9 @@ class ScoreResponse(BaseModel):
 
     def to_json(self) -> bytes:
         """The response body: every field in order, absent optional ones left out."""
+        fields = self.__dict__  # the fields in order (iterating the model costs a generator)
         return orjson.dumps(
-            {name: value for name, value in self if value is not None},
+            {name: value for name, value in fields.items() if value is not None},
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
@@ -179,7 +180,7 @@ class Derived:
             window=loaded.window,
             features=loaded.features,
             n_points=int(scores.size),
-            n_anomalous=int(anomalous.sum()),
+            n_anomalous=int(np.count_nonzero(anomalous)),  # a fifth of sum()'s time
             scores=scores if "scores" in chosen else None,
             normalized=self.normalized[part] if "normalized" in chosen else None,
             anomalous=anomalous if "anomalous" in chosen else None,
@@ -207,6 +208,10 @@ def derive(loaded: LoadedVersion, scores: np.ndarray, contributions: np.ndarray,
             order = np.argmax(filled, axis=-1)[..., None]
         else:
             order = np.argsort(-filled, axis=-1, kind="stable")[..., :k]
-        top_values = np.take_along_axis(contributions, order, axis=-1)
+        # np.take_along_axis(contributions, order, axis=-1), without its index building
+        flat = order.reshape(-1, order.shape[-1])  # (N, k)
+        rows = np.arange(len(flat))[:, None]
+        features = contributions.shape[-1]
+        top_values = contributions.reshape(-1, features)[rows, flat].reshape(order.shape)
         names = loaded.feature_array[order]
     return Derived(scores, normalized, anomalous, names, top_values)
