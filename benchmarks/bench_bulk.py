@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +33,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import CONFIG, REPO, _frame, _free_port, _seed
+from bench_service import CONFIG, _frame, _seed
+from serving import served
 
 ARROW = "application/vnd.apache.arrow.stream"
 
@@ -76,34 +74,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reconad-bulk-") as tmp:
         data_dir = Path(tmp) / "data"
         key = _seed(data_dir)
-        port = _free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "RECONAD_DATA_DIR": str(data_dir),
-            "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
-            "RECONAD_MAX_POINTS_PER_REQUEST": str(max(2_000_000, args.points)),
-        }
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
+        settings = {"MAX_POINTS_PER_REQUEST": str(max(2_000_000, args.points))}
         auth = {"Authorization": f"Bearer {key}"}
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{base}/livez").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
+        with served(data_dir, settings, log=Path(tmp) / "server.log") as server:
+            base = server.url
             client = httpx.Client(base_url=base, headers=auth, timeout=900)
             big = _frame(args.points, seed=2).round(6)
             stamps = pd.DatetimeIndex(big.index).as_unit("s").asi8.tolist()
@@ -189,13 +163,6 @@ def main() -> int:
                     f"(runs {', '.join(f'{t:.2f}' for t in times)}; "
                     f"answer {sizes[label] / 1e6:.1f} MB)"
                 )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
     return 0
 
 

@@ -21,11 +21,7 @@ Run: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_console.py [--points
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from serving import served
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -95,12 +92,6 @@ def _seed(data_dir: Path, points: int) -> tuple[str, float]:
     return api_key, time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class _Bytes:
     """Bytes the page received (response headers and bodies) since the last ``take``."""
 
@@ -143,34 +134,10 @@ def main() -> int:
         data_dir = Path(tmp) / "data"
         key, seed_s = _seed(data_dir, args.points)
         print(f"seeded {args.points:,} stored points and one trained version in {seed_s:.1f} s")
-        port = _free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "RECONAD_DATA_DIR": str(data_dir),
-            "RECONAD_LOG_LEVEL": "WARNING",
-            "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
-            "RECONAD_MAX_POINTS_PER_REQUEST": str(max(args.points, 2_000_000)),
-            "RECONAD_UI_MAX_POINTS": str(max(args.points, 2_000_000)),
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            import httpx
-
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(f"{base}/livez").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.2)
+        most = str(max(args.points, 2_000_000))
+        settings = {"LOG_LEVEL": "WARNING", "MAX_POINTS_PER_REQUEST": most, "UI_MAX_POINTS": most}
+        with served(data_dir, settings) as server:
+            base = server.url
             with sync_playwright() as p:
                 browser = p.chromium.launch(
                     executable_path=args.chromium, headless=True, args=["--no-sandbox"]
@@ -215,9 +182,6 @@ def main() -> int:
                 print(f"  zoom: {page.inner_text('#series-status')}")
                 zoomed = page.get_attribute("#charts", "data-loaded")
                 browser.close()
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
     print(f"model page, {args.points:,} stored points, chart {drawn:,} points drawn per series")
     print(f"{'step':<46} {'seconds':>8} {'bytes':>12} {'requests':>9}")
     for label, seconds, size, count in rows:

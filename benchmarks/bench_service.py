@@ -17,18 +17,17 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
+from serving import served
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -79,12 +78,6 @@ def _seed(data_dir: Path) -> str:
     ctx.scoring.close()
     ctx.db.dispose()
     return api_key
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
@@ -150,34 +143,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reconad-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         key = _seed(data_dir)
-        port = _free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "RECONAD_DATA_DIR": str(data_dir),
-            "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
-        }
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            import httpx
-
-            deadline = time.monotonic() + 180  # a loaded machine starts slowly
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/livez").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
-
+        with served(data_dir, log=Path(tmp) / "server.log") as server:
+            port = server.port
             window = _frame(64, seed=1).to_numpy()[None].tolist()  # (1, 64, 2)
             score = _request(
                 "POST", "/v1/models/bench/score", key, json.dumps({"windows": window}).encode()
@@ -234,13 +201,6 @@ def main() -> int:
                     f"(status {response.status_code}, {result.get('n_points', 0)} points, "
                     f"{result.get('n_anomalous', 0)} anomalous)"
                 )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
     return 0
 
 

@@ -24,7 +24,6 @@ import cProfile
 import io
 import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import httpx
 import numpy as np
 import orjson
 import pandas as pd
+from serving import served
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -298,38 +298,9 @@ def run_once(args: argparse.Namespace, batch_max: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         key = prepare(data_dir, args.series)
-        port = 18_000 + os.getpid() % 1000
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "RECONAD_DATA_DIR": str(data_dir),
-            "RECONAD_LOG_LEVEL": "WARNING",
-            "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
-            "RECONAD_STREAM_BATCH_MAX": str(batch_max),
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(f"{url}/livez", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit("the server did not start") from None
-                    time.sleep(0.2)
-            result = asyncio.run(main_async(args, url, key, server.pid))
-        finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(10)
+        settings = {"LOG_LEVEL": "WARNING", "STREAM_BATCH_MAX": str(batch_max)}
+        with served(data_dir, settings) as server:
+            result = asyncio.run(main_async(args, server.url, key, server.pid))
         db_path = data_dir / "reconad.db"
         import sqlite3
 

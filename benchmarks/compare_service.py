@@ -45,6 +45,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from serving import free_port, wait_ready
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -339,7 +341,7 @@ def _http(roots: dict[str, Path], tmp: Path, args: argparse.Namespace) -> None:
                 text=True,
             )
             keys[label] = json.loads(seeded.stdout.strip().splitlines()[-1])["key"]
-            ports[label] = bench._free_port()
+            ports[label] = free_port()
             log = open(tmp / f"server-{label}.log", "wb")  # noqa: SIM115 - closed below
             logs.append(log)
             servers[label] = subprocess.Popen(
@@ -350,17 +352,7 @@ def _http(roots: dict[str, Path], tmp: Path, args: argparse.Namespace) -> None:
                 stderr=subprocess.STDOUT,
             )
         for label in roots:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    url = f"http://127.0.0.1:{ports[label]}/livez"
-                    if httpx.get(url).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or servers[label].poll() is not None:
-                    raise SystemExit(f"the {label} server did not start (see its log)")
-                time.sleep(0.2)
+            wait_ready(f"http://127.0.0.1:{ports[label]}", servers[label])
         window = _window_body(bench)
 
         def payload(label: str, route: str) -> bytes:
