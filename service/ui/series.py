@@ -179,20 +179,12 @@ class SeriesService:
         service.errors.InvalidInputError
             When the stored data lacks a feature (or the key column) of the version.
         """
-        loaded, cache_key = await self._resolve(name, version, key)
-        hit = self._scored.get(cache_key)
-        if hit is not None:
-            self._scored.move_to_end(cache_key)
-            return hit
-        stored, frame = await self._read(name, loaded, cache_key)
-        task = self._scoring.get(cache_key)
-        if task is None:
-            self._start(cache_key, stored, loaded, frame)
-        elif task.done():
+        shown, task, cache_key = await self._lookup(name, version, key)
+        if task is not None and task.done():
             self._scoring.pop(cache_key, None)
             task.result()  # raises what scoring met; a success was cached by _start's callback
-            return self._scored.get(cache_key, stored)
-        return stored
+            return self._scored.get(cache_key, shown)
+        return shown
 
     async def scored(
         self, name: str, version: int | None = None, key: str | None = None
@@ -202,18 +194,29 @@ class SeriesService:
         Waits for the background scoring when it is under way (or starts it). Raises as
         :meth:`view` does.
         """
-        loaded, cache_key = await self._resolve(name, version, key)
-        hit = self._scored.get(cache_key)
-        if hit is not None:
-            self._scored.move_to_end(cache_key)
-            return hit
-        stored, frame = await self._read(name, loaded, cache_key)
-        task = self._scoring.get(cache_key) or self._start(cache_key, stored, loaded, frame)
+        shown, task, cache_key = await self._lookup(name, version, key)
+        if task is None:
+            assert isinstance(shown, ScoredSeries)
+            return shown
         try:
             return await asyncio.shield(task)
         finally:
             if task.done():
                 self._scoring.pop(cache_key, None)
+
+    async def _lookup(
+        self, name: str, version: int | None, key: str | None
+    ) -> tuple[StoredSeries, asyncio.Task[ScoredSeries] | None, tuple[Any, ...]]:
+        """The scored series when it is cached (and no task); else the stored values and the
+        task scoring them, started now when none is under way; and the cache key."""
+        loaded, cache_key = await self._resolve(name, version, key)
+        hit = self._scored.get(cache_key)
+        if hit is not None:
+            self._scored.move_to_end(cache_key)
+            return hit, None, cache_key
+        stored, frame = await self._read(name, loaded, cache_key)
+        task = self._scoring.get(cache_key) or self._start(cache_key, stored, loaded, frame)
+        return stored, task, cache_key
 
     async def _resolve(
         self, name: str, version: int | None, key: str | None
@@ -301,6 +304,7 @@ class SeriesService:
         def finish(done: asyncio.Task[ScoredSeries]) -> None:
             if not done.cancelled() and done.exception() is None:
                 _remember(self._scored, key, done.result(), self.cache_size)
+                self._stored.pop(key, None)  # the scored series holds the values, not the frame
                 if self._scoring.get(key) is done:
                     del self._scoring[key]
 
