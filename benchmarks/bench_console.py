@@ -93,22 +93,44 @@ def _seed(data_dir: Path, points: int) -> tuple[str, float]:
 
 
 class _Bytes:
-    """Bytes the page received (response headers and bodies) since the last ``take``."""
+    """Bytes the page received over the network, per step, from the browser's own counts.
+
+    Chromium's DevTools protocol reports, per request, the bytes it received on the wire
+    (headers and body, encoded: ``Network.loadingFinished``'s ``encodedDataLength``). A step's
+    figure is every request started before :meth:`take` was called, the ones still in flight
+    included: ``take`` waits until each of them has finished (requests made after the page's
+    load event, such as the chart's JSON, count as fully as the document does).
+    """
 
     def __init__(self, page: Any) -> None:
-        self.total = 0
-        self.requests = 0
-        page.on("requestfinished", self._add)
+        self.page = page
+        self.started: list[str] = []  # since the last take, in order
+        self.received: dict[str, int] = {}  # finished (or failed) requests: their bytes
+        self.cdp = page.context.new_cdp_session(page)
+        self.cdp.on("Network.requestWillBeSent", self._started)
+        self.cdp.on("Network.loadingFinished", self._finished)
+        self.cdp.on("Network.loadingFailed", self._failed)
+        self.cdp.send("Network.enable")
 
-    def _add(self, request: Any) -> None:
-        sizes = request.sizes()
-        self.total += int(sizes["responseBodySize"]) + int(sizes["responseHeadersSize"])
-        self.requests += 1
+    def _started(self, event: dict[str, Any]) -> None:
+        if event["requestId"] not in self.started:  # a redirect reuses the id
+            self.started.append(event["requestId"])
 
-    def take(self) -> tuple[int, int]:
-        out = (self.total, self.requests)
-        self.total = self.requests = 0
-        return out
+    def _finished(self, event: dict[str, Any]) -> None:
+        self.received[event["requestId"]] = int(event["encodedDataLength"])
+
+    def _failed(self, event: dict[str, Any]) -> None:
+        self.received[event["requestId"]] = 0
+
+    def take(self, timeout_s: float = 120) -> tuple[int, int]:
+        """Bytes and requests of every request started since the last ``take``."""
+        self.page.wait_for_timeout(50)  # let the protocol's events already sent arrive
+        mine = list(self.started)
+        deadline = time.perf_counter() + timeout_s
+        while any(i not in self.received for i in mine) and time.perf_counter() < deadline:
+            self.page.wait_for_timeout(50)
+        self.started = self.started[len(mine) :]
+        return sum(self.received.pop(i, 0) for i in mine), len(mine)
 
 
 def _drawn(page: Any, points: int, scored: bool, timeout_ms: float = 600_000) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
@@ -417,16 +417,26 @@ async def series(
     end: EdgeQ = None,
     width: WidthQ = 1200,
     sensitivity: SensitivityQ = 50.0,
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
     """The model's stored history scored by a version, downsampled to the chart's width, with
     the live anomaly events in view.
 
     While the version scores the stored history in the background (the first view of it), the
-    body has ``"scored": false`` and the stored values only; the page asks again.
+    body has ``"scored": false`` and the stored values only; the page asks again. The response's
+    ``ETag`` names the state shown: the page polls with ``If-None-Match`` and an unchanged view
+    is a 304 without a body.
     """
     series = context_of(request).series
-    body = await series.chart(name, version, key, feature or [], start, end, width, sensitivity)
-    return _json(body)
+    body, tag = await series.chart(
+        name, version, key, feature or [], start, end, width, sensitivity, if_none_match
+    )
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if body is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    response = _json(body)
+    response.headers.update(headers)
+    return response
 
 
 @router.get("/api/models/{name}/explain")

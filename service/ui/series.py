@@ -19,6 +19,7 @@ the one flag rule, :func:`detector.decision.flags`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from detector import MonitorOptions
@@ -68,6 +70,7 @@ class StoredSeries:
     stored_points: int  # points in the history (more than T when it was cut to the latest)
     key: str | None = None  # the series shown, for a model with a key column
     keys: list[str] = field(default_factory=list)  # its series (at most MAX_KEYS)
+    state: str = ""  # the version and the stored history's state it was read at
 
 
 @dataclass(kw_only=True)
@@ -132,15 +135,28 @@ class SeriesService:
         hi: float | None,
         width: int,
         sensitivity: float,
-    ) -> dict[str, Any]:
-        """One chart request's body (:func:`chart`) with the live anomaly events in its range."""
+        if_none_match: str | None = None,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """One chart request's body (:func:`chart`) with the live anomaly events in its range,
+        and its entity tag.
+
+        The tag names everything the body depends on: the stored history's state, whether it
+        is scored, the request and the events in view. When ``if_none_match`` (an
+        ``If-None-Match`` header) holds it, the body is ``None`` and nothing is downsampled: the
+        page's poll of an unchanged view costs a 304.
+        """
         shown = await self.view(name, version, key)
-        body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
-        first, last = body["range"]
-        body["events"] = await asyncio.to_thread(
+        first, last = float(shown.x[0]), float(shown.x[-1])
+        events = await asyncio.to_thread(
             self._events, name, shown.key, first if lo is None else lo, last if hi is None else hi
         )
-        return body
+        request = (shown.key, features, lo, hi, width, sensitivity)
+        tag = _tag(shown.state, isinstance(shown, ScoredSeries), request, events)
+        if if_none_match is not None and tag in _tags(if_none_match):
+            return None, tag
+        body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
+        body["events"] = events
+        return body, tag
 
     def _events(self, name: str, key: str | None, lo: float, hi: float) -> list[dict[str, Any]]:
         """The series' anomaly events overlapping ``[lo, hi]`` (seconds), newest first."""
@@ -246,16 +262,17 @@ class SeriesService:
             async with lock:
                 hit = self._stored.get(cache_key)
                 if hit is None:
-                    hit = await asyncio.to_thread(self._read_frame, name, loaded, cache_key[2])
+                    hit = await asyncio.to_thread(self._read_frame, name, loaded, cache_key)
                     _remember(self._stored, cache_key, hit, self.cache_size)
             self._reading.pop(cache_key, None)
         self._stored.move_to_end(cache_key)
         return hit
 
     def _read_frame(
-        self, name: str, loaded: Any, key: str | None
+        self, name: str, loaded: Any, cache_key: tuple[Any, ...]
     ) -> tuple[StoredSeries, pd.DataFrame]:
         """The stored values of the series; and the frame its version scores."""
+        key: str | None = cache_key[2]
         frame = self.history.read(loaded.model_id)
         column: str | None = loaded.key_column
         keys: list[str] = []
@@ -290,6 +307,7 @@ class SeriesService:
             stored_points=held,
             key=key if column else None,
             keys=keys[:MAX_KEYS],
+            state=repr(cache_key),
         )
         return stored, frame[features + ([column] if column else [])]
 
@@ -323,6 +341,17 @@ class SeriesService:
             scores=details.scores.to_numpy(dtype=np.float32),
             contributions=_feature_major(details.contributions, features),
         )
+
+
+def _tag(*parts: Any) -> str:
+    """A strong entity tag of JSON-able parts."""
+    digest = hashlib.blake2b(orjson.dumps(parts), digest_size=12).hexdigest()
+    return f'"{digest}"'
+
+
+def _tags(header: str) -> set[str]:
+    """The tags an ``If-None-Match`` header lists (weak ones compare as strong ones)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
 
 
 def _utc(seconds: float) -> datetime:

@@ -280,6 +280,53 @@ def test_series_shows_the_injected_anomaly_and_zooming_returns_stored_points(
     assert point["contributions"][0][0] == "a" and point["score"] > point["threshold"]
 
 
+def test_an_unchanged_chart_is_a_304_and_new_events_or_data_change_its_tag(
+    console: Any,
+) -> None:
+    client, admin, _score, frame, _where = console
+    _sign_in(client, admin)
+    url = "/ui/api/models/m1/series"
+    params = {"width": 200}
+    unscored = client.get(url, params=params)
+    _series(client, **params)
+    scored = client.get(url, params=params)
+    tag = scored.headers["etag"]
+    assert tag.startswith('"') and tag != unscored.headers["etag"]  # scores in: a new state
+    same = client.get(url, params=params, headers={"If-None-Match": tag})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == tag
+    listed = client.get(url, params=params, headers={"If-None-Match": f'"x", W/{tag}'})
+    assert listed.status_code == 304
+    # Another view of the same state is another tag.
+    other = client.get(url, params={"width": 201}, headers={"If-None-Match": tag})
+    assert other.status_code == 200 and other.headers["etag"] != tag
+    # A live event in view changes the body, so the tag; so does its acknowledgement.
+    live = make_frame(300, seed=4, end=frame.index[-1] + pd.Timedelta(hours=6))
+    live.iloc[-6:, 0] += 8.0
+    zoom = {"width": 200, "start": frame.index[0].timestamp(), "end": live.index[-1].timestamp()}
+    before = _series(client, **zoom)
+    assert before["events"] == []
+    tag = client.get(url, params=zoom).headers["etag"]
+    body = {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+    auth = {"Authorization": f"Bearer {admin}"}
+    assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
+    changed = client.get(url, params=zoom, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    (event,) = changed.json()["events"]
+    tag = changed.headers["etag"]
+    assert client.get(url, params=zoom, headers={"If-None-Match": tag}).status_code == 304
+    assert client.post(f"/v1/events/{event['id']}/acknowledge", headers=auth).status_code == 200
+    acked = client.get(url, params=zoom, headers={"If-None-Match": tag})
+    assert acked.status_code == 200 and acked.json()["events"][0]["acknowledged"] is True
+    # New stored data is a new state of the history (scored again in the background).
+    tag = acked.headers["etag"]
+    _ctx(client).live.streams.flush()
+    moved = client.get(url, params=zoom, headers={"If-None-Match": tag})
+    assert moved.status_code == 200 and moved.headers["etag"] != tag
+
+
 def test_a_model_with_a_key_column_is_charted_one_series_at_a_time(console: Any) -> None:
     client, admin, *_ = console
     ctx = _ctx(client)

@@ -16,8 +16,9 @@
     box._timer = setTimeout(() => { box.className = ""; }, kind === "error" ? 12000 : 4000);
   }
 
-  async function api(method, url, body) {
-    const init = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf } };
+  // A JSON call; a 304 (the caller sent If-None-Match in `headers`) returns null.
+  async function api(method, url, body, headers, onResponse) {
+    const init = { method, credentials: "same-origin", headers: Object.assign({ "X-CSRF-Token": csrf }, headers) };
     if (body instanceof FormData) {
       init.body = body;
     } else if (body !== undefined) {
@@ -25,6 +26,8 @@
       init.body = JSON.stringify(body);
     }
     const response = await fetch(url, init);
+    if (onResponse) onResponse(response);
+    if (response.status === 304) return null;
     const text = await response.text();
     let payload = null;
     try { payload = text ? JSON.parse(text) : null; } catch (e) { payload = { detail: text }; }
@@ -129,7 +132,7 @@
     const status = $("#series-status", root);
     const slider = $("#sensitivity");
     const keyPick = $("#series-key");
-    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null };
+    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null, seq: 0, url: "", etag: null };
 
     function chosen() {
       return $$("#feature-picks input:checked").map((el) => el.value);
@@ -210,10 +213,23 @@
       return [body.x, positive, body.x.map(() => body.preview_threshold)];
     }
 
-    async function load(lo, hi) {
+    // After each answer the page asks again: every second while the version scores the
+    // stored series, then every POLL_MS for new data and live events. The ETag of the last
+    // answer goes along, so an unchanged view is a bodiless 304.
+    const POLL_MS = 5000;
+    function again(ms) {
+      clearTimeout(state.again);
+      state.again = setTimeout(() => {
+        if (document.hidden) { again(ms); return; }
+        load(state.lo, state.hi, true);
+      }, ms);
+    }
+
+    async function load(lo, hi, poll) {
       clearTimeout(state.again);
       state.lo = lo;
       state.hi = hi;
+      const seq = ++state.seq;
       const params = new URLSearchParams();
       params.set("version", $("#version").value);
       params.set("width", String(chartWidth(holder)));
@@ -222,16 +238,30 @@
       if (lo !== null) params.set("start", String(lo));
       if (hi !== null) params.set("end", String(hi));
       chosen().forEach((f) => params.append("feature", f));
-      status.textContent = "Loading…";
+      const url = "/ui/api/models/" + model + "/series?" + params.toString();
+      if (!poll) status.textContent = "Loading…";
       const started = performance.now();
+      const headers = poll && state.url === url && state.etag ? { "If-None-Match": state.etag } : {};
       let body;
+      let etag = null;
       try {
-        body = await api("GET", "/ui/api/models/" + model + "/series?" + params.toString());
+        body = await api("GET", url, undefined, headers, (r) => { etag = r.headers.get("ETag"); });
       } catch (error) {
+        if (seq !== state.seq) return;
         status.textContent = error.message;
         status.className = "error";
+        if (poll) again(POLL_MS);
         return;
       }
+      if (seq !== state.seq) return;  // a newer request (a zoom, the slider) has been made
+      if (poll) holder.dataset.polls = String(Number(holder.dataset.polls || 0) + 1);
+      if (body === null) {  // 304: nothing changed
+        holder.dataset.unchanged = String(Number(holder.dataset.unchanged || 0) + 1);
+        again(POLL_MS);
+        return;
+      }
+      state.url = url;
+      state.etag = etag;
       state.last = body;
       if (body.keys.length && !keyPick.options.length) {
         // A model with a key column: one chart per series, chosen here.
@@ -257,10 +287,11 @@
       if (!body.scored) {
         // The version is scoring the stored series in the background: ask again shortly.
         status.textContent = `${view} · scoring the stored series… · ${Math.round(performance.now() - started)} ms`;
-        state.again = setTimeout(() => load(state.lo, state.hi), 1000);
+        again(1000);
         stretches(body);
         return;
       }
+      again(POLL_MS);
       status.textContent = view +
         ` · ${body.n_flagged.toLocaleString()} flagged in ${body.n_stretches.toLocaleString()} stretches at sensitivity ${body.sensitivity}` +
         ` (threshold ${fmt(body.preview_threshold)}; calibrated ${fmt(body.threshold)})` +
