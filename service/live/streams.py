@@ -304,6 +304,7 @@ class StreamService:
         frames = [self._frame(loaded, item) for item in request.items]
         job = _Job(loaded, request.items, frames, self._detectors(loaded))
         outcomes, _ = await self.batcher.submit(job)
+        self.scoring.note_scored(loaded.model_id)
         results = [self._encode(loaded, o, request.expected) for o in outcomes]
         payload: dict[str, Any] = (
             {"model": loaded.model_name, "version": loaded.version, "results": results}

@@ -228,7 +228,8 @@ async def logout(
 
 @router.get("/models")
 async def models_page(request: Request, user: PageUser) -> Response:
-    """Every model: kind, versions, data held, open anomaly events, schedules, last job."""
+    """Every model: kind, versions, data held, last scoring time, open anomaly events,
+    schedules, last job."""
     ctx = context_of(request)
 
     def build() -> dict[str, Any]:

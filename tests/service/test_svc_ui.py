@@ -7,6 +7,7 @@ import io
 import itertools
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -171,6 +172,56 @@ def test_models_page_counts_open_anomaly_events(console: Any) -> None:
     (event,) = _series(client, start=end - 3600, end=end + 60)["events"]
     assert event["status"] == "open" and event["start"] <= end <= event["end"] + 60
     assert _series(client, start=end - 7 * 86400, end=end - 6 * 86400)["events"] == []
+
+
+def test_scoring_and_streams_record_the_last_scoring_time_without_a_write_per_request(
+    console: Any,
+) -> None:
+    client, admin, *_ = console
+    ctx = _ctx(client)
+    auth = {"Authorization": f"Bearer {admin}"}
+    _sign_in(client, admin)
+    assert client.get("/v1/models/m1", headers=auth).json()["last_scored_at"] is None
+    cell = re.compile(r'<td class="last-scored">(.*?)</td>', re.S)
+    assert "never" in cell.findall(client.get("/ui/models").text)[0]
+    written: list[bool] = []
+    mark = ctx.registry.mark_scored
+
+    def counted(model_id: str, at: datetime, resolution_s: float) -> bool:
+        written.append(mark(model_id, at, resolution_s))
+        return written[-1]
+
+    ctx.registry.mark_scored = counted  # type: ignore[method-assign]
+    live = make_frame(100, seed=9, end=pd.Timestamp("2026-06-01", tz="UTC"))
+    body = {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+    before = datetime.now(UTC).replace(microsecond=0)
+    for _ in range(5):
+        assert client.post("/v1/models/m1/score", json=body, headers=auth).status_code == 200
+
+    for _ in range(200):  # the write happens off the request's path
+        if written:
+            break
+        time.sleep(0.05)
+    value = client.get("/v1/models/m1", headers=auth).json()["last_scored_at"]
+    first = datetime.fromisoformat(value)
+    assert first >= before
+    assert written == [True]  # five requests, one write (the resolution is 60 s)
+    shown = cell.findall(client.get("/ui/models").text)[0]
+    assert first.strftime("%Y-%m-%d %H:%M:%S") in shown
+    # The stream path records it too (here with no resolution: every request may write).
+    ctx.scoring.scored_at_resolution_s = 0.0
+    time.sleep(1.1)  # a later second than the first write
+    assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
+    for _ in range(200):
+        if len(written) == 2:
+            break
+        time.sleep(0.05)
+    value = client.get("/v1/models/m1", headers=auth).json()["last_scored_at"]
+    assert datetime.fromisoformat(value) > first
+    assert written == [True, True]
 
 
 def test_sign_out_and_revocation_end_the_session(console: Any) -> None:

@@ -257,7 +257,7 @@
       if (poll) holder.dataset.polls = String(Number(holder.dataset.polls || 0) + 1);
       if (body === null) {  // 304: nothing changed
         holder.dataset.unchanged = String(Number(holder.dataset.unchanged || 0) + 1);
-        again(POLL_MS);
+        again(state.last && !state.last.scored ? 1000 : POLL_MS);
         return;
       }
       state.url = url;
