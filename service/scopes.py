@@ -106,6 +106,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/ui/events"): "score",
     ("POST", "/ui/api/events/{event_id}/acknowledge"): "write",
     ("POST", "/ui/api/events/{event_id}/label"): "write",
+    ("GET", "/ui/api/events/{event_id}/plot.svg"): "score",
     ("GET", "/ui/api/models/{name}/series"): "score",
     ("GET", "/ui/api/models/{name}/explain"): "score",
     ("GET", "/ui/api/models/{name}/compare"): "score",

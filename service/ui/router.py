@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import orjson
@@ -43,6 +43,7 @@ from service.schemas import (
     SchedulePublic,
 )
 from service.ui.auth import Console, PageUser
+from service.ui.eventplot import event_plot
 from service.ui.series import chart, explain_point
 from service.ui.sessions import COOKIE, ConsoleUser
 
@@ -75,6 +76,14 @@ _HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+#: An SVG opened on its own is a document: it may run nothing and load nothing.
+_SVG_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "private, max-age=30",
+}
+#: Events the Events page lists at a time (their plots load as they scroll into view).
+EVENTS_PER_PAGE = 50
 _REASON = {
     "write": "needs a key with scope 'write' (yours: {scope})",
     "admin": "needs a key with scope 'admin' (yours: {scope})",
@@ -334,23 +343,51 @@ async def events_page(
     user: PageUser,
     model: Annotated[str | None, Query(max_length=64)] = None,
     state: Annotated[Literal["open", "closed"] | None, Query(alias="status")] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> Response:
-    """Anomaly events of the live streams, newest first; label (a real anomaly or not, with a
-    note) and acknowledge."""
+    """Anomaly events of the live streams, newest first, a page at a time, each with a small
+    plot (loaded lazily); label (a real anomaly or not, with a note) and acknowledge."""
     ctx = context_of(request)
 
     def build() -> dict[str, Any]:
-        rows, count = ctx.live.events.list_events(model, None, state, None, None, 0, 200)
+        offset = (page - 1) * EVENTS_PER_PAGE
+        rows, count = ctx.live.events.list_events(
+            model, None, state, None, None, offset, EVENTS_PER_PAGE
+        )
         verdicts = ctx.labels.verdicts_of_events([ev.id for ev, _ in rows])
         return {
             "events": [EventPublic.from_row(ev, m) for ev, m in rows],
             "count": count,
             "verdicts": verdicts,
+            "first": offset + 1,
+            "pages": max(1, -(-count // EVENTS_PER_PAGE)),
         }
 
+    filters = {k: v for k, v in (("model", model), ("status", state)) if v}
     return await _render(
-        request, user, "events.html", build, page="events", model_filter=model, state=state
+        request,
+        user,
+        "events.html",
+        build,
+        page="events",
+        model_filter=model,
+        state=state,
+        number=page,
+        query=lambda **more: urlencode({**filters, **more}),
     )
+
+
+@router.get("/api/events/{event_id}/plot.svg")
+async def event_plot_svg(
+    request: Request, event_id: Annotated[int, PathParam(ge=1, le=2**62)], _user: Console
+) -> Response:
+    """A small plot of the event's series around it, the event shaded (SVG, for the Events
+    page's lazy images)."""
+    ctx = context_of(request)
+    svg = await asyncio.to_thread(
+        event_plot, ctx.live.events, ctx.registry, ctx.live.streams, event_id
+    )
+    return Response(svg, media_type="image/svg+xml", headers=_SVG_HEADERS)
 
 
 @router.post("/api/events/{event_id}/acknowledge")

@@ -19,7 +19,9 @@ from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
 from service.app import create_app
 from service.context import AppContext
 from service.settings import Settings
+from service.ui import router as ui_router
 from service.ui.downsample import minmax, runs
+from service.ui.eventplot import sparkline
 from service.ui.series import preview_threshold
 
 
@@ -647,6 +649,69 @@ def test_console_routes_never_answer_5xx_to_odd_input(console: Any) -> None:
             checked += 1
     assert checked > 250
     assert client.get("/ui/models").status_code == 200  # still signed in and serving
+
+
+def _path_points(svg: str) -> list[tuple[float, float]]:
+    path = re.search(r'<path d="([^"]+)"', svg)
+    assert path is not None
+    return [(float(a), float(b)) for a, b in re.findall(r"[ML]([\d.]+) ([\d.]+)", path.group(1))]
+
+
+def test_sparkline_shades_the_event_and_breaks_at_gaps() -> None:
+    x = np.arange(100, dtype=np.float64)
+    y = np.sin(x / 5)
+    y[50:55] += 5.0
+    y[20] = np.nan
+    svg = sparkline(x, y, (50, 54), (0, 99), title="a <b>")
+    rect = re.search(r'<rect x="([\d.]+)" y="0" width="([\d.]+)"', svg)
+    assert rect is not None and "<title>a &lt;b&gt;</title>" in svg
+    left, width = float(rect.group(1)), float(rect.group(2))
+    points = _path_points(svg)
+    top = min(points, key=lambda p: p[1])  # the highest point drawn: the spike
+    assert left <= top[0] <= left + width
+    assert svg.count("M") == 2 and len(points) == 99  # the NaN broke the line once
+
+
+def test_events_page_plots_each_event_lazily_a_page_at_a_time(
+    console: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, admin, score, *_ = console
+    headers = {"Authorization": f"Bearer {admin}"}
+    for end in ("2031-01-01", "2031-02-01"):  # two streams' spikes: two events
+        live = make_frame(600, seed=11, end=pd.Timestamp(end, tz="UTC"))
+        live.iloc[400:415, 0] += 8.0
+        live.iloc[400:415, 1] -= 8.0
+        body = {
+            "timestamps": [ts.isoformat() for ts in live.index],
+            "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+        }
+        assert client.post("/v1/models/m1/stream", json=body, headers=headers).status_code == 200
+    events = client.get("/v1/events", params={"model": "m1"}, headers=headers).json()["data"]
+    assert len(events) >= 2
+    assert client.get(f"/ui/api/events/{events[0]['id']}/plot.svg").status_code == 401
+    _sign_in(client, score)  # looking needs scope 'score' only
+    for ev in events[:2]:
+        r = client.get(f"/ui/api/events/{ev['id']}/plot.svg")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        rect = re.search(r'<rect x="([\d.]+)" y="0" width="([\d.]+)"', r.text)
+        assert rect is not None
+        left, width = float(rect.group(1)), float(rect.group(2))
+        points = _path_points(r.text)
+        assert len(points) > 2 * (ev["n_points"] + 10)  # context on both sides
+        top = min(points, key=lambda p: p[1])  # the top feature's spike lies in the shade
+        assert ev["top_features"][0][0] in r.text and left - 1 <= top[0] <= left + width + 1
+    assert client.get("/ui/api/events/999999/plot.svg").status_code == 404
+    page = client.get("/ui/events").text
+    assert f'src="/ui/api/events/{events[0]["id"]}/plot.svg" loading="lazy"' in page
+    assert 'id="pager"' not in page  # one page
+    monkeypatch.setattr(ui_router, "EVENTS_PER_PAGE", 1)
+    first = client.get("/ui/events?model=m1").text
+    assert first.count("plot.svg") == 1 and f'data-event="{events[0]["id"]}"' in first
+    assert 'href="/ui/events?model=m1&amp;page=2" id="older"' in first and 'id="newer"' not in first
+    second = client.get("/ui/events?model=m1&page=2").text
+    assert f'data-event="{events[1]["id"]}"' in second and 'id="newer"' in second
+    assert client.get("/ui/events?page=0").status_code == 422
 
 
 def test_events_page_lists_stream_events_acknowledges_and_labels(console: Any) -> None:
