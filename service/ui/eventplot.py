@@ -70,6 +70,7 @@ def event_plot(
         (lo.timestamp(), hi.timestamp()),
         open_=ev.status == "open",
         title=f"{feature} around event #{ev.id} ({model}{' · ' + ev.series if ev.series else ''})",
+        label=feature,
     )
 
 
@@ -89,13 +90,14 @@ def sparkline(
     *,
     open_: bool = False,
     title: str = "",
+    label: str = "",
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> str:
     """An SVG line of ``y`` over ``x`` (seconds) across ``span``, ``shade`` shaded.
 
     NaN values break the line. The y axis spans the finite values in ``span``; the plot has no
-    axes or labels (its ``<title>`` says what it shows).
+    axes, only ``label`` (the feature) in a corner; its ``<title>`` says what it shows.
     """
     lo, hi = span
     down = minmax(x, [y], lo, hi, width)
@@ -131,7 +133,9 @@ def sparkline(
         f'<rect x="{left:.1f}" y="0" width="{max(right - left, 1.5):.1f}" height="{height}" '
         f'fill="{fill}" class="event"/>'
         f'<path d="{" ".join(path)}" fill="none" stroke="#2563eb" stroke-width="1" '
-        'stroke-linejoin="round"/></svg>'
+        'stroke-linejoin="round"/>'
+        f'<text x="{width - 3}" y="10" font-size="9" text-anchor="end" fill="#6b7280" '
+        f'font-family="sans-serif">{escape(label[:40])}</text></svg>'
     )
 
 

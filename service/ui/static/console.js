@@ -42,7 +42,8 @@
 
   function fmtTime(seconds) {
     if (seconds === null || seconds === undefined) return "—";
-    return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+    // As the server-rendered tables write times: "2026-11-29 15:41:00 UTC".
+    return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
   }
 
   function fmt(value) {
@@ -276,6 +277,8 @@
         state.charts[state.charts.length - 1].setData(scoreData(body));
       }
       holder.dataset.loaded = String(body.n_points);
+      holder.dataset.lo = String(lo === null ? body.range[0] : lo);
+      holder.dataset.hi = String(hi === null ? body.range[1] : hi);
       holder.dataset.drawn = String(body.x.length);
       holder.dataset.scored = String(body.scored);
       holder.dataset.events = String(body.events.length);
@@ -293,7 +296,7 @@
       }
       again(POLL_MS);
       status.textContent = view +
-        ` · ${body.n_flagged.toLocaleString()} flagged in ${body.n_stretches.toLocaleString()} stretches at sensitivity ${body.sensitivity}` +
+        ` · ${body.n_flagged.toLocaleString()} flagged in ${body.n_stretches.toLocaleString()} ${body.n_stretches === 1 ? "stretch" : "stretches"} at sensitivity ${body.sensitivity}` +
         ` (threshold ${fmt(body.preview_threshold)}; calibrated ${fmt(body.threshold)})` +
         ` · ${Math.round(performance.now() - started)} ms`;
       holder.dataset.flagged = String(body.n_flagged);
@@ -318,7 +321,9 @@
       try {
         const p = await api("GET", "/ui/api/models/" + model + "/explain?" + params.toString());
         $("#point-detail").innerHTML =
-          `<div><b>${fmtTime(p.t)}</b> · score ${fmt(p.score)} (threshold ${fmt(p.threshold)})</div>` +
+          `<div><b>${fmtTime(p.t)}</b> · score ${fmt(p.score)} (threshold ${fmt(p.threshold)}` +
+          (state.last && state.last.sensitivity !== 50 ? `; ${fmt(state.last.preview_threshold)} at sensitivity ${state.last.sensitivity}` : "") +
+          ")</div>" +
           "<table class='grid compact'><thead><tr><th>Feature</th><th>Value</th><th>Expected</th><th>Contribution</th></tr></thead><tbody>" +
           p.contributions.map(([f, c]) =>
             `<tr><td>${escapeHtml(f)}</td><td>${fmt(p.values[f])}</td><td>${fmt(p.expected[f])}</td><td>${fmt(c)}</td></tr>`).join("") +
@@ -347,6 +352,30 @@
     $("#version").addEventListener("change", () => load(null, null));
     keyPick.addEventListener("change", () => load(null, null));
     $("#reset-zoom").addEventListener("click", () => load(null, null));
+    // Pan by half the view and zoom out by two, inside the stored range.
+    function shown() {
+      if (!state.last) return null;
+      const [first, last] = state.last.range;
+      return [state.lo === null ? first : state.lo, state.hi === null ? last : state.hi, first, last];
+    }
+    function pan(fraction) {
+      const view = shown();
+      if (!view) return;
+      const [lo, hi, first, last] = view;
+      const shift = Math.max(first - lo, Math.min(last - hi, (hi - lo) * fraction));
+      if (shift !== 0) load(lo + shift, hi + shift);
+    }
+    $("#pan-left").addEventListener("click", () => pan(-0.5));
+    $("#pan-right").addEventListener("click", () => pan(0.5));
+    $("#zoom-out").addEventListener("click", () => {
+      const view = shown();
+      if (!view) return;
+      const [lo, hi, first, last] = view;
+      const mid = (lo + hi) / 2;
+      const a = Math.max(first, mid - (hi - lo));
+      const b = Math.min(last, mid + (hi - lo));
+      if (a <= first && b >= last) load(null, null); else load(a, b);
+    });
     // A link may open the page zoomed (an event's plot): ?start=..&end=.. in seconds.
     const query = new URLSearchParams(window.location.search);
     const lo = Number(query.get("start"));
