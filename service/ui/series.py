@@ -37,7 +37,7 @@ from service.live.events import EventService
 from service.registry import ModelRegistry
 from service.scoring import ScoringService
 from service.storage import HistoryStore
-from service.ui.downsample import minmax, runs
+from service.ui.downsample import break_gaps, minmax, runs
 
 __all__ = ["ScoredSeries", "SeriesService", "StoredSeries", "preview_threshold"]
 
@@ -46,6 +46,9 @@ MAX_STRETCHES = 200
 
 #: Most series names of a model with a key column that a chart response lists.
 MAX_KEYS = 1000
+
+#: Stored steps (the median spacing) between two points that make a gap in a chart's lines.
+GAP_STEPS = 5
 
 
 def preview_threshold(threshold: float, sensitivity: float) -> float:
@@ -71,6 +74,7 @@ class StoredSeries:
     key: str | None = None  # the series shown, for a model with a key column
     keys: list[str] = field(default_factory=list)  # its series (at most MAX_KEYS)
     state: str = ""  # the version and the stored history's state it was read at
+    step: float = 0.0  # the median seconds between stored points (gaps are many of them)
 
 
 @dataclass(kw_only=True)
@@ -308,6 +312,7 @@ class SeriesService:
             key=key if column else None,
             keys=keys[:MAX_KEYS],
             state=repr(cache_key),
+            step=float(np.median(np.diff(x))) if len(x) > 1 else 0.0,
         )
         return stored, frame[features + ([column] if column else [])]
 
@@ -403,7 +408,10 @@ def chart(
     flagged = None if done is None else flags(done.scores, threshold)
     if done is not None and flagged is not None:
         columns += [done.scores, flagged.astype(np.float32)]
-    down = minmax(x, columns, lo, hi, width)
+    # A line may not cross a stretch without data: more than GAP_STEPS stored steps and more
+    # than two pixel columns between neighbouring points breaks it.
+    gap = max(GAP_STEPS * series.step, 2 * (hi - lo) / width)
+    down = break_gaps(minmax(x, columns, lo, hi, width), gap)
     i0 = int(np.searchsorted(x, lo, side="left"))
     i1 = int(np.searchsorted(x, hi, side="right"))
     parts = ("value", "expected", "lower", "upper") if done is not None else ("value",)

@@ -20,7 +20,7 @@ from service.app import create_app
 from service.context import AppContext
 from service.settings import Settings
 from service.ui import router as ui_router
-from service.ui.downsample import minmax, runs
+from service.ui.downsample import break_gaps, minmax, runs
 from service.ui.eventplot import sparkline
 from service.ui.series import preview_threshold
 
@@ -103,6 +103,17 @@ def test_minmax_keeps_every_columns_extremes_and_returns_raw_points_when_few() -
     zoom = minmax(x, [y], 54_000, 54_400, 500)
     assert zoom.raw and zoom.n_points == 401
     assert np.array_equal(zoom.ys[0], y[54_000:54_401])
+
+
+def test_break_gaps_puts_a_break_in_each_stretch_without_data() -> None:
+    x = np.concatenate([np.arange(100.0), np.arange(1000.0, 1100.0)])
+    y = np.ones_like(x)
+    down = break_gaps(minmax(x, [y], 0, 1099, 50), gap=2 * 1099 / 50)
+    breaks = np.flatnonzero(np.isnan(down.ys[0]))
+    assert len(breaks) == 1 and 99 < down.x[breaks[0]] < 1000
+    assert np.all(np.diff(down.x) > 0) and np.isfinite(down.x).all()
+    regular = minmax(np.arange(1000.0), [np.ones(1000)], 0, 999, 2000)
+    assert break_gaps(regular, 5.0) is regular  # no gap: nothing inserted
 
 
 def test_runs_finds_consecutive_flags() -> None:
@@ -378,6 +389,23 @@ def test_an_unchanged_chart_is_a_304_and_new_events_or_data_change_its_tag(
     _ctx(client).live.streams.flush()
     moved = client.get(url, params=zoom, headers={"If-None-Match": tag})
     assert moved.status_code == 200 and moved.headers["etag"] != tag
+
+
+def test_a_chart_line_breaks_where_the_stored_history_has_a_gap(console: Any) -> None:
+    client, admin, _score, frame, _where = console
+    _sign_in(client, admin)
+    later = make_frame(500, seed=8, end=frame.index[-1] + pd.Timedelta(days=30))
+    ctx = _ctx(client)
+    ctx.history.append(ctx.registry.get_model("m1").id, later)
+    for params in ({"width": 300}, {"width": 2000}):  # min/max columns, and every point
+        body = _series(client, **params)
+        values = body["series"]["a"]["value"]
+        breaks = [i for i, v in enumerate(values) if v is None]
+        assert len(breaks) == 1, params
+        t = body["x"][breaks[0]]
+        assert frame.index[-1].timestamp() < t < later.index[0].timestamp()
+        assert body["score"][breaks[0]] is None and body["flag"][breaks[0]] is None
+    assert body["raw"] and len(values) == len(frame) + len(later) + 1
 
 
 def test_a_model_with_a_key_column_is_charted_one_series_at_a_time(console: Any) -> None:
