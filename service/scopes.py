@@ -108,6 +108,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("POST", "/ui/api/events/{event_id}/label"): "write",
     ("GET", "/ui/api/events/{event_id}/plot.svg"): "score",
     ("GET", "/ui/api/models/{name}/series"): "score",
+    ("GET", "/ui/api/models/{name}/live"): "score",
     ("GET", "/ui/api/models/{name}/explain"): "score",
     ("GET", "/ui/api/models/{name}/compare"): "score",
     ("GET", "/ui/api/jobs"): "score",

@@ -469,12 +469,35 @@ async def series(
     body, tag = await series.chart(
         name, version, key, feature or [], start, end, width, sensitivity, if_none_match
     )
+    return _tagged(body, tag)
+
+
+def _tagged(body: dict[str, Any] | None, tag: str) -> Response:
+    """A JSON body with its entity tag, or a bodiless 304 (``None``: the client has it)."""
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
     if body is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     response = _json(body)
     response.headers.update(headers)
     return response
+
+
+@router.get("/api/models/{name}/live")
+async def live(
+    request: Request,
+    name: ModelName,
+    _user: Console,
+    version: Annotated[int | None, Query(ge=1, le=2_000_000_000)] = None,
+    key: KeyQ = None,
+    start: EdgeQ = None,
+    end: EdgeQ = None,
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """The live anomaly events in view and the stored history's size and end, for the model
+    page's poll once its chart is scored (``ETag``; an unchanged state is a bodiless 304). It
+    starts no scoring: new data shows when the operator asks for it."""
+    body, tag = await context_of(request).series.live(name, version, key, start, end, if_none_match)
+    return _tagged(body, tag)
 
 
 @router.get("/api/models/{name}/explain")

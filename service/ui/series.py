@@ -75,6 +75,7 @@ class StoredSeries:
     keys: list[str] = field(default_factory=list)  # its series (at most MAX_KEYS)
     state: str = ""  # the version and the stored history's state it was read at
     step: float = 0.0  # the median seconds between stored points (gaps are many of them)
+    held: dict[str, Any] = field(default_factory=dict)  # the history's size and end (_held)
 
 
 @dataclass(kw_only=True)
@@ -161,6 +162,37 @@ class SeriesService:
         body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
         body["events"] = events
         return body, tag
+
+    async def live(
+        self,
+        name: str,
+        version: int | None,
+        key: str | None,
+        lo: float | None,
+        hi: float | None,
+        if_none_match: str | None = None,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """What the model page polls once its chart is scored: the live anomaly events in view
+        and the stored history's size and end (the page offers to show new data), and its tag.
+
+        Reads no series and starts no scoring (a stream appending data all the time would
+        otherwise have every open page rescore the whole history at each flush): the page
+        asks for the chart again only when the operator says so. ``None`` for a matching
+        ``If-None-Match``, as :meth:`chart`.
+        """
+        loaded = await self.scoring.resolve(name, version)
+        summary = await asyncio.to_thread(self.history.summary, loaded.model_id)
+        series = key if loaded.key_column else None
+        held = _held(summary.points, summary.end)
+        first = summary.start.timestamp() if summary.start is not None else 0.0
+        last = summary.end.timestamp() if summary.end is not None else first
+        events = await asyncio.to_thread(
+            self._events, name, series, first if lo is None else lo, last if hi is None else hi
+        )
+        tag = _tag("live", loaded.version, series, lo, hi, held, events)
+        if if_none_match is not None and tag in _tags(if_none_match):
+            return None, tag
+        return {"events": events, "history": held}, tag
 
     def _events(self, name: str, key: str | None, lo: float, hi: float) -> list[dict[str, Any]]:
         """The series' anomaly events overlapping ``[lo, hi]`` (seconds), newest first."""
@@ -313,6 +345,7 @@ class SeriesService:
             keys=keys[:MAX_KEYS],
             state=repr(cache_key),
             step=float(np.median(np.diff(x))) if len(x) > 1 else 0.0,
+            held=_held(cache_key[3], cache_key[4]),
         )
         return stored, frame[features + ([column] if column else [])]
 
@@ -346,6 +379,11 @@ class SeriesService:
             scores=details.scores.to_numpy(dtype=np.float32),
             contributions=_feature_major(details.contributions, features),
         )
+
+
+def _held(points: int, end: datetime | None) -> dict[str, Any]:
+    """The stored history's state as the page compares it: points held and the newest time."""
+    return {"points": points, "end": None if end is None else end.timestamp()}
 
 
 def _tag(*parts: Any) -> str:
@@ -447,6 +485,7 @@ def chart(
         "scored_points": len(x),
         "stored_points": series.stored_points,
         "range": [float(x[0]), float(x[-1])],
+        "history": series.held,
         "n_flagged": n_flagged,
         "n_stretches": n_stretches,
         "stretches": found,

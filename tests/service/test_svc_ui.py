@@ -408,6 +408,37 @@ def test_a_chart_line_breaks_where_the_stored_history_has_a_gap(console: Any) ->
     assert body["raw"] and len(values) == len(frame) + len(later) + 1
 
 
+def test_the_live_poll_shows_new_events_and_data_without_rescoring(console: Any) -> None:
+    client, admin, _score, frame, _where = console
+    _sign_in(client, admin)
+    ctx = _ctx(client)
+    url = "/ui/api/models/m1/live"
+    end = frame.index[-1] + pd.Timedelta(hours=6)
+    view = {"start": frame.index[0].timestamp(), "end": end.timestamp()}
+    chart = _series(client, **view)
+    first = client.get(url, params=view)
+    assert first.status_code == 200 and first.json() == {"events": [], "history": chart["history"]}
+    tag = first.headers["etag"]
+    assert client.get(url, params=view, headers={"If-None-Match": tag}).status_code == 304
+    live = make_frame(300, seed=4, end=end)
+    live.iloc[-6:, 0] += 8.0
+    body = {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+    auth = {"Authorization": f"Bearer {admin}"}
+    assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
+    opened = client.get(url, params=view, headers={"If-None-Match": tag})
+    assert opened.status_code == 200 and len(opened.json()["events"]) == 1
+    assert opened.json()["history"] == chart["history"]  # buffered, not yet stored
+    ctx.live.streams.flush()
+    moved = client.get(url, params=view, headers={"If-None-Match": opened.headers["etag"]})
+    assert moved.status_code == 200
+    assert moved.json()["history"]["points"] == chart["history"]["points"] + len(live)
+    assert not ctx.series._scoring  # the poll started no scoring of the longer history
+    assert client.get("/ui/api/models/nope/live").status_code == 404
+
+
 def test_a_model_with_a_key_column_is_charted_one_series_at_a_time(console: Any) -> None:
     client, admin, *_ = console
     ctx = _ctx(client)

@@ -307,9 +307,9 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     _shot(viewer, "13-score-key-models")
     viewer.goto(f"{base}/ui/models/plant")
     viewer.wait_for_selector("#charts[data-loaded]")
-    # The page keeps polling its view; unchanged, the answer is a bodiless 304.
+    # The page keeps polling for live events and new data; unchanged, a bodiless 304.
     with viewer.expect_response(
-        lambda r: "/series?" in r.url and r.status == 304, timeout=20_000
+        lambda r: "/live?" in r.url and r.status == 304, timeout=30_000
     ) as polled:
         viewer.wait_for_selector("#charts[data-unchanged]", timeout=20_000)
     assert polled.value.headers.get("etag")

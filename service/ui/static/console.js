@@ -133,7 +133,7 @@
     const status = $("#series-status", root);
     const slider = $("#sensitivity");
     const keyPick = $("#series-key");
-    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null, seq: 0, url: "", etag: null };
+    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null, seq: 0, url: "", etag: null, liveUrl: "", liveTag: null };
 
     function chosen() {
       return $$("#feature-picks input:checked").map((el) => el.value);
@@ -214,16 +214,51 @@
       return [body.x, positive, body.x.map(() => body.preview_threshold)];
     }
 
-    // After each answer the page asks again: every second while the version scores the
-    // stored series, then every POLL_MS for new data and live events. The ETag of the last
-    // answer goes along, so an unchanged view is a bodiless 304.
+    // After each answer the page asks again: for the chart every second while the version
+    // scores the stored series, then every POLL_MS for the live events and the history's size
+    // (/live: it starts no scoring; new data waits for "Show it"). The ETag of the last answer
+    // goes along, so an unchanged state is a bodiless 304.
     const POLL_MS = 5000;
     function again(ms) {
       clearTimeout(state.again);
       state.again = setTimeout(() => {
         if (document.hidden) { again(ms); return; }
-        load(state.lo, state.hi, true);
+        if (state.last && state.last.scored) live(); else load(state.lo, state.hi, true);
       }, ms);
+    }
+
+    async function live() {
+      const seq = state.seq;
+      const params = new URLSearchParams();
+      params.set("version", $("#version").value);
+      if (keyPick.value) params.set("key", keyPick.value);
+      if (state.lo !== null) params.set("start", String(state.lo));
+      if (state.hi !== null) params.set("end", String(state.hi));
+      const url = "/ui/api/models/" + model + "/live?" + params.toString();
+      const headers = state.liveUrl === url && state.liveTag ? { "If-None-Match": state.liveTag } : {};
+      let body;
+      let etag = null;
+      try {
+        body = await api("GET", url, undefined, headers, (r) => { etag = r.headers.get("ETag"); });
+      } catch (error) {
+        if (seq === state.seq) again(POLL_MS);
+        return;
+      }
+      if (seq !== state.seq) return;  // a chart request since: it schedules the next poll
+      holder.dataset.polls = String(Number(holder.dataset.polls || 0) + 1);
+      if (body === null) {
+        holder.dataset.unchanged = String(Number(holder.dataset.unchanged || 0) + 1);
+        again(POLL_MS);
+        return;
+      }
+      state.liveUrl = url;
+      state.liveTag = etag;
+      state.last.events = body.events;
+      holder.dataset.events = String(body.events.length);
+      state.charts.forEach((c) => c.redraw(false));
+      const shown = state.last.history || {};
+      $("#series-new").hidden = body.history.points === shown.points && body.history.end === shown.end;
+      again(POLL_MS);
     }
 
     async function load(lo, hi, poll) {
@@ -264,6 +299,7 @@
       state.url = url;
       state.etag = etag;
       state.last = body;
+      $("#series-new").hidden = true;
       if (body.keys.length && !keyPick.options.length) {
         // A model with a key column: one chart per series, chosen here.
         keyPick.innerHTML = body.keys.map((k) => `<option>${escapeHtml(k)}</option>`).join("");
@@ -352,6 +388,7 @@
     $("#version").addEventListener("change", () => load(null, null));
     keyPick.addEventListener("change", () => load(null, null));
     $("#reset-zoom").addEventListener("click", () => load(null, null));
+    $("#series-refresh").addEventListener("click", () => load(state.lo, state.hi));
     // Pan by half the view and zoom out by two, inside the stored range.
     function shown() {
       if (!state.last) return null;
