@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from svc_helpers import REPO, TINY_CONFIG, ServerProcess, create_key, make_frame
+from svc_helpers import REPO, TINY_CONFIG, ServerProcess, create_key, make_frame, rows_of
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "tests" / "artifacts" / "screenshots"
@@ -313,6 +313,17 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     ) as polled:
         viewer.wait_for_selector("#charts[data-unchanged]", timeout=20_000)
     assert polled.value.headers.get("etag")
+    # Data stored meanwhile: the page offers it (the poll scores nothing); "Show it" charts it.
+    more = make_frame(50, seed=12, end=pd.Timestamp("2031-01-02", tz="UTC"))
+    r = server.client(admin).post("/v1/models/plant/data", json={"rows": rows_of(more)})
+    assert r.status_code == 200, r.text
+    before = int(viewer.get_attribute("#charts", "data-loaded") or 0)
+    viewer.wait_for_selector("#series-new:not([hidden])", timeout=30_000)
+    viewer.click("#series-refresh")
+    viewer.wait_for_function(
+        "(n) => Number(document.querySelector('#charts').dataset.loaded) === n",
+        arg=before + len(more),
+    )
     assert viewer.is_disabled("#train")
     assert "needs a key with scope 'write'" in (viewer.get_attribute("#train", "title") or "")
     _shot(viewer, "14-score-key-model")
