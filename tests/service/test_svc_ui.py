@@ -35,6 +35,14 @@ def _series(client: TestClient, **params: Any) -> dict[str, Any]:
     raise AssertionError("the stored series was not scored within 30 s")
 
 
+def _stream_body(live: pd.DataFrame) -> dict[str, Any]:
+    """A stream request body of the frame's points (features a and b)."""
+    return {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
+
+
 def _ctx(client: TestClient) -> AppContext:
     ctx: AppContext = client.app.state.context  # type: ignore[attr-defined]
     return ctx
@@ -171,10 +179,7 @@ def test_models_page_counts_open_anomaly_events(console: Any) -> None:
     # A stream that ends inside a spike leaves one event open.
     live = make_frame(300, seed=4, end=pd.Timestamp("2026-03-01", tz="UTC"))
     live.iloc[-6:, 0] += 8.0
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     r = client.post("/v1/models/m1/stream", json=body, headers={"Authorization": f"Bearer {admin}"})
     assert r.status_code == 200, r.text
     assert r.json()["anomalous"][-1] is True
@@ -206,10 +211,7 @@ def test_scoring_and_streams_record_the_last_scoring_time_without_a_write_per_re
 
     ctx.registry.mark_scored = counted  # type: ignore[method-assign]
     live = make_frame(100, seed=9, end=pd.Timestamp("2026-06-01", tz="UTC"))
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     before = datetime.now(UTC).replace(microsecond=0)
     for _ in range(5):
         assert client.post("/v1/models/m1/score", json=body, headers=auth).status_code == 200
@@ -370,10 +372,7 @@ def test_an_unchanged_chart_is_a_304_and_new_events_or_data_change_its_tag(
     before = _series(client, **zoom)
     assert before["events"] == []
     tag = client.get(url, params=zoom).headers["etag"]
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     auth = {"Authorization": f"Bearer {admin}"}
     assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
     changed = client.get(url, params=zoom, headers={"If-None-Match": tag})
@@ -422,10 +421,7 @@ def test_the_live_poll_shows_new_events_and_data_without_rescoring(console: Any)
     assert client.get(url, params=view, headers={"If-None-Match": tag}).status_code == 304
     live = make_frame(300, seed=4, end=end)
     live.iloc[-6:, 0] += 8.0
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     auth = {"Authorization": f"Bearer {admin}"}
     assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
     opened = client.get(url, params=view, headers={"If-None-Match": tag})
@@ -740,10 +736,7 @@ def test_events_page_plots_each_event_lazily_a_page_at_a_time(
         live = make_frame(600, seed=11, end=pd.Timestamp(end, tz="UTC"))
         live.iloc[400:415, 0] += 8.0
         live.iloc[400:415, 1] -= 8.0
-        body = {
-            "timestamps": [ts.isoformat() for ts in live.index],
-            "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-        }
+        body = _stream_body(live)
         assert client.post("/v1/models/m1/stream", json=body, headers=headers).status_code == 200
     events = client.get("/v1/events", params={"model": "m1"}, headers=headers).json()["data"]
     assert len(events) >= 2
@@ -779,10 +772,7 @@ def test_events_page_lists_stream_events_acknowledges_and_labels(console: Any) -
     live = make_frame(600, seed=11, end=pd.Timestamp("2031-01-01", tz="UTC"))
     live.iloc[400:415, 0] += 8.0
     live.iloc[400:415, 1] -= 8.0
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     r = client.post("/v1/models/m1/stream", json=body, headers=headers)
     assert r.status_code == 200, r.text
     events = client.get("/v1/events", params={"model": "m1"}, headers=headers).json()["data"]
