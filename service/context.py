@@ -99,6 +99,7 @@ class AppContext:
             inference_threads=settings.inference_threads,
             meta_ttl_s=settings.model_meta_ttl_s,
             inline_max_cells=settings.inline_inference_max_cells,
+            scored_at_resolution_s=settings.scored_at_resolution_s,
         )
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)

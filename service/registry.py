@@ -21,12 +21,12 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from detector import Detector, DetectorConfig, stored_config
@@ -391,6 +391,26 @@ class ModelRegistry:
         self.history.delete(row.id)
         logger.info("model deleted", extra={"model": name})
         return row
+
+    def mark_scored(self, model_id: str, at: datetime, resolution_s: float) -> bool:
+        """Record that the model scored at ``at``; return whether the row was written.
+
+        One conditional UPDATE: it writes only when the stored time is missing or older than
+        ``resolution_s`` before ``at``, so replicas scoring the same model write about once per
+        ``resolution_s`` between them and a late writer never moves the time backwards.
+        """
+        cutoff = at - timedelta(seconds=resolution_s)
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Model)
+                .where(
+                    Model.id == model_id,
+                    or_(Model.last_scored_at.is_(None), Model.last_scored_at < cutoff),
+                )
+                .values(last_scored_at=at)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0))
 
     # ------------------------------------------------------------------ versions
     def list_versions(self, name: str) -> tuple[Model, list[Version]]:

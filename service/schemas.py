@@ -200,6 +200,12 @@ class ModelPublic(_FromRow):
     latest_version: int | None = Field(validation_alias="last_version")
     created_at: datetime
     updated_at: datetime
+    last_scored_at: datetime | None = Field(
+        None,
+        description="When a scoring or stream request last scored with this model (null: "
+        "never); written at most once per RECONAD_SCORED_AT_RESOLUTION_S (60 s) per process, "
+        "so it may be that much late.",
+    )
 
     @field_validator("latest_version", mode="before")
     @classmethod

@@ -181,6 +181,13 @@ class Settings(BaseSettings):
         description="Seconds a model's active version is cached for scoring (promotions made by "
         "this process apply at once).",
     )
+    scored_at_resolution_s: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="A model's last scoring time is written at most once this many seconds per "
+        "process (the Models page may show it this much late; 0: on every request).",
+    )
     ui_session_ttl_s: float = Field(
         12 * 3600.0,
         gt=0,

@@ -126,6 +126,9 @@ class Model(Base):
     last_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: When a request last scored with it (API, stream); written at most once a
+    #: ``scored_at_resolution_s`` per model and process, so it may lag by that much.
+    last_scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Version(Base):

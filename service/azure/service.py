@@ -693,6 +693,7 @@ class AzureService:
         results = await asyncio.to_thread(
             self._detect, loaded, row, filled, opts.top_contributor_count, True
         )
+        self.scoring.note_scored(loaded.model_id)
         return az.MultivariateLastDetectionResult.model_validate(
             {"variableStates": states, "results": results}
         )
@@ -779,6 +780,7 @@ class AzureService:
                 done, _ = await asyncio.wait({thread}, timeout=self.settings.job_heartbeat_s)
                 if done:
                     thread.result()
+                    self.scoring.note_scored(loaded.model_id)
                     return
                 await asyncio.to_thread(self._update_result, result_id)
         except Exception as exc:

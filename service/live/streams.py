@@ -304,6 +304,7 @@ class StreamService:
         frames = [self._frame(loaded, item) for item in request.items]
         job = _Job(loaded, request.items, frames, self._detectors(loaded))
         outcomes, _ = await self.batcher.submit(job)
+        self.scoring.note_scored(loaded.model_id)
         results = [self._encode(loaded, o, request.expected) for o in outcomes]
         payload: dict[str, Any] = (
             {"model": loaded.model_name, "version": loaded.version, "results": results}
@@ -869,24 +870,37 @@ class StreamService:
         end: datetime,
         detector: Detector,
     ) -> pd.DataFrame:
-        """A series' points in ``[start - window, end]``: stored history, then the streamed
-        points not yet flushed to it (which replace stored rows of the same time)."""
+        """A series' points in ``[start - window, end]`` (:meth:`series_values`)."""
         margin = pd.Timedelta(int(detector.preprocessor_.step_) * (detector.window_ + 1), "ns")
         lo = (pd.Timestamp(start) - margin).to_pydatetime()
         hi = (pd.Timestamp(end) + pd.Timedelta(microseconds=1)).to_pydatetime()
-        stored = self.history.read(loaded.model_id, lo, hi)
-        if loaded.key_column and not stored.empty:
-            stored = stored[stored[loaded.key_column].astype(str) == series]
+        return self.series_values(
+            loaded.model_id, loaded.key_column, list(loaded.features), series, lo, hi
+        )
+
+    def series_values(
+        self,
+        model_id: str,
+        key_column: str | None,
+        features: list[str],
+        series: str,
+        lo: datetime,
+        hi: datetime,
+    ) -> pd.DataFrame:
+        """A series' points in ``[lo, hi)``: stored history, then the streamed points not yet
+        flushed to it (which replace stored rows of the same time); float64 ``features``."""
+        stored = self.history.read(model_id, lo, hi)
+        if key_column and not stored.empty:
+            stored = stored[stored[key_column].astype(str) == series]
         with self.db.session() as session:
             rows = session.execute(
                 select(StreamPoint.ts, StreamPoint.values).where(
-                    StreamPoint.model_id == loaded.model_id,
+                    StreamPoint.model_id == model_id,
                     StreamPoint.series == series,
                     StreamPoint.ts >= lo,
                     StreamPoint.ts < hi,
                 )
             ).all()
-        features = loaded.features
         parts = [stored[features]] if not stored.empty else []
         if rows:
             buffered = pd.DataFrame.from_records([r.values for r in rows], columns=features)

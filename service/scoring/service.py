@@ -25,6 +25,7 @@ from service.scoring.batcher import MicroBatcher
 from service.scoring.cache import DetectorCache, LoadedVersion
 from service.scoring.request import DEFAULT_MAX_VALUES, ScoreRequest
 from service.storage import ArtifactStore
+from service.tables import utcnow
 
 __all__ = ["ScoringService"]
 
@@ -67,6 +68,7 @@ class ScoringService:
         inference_threads: int = 1,
         meta_ttl_s: float = 1.0,
         inline_max_cells: int = 0,
+        scored_at_resolution_s: float = 60.0,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
@@ -81,11 +83,39 @@ class ScoringService:
             self.executor, batch_max_windows, batch_wait_s, metrics, inline_max_cells
         )
         self._meta: dict[str, tuple[float, str, int | None]] = {}
+        self.scored_at_resolution_s = scored_at_resolution_s
+        self._scored_at: dict[str, float] = {}  # model id -> when this process last wrote it
+        self._marking: set[asyncio.Task[None]] = set()
         registry.on_change(self.forget)
 
     def forget(self, name: str) -> None:
         """Drop the cached active version of a model (called when it changes here)."""
         self._meta.pop(name, None)
+
+    def note_scored(self, model_id: str) -> None:
+        """Record that a model has just scored (its ``last_scored_at``), off the request's path.
+
+        The hot path pays a dict lookup: this process writes a model's time at most once per
+        ``scored_at_resolution_s`` (one conditional UPDATE, in a worker thread, see
+        :meth:`ModelRegistry.mark_scored`), so the stored time may lag by that much. A failed
+        write is logged; the request that scored is not affected. Call it on the event loop.
+        """
+        now = time.monotonic()
+        last = self._scored_at.get(model_id)
+        if last is not None and now - last < self.scored_at_resolution_s:
+            return
+        if len(self._scored_at) > 10_000:
+            self._scored_at.clear()
+        self._scored_at[model_id] = now
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._mark, model_id))
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    def _mark(self, model_id: str) -> None:
+        try:
+            self.registry.mark_scored(model_id, utcnow(), self.scored_at_resolution_s)
+        except Exception:
+            logger.warning("could not record the last scoring time", exc_info=True)
 
     def close(self) -> None:
         """Stop the inference threads."""
@@ -184,4 +214,6 @@ class ScoringService:
             frame = await asyncio.to_thread(request.frame_for, loaded.features, loaded.key_column)
         else:
             frame = request.frame_for(loaded.features, loaded.key_column)
-        return await self.batcher.submit(loaded, request, frame)
+        out = await self.batcher.submit(loaded, request, frame)
+        self.note_scored(loaded.model_id)
+        return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Downsampled", "minmax", "runs"]
+__all__ = ["Downsampled", "break_gaps", "minmax", "runs"]
 
 
 @dataclass
@@ -65,6 +65,23 @@ def minmax(x: np.ndarray, ys: list[np.ndarray], lo: float, hi: float, width: int
         column[1::2] = np.fmax.reduceat(part, starts)
         out_ys.append(column)
     return Downsampled(out_x, out_ys, False, n)
+
+
+def break_gaps(down: Downsampled, gap: float) -> Downsampled:
+    """Insert a point with NaN values (a break in the line) wherever two neighbouring points
+    lie more than ``gap`` apart, so a chart draws no line across a stretch without data.
+
+    Each break's x is the middle of its gap (charts need x sorted and finite).
+    """
+    if len(down.x) < 2 or not gap > 0:
+        return down
+    after = np.flatnonzero(np.diff(down.x) > gap)  # (G,) a gap follows each of these
+    if len(after) == 0:
+        return down
+    mids = (down.x[after] + down.x[after + 1]) / 2
+    x = np.insert(down.x, after + 1, mids)
+    ys = [np.insert(y.astype(np.float64), after + 1, np.nan) for y in down.ys]
+    return Downsampled(x, ys, down.raw, down.n_points)
 
 
 def runs(flags: np.ndarray) -> np.ndarray:

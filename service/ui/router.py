@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +43,7 @@ from service.schemas import (
     SchedulePublic,
 )
 from service.ui.auth import Console, PageUser
+from service.ui.eventplot import event_plot
 from service.ui.series import chart, explain_point
 from service.ui.sessions import COOKIE, ConsoleUser
 
@@ -75,6 +76,14 @@ _HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+#: An SVG opened on its own is a document: it may run nothing and load nothing.
+_SVG_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "private, max-age=30",
+}
+#: Events the Events page lists at a time (their plots load as they scroll into view).
+EVENTS_PER_PAGE = 50
 _REASON = {
     "write": "needs a key with scope 'write' (yours: {scope})",
     "admin": "needs a key with scope 'admin' (yours: {scope})",
@@ -228,7 +237,8 @@ async def logout(
 
 @router.get("/models")
 async def models_page(request: Request, user: PageUser) -> Response:
-    """Every model: kind, versions, data held, open anomaly events, schedules, last job."""
+    """Every model: kind, versions, data held, last scoring time, open anomaly events,
+    schedules, last job."""
     ctx = context_of(request)
 
     def build() -> dict[str, Any]:
@@ -333,23 +343,51 @@ async def events_page(
     user: PageUser,
     model: Annotated[str | None, Query(max_length=64)] = None,
     state: Annotated[Literal["open", "closed"] | None, Query(alias="status")] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> Response:
-    """Anomaly events of the live streams, newest first; label (a real anomaly or not, with a
-    note) and acknowledge."""
+    """Anomaly events of the live streams, newest first, a page at a time, each with a small
+    plot (loaded lazily); label (a real anomaly or not, with a note) and acknowledge."""
     ctx = context_of(request)
 
     def build() -> dict[str, Any]:
-        rows, count = ctx.live.events.list_events(model, None, state, None, None, 0, 200)
+        offset = (page - 1) * EVENTS_PER_PAGE
+        rows, count = ctx.live.events.list_events(
+            model, None, state, None, None, offset, EVENTS_PER_PAGE
+        )
         verdicts = ctx.labels.verdicts_of_events([ev.id for ev, _ in rows])
         return {
             "events": [EventPublic.from_row(ev, m) for ev, m in rows],
             "count": count,
             "verdicts": verdicts,
+            "first": offset + 1,
+            "pages": max(1, -(-count // EVENTS_PER_PAGE)),
         }
 
+    filters = {k: v for k, v in (("model", model), ("status", state)) if v}
     return await _render(
-        request, user, "events.html", build, page="events", model_filter=model, state=state
+        request,
+        user,
+        "events.html",
+        build,
+        page="events",
+        model_filter=model,
+        state=state,
+        number=page,
+        query=lambda **more: urlencode({**filters, **more}),
     )
+
+
+@router.get("/api/events/{event_id}/plot.svg")
+async def event_plot_svg(
+    request: Request, event_id: Annotated[int, PathParam(ge=1, le=2**62)], _user: Console
+) -> Response:
+    """A small plot of the event's series around it, the event shaded (SVG, for the Events
+    page's lazy images)."""
+    ctx = context_of(request)
+    svg = await asyncio.to_thread(
+        event_plot, ctx.live.events, ctx.registry, ctx.live.streams, event_id
+    )
+    return Response(svg, media_type="image/svg+xml", headers=_SVG_HEADERS)
 
 
 @router.post("/api/events/{event_id}/acknowledge")
@@ -417,16 +455,49 @@ async def series(
     end: EdgeQ = None,
     width: WidthQ = 1200,
     sensitivity: SensitivityQ = 50.0,
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
     """The model's stored history scored by a version, downsampled to the chart's width, with
     the live anomaly events in view.
 
     While the version scores the stored history in the background (the first view of it), the
-    body has ``"scored": false`` and the stored values only; the page asks again.
+    body has ``"scored": false`` and the stored values only; the page asks again. The response's
+    ``ETag`` names the state shown: the page polls with ``If-None-Match`` and an unchanged view
+    is a 304 without a body.
     """
     series = context_of(request).series
-    body = await series.chart(name, version, key, feature or [], start, end, width, sensitivity)
-    return _json(body)
+    body, tag = await series.chart(
+        name, version, key, feature or [], start, end, width, sensitivity, if_none_match
+    )
+    return _tagged(body, tag)
+
+
+def _tagged(body: dict[str, Any] | None, tag: str) -> Response:
+    """A JSON body with its entity tag, or a bodiless 304 (``None``: the client has it)."""
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if body is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    response = _json(body)
+    response.headers.update(headers)
+    return response
+
+
+@router.get("/api/models/{name}/live")
+async def live(
+    request: Request,
+    name: ModelName,
+    _user: Console,
+    version: Annotated[int | None, Query(ge=1, le=2_000_000_000)] = None,
+    key: KeyQ = None,
+    start: EdgeQ = None,
+    end: EdgeQ = None,
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """The live anomaly events in view and the stored history's size and end, for the model
+    page's poll once its chart is scored (``ETag``; an unchanged state is a bodiless 304). It
+    starts no scoring: new data shows when the operator asks for it."""
+    body, tag = await context_of(request).series.live(name, version, key, start, end, if_none_match)
+    return _tagged(body, tag)
 
 
 @router.get("/api/models/{name}/explain")

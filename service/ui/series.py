@@ -19,6 +19,7 @@ the one flag rule, :func:`detector.decision.flags`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from detector import MonitorOptions
@@ -35,7 +37,7 @@ from service.live.events import EventService
 from service.registry import ModelRegistry
 from service.scoring import ScoringService
 from service.storage import HistoryStore
-from service.ui.downsample import minmax, runs
+from service.ui.downsample import break_gaps, minmax, runs
 
 __all__ = ["ScoredSeries", "SeriesService", "StoredSeries", "preview_threshold"]
 
@@ -44,6 +46,9 @@ MAX_STRETCHES = 200
 
 #: Most series names of a model with a key column that a chart response lists.
 MAX_KEYS = 1000
+
+#: Stored steps (the median spacing) between two points that make a gap in a chart's lines.
+GAP_STEPS = 5
 
 
 def preview_threshold(threshold: float, sensitivity: float) -> float:
@@ -68,6 +73,9 @@ class StoredSeries:
     stored_points: int  # points in the history (more than T when it was cut to the latest)
     key: str | None = None  # the series shown, for a model with a key column
     keys: list[str] = field(default_factory=list)  # its series (at most MAX_KEYS)
+    state: str = ""  # the version and the stored history's state it was read at
+    step: float = 0.0  # the median seconds between stored points (gaps are many of them)
+    held: dict[str, Any] = field(default_factory=dict)  # the history's size and end (_held)
 
 
 @dataclass(kw_only=True)
@@ -132,15 +140,59 @@ class SeriesService:
         hi: float | None,
         width: int,
         sensitivity: float,
-    ) -> dict[str, Any]:
-        """One chart request's body (:func:`chart`) with the live anomaly events in its range."""
+        if_none_match: str | None = None,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """One chart request's body (:func:`chart`) with the live anomaly events in its range,
+        and its entity tag.
+
+        The tag names everything the body depends on: the stored history's state, whether it
+        is scored, the request and the events in view. When ``if_none_match`` (an
+        ``If-None-Match`` header) holds it, the body is ``None`` and nothing is downsampled: the
+        page's poll of an unchanged view costs a 304.
+        """
         shown = await self.view(name, version, key)
-        body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
-        first, last = body["range"]
-        body["events"] = await asyncio.to_thread(
+        first, last = float(shown.x[0]), float(shown.x[-1])
+        events = await asyncio.to_thread(
             self._events, name, shown.key, first if lo is None else lo, last if hi is None else hi
         )
-        return body
+        request = (shown.key, features, lo, hi, width, sensitivity)
+        tag = _tag(shown.state, isinstance(shown, ScoredSeries), request, events)
+        if if_none_match is not None and tag in _tags(if_none_match):
+            return None, tag
+        body = await asyncio.to_thread(chart, shown, features, lo, hi, width, sensitivity)
+        body["events"] = events
+        return body, tag
+
+    async def live(
+        self,
+        name: str,
+        version: int | None,
+        key: str | None,
+        lo: float | None,
+        hi: float | None,
+        if_none_match: str | None = None,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """What the model page polls once its chart is scored: the live anomaly events in view
+        and the stored history's size and end (the page offers to show new data), and its tag.
+
+        Reads no series and starts no scoring (a stream appending data all the time would
+        otherwise have every open page rescore the whole history at each flush): the page
+        asks for the chart again only when the operator says so. ``None`` for a matching
+        ``If-None-Match``, as :meth:`chart`.
+        """
+        loaded = await self.scoring.resolve(name, version)
+        summary = await asyncio.to_thread(self.history.summary, loaded.model_id)
+        series = key if loaded.key_column else None
+        held = _held(summary.points, summary.end)
+        first = summary.start.timestamp() if summary.start is not None else 0.0
+        last = summary.end.timestamp() if summary.end is not None else first
+        events = await asyncio.to_thread(
+            self._events, name, series, first if lo is None else lo, last if hi is None else hi
+        )
+        tag = _tag("live", loaded.version, series, lo, hi, held, events)
+        if if_none_match is not None and tag in _tags(if_none_match):
+            return None, tag
+        return {"events": events, "history": held}, tag
 
     def _events(self, name: str, key: str | None, lo: float, hi: float) -> list[dict[str, Any]]:
         """The series' anomaly events overlapping ``[lo, hi]`` (seconds), newest first."""
@@ -246,16 +298,17 @@ class SeriesService:
             async with lock:
                 hit = self._stored.get(cache_key)
                 if hit is None:
-                    hit = await asyncio.to_thread(self._read_frame, name, loaded, cache_key[2])
+                    hit = await asyncio.to_thread(self._read_frame, name, loaded, cache_key)
                     _remember(self._stored, cache_key, hit, self.cache_size)
             self._reading.pop(cache_key, None)
         self._stored.move_to_end(cache_key)
         return hit
 
     def _read_frame(
-        self, name: str, loaded: Any, key: str | None
+        self, name: str, loaded: Any, cache_key: tuple[Any, ...]
     ) -> tuple[StoredSeries, pd.DataFrame]:
         """The stored values of the series; and the frame its version scores."""
+        key: str | None = cache_key[2]
         frame = self.history.read(loaded.model_id)
         column: str | None = loaded.key_column
         keys: list[str] = []
@@ -290,6 +343,9 @@ class SeriesService:
             stored_points=held,
             key=key if column else None,
             keys=keys[:MAX_KEYS],
+            state=repr(cache_key),
+            step=float(np.median(np.diff(x))) if len(x) > 1 else 0.0,
+            held=_held(cache_key[3], cache_key[4]),
         )
         return stored, frame[features + ([column] if column else [])]
 
@@ -323,6 +379,22 @@ class SeriesService:
             scores=details.scores.to_numpy(dtype=np.float32),
             contributions=_feature_major(details.contributions, features),
         )
+
+
+def _held(points: int, end: datetime | None) -> dict[str, Any]:
+    """The stored history's state as the page compares it: points held and the newest time."""
+    return {"points": points, "end": None if end is None else end.timestamp()}
+
+
+def _tag(*parts: Any) -> str:
+    """A strong entity tag of JSON-able parts."""
+    digest = hashlib.blake2b(orjson.dumps(parts), digest_size=12).hexdigest()
+    return f'"{digest}"'
+
+
+def _tags(header: str) -> set[str]:
+    """The tags an ``If-None-Match`` header lists (weak ones compare as strong ones)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
 
 
 def _utc(seconds: float) -> datetime:
@@ -374,7 +446,10 @@ def chart(
     flagged = None if done is None else flags(done.scores, threshold)
     if done is not None and flagged is not None:
         columns += [done.scores, flagged.astype(np.float32)]
-    down = minmax(x, columns, lo, hi, width)
+    # A line may not cross a stretch without data: more than GAP_STEPS stored steps and more
+    # than two pixel columns between neighbouring points breaks it.
+    gap = max(GAP_STEPS * series.step, 2 * (hi - lo) / width)
+    down = break_gaps(minmax(x, columns, lo, hi, width), gap)
     i0 = int(np.searchsorted(x, lo, side="left"))
     i1 = int(np.searchsorted(x, hi, side="right"))
     parts = ("value", "expected", "lower", "upper") if done is not None else ("value",)
@@ -410,6 +485,7 @@ def chart(
         "scored_points": len(x),
         "stored_points": series.stored_points,
         "range": [float(x[0]), float(x[-1])],
+        "history": series.held,
         "n_flagged": n_flagged,
         "n_stretches": n_stretches,
         "stretches": found,

@@ -135,6 +135,28 @@ def test_concurrent_versions_and_promotions_lose_nothing(replicas: list[AppConte
         assert session.query(Version).count() == 40
 
 
+def test_replicas_scoring_at_once_write_the_last_scoring_time_once(
+    replicas: list[AppContext],
+) -> None:
+    model = replicas[0].registry.create_model("pg-s", DetectorConfig(window=16), "", "always")
+    at = utcnow()
+    barrier = threading.Barrier(8)
+    wrote: list[bool] = []
+
+    def mark(ctx: AppContext, k: int) -> None:
+        barrier.wait()
+        wrote.append(ctx.registry.mark_scored(model.id, at + timedelta(milliseconds=k), 60))
+
+    threads = [threading.Thread(target=mark, args=(replicas[k % 2], k)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wrote) == [False] * 7 + [True]  # one conditional UPDATE won, none raced
+    stored = replicas[1].registry.get_model("pg-s").last_scored_at
+    assert stored is not None and at <= stored <= at + timedelta(milliseconds=7)
+
+
 def test_a_due_schedule_fires_once_across_replicas(replicas: list[AppContext]) -> None:
     import pandas as pd
 

@@ -369,6 +369,14 @@ def test_multivariate_flow(
     assert all(len(r.value.interpretation) <= 2 for r in injected)
     shares = [x.contribution_score for x in injected[0].value.interpretation]
     assert all(0 <= s <= 1 for s in shares)
+    # The detection scored with the model: it records its last scoring time (off the path).
+    api = proc.client(key)
+    for _ in range(100):
+        scored = api.get(f"/v1/models/{model_id}").json()["last_scored_at"]
+        if scored is not None:
+            break
+        time.sleep(0.1)
+    assert scored is not None
 
     recent = frame.iloc[1250:1305]
     last = m.MultivariateLastDetectionOptions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -69,6 +70,23 @@ def test_model_crud_and_names(context: AppContext) -> None:
     reg.delete_model("cpu-1")
     with pytest.raises(NotFoundError, match="no model named"):
         reg.get_model("cpu-1")
+
+
+def test_mark_scored_writes_once_per_resolution_and_never_backwards(context: AppContext) -> None:
+    reg = context.registry
+    model = _model(context)
+    assert reg.get_model("m1").last_scored_at is None
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert reg.mark_scored(model.id, at, 60) is True
+    assert reg.get_model("m1").last_scored_at == at
+    # Within the resolution, or earlier than the stored time: no write.
+    assert reg.mark_scored(model.id, at + timedelta(seconds=59), 60) is False
+    assert reg.mark_scored(model.id, at - timedelta(hours=1), 60) is False
+    assert reg.get_model("m1").last_scored_at == at
+    later = at + timedelta(seconds=61)
+    assert reg.mark_scored(model.id, later, 60) is True
+    assert reg.get_model("m1").last_scored_at == later
+    assert reg.mark_scored("no-such-model", later, 0) is False
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import io
 import itertools
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,9 @@ from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
 from service.app import create_app
 from service.context import AppContext
 from service.settings import Settings
-from service.ui.downsample import minmax, runs
+from service.ui import router as ui_router
+from service.ui.downsample import break_gaps, minmax, runs
+from service.ui.eventplot import sparkline
 from service.ui.series import preview_threshold
 
 
@@ -30,6 +33,14 @@ def _series(client: TestClient, **params: Any) -> dict[str, Any]:
             return body
         time.sleep(0.05)
     raise AssertionError("the stored series was not scored within 30 s")
+
+
+def _stream_body(live: pd.DataFrame) -> dict[str, Any]:
+    """A stream request body of the frame's points (features a and b)."""
+    return {
+        "timestamps": [ts.isoformat() for ts in live.index],
+        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
+    }
 
 
 def _ctx(client: TestClient) -> AppContext:
@@ -102,6 +113,17 @@ def test_minmax_keeps_every_columns_extremes_and_returns_raw_points_when_few() -
     assert np.array_equal(zoom.ys[0], y[54_000:54_401])
 
 
+def test_break_gaps_puts_a_break_in_each_stretch_without_data() -> None:
+    x = np.concatenate([np.arange(100.0), np.arange(1000.0, 1100.0)])
+    y = np.ones_like(x)
+    down = break_gaps(minmax(x, [y], 0, 1099, 50), gap=2 * 1099 / 50)
+    breaks = np.flatnonzero(np.isnan(down.ys[0]))
+    assert len(breaks) == 1 and 99 < down.x[breaks[0]] < 1000
+    assert np.all(np.diff(down.x) > 0) and np.isfinite(down.x).all()
+    regular = minmax(np.arange(1000.0), [np.ones(1000)], 0, 999, 2000)
+    assert break_gaps(regular, 5.0) is regular  # no gap: nothing inserted
+
+
 def test_runs_finds_consecutive_flags() -> None:
     flags = np.array([0, 1, 1, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
     assert runs(flags).tolist() == [[1, 2], [5, 5], [7, 9]]
@@ -157,10 +179,7 @@ def test_models_page_counts_open_anomaly_events(console: Any) -> None:
     # A stream that ends inside a spike leaves one event open.
     live = make_frame(300, seed=4, end=pd.Timestamp("2026-03-01", tz="UTC"))
     live.iloc[-6:, 0] += 8.0
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     r = client.post("/v1/models/m1/stream", json=body, headers={"Authorization": f"Bearer {admin}"})
     assert r.status_code == 200, r.text
     assert r.json()["anomalous"][-1] is True
@@ -171,6 +190,53 @@ def test_models_page_counts_open_anomaly_events(console: Any) -> None:
     (event,) = _series(client, start=end - 3600, end=end + 60)["events"]
     assert event["status"] == "open" and event["start"] <= end <= event["end"] + 60
     assert _series(client, start=end - 7 * 86400, end=end - 6 * 86400)["events"] == []
+
+
+def test_scoring_and_streams_record_the_last_scoring_time_without_a_write_per_request(
+    console: Any,
+) -> None:
+    client, admin, *_ = console
+    ctx = _ctx(client)
+    auth = {"Authorization": f"Bearer {admin}"}
+    _sign_in(client, admin)
+    assert client.get("/v1/models/m1", headers=auth).json()["last_scored_at"] is None
+    cell = re.compile(r'<td class="last-scored">(.*?)</td>', re.S)
+    assert "never" in cell.findall(client.get("/ui/models").text)[0]
+    written: list[bool] = []
+    mark = ctx.registry.mark_scored
+
+    def counted(model_id: str, at: datetime, resolution_s: float) -> bool:
+        written.append(mark(model_id, at, resolution_s))
+        return written[-1]
+
+    ctx.registry.mark_scored = counted  # type: ignore[method-assign]
+    live = make_frame(100, seed=9, end=pd.Timestamp("2026-06-01", tz="UTC"))
+    body = _stream_body(live)
+    before = datetime.now(UTC).replace(microsecond=0)
+    for _ in range(5):
+        assert client.post("/v1/models/m1/score", json=body, headers=auth).status_code == 200
+
+    for _ in range(200):  # the write happens off the request's path
+        if written:
+            break
+        time.sleep(0.05)
+    value = client.get("/v1/models/m1", headers=auth).json()["last_scored_at"]
+    first = datetime.fromisoformat(value)
+    assert first >= before
+    assert written == [True]  # five requests, one write (the resolution is 60 s)
+    shown = cell.findall(client.get("/ui/models").text)[0]
+    assert first.strftime("%Y-%m-%d %H:%M:%S") in shown
+    # The stream path records it too (here with no resolution: every request may write).
+    ctx.scoring.scored_at_resolution_s = 0.0
+    time.sleep(1.1)  # a later second than the first write
+    assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
+    for _ in range(200):
+        if len(written) == 2:
+            break
+        time.sleep(0.05)
+    value = client.get("/v1/models/m1", headers=auth).json()["last_scored_at"]
+    assert datetime.fromisoformat(value) > first
+    assert written == [True, True]
 
 
 def test_sign_out_and_revocation_end_the_session(console: Any) -> None:
@@ -278,6 +344,95 @@ def test_series_shows_the_injected_anomaly_and_zooming_returns_stored_points(
     assert counts[0] <= counts[1] <= counts[2] and counts[0] < counts[2]
     point = client.get("/ui/api/models/m1/explain", params={"at": ts[where.start + 5]}).json()
     assert point["contributions"][0][0] == "a" and point["score"] > point["threshold"]
+
+
+def test_an_unchanged_chart_is_a_304_and_new_events_or_data_change_its_tag(
+    console: Any,
+) -> None:
+    client, admin, _score, frame, _where = console
+    _sign_in(client, admin)
+    url = "/ui/api/models/m1/series"
+    params = {"width": 200}
+    unscored = client.get(url, params=params)
+    _series(client, **params)
+    scored = client.get(url, params=params)
+    tag = scored.headers["etag"]
+    assert tag.startswith('"') and tag != unscored.headers["etag"]  # scores in: a new state
+    same = client.get(url, params=params, headers={"If-None-Match": tag})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == tag
+    listed = client.get(url, params=params, headers={"If-None-Match": f'"x", W/{tag}'})
+    assert listed.status_code == 304
+    # Another view of the same state is another tag.
+    other = client.get(url, params={"width": 201}, headers={"If-None-Match": tag})
+    assert other.status_code == 200 and other.headers["etag"] != tag
+    # A live event in view changes the body, so the tag; so does its acknowledgement.
+    live = make_frame(300, seed=4, end=frame.index[-1] + pd.Timedelta(hours=6))
+    live.iloc[-6:, 0] += 8.0
+    zoom = {"width": 200, "start": frame.index[0].timestamp(), "end": live.index[-1].timestamp()}
+    before = _series(client, **zoom)
+    assert before["events"] == []
+    tag = client.get(url, params=zoom).headers["etag"]
+    body = _stream_body(live)
+    auth = {"Authorization": f"Bearer {admin}"}
+    assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
+    changed = client.get(url, params=zoom, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    (event,) = changed.json()["events"]
+    tag = changed.headers["etag"]
+    assert client.get(url, params=zoom, headers={"If-None-Match": tag}).status_code == 304
+    assert client.post(f"/v1/events/{event['id']}/acknowledge", headers=auth).status_code == 200
+    acked = client.get(url, params=zoom, headers={"If-None-Match": tag})
+    assert acked.status_code == 200 and acked.json()["events"][0]["acknowledged"] is True
+    # New stored data is a new state of the history (scored again in the background).
+    tag = acked.headers["etag"]
+    _ctx(client).live.streams.flush()
+    moved = client.get(url, params=zoom, headers={"If-None-Match": tag})
+    assert moved.status_code == 200 and moved.headers["etag"] != tag
+
+
+def test_a_chart_line_breaks_where_the_stored_history_has_a_gap(console: Any) -> None:
+    client, admin, _score, frame, _where = console
+    _sign_in(client, admin)
+    later = make_frame(500, seed=8, end=frame.index[-1] + pd.Timedelta(days=30))
+    ctx = _ctx(client)
+    ctx.history.append(ctx.registry.get_model("m1").id, later)
+    for params in ({"width": 300}, {"width": 2000}):  # min/max columns, and every point
+        body = _series(client, **params)
+        values = body["series"]["a"]["value"]
+        breaks = [i for i, v in enumerate(values) if v is None]
+        assert len(breaks) == 1, params
+        t = body["x"][breaks[0]]
+        assert frame.index[-1].timestamp() < t < later.index[0].timestamp()
+        assert body["score"][breaks[0]] is None and body["flag"][breaks[0]] is None
+    assert body["raw"] and len(values) == len(frame) + len(later) + 1
+
+
+def test_the_live_poll_shows_new_events_and_data_without_rescoring(console: Any) -> None:
+    client, admin, _score, frame, _where = console
+    _sign_in(client, admin)
+    ctx = _ctx(client)
+    url = "/ui/api/models/m1/live"
+    end = frame.index[-1] + pd.Timedelta(hours=6)
+    view = {"start": frame.index[0].timestamp(), "end": end.timestamp()}
+    chart = _series(client, **view)
+    first = client.get(url, params=view)
+    assert first.status_code == 200 and first.json() == {"events": [], "history": chart["history"]}
+    tag = first.headers["etag"]
+    assert client.get(url, params=view, headers={"If-None-Match": tag}).status_code == 304
+    live = make_frame(300, seed=4, end=end)
+    live.iloc[-6:, 0] += 8.0
+    body = _stream_body(live)
+    auth = {"Authorization": f"Bearer {admin}"}
+    assert client.post("/v1/models/m1/stream", json=body, headers=auth).status_code == 200
+    opened = client.get(url, params=view, headers={"If-None-Match": tag})
+    assert opened.status_code == 200 and len(opened.json()["events"]) == 1
+    assert opened.json()["history"] == chart["history"]  # buffered, not yet stored
+    ctx.live.streams.flush()
+    moved = client.get(url, params=view, headers={"If-None-Match": opened.headers["etag"]})
+    assert moved.status_code == 200
+    assert moved.json()["history"]["points"] == chart["history"]["points"] + len(live)
+    assert not ctx.series._scoring  # the poll started no scoring of the longer history
+    assert client.get("/ui/api/models/nope/live").status_code == 404
 
 
 def test_a_model_with_a_key_column_is_charted_one_series_at_a_time(console: Any) -> None:
@@ -551,16 +706,73 @@ def test_console_routes_never_answer_5xx_to_odd_input(console: Any) -> None:
     assert client.get("/ui/models").status_code == 200  # still signed in and serving
 
 
+def _path_points(svg: str) -> list[tuple[float, float]]:
+    path = re.search(r'<path d="([^"]+)"', svg)
+    assert path is not None
+    return [(float(a), float(b)) for a, b in re.findall(r"[ML]([\d.]+) ([\d.]+)", path.group(1))]
+
+
+def test_sparkline_shades_the_event_and_breaks_at_gaps() -> None:
+    x = np.arange(100, dtype=np.float64)
+    y = np.sin(x / 5)
+    y[50:55] += 5.0
+    y[20] = np.nan
+    svg = sparkline(x, y, (50, 54), (0, 99), title="a <b>")
+    rect = re.search(r'<rect x="([\d.]+)" y="0" width="([\d.]+)"', svg)
+    assert rect is not None and "<title>a &lt;b&gt;</title>" in svg
+    left, width = float(rect.group(1)), float(rect.group(2))
+    points = _path_points(svg)
+    top = min(points, key=lambda p: p[1])  # the highest point drawn: the spike
+    assert left <= top[0] <= left + width
+    assert svg.count("M") == 2 and len(points) == 99  # the NaN broke the line once
+
+
+def test_events_page_plots_each_event_lazily_a_page_at_a_time(
+    console: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, admin, score, *_ = console
+    headers = {"Authorization": f"Bearer {admin}"}
+    for end in ("2031-01-01", "2031-02-01"):  # two streams' spikes: two events
+        live = make_frame(600, seed=11, end=pd.Timestamp(end, tz="UTC"))
+        live.iloc[400:415, 0] += 8.0
+        live.iloc[400:415, 1] -= 8.0
+        body = _stream_body(live)
+        assert client.post("/v1/models/m1/stream", json=body, headers=headers).status_code == 200
+    events = client.get("/v1/events", params={"model": "m1"}, headers=headers).json()["data"]
+    assert len(events) >= 2
+    assert client.get(f"/ui/api/events/{events[0]['id']}/plot.svg").status_code == 401
+    _sign_in(client, score)  # looking needs scope 'score' only
+    for ev in events[:2]:
+        r = client.get(f"/ui/api/events/{ev['id']}/plot.svg")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        rect = re.search(r'<rect x="([\d.]+)" y="0" width="([\d.]+)"', r.text)
+        assert rect is not None
+        left, width = float(rect.group(1)), float(rect.group(2))
+        points = _path_points(r.text)
+        assert len(points) > 2 * (ev["n_points"] + 10)  # context on both sides
+        top = min(points, key=lambda p: p[1])  # the top feature's spike lies in the shade
+        assert ev["top_features"][0][0] in r.text and left - 1 <= top[0] <= left + width + 1
+    assert client.get("/ui/api/events/999999/plot.svg").status_code == 404
+    page = client.get("/ui/events").text
+    assert f'src="/ui/api/events/{events[0]["id"]}/plot.svg" loading="lazy"' in page
+    assert 'id="pager"' not in page  # one page
+    monkeypatch.setattr(ui_router, "EVENTS_PER_PAGE", 1)
+    first = client.get("/ui/events?model=m1").text
+    assert first.count("plot.svg") == 1 and f'data-event="{events[0]["id"]}"' in first
+    assert 'href="/ui/events?model=m1&amp;page=2" id="older"' in first and 'id="newer"' not in first
+    second = client.get("/ui/events?model=m1&page=2").text
+    assert f'data-event="{events[1]["id"]}"' in second and 'id="newer"' in second
+    assert client.get("/ui/events?page=0").status_code == 422
+
+
 def test_events_page_lists_stream_events_acknowledges_and_labels(console: Any) -> None:
     client, admin, score, *_ = console
     headers = {"Authorization": f"Bearer {admin}"}
     live = make_frame(600, seed=11, end=pd.Timestamp("2031-01-01", tz="UTC"))
     live.iloc[400:415, 0] += 8.0
     live.iloc[400:415, 1] -= 8.0
-    body = {
-        "timestamps": [ts.isoformat() for ts in live.index],
-        "values": {c: [float(v) for v in live[c]] for c in ("a", "b")},
-    }
+    body = _stream_body(live)
     r = client.post("/v1/models/m1/stream", json=body, headers=headers)
     assert r.status_code == 200, r.text
     events = client.get("/v1/events", params={"model": "m1"}, headers=headers).json()["data"]

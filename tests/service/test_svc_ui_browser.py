@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from svc_helpers import REPO, TINY_CONFIG, ServerProcess, create_key, make_frame
+from svc_helpers import REPO, TINY_CONFIG, ServerProcess, create_key, make_frame, rows_of
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "tests" / "artifacts" / "screenshots"
@@ -145,6 +145,7 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.on("pageerror", lambda e: errors.append(str(e)))
 
     _sign_in(page, base, admin)
+    assert page.inner_text("tr[data-model='plant'] .last-scored") == "never"
     _shot(page, "01-models-empty-data")
 
     # Data: a refused file says why and stores nothing; a good one is previewed, then stored.
@@ -199,6 +200,19 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_selector("#point-detail table")
     _shot(page, "07-model-zoomed-point")
+    # Pan by half the view, then zoom out: the view moves and widens, inside the stored range.
+    lo, hi = (float(page.get_attribute("#charts", f"data-{e}") or 0) for e in ("lo", "hi"))
+    page.click("#pan-left")
+    page.wait_for_function(
+        "(lo) => Number(document.querySelector('#charts').dataset.lo) < lo", arg=lo
+    )
+    moved = float(page.get_attribute("#charts", "data-hi") or 0)
+    assert moved == pytest.approx(hi - (hi - lo) / 2)
+    page.click("#zoom-out")
+    page.wait_for_function(
+        "(w) => { const d = document.querySelector('#charts').dataset; return d.hi - d.lo > w; }",
+        arg=1.5 * (hi - lo),
+    )
 
     # Versions: v1 active, v2 not; promote v2, roll back to v1; compare side by side.
     page.goto(f"{base}/ui/models/plant/versions")
@@ -230,11 +244,21 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     page.fill(f"#note-{first_event}", "a planned restart")
     page.click("#events tbody tr >> nth=0 >> button:has-text('Not an anomaly')")
     page.wait_for_selector("#events tbody tr >> nth=0 >> text=labelled: not an anomaly")
+    # Each event's plot (a lazy SVG image) has loaded.
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('#events img.spark')];"
+        " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }"
+    )
     _shot(page, "09-events")
     labels = server.client(admin).get("/v1/models/plant/labels").json()["data"]
     assert [(x["event_id"], x["verdict"], x["note"]) for x in labels] == [
         (int(first_event or 0), "normal", "a planned restart")
     ]
+
+    # Models: the stream request scored, so the model shows its last scoring time.
+    page.goto(f"{base}/ui/models")
+    assert "UTC" in page.inner_text("tr[data-model='plant'] .last-scored")
+    _shot(page, "09b-models-last-scored")
 
     # Jobs: both succeeded; retry is offered only for ended-unsuccessfully jobs.
     page.goto(f"{base}/ui/jobs")
@@ -283,6 +307,23 @@ def test_operator_walk_through_and_a_score_key(served: Any, browser: Any) -> Non
     _shot(viewer, "13-score-key-models")
     viewer.goto(f"{base}/ui/models/plant")
     viewer.wait_for_selector("#charts[data-loaded]")
+    # The page keeps polling for live events and new data; unchanged, a bodiless 304.
+    with viewer.expect_response(
+        lambda r: "/live?" in r.url and r.status == 304, timeout=30_000
+    ) as polled:
+        viewer.wait_for_selector("#charts[data-unchanged]", timeout=20_000)
+    assert polled.value.headers.get("etag")
+    # Data stored meanwhile: the page offers it (the poll scores nothing); "Show it" charts it.
+    more = make_frame(50, seed=12, end=pd.Timestamp("2031-01-02", tz="UTC"))
+    r = server.client(admin).post("/v1/models/plant/data", json={"rows": rows_of(more)})
+    assert r.status_code == 200, r.text
+    before = int(viewer.get_attribute("#charts", "data-loaded") or 0)
+    viewer.wait_for_selector("#series-new:not([hidden])", timeout=30_000)
+    viewer.click("#series-refresh")
+    viewer.wait_for_function(
+        "(n) => Number(document.querySelector('#charts').dataset.loaded) === n",
+        arg=before + len(more),
+    )
     assert viewer.is_disabled("#train")
     assert "needs a key with scope 'write'" in (viewer.get_attribute("#train", "title") or "")
     _shot(viewer, "14-score-key-model")

@@ -16,8 +16,9 @@
     box._timer = setTimeout(() => { box.className = ""; }, kind === "error" ? 12000 : 4000);
   }
 
-  async function api(method, url, body) {
-    const init = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf } };
+  // A JSON call; a 304 (the caller sent If-None-Match in `headers`) returns null.
+  async function api(method, url, body, headers, onResponse) {
+    const init = { method, credentials: "same-origin", headers: Object.assign({ "X-CSRF-Token": csrf }, headers) };
     if (body instanceof FormData) {
       init.body = body;
     } else if (body !== undefined) {
@@ -25,6 +26,8 @@
       init.body = JSON.stringify(body);
     }
     const response = await fetch(url, init);
+    if (onResponse) onResponse(response);
+    if (response.status === 304) return null;
     const text = await response.text();
     let payload = null;
     try { payload = text ? JSON.parse(text) : null; } catch (e) { payload = { detail: text }; }
@@ -39,7 +42,8 @@
 
   function fmtTime(seconds) {
     if (seconds === null || seconds === undefined) return "—";
-    return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+    // As the server-rendered tables write times: "2026-11-29 15:41:00 UTC".
+    return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
   }
 
   function fmt(value) {
@@ -129,7 +133,7 @@
     const status = $("#series-status", root);
     const slider = $("#sensitivity");
     const keyPick = $("#series-key");
-    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null };
+    const state = { lo: null, hi: null, charts: [], last: null, key: "", again: null, seq: 0, url: "", etag: null, liveUrl: "", liveTag: null };
 
     function chosen() {
       return $$("#feature-picks input:checked").map((el) => el.value);
@@ -210,10 +214,58 @@
       return [body.x, positive, body.x.map(() => body.preview_threshold)];
     }
 
-    async function load(lo, hi) {
+    // After each answer the page asks again: for the chart every second while the version
+    // scores the stored series, then every POLL_MS for the live events and the history's size
+    // (/live: it starts no scoring; new data waits for "Show it"). The ETag of the last answer
+    // goes along, so an unchanged state is a bodiless 304.
+    const POLL_MS = 5000;
+    function again(ms) {
+      clearTimeout(state.again);
+      state.again = setTimeout(() => {
+        if (document.hidden) { again(ms); return; }
+        if (state.last && state.last.scored) live(); else load(state.lo, state.hi, true);
+      }, ms);
+    }
+
+    async function live() {
+      const seq = state.seq;
+      const params = new URLSearchParams();
+      params.set("version", $("#version").value);
+      if (keyPick.value) params.set("key", keyPick.value);
+      if (state.lo !== null) params.set("start", String(state.lo));
+      if (state.hi !== null) params.set("end", String(state.hi));
+      const url = "/ui/api/models/" + model + "/live?" + params.toString();
+      const headers = state.liveUrl === url && state.liveTag ? { "If-None-Match": state.liveTag } : {};
+      let body;
+      let etag = null;
+      try {
+        body = await api("GET", url, undefined, headers, (r) => { etag = r.headers.get("ETag"); });
+      } catch (error) {
+        if (seq === state.seq) again(POLL_MS);
+        return;
+      }
+      if (seq !== state.seq) return;  // a chart request since: it schedules the next poll
+      holder.dataset.polls = String(Number(holder.dataset.polls || 0) + 1);
+      if (body === null) {
+        holder.dataset.unchanged = String(Number(holder.dataset.unchanged || 0) + 1);
+        again(POLL_MS);
+        return;
+      }
+      state.liveUrl = url;
+      state.liveTag = etag;
+      state.last.events = body.events;
+      holder.dataset.events = String(body.events.length);
+      state.charts.forEach((c) => c.redraw(false));
+      const shown = state.last.history || {};
+      $("#series-new").hidden = body.history.points === shown.points && body.history.end === shown.end;
+      again(POLL_MS);
+    }
+
+    async function load(lo, hi, poll) {
       clearTimeout(state.again);
       state.lo = lo;
       state.hi = hi;
+      const seq = ++state.seq;
       const params = new URLSearchParams();
       params.set("version", $("#version").value);
       params.set("width", String(chartWidth(holder)));
@@ -222,17 +274,32 @@
       if (lo !== null) params.set("start", String(lo));
       if (hi !== null) params.set("end", String(hi));
       chosen().forEach((f) => params.append("feature", f));
-      status.textContent = "Loading…";
+      const url = "/ui/api/models/" + model + "/series?" + params.toString();
+      if (!poll) status.textContent = "Loading…";
       const started = performance.now();
+      const headers = poll && state.url === url && state.etag ? { "If-None-Match": state.etag } : {};
       let body;
+      let etag = null;
       try {
-        body = await api("GET", "/ui/api/models/" + model + "/series?" + params.toString());
+        body = await api("GET", url, undefined, headers, (r) => { etag = r.headers.get("ETag"); });
       } catch (error) {
+        if (seq !== state.seq) return;
         status.textContent = error.message;
         status.className = "error";
+        if (poll) again(POLL_MS);
         return;
       }
+      if (seq !== state.seq) return;  // a newer request (a zoom, the slider) has been made
+      if (poll) holder.dataset.polls = String(Number(holder.dataset.polls || 0) + 1);
+      if (body === null) {  // 304: nothing changed
+        holder.dataset.unchanged = String(Number(holder.dataset.unchanged || 0) + 1);
+        again(state.last && !state.last.scored ? 1000 : POLL_MS);
+        return;
+      }
+      state.url = url;
+      state.etag = etag;
       state.last = body;
+      $("#series-new").hidden = true;
       if (body.keys.length && !keyPick.options.length) {
         // A model with a key column: one chart per series, chosen here.
         keyPick.innerHTML = body.keys.map((k) => `<option>${escapeHtml(k)}</option>`).join("");
@@ -246,6 +313,8 @@
         state.charts[state.charts.length - 1].setData(scoreData(body));
       }
       holder.dataset.loaded = String(body.n_points);
+      holder.dataset.lo = String(lo === null ? body.range[0] : lo);
+      holder.dataset.hi = String(hi === null ? body.range[1] : hi);
       holder.dataset.drawn = String(body.x.length);
       holder.dataset.scored = String(body.scored);
       holder.dataset.events = String(body.events.length);
@@ -257,12 +326,13 @@
       if (!body.scored) {
         // The version is scoring the stored series in the background: ask again shortly.
         status.textContent = `${view} · scoring the stored series… · ${Math.round(performance.now() - started)} ms`;
-        state.again = setTimeout(() => load(state.lo, state.hi), 1000);
+        again(1000);
         stretches(body);
         return;
       }
+      again(POLL_MS);
       status.textContent = view +
-        ` · ${body.n_flagged.toLocaleString()} flagged in ${body.n_stretches.toLocaleString()} stretches at sensitivity ${body.sensitivity}` +
+        ` · ${body.n_flagged.toLocaleString()} flagged in ${body.n_stretches.toLocaleString()} ${body.n_stretches === 1 ? "stretch" : "stretches"} at sensitivity ${body.sensitivity}` +
         ` (threshold ${fmt(body.preview_threshold)}; calibrated ${fmt(body.threshold)})` +
         ` · ${Math.round(performance.now() - started)} ms`;
       holder.dataset.flagged = String(body.n_flagged);
@@ -287,7 +357,9 @@
       try {
         const p = await api("GET", "/ui/api/models/" + model + "/explain?" + params.toString());
         $("#point-detail").innerHTML =
-          `<div><b>${fmtTime(p.t)}</b> · score ${fmt(p.score)} (threshold ${fmt(p.threshold)})</div>` +
+          `<div><b>${fmtTime(p.t)}</b> · score ${fmt(p.score)} (threshold ${fmt(p.threshold)}` +
+          (state.last && state.last.sensitivity !== 50 ? `; ${fmt(state.last.preview_threshold)} at sensitivity ${state.last.sensitivity}` : "") +
+          ")</div>" +
           "<table class='grid compact'><thead><tr><th>Feature</th><th>Value</th><th>Expected</th><th>Contribution</th></tr></thead><tbody>" +
           p.contributions.map(([f, c]) =>
             `<tr><td>${escapeHtml(f)}</td><td>${fmt(p.values[f])}</td><td>${fmt(p.expected[f])}</td><td>${fmt(c)}</td></tr>`).join("") +
@@ -316,6 +388,31 @@
     $("#version").addEventListener("change", () => load(null, null));
     keyPick.addEventListener("change", () => load(null, null));
     $("#reset-zoom").addEventListener("click", () => load(null, null));
+    $("#series-refresh").addEventListener("click", () => load(state.lo, state.hi));
+    // Pan by half the view and zoom out by two, inside the stored range.
+    function shown() {
+      if (!state.last) return null;
+      const [first, last] = state.last.range;
+      return [state.lo === null ? first : state.lo, state.hi === null ? last : state.hi, first, last];
+    }
+    function pan(fraction) {
+      const view = shown();
+      if (!view) return;
+      const [lo, hi, first, last] = view;
+      const shift = Math.max(first - lo, Math.min(last - hi, (hi - lo) * fraction));
+      if (shift !== 0) load(lo + shift, hi + shift);
+    }
+    $("#pan-left").addEventListener("click", () => pan(-0.5));
+    $("#pan-right").addEventListener("click", () => pan(0.5));
+    $("#zoom-out").addEventListener("click", () => {
+      const view = shown();
+      if (!view) return;
+      const [lo, hi, first, last] = view;
+      const mid = (lo + hi) / 2;
+      const a = Math.max(first, mid - (hi - lo));
+      const b = Math.min(last, mid + (hi - lo));
+      if (a <= first && b >= last) load(null, null); else load(a, b);
+    });
     // A link may open the page zoomed (an event's plot): ?start=..&end=.. in seconds.
     const query = new URLSearchParams(window.location.search);
     const lo = Number(query.get("start"));
