@@ -12,17 +12,28 @@ one CPU core, without a training loop (see the README for its speed on 8,640 poi
   (on a 16-value piecewise average of the window), the point taking the mean over its windows,
   as :mod:`detector.windows` combines window errors. It catches shapes that occur once (a
   changed waveform, a flat stretch at a new level).
-- **The decision**: the score and the residual from the expected value (over its median
-  absolute deviation) are each divided by their own Peaks-Over-Threshold threshold
-  (:func:`detector.thresholds.pot_threshold`, the residual's at a ten times smaller risk) and
-  the larger decides (above 1 is anomalous), so single spikes that a long window dilutes are
-  caught too. The risk grows with ``sensitivity`` (:func:`risk_of`); at most
-  ``maxAnomalyRatio`` of the points are flagged.
+- **The decision** is hysteresis on each of two scores, as in edge detection: an *event* is a
+  run of points where the score stays above its ordinary level (its median) and that crosses
+  the score's high bar somewhere; every point of an event is flagged, so an anomaly is flagged
+  over its whole stretch while a series that never crosses a bar stays clean. The shape
+  score's bar is in robust standard deviations of the window distances (median and MAD over
+  all windows; the Gaussian quantile of :func:`risk_of`'s tail, 3.09 at the default
+  sensitivity). The residual from the expected value (over its median absolute deviation) has
+  the Peaks-Over-Threshold threshold (:func:`detector.thresholds.pot_threshold`) at four times
+  that tail (4e-3 at the default, the previous default's residual risk; a smaller one puts the
+  extrapolated bar above 18-sigma spikes of short series), so single spikes that a long window
+  dilutes are caught too. A shape event reaches up to one window (128 points) beyond the
+  anomaly itself: every window that holds the anomaly is unusual. At most ``maxAnomalyRatio``
+  of the points are flagged (those with the highest normalised score).
 - **Margins** are the distance from the expected value at which the residual score alone would
-  cross the threshold, so ``expected +/- margin`` is the band of ordinary values; a point inside
-  it can still be flagged by its shape (the discord score).
-- **Severity** is ``u / (u + 1)`` for the normalised score ``u`` on flagged points (in
-  ``[0.5, 1)``, growing with the score) and 0 on the others, as the API defines it.
+  cross its bar, so ``expected +/- margin`` is the band of ordinary values; a point inside it
+  can still be flagged by its shape or as part of an event.
+- **Severity** is ``u / (u + 1)`` on flagged points and 0 on the others, as the API defines it,
+  for the normalised score ``u`` (the larger of each score over its bar, 0 at least): in
+  ``[0.5, 1)`` where a point crosses a bar, lower on the rest of its event, growing with the
+  score. ``score`` of :class:`UnivariateResult` is ``u`` on every point.
+- **Last-point detection** fits the bars on an even sample of 512 windows and scores the
+  trailing windows exactly, as far back as the last point's event reaches.
 - **Change points** are where the median of the next ``stableTrendWindow`` points (default:
   one period of the differenced series) differs from that of the previous ones; the shift is
   measured against the spread of such shifts over the series, and the confidence is the
@@ -67,6 +78,7 @@ DEFAULT_SENSITIVITY = 99  # Azure's default (see the README, "Migrating from Azu
 DEFAULT_MAX_ANOMALY_RATIO = 0.25  # Azure's default maxAnomalyRatio
 _RISK_AT_ZERO = -6.0  # log10 of the high bar's tail probability at sensitivity 0
 _RISK_AT_TOP = -3.0  # ... and at 99
+_RESIDUAL_RISK = 4.0  # the residual's POT risk over the shape bar's tail
 _CONTINUATION = 0.0  # robust standard deviations: a shape event ends at the median
 _SHAPE_SPREAD_FLOOR = 0.02  # per point, in units of the series' robust scale
 
@@ -215,7 +227,7 @@ def risk_of(sensitivity: int) -> float:
     1e-6 at 0 to 1e-3 at 99 (the default, Azure's), so higher sensitivity flags more points and
     narrows the margins. The shape score's bar is the Gaussian quantile of this tail (3.09
     robust standard deviations at 99, 4.75 at 0); the residual's is the Peaks-Over-Threshold
-    threshold at a ten times smaller risk."""
+    threshold at :data:`_RESIDUAL_RISK` times this risk."""
     share = min(max(sensitivity, 0), _TOP_SENSITIVITY) / _TOP_SENSITIVITY
     return float(10 ** (_RISK_AT_ZERO + share * (_RISK_AT_TOP - _RISK_AT_ZERO)))
 
@@ -364,7 +376,7 @@ def detect_series(
     risk = risk_of(sensitivity)
     shape_bar = float(NormalDist().inv_cdf(1.0 - risk))
     res_score = np.abs(residual) / res_scale
-    res_bar = _threshold(res_score, risk / 10)
+    res_bar = _threshold(res_score, min(_RESIDUAL_RISK * risk, 1 - _TAIL_LEVEL))
     centre, spread = shape.stats
     shape_z = (shape.score - centre) / spread
     if last_only and shape.scaled is not None:
@@ -373,12 +385,13 @@ def detect_series(
     normalized = np.fmax(np.nan_to_num(shape_z / shape_bar, nan=0.0), res_score / res_bar)
     normalized = np.maximum(normalized, 0.0)
     flagged = _flags(shape_z, res_score, shape_bar, res_bar)
-    # maxAnomalyRatio: only points above the (limit + 1)-th largest normalised score can be
-    # flagged, so at most limit of them (the last-point path counts its sample).
-    known = np.sort(normalized[np.isfinite(shape_z) | (res_score > res_bar)])
-    limit = int(max_anomaly_ratio * len(known))
-    if limit < len(known):
-        flagged &= normalized > known[len(known) - limit - 1]
+    # maxAnomalyRatio: when more of the points are flagged, only those above the (limit + 1)-th
+    # largest normalised score stay flagged (the last-point path counts its sampled points).
+    known = np.isfinite(shape_z) | (res_score > res_bar)
+    limit = int(max_anomaly_ratio * known.sum())
+    if flagged[known].sum() > limit:
+        ranked = np.sort(normalized[known])
+        flagged &= normalized > ranked[len(ranked) - limit - 1]
     severity = np.where(flagged, normalized / (normalized + 1.0), 0.0)
     margin = np.full(len(x), res_bar * res_scale)
     return UnivariateResult(
