@@ -379,6 +379,7 @@ def detect_series(
     res_bar = _threshold(res_score, min(_RESIDUAL_RISK * risk, 1 - _TAIL_LEVEL))
     centre, spread = shape.stats
     shape_z = (shape.score - centre) / spread
+    known = np.flatnonzero(np.isfinite(shape_z))  # every point, or an even sample of them
     if last_only and shape.scaled is not None:
         tail = _trailing_shape(shape.scaled, window, shape.stats)
         shape_z[len(x) - len(tail) :] = tail
@@ -386,10 +387,13 @@ def detect_series(
     normalized = np.maximum(normalized, 0.0)
     flagged = _flags(shape_z, res_score, shape_bar, res_bar)
     # maxAnomalyRatio: when more of the points are flagged, only those above the (limit + 1)-th
-    # largest normalised score stay flagged (the last-point path counts its sampled points).
-    known = np.isfinite(shape_z) | (res_score > res_bar)
-    limit = int(max_anomaly_ratio * known.sum())
-    if flagged[known].sum() > limit:
+    # largest normalised score stay flagged. The last-point path counts and ranks an even
+    # sample of the points, taken as one series.
+    counted = flagged
+    if len(known) < len(x):
+        counted = _flags(shape_z[known], res_score[known], shape_bar, res_bar)
+    limit = int(max_anomaly_ratio * len(known))
+    if counted.sum() > limit:
         ranked = np.sort(normalized[known])
         flagged &= normalized > ranked[len(ranked) - limit - 1]
     severity = np.where(flagged, normalized / (normalized + 1.0), 0.0)
