@@ -108,10 +108,15 @@ class ChangePoints:
     confidence: FloatArray
 
 
-def _running_median(x: FloatArray, length: int, centred: bool = True) -> FloatArray:
+def _running_median(x: FloatArray, length: int, whole: bool = False) -> FloatArray:
+    """Centred running median of ``length`` points; at the ends, over the points there are,
+    or with ``whole`` the median of the first or last full window (a window of one period
+    holds every phase once, a shorter one would follow the seasonal cycle)."""
     length = max(1, int(length))
     s = pd.Series(x)
-    out = s.rolling(length, center=centred, min_periods=1).median()
+    out = s.rolling(length, center=True, min_periods=length if whole else 1).median()
+    if whole:
+        out = out.bfill().ffill()
     return out.to_numpy(dtype=np.float64)
 
 
@@ -153,7 +158,7 @@ def seasonal_expected(values: FloatArray, period: int) -> FloatArray:
     """
     n = len(values)
     if period >= 2 and n >= 2 * period:
-        trend = _running_median(values, period | 1)
+        trend = _running_median(values, period | 1, whole=True)
         detrended = values - trend
         phase = np.arange(n) % period
         profile = (
