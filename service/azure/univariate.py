@@ -3,9 +3,10 @@
 Each request is answered by a model fitted on the request's own series, in one pass and on
 one CPU core, without a training loop (see the README for its speed on 8,640 points):
 
-- **Expected values** come from a robust seasonal fit: a running median trend (one period
-  long, or 2*k+1 points without a period) plus the median of the detrended series at each
-  phase of the period (the period is the request's, else the dominant period of the series by
+- **Expected values** come from a robust seasonal fit: the median at each phase of the period
+  of the series minus its running mean over one period, plus a running median trend (one
+  period long) of the deseasonalised series; without a period, a running median of 11 points
+  (the period is the request's, else the dominant period of the series by
   :func:`detector.windows.dominant_period`, 0 when there is none).
 - **The score** of a point is the discord distance of the 128-point windows that contain it:
   each window's Euclidean distance to its nearest non-overlapping window of the same series
@@ -79,6 +80,7 @@ DEFAULT_MAX_ANOMALY_RATIO = 0.25  # Azure's default maxAnomalyRatio
 _RISK_AT_ZERO = -6.0  # log10 of the high bar's tail probability at sensitivity 0
 _RISK_AT_TOP = -3.0  # ... and at 99
 _RESIDUAL_RISK = 4.0  # the residual's POT risk over the shape bar's tail
+_RESIDUAL_RATIO = 3.0  # the residual's high bar over its continuation bar
 _CONTINUATION = 0.0  # robust standard deviations: a shape event ends at the median
 _SHAPE_SPREAD_FLOOR = 0.02  # per point, in units of the series' robust scale
 
@@ -144,7 +146,12 @@ def find_period(values: FloatArray, period: int | None) -> int:
 
 
 def seasonal_expected(values: FloatArray, period: int) -> FloatArray:
-    """Expected values: a running median trend plus a per-phase median seasonal profile.
+    """Expected values: a per-phase median seasonal profile plus a running median trend.
+
+    The profile is the median, at each phase, of the series minus its running mean over one
+    period (which cancels the cycle exactly); the trend is the running median over one period
+    of the series minus the profile. A running median of the raw series would sit where a
+    strong cycle crosses its level, where few values lie, and jump with the noise.
 
     Parameters
     ----------
@@ -158,12 +165,14 @@ def seasonal_expected(values: FloatArray, period: int) -> FloatArray:
     """
     n = len(values)
     if period >= 2 and n >= 2 * period:
-        trend = _running_median(values, period | 1, whole=True)
-        detrended = values - trend
+        level = pd.Series(values).rolling(period, center=True).mean().bfill().ffill()
         phase = np.arange(n) % period
         profile = (
-            pd.Series(detrended).groupby(phase).median().reindex(range(period)).fillna(0.0)
-        ).to_numpy()
+            (pd.Series(values - level.to_numpy()).groupby(phase).median().reindex(range(period)))
+            .fillna(0.0)
+            .to_numpy()
+        )
+        trend = _running_median(values - profile[phase], period | 1, whole=True)
         return np.asarray(trend + profile[phase], dtype=np.float64)
     return _running_median(values, 11)
 
@@ -323,11 +332,14 @@ def _flags(
     shape_z: FloatArray, res_score: FloatArray, shape_bar: float, res_bar: float
 ) -> npt.NDArray[np.bool_]:
     """Hysteresis on each score: an event is a run of points above the score's continuation
-    bar that crosses its high bar somewhere (the shape's bars: :data:`_CONTINUATION` and
-    ``shape_bar`` robust standard deviations; the residual's: its median and ``res_bar``)."""
+    bar that crosses its high bar somewhere. The shape's bars: :data:`_CONTINUATION` (the
+    median: the smooth window score's excursion) and ``shape_bar`` robust standard
+    deviations; the residual's: a third of ``res_bar`` (the point-wise residual crosses its
+    median every other point; 3:1 is the top of the ratio used in edge detection) and
+    ``res_bar``."""
     shape = np.nan_to_num(shape_z, nan=-np.inf)
     by_shape = _events(shape > shape_bar, shape > _CONTINUATION)
-    by_level = _events(res_score > res_bar, res_score > float(np.median(res_score)))
+    by_level = _events(res_score > res_bar, res_score > res_bar / _RESIDUAL_RATIO)
     return by_shape | by_level
 
 
