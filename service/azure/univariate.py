@@ -14,8 +14,9 @@ one CPU core, without a training loop (see the README for its speed on 8,640 poi
   as :mod:`detector.windows` combines window errors. It catches shapes that occur once (a
   changed waveform, a flat stretch at a new level).
 - **The decision** is hysteresis on each of two scores, as in edge detection: an *event* is a
-  run of points where the score stays above its ordinary level (its median) and that crosses
-  the score's high bar somewhere; every point of an event is flagged, so an anomaly is flagged
+  run of points where the score stays above its continuation bar (the smooth shape score: its
+  median; the point-wise residual: a third of its high bar) and that crosses the score's high
+  bar somewhere; every point of an event is flagged, so an anomaly is flagged
   over its whole stretch while a series that never crosses a bar stays clean. The shape
   score's bar is in robust standard deviations of the window distances (median and MAD over
   all windows; the Gaussian quantile of :func:`risk_of`'s tail, 3.09 at the default
