@@ -33,7 +33,12 @@ from sqlalchemy import func, select
 from detector import DetectorConfig
 from service.azure import schemas as az
 from service.azure.errors import AzureError
-from service.azure.univariate import detect_change_points, detect_series
+from service.azure.univariate import (
+    DEFAULT_MAX_ANOMALY_RATIO,
+    DEFAULT_SENSITIVITY,
+    detect_change_points,
+    detect_series,
+)
 from service.data import frame_from_upload
 from service.db import Database
 from service.deletion import DeletionService
@@ -840,11 +845,15 @@ class AzureService:
 
 
 def _sensitivity(opts: az.UnivariateDetectionOptions) -> int:
-    return 95 if opts.sensitivity is None else int(opts.sensitivity)
+    return DEFAULT_SENSITIVITY if opts.sensitivity is None else int(opts.sensitivity)
 
 
 def _ratio(opts: az.UnivariateDetectionOptions) -> float:
-    return 0.25 if opts.max_anomaly_ratio is None else float(opts.max_anomaly_ratio)
+    return (
+        DEFAULT_MAX_ANOMALY_RATIO
+        if opts.max_anomaly_ratio is None
+        else float(opts.max_anomaly_ratio)
+    )
 
 
 def _num(value: Any) -> float:

@@ -3,26 +3,39 @@
 Each request is answered by a model fitted on the request's own series, in one pass and on
 one CPU core, without a training loop (see the README for its speed on 8,640 points):
 
-- **Expected values** come from a robust seasonal fit: a running median trend (one period
-  long, or 2*k+1 points without a period) plus the median of the detrended series at each
-  phase of the period (the period is the request's, else the dominant period of the series by
+- **Expected values** come from a robust seasonal fit: the median at each phase of the period
+  of the series minus its running mean over one period, plus a running median trend (one
+  period long) of the deseasonalised series; without a period, a running median of 11 points
+  (the period is the request's, else the dominant period of the series by
   :func:`detector.windows.dominant_period`, 0 when there is none).
 - **The score** of a point is the discord distance of the 128-point windows that contain it:
   each window's Euclidean distance to its nearest non-overlapping window of the same series
   (on a 16-value piecewise average of the window), the point taking the mean over its windows,
   as :mod:`detector.windows` combines window errors. It catches shapes that occur once (a
   changed waveform, a flat stretch at a new level).
-- **The decision**: the score and the residual from the expected value (over its median
-  absolute deviation) are each divided by their own Peaks-Over-Threshold threshold
-  (:func:`detector.thresholds.pot_threshold`, the residual's at a ten times smaller risk) and
-  the larger decides (above 1 is anomalous), so single spikes that a long window dilutes are
-  caught too. The risk grows with ``sensitivity`` (:func:`risk_of`); at most
-  ``maxAnomalyRatio`` of the points are flagged.
+- **The decision** is hysteresis on each of two scores, as in edge detection: an *event* is a
+  run of points where the score stays above its continuation bar (the smooth shape score: its
+  median; the point-wise residual: a third of its high bar) and that crosses the score's high
+  bar somewhere; every point of an event is flagged, so an anomaly is flagged
+  over its whole stretch while a series that never crosses a bar stays clean. The shape
+  score's bar is in robust standard deviations of the window distances (median and MAD over
+  all windows; the Gaussian quantile of :func:`risk_of`'s tail, 3.09 at the default
+  sensitivity). The residual from the expected value (over its median absolute deviation) has
+  the Peaks-Over-Threshold threshold (:func:`detector.thresholds.pot_threshold`) at four times
+  that tail (4e-3 at the default, the previous default's residual risk; a smaller one puts the
+  extrapolated bar above 18-sigma spikes of short series), so single spikes that a long window
+  dilutes are caught too. A shape event reaches up to one window (128 points) beyond the
+  anomaly itself: every window that holds the anomaly is unusual. At most ``maxAnomalyRatio``
+  of the points are flagged (those with the highest normalised score).
 - **Margins** are the distance from the expected value at which the residual score alone would
-  cross the threshold, so ``expected +/- margin`` is the band of ordinary values; a point inside
-  it can still be flagged by its shape (the discord score).
-- **Severity** is ``u / (u + 1)`` for the normalised score ``u`` on flagged points (in
-  ``[0.5, 1)``, growing with the score) and 0 on the others, as the API defines it.
+  cross its bar, so ``expected +/- margin`` is the band of ordinary values; a point inside it
+  can still be flagged by its shape or as part of an event.
+- **Severity** is ``u / (u + 1)`` on flagged points and 0 on the others, as the API defines it,
+  for the normalised score ``u`` (the larger of each score over its bar, 0 at least): in
+  ``[0.5, 1)`` where a point crosses a bar, lower on the rest of its event, growing with the
+  score. ``score`` of :class:`UnivariateResult` is ``u`` on every point.
+- **Last-point detection** fits the bars on an even sample of 512 windows and scores the
+  trailing windows exactly, as far back as the last point's event reaches.
 - **Change points** are where the median of the next ``stableTrendWindow`` points (default:
   one period of the differenced series) differs from that of the previous ones; the shift is
   measured against the spread of such shifts over the series, and the confidence is the
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +57,8 @@ from detector.thresholds import pot_threshold
 from detector.windows import coverage_counts, dominant_period, overlap_reduce
 
 __all__ = [
+    "DEFAULT_MAX_ANOMALY_RATIO",
+    "DEFAULT_SENSITIVITY",
     "ChangePoints",
     "UnivariateResult",
     "detect_change_points",
@@ -59,7 +75,15 @@ _CHUNK = 2048
 _MAD_SCALE = 1.4826
 _LAST_SAMPLE = 512
 _TAIL_LEVEL = 0.9
-_DEFAULT_SENSITIVITY = 95
+_TOP_SENSITIVITY = 99  # the top of Azure's scale
+DEFAULT_SENSITIVITY = 99  # Azure's default (see the README, "Migrating from Azure ...")
+DEFAULT_MAX_ANOMALY_RATIO = 0.25  # Azure's default maxAnomalyRatio
+_RISK_AT_ZERO = -6.0  # log10 of the high bar's tail probability at sensitivity 0
+_RISK_AT_TOP = -3.0  # ... and at 99
+_RESIDUAL_RISK = 4.0  # the residual's POT risk over the shape bar's tail
+_RESIDUAL_RATIO = 3.0  # the residual's high bar over its continuation bar
+_CONTINUATION = 0.0  # robust standard deviations: a shape event ends at the median
+_SHAPE_SPREAD_FLOOR = 0.02  # per point, in units of the series' robust scale
 
 
 @dataclass
@@ -87,10 +111,15 @@ class ChangePoints:
     confidence: FloatArray
 
 
-def _running_median(x: FloatArray, length: int, centred: bool = True) -> FloatArray:
+def _running_median(x: FloatArray, length: int, whole: bool = False) -> FloatArray:
+    """Centred running median of ``length`` points; at the ends, over the points there are,
+    or with ``whole`` the median of the first or last full window (a window of one period
+    holds every phase once, a shorter one would follow the seasonal cycle)."""
     length = max(1, int(length))
     s = pd.Series(x)
-    out = s.rolling(length, center=centred, min_periods=1).median()
+    out = s.rolling(length, center=True, min_periods=length if whole else 1).median()
+    if whole:
+        out = out.bfill().ffill()
     return out.to_numpy(dtype=np.float64)
 
 
@@ -118,7 +147,12 @@ def find_period(values: FloatArray, period: int | None) -> int:
 
 
 def seasonal_expected(values: FloatArray, period: int) -> FloatArray:
-    """Expected values: a running median trend plus a per-phase median seasonal profile.
+    """Expected values: a per-phase median seasonal profile plus a running median trend.
+
+    The profile is the median, at each phase, of the series minus its running mean over one
+    period (which cancels the cycle exactly); the trend is the running median over one period
+    of the series minus the profile. A running median of the raw series would sit where a
+    strong cycle crosses its level, where few values lie, and jump with the noise.
 
     Parameters
     ----------
@@ -132,12 +166,14 @@ def seasonal_expected(values: FloatArray, period: int) -> FloatArray:
     """
     n = len(values)
     if period >= 2 and n >= 2 * period:
-        trend = _running_median(values, period | 1)
-        detrended = values - trend
+        level = pd.Series(values).rolling(period, center=True).mean().bfill().ffill()
         phase = np.arange(n) % period
         profile = (
-            pd.Series(detrended).groupby(phase).median().reindex(range(period)).fillna(0.0)
-        ).to_numpy()
+            (pd.Series(values - level.to_numpy()).groupby(phase).median().reindex(range(period)))
+            .fillna(0.0)
+            .to_numpy()
+        )
+        trend = _running_median(values - profile[phase], period | 1, whole=True)
         return np.asarray(trend + profile[phase], dtype=np.float64)
     return _running_median(values, 11)
 
@@ -201,22 +237,18 @@ def _to_points(window_scores: FloatArray, n: int, window: int) -> FloatArray:
     return np.asarray(acc[:, 0].numpy() / coverage_counts(n, window), dtype=np.float64)
 
 
-def risk_of(sensitivity: int, max_ratio: float = 0.25) -> float:
-    """Share of ordinary points allowed above the threshold for an Azure ``sensitivity``
-    (0-99): log-linear from 1e-4 at 0 to 0.04 at 95 (the default), then up to ``max_ratio``
-    at 99, so the top of the range flags as much as ``maxAnomalyRatio`` allows. Higher
-    sensitivity flags more points and narrows the margins."""
-    if sensitivity <= _DEFAULT_SENSITIVITY:
-        exponent = -4 + (sensitivity / _DEFAULT_SENSITIVITY) * (4 + math.log10(0.04))
-    else:
-        top = math.log10(max(max_ratio, 0.04))
-        share = (sensitivity - _DEFAULT_SENSITIVITY) / (99 - _DEFAULT_SENSITIVITY)
-        exponent = math.log10(0.04) + share * (top - math.log10(0.04))
-    return float(10**exponent)
+def risk_of(sensitivity: int) -> float:
+    """Tail probability of the high bar for an Azure ``sensitivity`` (0-99): log-linear from
+    1e-6 at 0 to 1e-3 at 99 (the default, Azure's), so higher sensitivity flags more points and
+    narrows the margins. The shape score's bar is the Gaussian quantile of this tail (3.09
+    robust standard deviations at 99, 4.75 at 0); the residual's is the Peaks-Over-Threshold
+    threshold at :data:`_RESIDUAL_RISK` times this risk."""
+    share = min(max(sensitivity, 0), _TOP_SENSITIVITY) / _TOP_SENSITIVITY
+    return float(10 ** (_RISK_AT_ZERO + share * (_RISK_AT_TOP - _RISK_AT_ZERO)))
 
 
-def _threshold(scores: FloatArray, risk: float, max_ratio: float) -> float:
-    """POT threshold at ``risk``, never flagging more than ``max_ratio`` of the points."""
+def _threshold(scores: FloatArray, risk: float) -> float:
+    """POT threshold at ``risk`` (the largest score when there are too few)."""
     finite = scores[np.isfinite(scores)]
     if finite.size < 16:
         return max(float(np.max(finite)) if finite.size else 1.0, 1e-9)
@@ -224,13 +256,21 @@ def _threshold(scores: FloatArray, risk: float, max_ratio: float) -> float:
         z = float(np.quantile(finite, 1 - risk))
     else:
         z, _ = pot_threshold(finite, risk, _TAIL_LEVEL)
-    cap = float(np.quantile(finite, 1 - max_ratio))  # at most max_ratio of points above
-    return max(z, cap, 1e-9)
+    return max(z, 1e-9)
+
+
+@dataclass
+class _Shape:
+    """The discord score of a series' points (see :func:`_scores`)."""
+
+    score: FloatArray  # mean over the windows through each point (NaN where not computed)
+    stats: tuple[float, float]  # median and robust spread of the window distances
+    scaled: FloatArray | None  # the standardised series (None when too short for windows)
 
 
 def _scores(
     values: FloatArray, period: int, last_only: bool
-) -> tuple[FloatArray, FloatArray, float, FloatArray, int]:
+) -> tuple[FloatArray, FloatArray, float, _Shape, int]:
     n = len(values)
     expected = seasonal_expected(values, period)
     residual = values - expected
@@ -240,25 +280,92 @@ def _scores(
     n_windows = n - window + 1
     if n_windows < 2 * window + 1:  # too short for non-overlapping neighbours
         score = np.abs(residual) / res_scale
-    elif last_only:
-        # The threshold needs the spread of the scores: an even sample of windows gives it
-        # (each standing for its points), the last window covers the last point.
+        return (
+            expected,
+            residual,
+            res_scale,
+            _Shape(score, _centre_spread(score, window), None),
+            window,
+        )
+    if last_only:
+        # The bars need the spread of the window distances: an even sample of windows gives
+        # it (each standing for its points); detect_series adds the exact scores of the last
+        # points (:func:`_trailing_shape`).
         count = min(n_windows, _LAST_SAMPLE)
         sample = np.unique(np.linspace(0, n_windows - 1, count).round().astype(np.int64))
         dist = discord_distances(scaled, window, sample)
         score = np.full(n, np.nan)
         score[sample] = dist
-        score[-1] = dist[-1]
+        shape = _Shape(score, _centre_spread(dist, window), scaled)
     else:
-        score = _to_points(discord_distances(scaled, window), n, window)
-    return expected, residual, res_scale, score, window
+        dist = discord_distances(scaled, window)
+        shape = _Shape(_to_points(dist, n, window), _centre_spread(dist, window), scaled)
+    return expected, residual, res_scale, shape, window
+
+
+def _centre_spread(distances: FloatArray, window: int) -> tuple[float, float]:
+    """Median and robust spread of the finite window distances. The spread is never below
+    that of windows differing by 2% of the series' scale at each point
+    (:data:`_SHAPE_SPREAD_FLOOR` times the square root of the window), so the near-exact
+    repeats of a noiseless series do not make a tiny difference look like a discord."""
+    finite = distances[np.isfinite(distances)]
+    floor = _SHAPE_SPREAD_FLOOR * math.sqrt(window)
+    if finite.size == 0:
+        return 0.0, floor
+    centre = float(np.median(finite))
+    spread = float(np.median(np.abs(finite - centre))) * _MAD_SCALE
+    return centre, max(spread, floor)
+
+
+def _events(high: npt.NDArray[np.bool_], above: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Hysteresis: the points of every run of ``above`` that holds a ``high`` point."""
+    inside = high | above
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], inside.astype(np.int8), [0]))))
+    count = np.concatenate(([0], np.cumsum(high)))
+    out = np.zeros(len(inside), dtype=bool)
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if count[end] > count[start]:
+            out[start:end] = True
+    return out
+
+
+def _flags(
+    shape_z: FloatArray, res_score: FloatArray, shape_bar: float, res_bar: float
+) -> npt.NDArray[np.bool_]:
+    """Hysteresis on each score: an event is a run of points above the score's continuation
+    bar that crosses its high bar somewhere. The shape's bars: :data:`_CONTINUATION` (the
+    median: the smooth window score's excursion) and ``shape_bar`` robust standard
+    deviations; the residual's: a third of ``res_bar`` (the point-wise residual crosses its
+    median every other point; 3:1 is the top of the ratio used in edge detection) and
+    ``res_bar``."""
+    shape = np.nan_to_num(shape_z, nan=-np.inf)
+    by_shape = _events(shape > shape_bar, shape > _CONTINUATION)
+    by_level = _events(res_score > res_bar, res_score > res_bar / _RESIDUAL_RATIO)
+    return by_shape | by_level
+
+
+def _trailing_shape(scaled: FloatArray, window: int, stats: tuple[float, float]) -> FloatArray:
+    """Exact shape z-scores of the series' last points, enough of them to hold the whole run
+    above the continuation bar that the last point belongs to (the last-point path samples
+    the rest)."""
+    n = len(scaled)
+    n_windows = n - window + 1
+    length = 4 * window
+    while True:
+        first = max(0, n_windows - length)
+        dist = discord_distances(scaled, window, np.arange(first, n_windows, dtype=np.int64))
+        keep = slice(window - 1 if first > 0 else 0, None)  # points whose windows are all here
+        z = (_to_points(dist, n - first, window)[keep] - stats[0]) / stats[1]
+        if first == 0 or (z <= _CONTINUATION).any():
+            return np.asarray(z, dtype=np.float64)
+        length *= 2
 
 
 def detect_series(
     values: npt.ArrayLike,
     period: int | None = None,
-    sensitivity: int = 95,
-    max_anomaly_ratio: float = 0.25,
+    sensitivity: int = DEFAULT_SENSITIVITY,
+    max_anomaly_ratio: float = DEFAULT_MAX_ANOMALY_RATIO,
     last_only: bool = False,
 ) -> UnivariateResult:
     """Fit the method on ``values`` and return every point's result.
@@ -270,12 +377,12 @@ def detect_series(
     period : int, optional
         The series' period; None finds it.
     sensitivity : int
-        0-99; higher flags more points.
+        0-99; higher flags more points (99, Azure's default).
     max_anomaly_ratio : float
-        Most points flagged, as a share of the series, in (0, 0.5].
+        Most points flagged, as a share of the series, in (0, 0.5] (Azure's default 0.25).
     last_only : bool
-        Only the last point's result is needed (fast path of last-point detection): the
-        threshold comes from a sample of windows.
+        Only the last point's result is needed (fast path of last-point detection): the bars
+        come from a sample of windows, the last point's run from the trailing windows.
 
     Returns
     -------
@@ -283,17 +390,32 @@ def detect_series(
     """
     x = np.asarray(values, dtype=np.float64)
     p = find_period(x, period)
-    expected, residual, res_scale, score, window = _scores(x, p, last_only)
-    # Shape (discord) and level (residual) each against their own threshold; the residual's
-    # is ten times stricter: on its own it flags noise that is no anomaly.
-    risk = risk_of(sensitivity, max_anomaly_ratio)
-    shape = score / _threshold(score, risk, max_anomaly_ratio)
+    expected, residual, res_scale, shape, window = _scores(x, p, last_only)
+    risk = risk_of(sensitivity)
+    shape_bar = float(NormalDist().inv_cdf(1.0 - risk))
     res_score = np.abs(residual) / res_scale
-    res_threshold = _threshold(res_score, risk / 10, max_anomaly_ratio)
-    normalized = np.fmax(np.nan_to_num(shape, nan=0.0), res_score / res_threshold)
-    flagged = normalized > 1.0
+    res_bar = _threshold(res_score, min(_RESIDUAL_RISK * risk, 1 - _TAIL_LEVEL))
+    centre, spread = shape.stats
+    shape_z = (shape.score - centre) / spread
+    known = np.flatnonzero(np.isfinite(shape_z))  # every point, or an even sample of them
+    if last_only and shape.scaled is not None:
+        tail = _trailing_shape(shape.scaled, window, shape.stats)
+        shape_z[len(x) - len(tail) :] = tail
+    normalized = np.fmax(np.nan_to_num(shape_z / shape_bar, nan=0.0), res_score / res_bar)
+    normalized = np.maximum(normalized, 0.0)
+    flagged = _flags(shape_z, res_score, shape_bar, res_bar)
+    # maxAnomalyRatio: when more of the points are flagged, only those above the (limit + 1)-th
+    # largest normalised score stay flagged. The last-point path counts and ranks an even
+    # sample of the points, taken as one series.
+    counted = flagged
+    if len(known) < len(x):
+        counted = _flags(shape_z[known], res_score[known], shape_bar, res_bar)
+    limit = int(max_anomaly_ratio * len(known))
+    if counted.sum() > limit:
+        ranked = np.sort(normalized[known])
+        flagged &= normalized > ranked[len(ranked) - limit - 1]
     severity = np.where(flagged, normalized / (normalized + 1.0), 0.0)
-    margin = np.full(len(x), res_threshold * res_scale)
+    margin = np.full(len(x), res_bar * res_scale)
     return UnivariateResult(
         period=p,
         expected=expected,
