@@ -17,6 +17,13 @@ A :class:`Threshold` is fitted on held-out scores and may follow the scored stre
   on ``log(score + offset)``: reconstruction errors drift multiplicatively (when the level of
   the errors doubles, so does their spread), which the log turns into the additive drift DSPOT
   follows; the threshold is ``exp(M_t + z) - offset`` in score units.
+- :class:`Conformal` is adaptive conformal inference (Gibbs & Candes, "Adaptive Conformal
+  Inference Under Distribution Shift", NeurIPS 2021, written from the paper): the threshold is
+  the conformal ``1 - alpha_t`` quantile of a reference set (the held-out scores, then the
+  latest normal scores of the stream, so it follows the level), and after every learnt point
+  ``alpha_{t+1} = alpha_t + gamma (target - err_t)``, ``err_t`` its flag. Over any stream the
+  share of flags among the learnt points stays within ``(max(alpha_1, 1 - alpha_1) + gamma) /
+  (gamma T)`` of ``target`` (their proposition 4.1), whatever the shift of the scores.
 
 Online thresholds learn only from the points the caller says are normal (:meth:`Threshold.update`
 with ``learn=True``); the monitor never passes points inside an open anomaly event, so an anomaly
@@ -29,6 +36,7 @@ rebuilds it exactly (floats survive JSON), so a restored object makes the same d
 
 from __future__ import annotations
 
+import bisect
 import math
 from abc import ABC, abstractmethod
 from collections import deque
@@ -50,6 +58,7 @@ from .thresholds import (
 )
 
 __all__ = [
+    "Conformal",
     "DSpot",
     "StaticThreshold",
     "Threshold",
@@ -374,7 +383,139 @@ class DSpot(Threshold):
         return obj
 
 
-_CLASSES: dict[str, type[Threshold]] = {c.method: c for c in (StaticThreshold, DSpot)}
+class Conformal(Threshold):
+    """Adaptive conformal thresholding with a target alert rate (see the module docstring).
+
+    A point that is learnt (outside an open event) updates ``alpha`` with its flag, and its
+    score joins the reference set when it is not flagged (so a flagged point never raises the
+    bar); points the caller does not learn from (inside an event) change nothing. The target
+    is thus the rate of flags that START or make up a decision outside events: with
+    ``min_duration = 1`` the rate of new events per point outside events.
+
+    Parameters
+    ----------
+    target : float
+        Target alert rate among learnt points, in ``(0, 1)``.
+    gamma : float, optional
+        Step of ``alpha``, in ``(0, 1)``; default ``target / 20``, the paper's ratio (0.005 for
+        a target of 0.1): a flag then takes 5% of the target off ``alpha``, so that one false
+        alarm does not blind the threshold (with the paper's absolute 0.005 and a target of
+        0.01, two flags in a row would set ``alpha`` below 0: no flag for hundreds of points).
+        Larger follows shifts faster, smaller keeps the threshold steadier.
+    size : int
+        The reference set holds the latest ``size`` learnt normal scores (at first the last
+        ``size`` held-out ones).
+    scale : float
+        Multiplies the threshold (the sensitivity knob; ``alpha`` then adapts from there).
+    """
+
+    method = "conformal"
+    online = True
+
+    def __init__(
+        self,
+        target: float = 0.01,
+        gamma: float | None = None,
+        size: int = 5000,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__(scale)
+        self.target = _check_open_unit("target", target)
+        self.gamma = _check_open_unit("gamma", self.target / 20 if gamma is None else gamma)
+        if size < 10:
+            raise ConfigError(f"the conformal reference size must be >= 10, got {size}")
+        self.size = int(size)
+        self.alpha = self.target
+        self._window: deque[float] = deque(maxlen=self.size)
+        self._sorted: list[float] = []
+
+    def fit(self, scores: npt.ArrayLike) -> Conformal:
+        """The reference set: the last ``size`` held-out scores (NaN dropped), in time order.
+
+        Raises
+        ------
+        InputError
+            With too few finite scores, or an infinite score.
+        """
+        x = _clean_scores(scores)
+        self._set_window(x[-self.size :].tolist())
+        self.alpha = self.target
+        return self
+
+    def _set_window(self, values: list[float]) -> None:
+        self._window = deque(values, maxlen=self.size)
+        self._sorted = sorted(self._window)
+
+    @property
+    def threshold(self) -> float:
+        """The conformal ``1 - alpha`` quantile of the reference, ``ceil((n + 1)(1 - alpha))``-th
+        smallest: ``inf`` (no flag) when ``alpha`` is too small for ``n`` scores, below every
+        score when ``alpha >= 1``."""
+        n = len(self._sorted)
+        if self.alpha >= 1:
+            return -math.inf
+        k = math.ceil((n + 1) * (1.0 - self.alpha))
+        if k > n:
+            return math.inf
+        return self._sorted[max(k, 1) - 1] * self.scale
+
+    def step(
+        self, score: float, learn: bool = True, learn_alarms: bool = False
+    ) -> tuple[float, bool]:
+        """Decide one point; a learnt point moves ``alpha`` by its flag (an alarm included:
+        that is the feedback that keeps the rate), a learnt normal one joins the reference.
+        ``learn_alarms`` (a lasting change): a flagged score joins the reference, ``alpha``
+        stays."""
+        thr = self.threshold
+        flagged = bool(score > thr)  # NaN: False
+        if math.isfinite(score) and learn:
+            if flagged and learn_alarms:
+                self.relevel(score)
+            else:
+                self.alpha += self.gamma * (self.target - float(flagged))
+                if not flagged:
+                    self._add(score)
+        return thr, flagged
+
+    def update(self, score: float, learn: bool = True) -> None:
+        """A normal score (learnt, judged at the current threshold) joins the reference and
+        moves ``alpha``."""
+        if learn and math.isfinite(score):
+            self.step(score)
+
+    def relevel(self, score: float) -> None:
+        """The score joins the reference set only."""
+        self._add(float(score))
+
+    def _add(self, score: float) -> None:
+        if len(self._window) == self.size:
+            old = self._window[0]
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._window.append(score)
+        bisect.insort(self._sorted, score)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "scale": self.scale,
+            "target": self.target,
+            "gamma": self.gamma,
+            "size": self.size,
+            "alpha": self.alpha,
+            "window": list(self._window),
+        }
+
+    @classmethod
+    def _from_state(cls, state: Mapping[str, Any]) -> Conformal:
+        obj = cls(
+            float(state["target"]), float(state["gamma"]), int(state["size"]), float(state["scale"])
+        )
+        obj.alpha = float(state["alpha"])
+        obj._set_window([float(v) for v in state["window"]])
+        return obj
+
+
+_CLASSES: dict[str, type[Threshold]] = {c.method: c for c in (StaticThreshold, DSpot, Conformal)}
 
 
 def threshold_from_state(state: Mapping[str, Any]) -> Threshold:

@@ -53,10 +53,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .decision import DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
+from .decision import Conformal, DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
 from .errors import ConfigError, InputError
 from .feedback import NormalMemory
 from .preprocessing import _index_numbers, as_frame
@@ -83,10 +84,18 @@ class MonitorOptions(BaseModel):
         description="0-100: higher flags more. Every 25 points above 50 halve the threshold's "
         "excess over the score level (DSPOT) or the threshold (static); below 50 double it.",
     )
-    threshold: Literal["dspot", "static"] = Field(
+    threshold: Literal["dspot", "conformal", "static"] = Field(
         "dspot",
         description="'dspot': DSPOT on the held-out causal scores, following drift of the score "
-        "level online; 'static': the model's calibration method on the held-out causal scores.",
+        "level online; 'conformal': adaptive conformal quantile of the held-out, then the latest "
+        "normal, scores, held at the `target` alert rate; 'static': the model's calibration "
+        "method on the held-out causal scores.",
+    )
+    target: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="conformal: target rate of flags among the points outside events.",
     )
     risk: float | None = Field(
         None, gt=0, lt=1, description="dspot: tail probability; default the model's POT risk."
@@ -325,6 +334,41 @@ class Monitor:
             )
         self._key, self._tz = key, tz
         self._last_pos = int(positions[-1])
+        out = self._decide_all(scores, contributions, positions, near, frame.index)
+        if expected is not None:
+            for j, f in enumerate(names):
+                out[f"expected.{f}"] = expected[:, j]
+        return out
+
+    def decide(self, scores: npt.ArrayLike) -> pd.DataFrame:
+        """Decide points scored before: this model's causal scores of the stream, in order
+        (``update()``'s ``score`` column, e.g. kept from a replay), through the threshold and
+        the event logic of :meth:`update` without scoring them again, to compare decision
+        rules on the same scores. Their index (and the events' labels) is 0, 1, ..., and the
+        events carry no feature shares.
+
+        Returns
+        -------
+        DataFrame
+            ``score``, ``normalized``, ``threshold``, ``anomalous``, ``event``.
+        """
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+        n_feat = self.detector.n_features_in_
+        contributions = np.zeros((len(values), n_feat))
+        positions = np.arange(len(values), dtype=np.int64)
+        near = np.zeros(len(values), dtype=bool)
+        return self._decide_all(values, contributions, positions, near, pd.RangeIndex(len(values)))
+
+    def _decide_all(
+        self,
+        scores: np.ndarray,
+        contributions: np.ndarray,
+        positions: np.ndarray,
+        near: np.ndarray,
+        index: pd.Index,
+    ) -> pd.DataFrame:
+        """Decide scored points in order (see :meth:`_decide`): the output frame on ``index``."""
+        n_rows = len(scores)
         thresholds = np.empty(n_rows)
         anomalous = np.zeros(n_rows, dtype=bool)
         ids = np.zeros(n_rows, dtype=np.int64)
@@ -334,7 +378,7 @@ class Monitor:
             )
             ids[i] = -1 if ev is None else ev
         event = pd.arrays.IntegerArray(ids, ids < 0)
-        out = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "score": scores,
                 "normalized": normalize(scores, thresholds),
@@ -342,12 +386,8 @@ class Monitor:
                 "anomalous": anomalous,
                 "event": event,
             },
-            index=frame.index,
+            index=index,
         )
-        if expected is not None:
-            for j, f in enumerate(names):
-                out[f"expected.{f}"] = expected[:, j]
-        return out
 
     def apply_feedback(
         self, scale: float | None = None, memory: NormalMemory | None = None
@@ -738,6 +778,8 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
     if options.threshold == "static":
         config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
         return StaticThreshold(calibrate(scores, config), options.scale)
+    if options.threshold == "conformal":
+        return Conformal(options.target, scale=options.scale).fit(scores)
     depth = max(1, min(options.depth, len(scores) // 2))
     risk = options.risk if options.risk is not None else cal.risk
     return DSpot(risk, cal.init_level, depth, scale=options.scale, log=options.log).fit(scores)

@@ -78,12 +78,13 @@ def assert_same_events(a: list[Event], b: list[Event]) -> None:
 OPTIONS = {"min_duration": 2, "persistence": 3, "merge_gap": 2, "expected": True}
 
 
+@pytest.mark.parametrize("threshold", ["dspot", "conformal"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunking_does_not_change_results(
-    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+    kind: str, threshold: str, fitted: dict[str, Detector], data: dict[str, Any]
 ) -> None:
     det, frame = fitted[kind], holey(data["test"])
-    monitors = {c: det.monitor(**OPTIONS) for c in (1, 7, len(frame))}
+    monitors = {c: det.monitor(**OPTIONS, threshold=threshold) for c in (1, 7, len(frame))}
     runs = {c: stream(m, frame, c) for c, m in monitors.items()}
     whole = runs[len(frame)]
     assert list(whole.columns[:5]) == ["score", "normalized", "threshold", "anomalous", "event"]
@@ -130,12 +131,15 @@ def test_causal_scores_match_the_last_window_of_batch_scoring(
         assert out["score"].iloc[end - 1] == pytest.approx(window_scores.scores[0, -1], rel=1e-5)
 
 
-def test_state_round_trip_mid_stream(fitted: dict[str, Detector], data: dict[str, Any]) -> None:
+@pytest.mark.parametrize("threshold", ["dspot", "conformal"])
+def test_state_round_trip_mid_stream(
+    threshold: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
     det, frame = fitted["ae"], holey(data["test"])
-    never_stopped = det.monitor(**OPTIONS)
+    never_stopped = det.monitor(**OPTIONS, threshold=threshold)
     reference = never_stopped.update(frame)
     for cut in (det.window_ // 2, 180, 250):  # in the warm-up, mid-stream, at a long gap
-        first = det.monitor(**OPTIONS)
+        first = det.monitor(**OPTIONS, threshold=threshold)
         head = first.update(frame.iloc[:cut])
         state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
         restored = Monitor.from_state(det, state)
@@ -309,3 +313,57 @@ def test_a_lasting_shift_becomes_the_new_normal(
     # then it is learnt as the new normal: later points are flagged less than by a
     # threshold that never learns (this adaptation is slow: about half are still flagged)
     assert adapting["anomalous"].iloc[600:].mean() < stuck["anomalous"].iloc[600:].mean()
+
+
+def test_decide_takes_scores_kept_from_a_stream(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test = fitted["ae"], data["test"]
+    for options in ({}, {**OPTIONS, "expected": False, "threshold": "conformal"}):
+        live = det.monitor(**options).update(test)
+        again = det.monitor(**options).decide(live["score"].to_numpy())
+        assert again.index.equals(pd.RangeIndex(len(test)))
+        for col in ("score", "normalized", "threshold"):
+            np.testing.assert_array_equal(again[col], live[col])
+        assert (again["anomalous"].to_numpy() == live["anomalous"].to_numpy()).all()
+        assert again["event"].reset_index(drop=True).equals(live["event"].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("threshold", ["dspot", "conformal"])
+def test_flag_rate_on_drifting_normal_data_is_bounded(
+    threshold: str, fitted: dict[str, Detector]
+) -> None:
+    """Normal data whose noise grows over the stream (scores drift up): the online thresholds
+    keep the flag rate near their design rate; the static one flags far more."""
+    det = fitted["ae"]
+    drift = normal_series(3000, seed=12, start=2000)
+    rng = np.random.default_rng(13)
+    noise = np.linspace(0.0, 0.1, len(drift))[:, None] * rng.standard_normal(drift.shape)
+    drift += noise
+    static = det.monitor(threshold="static").update(drift)["anomalous"].mean()
+    online = det.monitor(threshold=threshold).update(drift)["anomalous"].mean()
+    assert static > 0.1
+    assert online <= 0.02 + 0.01  # the 2% of the replay bar, plus slack for 3000 points
+
+
+def test_conformal_finds_the_injected_anomalies(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test, labels, spans = fitted["ae"], data["test"], data["labels"], data["spans"]
+    out = det.monitor(threshold="conformal", merge_gap=5).update(test)
+    flags = out["anomalous"].to_numpy()
+    found = [k for k, (lo, hi) in spans.items() if flags[lo : hi + det.window_].any()]
+    normal = labels.to_numpy() == 0
+    # a random flagger at the same flag rate
+    rng = np.random.default_rng(14)
+    random_found = np.mean(
+        [
+            sum(
+                (rng.random(len(test))[lo : hi + det.window_] < flags.mean()).any()
+                for lo, hi in spans.values()
+            )
+            for _ in range(200)
+        ]
+    )
+    assert len(found) >= 3 and len(found) > random_found + 1, (found, random_found)
+    assert flags[normal].mean() < 0.1
