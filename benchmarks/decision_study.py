@@ -35,18 +35,19 @@ from detector.config import DetectorConfig
 from detector.replay import fitted_model, replay_entity, replay_metrics
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "dspot (old default)": {"threshold": "dspot"},
-    "dspot risk 1e-4": {"threshold": "dspot", "risk": 1e-4},
-    "dspot depth 1000": {"threshold": "dspot", "depth": 1000},
-    "dspot log": {"threshold": "dspot", "log": True},
-    "dspot 2 of 3": {"threshold": "dspot", "min_duration": 2, "persistence": 3},
-    "dspot no relearn": {"threshold": "dspot", "relearn_after": None},
-    "dspot relearn 20": {"threshold": "dspot", "relearn_after": 20},
+    "dspot floored (default)": {},
+    "dspot, no floor (old default)": {"floor": False},
+    "dspot floored, risk 1e-4": {"risk": 1e-4},
+    "dspot floored, depth 1000": {"depth": 1000},
+    "dspot floored, log": {"log": True},
+    "dspot floored, 2 of 3": {"min_duration": 2, "persistence": 3},
+    "dspot floored, no relearn": {"relearn_after": None},
+    "dspot floored, relearn 20": {"relearn_after": 20},
     "static pot": {"threshold": "static"},
     "conformal 0.005": {"threshold": "conformal", "target": 0.005},
     "conformal 0.01": {"threshold": "conformal", "target": 0.01},
     "conformal 0.02": {"threshold": "conformal", "target": 0.02},
-    "conformal 0.01 relearn 20": {"threshold": "conformal", "target": 0.01, "relearn_after": 20},
+    "conformal 0.01, relearn 20": {"threshold": "conformal", "target": 0.01, "relearn_after": 20},
     "conformal 0.01, 2 of 3": {
         "threshold": "conformal",
         "target": 0.01,

@@ -238,6 +238,12 @@ class DSpot(Threshold):
     log : bool
         Run on ``log(score + offset)``, ``offset`` a millionth of the held-out median score
         (see the module docstring).
+    floor : float, optional
+        The threshold never falls below it (in score units; the monitor passes the static
+        threshold of the held-out scores). Without a floor, a level that follows only the
+        points below the threshold ratchets down on smooth, cyclic scores: the high phase of
+        the cycle is flagged, so never learnt, and the level keeps following the low phase
+        (on NAB's daily series this flagged most of the held-out scores themselves).
     """
 
     method = "dspot"
@@ -251,9 +257,11 @@ class DSpot(Threshold):
         max_peaks: int = 2000,
         scale: float = 1.0,
         log: bool = False,
+        floor: float | None = None,
     ) -> None:
         super().__init__(scale)
         self.log = bool(log)
+        self.floor = None if floor is None else float(floor)
         self._offset = 0.0
         self.risk = _check_open_unit("risk", risk)
         self.init_level = _check_open_unit("init_level", init_level)
@@ -311,7 +319,8 @@ class DSpot(Threshold):
     @property
     def threshold(self) -> float:
         thr = self.level + self._z * self.scale
-        return math.exp(min(thr, _MAX_LOG)) - self._offset if self.log else thr
+        value = math.exp(min(thr, _MAX_LOG)) - self._offset if self.log else thr
+        return value if self.floor is None else max(value, self.floor)
 
     def update(self, score: float, learn: bool = True) -> None:
         """A normal score moves the level; its residual above ``t`` is a new peak."""
@@ -333,8 +342,11 @@ class DSpot(Threshold):
         """The excess ``z * scale`` is set so that the current threshold becomes ``factor``
         times itself (in log units with ``log=True``); the level keeps following the stream,
         so later thresholds are the level plus the re-fitted excess. A threshold that cannot
-        be reached with a positive excess (below the current level) keeps a tiny one."""
+        be reached with a positive excess (below the current level) keeps a tiny one. The
+        floor moves by ``factor`` too."""
         target = _check_scale(factor) * self.threshold
+        if self.floor is not None:
+            self.floor *= factor
         level = self.level
         goal = math.log(max(target + self._offset, 1e-300)) if self.log else target
         if not (self._z > 0 and math.isfinite(self._z)):
@@ -354,6 +366,7 @@ class DSpot(Threshold):
             "depth": self.depth,
             "max_peaks": self.max_peaks,
             "log": self.log,
+            "floor": self.floor,
             "offset": self._offset,
             "window": list(self._window),
             "peaks": list(self._peaks),
@@ -373,6 +386,7 @@ class DSpot(Threshold):
             int(state["max_peaks"]),
             float(state["scale"]),
             bool(state["log"]),
+            None if state.get("floor") is None else float(state["floor"]),
         )
         obj._offset = float(state["offset"])
         obj._window = deque((float(v) for v in state["window"]), maxlen=obj.depth)

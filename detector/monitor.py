@@ -30,12 +30,15 @@ Decisions and events
 --------------------
 The threshold is a :mod:`detector.decision` object fitted on the model's held-out causal scores
 (``holdout_scores_``, kept with the model): DSPOT by default, which follows drift of the score
-level; points inside an open event do not update it, until the event has been open for
-``relearn_after`` points (default 100): then it is taken for a lasting change of the normal level
-and the threshold learns from it again (without this, a level shift flags every later point).
-``sensitivity`` (0-100, default 50) scales
-the threshold without retraining: every 25 points above 50 halve the excess over the level (the
-whole threshold for the static method), every 25 below double it.
+level upwards, floored at the static threshold of the held-out scores (``floor``: following
+the level down flagged most points of smooth, cyclic series); ``threshold="conformal"`` holds a
+``target`` alert rate instead (adaptive conformal inference). Points inside an open event do
+not update it, until the event has been open for ``relearn_after`` points (default 100): then
+it is taken for a lasting change of the normal level and the threshold learns from it again
+(without this, a level shift flags every later point). ``sensitivity`` (0-100, default 50)
+scales the threshold without retraining: every 25 points above 50 halve the excess over the
+level (the whole threshold for the static and conformal methods, and DSPOT's floor), every 25
+below double it.
 
 A flagged point opens an event once at least ``min_duration`` of the last ``persistence`` points
 (default ``min_duration``) are flagged; the event starts at the first flagged point among them.
@@ -129,6 +132,12 @@ class MonitorOptions(BaseModel):
     )
     log: bool = Field(
         False, description="dspot: run on log scores (for multiplicative drift of the errors)."
+    )
+    floor: bool = Field(
+        True,
+        description="dspot: the threshold never falls below the static threshold of the "
+        "held-out causal scores (times the sensitivity scale), so that following the level "
+        "cannot flag what normal held-out scores reach.",
     )
     expected: bool = Field(False, description="Add expected.<feature> columns to update().")
     max_events: int = Field(
@@ -775,14 +784,18 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
             "version, or with a very short validation split); refit it"
         )
     cal = detector.config.calibration
+    config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
+    static = StaticThreshold(calibrate(scores, config), options.scale)
     if options.threshold == "static":
-        config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
-        return StaticThreshold(calibrate(scores, config), options.scale)
+        return static
     if options.threshold == "conformal":
         return Conformal(options.target, scale=options.scale).fit(scores)
     depth = max(1, min(options.depth, len(scores) // 2))
     risk = options.risk if options.risk is not None else cal.risk
-    return DSpot(risk, cal.init_level, depth, scale=options.scale, log=options.log).fit(scores)
+    floor = static.threshold if options.floor else None
+    return DSpot(
+        risk, cal.init_level, depth, scale=options.scale, log=options.log, floor=floor
+    ).fit(scores)
 
 
 def _ffill(arr: np.ndarray) -> np.ndarray:

@@ -83,6 +83,31 @@ def test_dspot_state_round_trip_gives_the_same_decisions() -> None:
     assert len(one.state_dict()["peaks"]) <= 100  # bounded state
 
 
+def test_dspot_floor_stops_the_level_ratchet_on_cyclic_scores() -> None:
+    """Smooth scores with a cycle longer than the depth: the level follows the low phase, the
+    high phase is flagged and never learnt; the floor (the held-out POT threshold) keeps the
+    threshold where normal held-out scores do not reach."""
+    rng = np.random.default_rng(12)
+
+    def cyclic(n: int, start: int) -> np.ndarray:
+        t = np.arange(start, start + n)
+        return 1 + 0.5 * np.sin(2 * np.pi * t / 300) + 0.01 * rng.standard_normal(n)
+
+    held_out, stream = cyclic(600, 0), cyclic(6000, 600)
+    pot = StaticThreshold.fit(held_out, CalibrationConfig()).threshold
+    free = DSpot(depth=100).fit(held_out)
+    floored = DSpot(depth=100, floor=pot).fit(held_out)
+    assert np.mean([free.step(float(s))[1] for s in stream]) > 0.1
+    assert np.mean([floored.step(float(s))[1] for s in stream]) < 0.01
+    assert floored.threshold >= pot and floored.step(3 * pot)[1]  # a spike still flags
+    again = threshold_from_state(json.loads(json.dumps(floored.state_dict(), allow_nan=False)))
+    assert isinstance(again, DSpot) and again.floor == pot
+    assert again.threshold == floored.threshold
+    floored.rescale(2.0)  # labels re-fit: the floor moves with the threshold
+    assert floored.floor == pytest.approx(2 * pot)
+    assert floored.threshold == pytest.approx(2 * again.threshold)
+
+
 def test_conformal_holds_its_target_rate_under_drift() -> None:
     rng = np.random.default_rng(6)
     held_out = rng.exponential(size=2000)

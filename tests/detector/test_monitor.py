@@ -329,41 +329,37 @@ def test_decide_takes_scores_kept_from_a_stream(
         assert again["event"].reset_index(drop=True).equals(live["event"].reset_index(drop=True))
 
 
-@pytest.mark.parametrize("threshold", ["dspot", "conformal"])
-def test_flag_rate_on_drifting_normal_data_is_bounded(
-    threshold: str, fitted: dict[str, Detector]
+def test_conformal_flag_rate_on_drifting_normal_data_is_bounded(
+    fitted: dict[str, Detector],
 ) -> None:
-    """Normal data whose noise grows over the stream (scores drift up): the online thresholds
-    keep the flag rate near their design rate; the static one flags far more."""
+    """Normal data whose noise grows sixfold over the stream (the scores' level and spread
+    drift up): the conformal threshold keeps its rate, DSPOT (which follows the level, not
+    the spread) and the static threshold do not."""
     det = fitted["ae"]
     drift = normal_series(3000, seed=12, start=2000)
     rng = np.random.default_rng(13)
-    noise = np.linspace(0.0, 0.1, len(drift))[:, None] * rng.standard_normal(drift.shape)
-    drift += noise
-    static = det.monitor(threshold="static").update(drift)["anomalous"].mean()
-    online = det.monitor(threshold=threshold).update(drift)["anomalous"].mean()
-    assert static > 0.1
-    assert online <= 0.02 + 0.01  # the 2% of the replay bar, plus slack for 3000 points
+    drift += np.linspace(0.0, 0.3, len(drift))[:, None] * rng.standard_normal(drift.shape)
+    rate = {
+        t: det.monitor(threshold=t).update(drift)["anomalous"].mean()
+        for t in ("static", "dspot", "conformal")
+    }
+    assert rate["static"] > 0.1 and rate["dspot"] > 0.05, rate
+    # the target 1% counts the flags outside events; flags inside them come on top
+    assert rate["conformal"] <= 0.02 + 0.01, rate
 
 
 def test_conformal_finds_the_injected_anomalies(
     fitted: dict[str, Detector], data: dict[str, Any]
 ) -> None:
-    det, test, labels, spans = fitted["ae"], data["test"], data["labels"], data["spans"]
-    out = det.monitor(threshold="conformal", merge_gap=5).update(test)
-    flags = out["anomalous"].to_numpy()
+    det, test, spans = fitted["ae"], data["test"], data["spans"]
+    flags = det.monitor(threshold="conformal").update(test)["anomalous"].to_numpy()
+    # an anomaly is still in the window of the points up to a window after it
+    near = np.zeros(len(test), dtype=bool)
+    for lo, hi in spans.values():
+        near[lo : hi + det.window_] = True
     found = [k for k, (lo, hi) in spans.items() if flags[lo : hi + det.window_].any()]
-    normal = labels.to_numpy() == 0
-    # a random flagger at the same flag rate
-    rng = np.random.default_rng(14)
-    random_found = np.mean(
-        [
-            sum(
-                (rng.random(len(test))[lo : hi + det.window_] < flags.mean()).any()
-                for lo, hi in spans.values()
-            )
-            for _ in range(200)
-        ]
-    )
-    assert len(found) >= 3 and len(found) > random_found + 1, (found, random_found)
-    assert flags[normal].mean() < 0.1
+    assert len(found) >= 3, found
+    # a random flagger puts a share near.mean() of its flags near an anomaly
+    precision = flags[near].sum() / max(flags.sum(), 1)
+    assert precision > near.mean() + 0.3, (precision, near.mean())
+    assert flags[~near].mean() < 0.03
