@@ -12,8 +12,9 @@ A :class:`Threshold` is fitted on held-out scores and may follow the scored stre
   Theory", KDD 2017, algorithm 4, written from the paper): the threshold is ``M_t + z``, with
   ``M_t`` the mean of the last ``depth`` normal scores (it follows drift of the level) and ``z``
   the POT quantile of the residuals ``score - M_t`` at probability ``risk``. A normal residual
-  above the tail's start ``t`` is a new peak: the GPD tail is refitted and ``z`` recomputed. An
-  alarm (a score above the threshold) changes nothing. With ``log=True`` it runs
+  above the tail's start ``t`` is a new peak: the GPD tail is refitted and ``z`` recomputed
+  (once the new peaks are 5% of all; every new one while there are fewer than 20). An alarm
+  (a score above the threshold) changes nothing. With ``log=True`` it runs
   on ``log(score + offset)``: reconstruction errors drift multiplicatively (when the level of
   the errors doubles, so does their spread), which the log turns into the additive drift DSPOT
   follows; the threshold is ``exp(M_t + z) - offset`` in score units.
@@ -273,6 +274,7 @@ class DSpot(Threshold):
         self._t = self._z = math.nan
         self._gamma = self._sigma = 0.0
         self._n = 0
+        self._fresh = 0  # peaks since the last tail fit
 
     def fit(self, scores: npt.ArrayLike) -> DSpot:
         """Initialise on held-out normal scores, in time order (NaN dropped).
@@ -306,6 +308,7 @@ class DSpot(Threshold):
         return self
 
     def _refit(self) -> None:
+        self._fresh = 0
         self._gamma, self._sigma = _tail_fit(np.asarray(self._peaks))
         self._z = _pot_quantile(
             self._t, self._gamma, self._sigma, self.risk, self._n, len(self._peaks)
@@ -335,7 +338,12 @@ class DSpot(Threshold):
             if len(self._peaks) > self.max_peaks:
                 self._peaks.popleft()
                 self._n = max(self._n - round(self._n / self.max_peaks), len(self._peaks))
-            self._refit()
+            self._fresh += 1
+            # the tail is refitted once the new peaks are 5% of them (each new peak while there
+            # are fewer than 20): a fit costs O(peaks), and 5% more peaks barely move it, so a
+            # stream rich in peaks (a floor above the level) does not fit on every point
+            if self._fresh >= max(1, len(self._peaks) // 20):
+                self._refit()
         self._window.append(float(score))
 
     def rescale(self, factor: float) -> None:
@@ -375,6 +383,7 @@ class DSpot(Threshold):
             "gamma": self._gamma,
             "sigma": self._sigma,
             "n": self._n,
+            "fresh": self._fresh,
         }
 
     @classmethod
@@ -394,6 +403,7 @@ class DSpot(Threshold):
         obj._t, obj._z = float(state["t"]), float(state["z"])
         obj._gamma, obj._sigma = float(state["gamma"]), float(state["sigma"])
         obj._n = int(state["n"])
+        obj._fresh = int(state.get("fresh", 0))
         return obj
 
 
