@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import errors
 from .config import KINDS, CalibrationConfig, DetectorConfig, TrainingConfig, stored_config
-from .decision import DSpot, StaticThreshold, Threshold
+from .decision import Conformal, DSpot, StaticThreshold, Threshold
 from .detector import (
     Detector,
     Reconstruction,
@@ -25,6 +25,7 @@ from .training import TrainingProgress
 __all__ = [
     "KINDS",
     "CalibrationConfig",
+    "Conformal",
     "DSpot",
     "Detector",
     "DetectorConfig",

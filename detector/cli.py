@@ -740,6 +740,7 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
             overrides,
             options,
             on_result=tick,
+            models=args.models,
         )
     except ValidationError as exc:
         raise ConfigError(_describe_validation(exc)) from None
@@ -751,7 +752,13 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
         results,
         table,
         started,
-        f"Kind {kind}, chunks of {args.chunk} points, {len(results)} replays",
+        f"Kind {kind}, chunks of {args.chunk} points, {len(results)} replays"
+        + (
+            f" (fitted models reused from / saved to {args.models}: the same models for every "
+            "run of one detector config)"
+            if args.models
+            else ""
+        ),
         replay_markdown(table),
     )
     pd.set_option("display.width", 250)
@@ -809,6 +816,13 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     bench.add_argument(
         "--monitor", type=Path, metavar="JSON", help="--replay: monitor options (JSON object)"
+    )
+    bench.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="--replay: save each entity's fitted detector in DIR and reuse it in later runs "
+        "of the same detector config (compare monitor options without refitting)",
     )
     bench.add_argument(
         "--feedback",

@@ -12,11 +12,19 @@ A :class:`Threshold` is fitted on held-out scores and may follow the scored stre
   Theory", KDD 2017, algorithm 4, written from the paper): the threshold is ``M_t + z``, with
   ``M_t`` the mean of the last ``depth`` normal scores (it follows drift of the level) and ``z``
   the POT quantile of the residuals ``score - M_t`` at probability ``risk``. A normal residual
-  above the tail's start ``t`` is a new peak: the GPD tail is refitted and ``z`` recomputed. An
-  alarm (a score above the threshold) changes nothing. With ``log=True`` it runs
+  above the tail's start ``t`` is a new peak: the GPD tail is refitted and ``z`` recomputed
+  (once the new peaks are 5% of all; every new one while there are fewer than 20). An alarm
+  (a score above the threshold) changes nothing. With ``log=True`` it runs
   on ``log(score + offset)``: reconstruction errors drift multiplicatively (when the level of
   the errors doubles, so does their spread), which the log turns into the additive drift DSPOT
   follows; the threshold is ``exp(M_t + z) - offset`` in score units.
+- :class:`Conformal` is adaptive conformal inference (Gibbs & Candes, "Adaptive Conformal
+  Inference Under Distribution Shift", NeurIPS 2021, written from the paper): the threshold is
+  the conformal ``1 - alpha_t`` quantile of a reference set (the held-out scores, then the
+  latest normal scores of the stream, so it follows the level), and after every learnt point
+  ``alpha_{t+1} = alpha_t + gamma (target - err_t)``, ``err_t`` its flag. Over any stream the
+  share of flags among the learnt points stays within ``(max(alpha_1, 1 - alpha_1) + gamma) /
+  (gamma T)`` of ``target`` (their proposition 4.1), whatever the shift of the scores.
 
 Online thresholds learn only from the points the caller says are normal (:meth:`Threshold.update`
 with ``learn=True``); the monitor never passes points inside an open anomaly event, so an anomaly
@@ -29,6 +37,7 @@ rebuilds it exactly (floats survive JSON), so a restored object makes the same d
 
 from __future__ import annotations
 
+import bisect
 import math
 from abc import ABC, abstractmethod
 from collections import deque
@@ -50,6 +59,7 @@ from .thresholds import (
 )
 
 __all__ = [
+    "Conformal",
     "DSpot",
     "StaticThreshold",
     "Threshold",
@@ -229,6 +239,12 @@ class DSpot(Threshold):
     log : bool
         Run on ``log(score + offset)``, ``offset`` a millionth of the held-out median score
         (see the module docstring).
+    floor : float, optional
+        The threshold never falls below it (in score units; the monitor passes the static
+        threshold of the held-out scores). Without a floor, a level that follows only the
+        points below the threshold ratchets down on smooth, cyclic scores: the high phase of
+        the cycle is flagged, so never learnt, and the level keeps following the low phase
+        (on NAB's daily series this flagged most of the held-out scores themselves).
     """
 
     method = "dspot"
@@ -242,9 +258,11 @@ class DSpot(Threshold):
         max_peaks: int = 2000,
         scale: float = 1.0,
         log: bool = False,
+        floor: float | None = None,
     ) -> None:
         super().__init__(scale)
         self.log = bool(log)
+        self.floor = None if floor is None else float(floor)
         self._offset = 0.0
         self.risk = _check_open_unit("risk", risk)
         self.init_level = _check_open_unit("init_level", init_level)
@@ -256,6 +274,7 @@ class DSpot(Threshold):
         self._t = self._z = math.nan
         self._gamma = self._sigma = 0.0
         self._n = 0
+        self._fresh = 0  # peaks since the last tail fit
 
     def fit(self, scores: npt.ArrayLike) -> DSpot:
         """Initialise on held-out normal scores, in time order (NaN dropped).
@@ -289,6 +308,7 @@ class DSpot(Threshold):
         return self
 
     def _refit(self) -> None:
+        self._fresh = 0
         self._gamma, self._sigma = _tail_fit(np.asarray(self._peaks))
         self._z = _pot_quantile(
             self._t, self._gamma, self._sigma, self.risk, self._n, len(self._peaks)
@@ -302,7 +322,8 @@ class DSpot(Threshold):
     @property
     def threshold(self) -> float:
         thr = self.level + self._z * self.scale
-        return math.exp(min(thr, _MAX_LOG)) - self._offset if self.log else thr
+        value = math.exp(min(thr, _MAX_LOG)) - self._offset if self.log else thr
+        return value if self.floor is None else max(value, self.floor)
 
     def update(self, score: float, learn: bool = True) -> None:
         """A normal score moves the level; its residual above ``t`` is a new peak."""
@@ -317,15 +338,23 @@ class DSpot(Threshold):
             if len(self._peaks) > self.max_peaks:
                 self._peaks.popleft()
                 self._n = max(self._n - round(self._n / self.max_peaks), len(self._peaks))
-            self._refit()
+            self._fresh += 1
+            # the tail is refitted once the new peaks are 5% of them (each new peak while there
+            # are fewer than 20): a fit costs O(peaks), and 5% more peaks barely move it, so a
+            # stream rich in peaks (a floor above the level) does not fit on every point
+            if self._fresh >= max(1, len(self._peaks) // 20):
+                self._refit()
         self._window.append(float(score))
 
     def rescale(self, factor: float) -> None:
         """The excess ``z * scale`` is set so that the current threshold becomes ``factor``
         times itself (in log units with ``log=True``); the level keeps following the stream,
         so later thresholds are the level plus the re-fitted excess. A threshold that cannot
-        be reached with a positive excess (below the current level) keeps a tiny one."""
+        be reached with a positive excess (below the current level) keeps a tiny one. The
+        floor moves by ``factor`` too."""
         target = _check_scale(factor) * self.threshold
+        if self.floor is not None:
+            self.floor *= factor
         level = self.level
         goal = math.log(max(target + self._offset, 1e-300)) if self.log else target
         if not (self._z > 0 and math.isfinite(self._z)):
@@ -345,6 +374,7 @@ class DSpot(Threshold):
             "depth": self.depth,
             "max_peaks": self.max_peaks,
             "log": self.log,
+            "floor": self.floor,
             "offset": self._offset,
             "window": list(self._window),
             "peaks": list(self._peaks),
@@ -353,6 +383,7 @@ class DSpot(Threshold):
             "gamma": self._gamma,
             "sigma": self._sigma,
             "n": self._n,
+            "fresh": self._fresh,
         }
 
     @classmethod
@@ -364,6 +395,7 @@ class DSpot(Threshold):
             int(state["max_peaks"]),
             float(state["scale"]),
             bool(state["log"]),
+            None if state.get("floor") is None else float(state["floor"]),
         )
         obj._offset = float(state["offset"])
         obj._window = deque((float(v) for v in state["window"]), maxlen=obj.depth)
@@ -371,10 +403,143 @@ class DSpot(Threshold):
         obj._t, obj._z = float(state["t"]), float(state["z"])
         obj._gamma, obj._sigma = float(state["gamma"]), float(state["sigma"])
         obj._n = int(state["n"])
+        obj._fresh = int(state.get("fresh", 0))
         return obj
 
 
-_CLASSES: dict[str, type[Threshold]] = {c.method: c for c in (StaticThreshold, DSpot)}
+class Conformal(Threshold):
+    """Adaptive conformal thresholding with a target alert rate (see the module docstring).
+
+    A point that is learnt (outside an open event) updates ``alpha`` with its flag, and its
+    score joins the reference set when it is not flagged (so a flagged point never raises the
+    bar); points the caller does not learn from (inside an event) change nothing. The target
+    is thus the rate of flags that START or make up a decision outside events: with
+    ``min_duration = 1`` the rate of new events per point outside events.
+
+    Parameters
+    ----------
+    target : float
+        Target alert rate among learnt points, in ``(0, 1)``.
+    gamma : float, optional
+        Step of ``alpha``, in ``(0, 1)``; default ``target / 20``, the paper's ratio (0.005 for
+        a target of 0.1): a flag then takes 5% of the target off ``alpha``, so that one false
+        alarm does not blind the threshold (with the paper's absolute 0.005 and a target of
+        0.01, two flags in a row would set ``alpha`` below 0: no flag for hundreds of points).
+        Larger follows shifts faster, smaller keeps the threshold steadier.
+    size : int
+        The reference set holds the latest ``size`` learnt normal scores (at first the last
+        ``size`` held-out ones).
+    scale : float
+        Multiplies the threshold (the sensitivity knob; ``alpha`` then adapts from there).
+    """
+
+    method = "conformal"
+    online = True
+
+    def __init__(
+        self,
+        target: float = 0.01,
+        gamma: float | None = None,
+        size: int = 5000,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__(scale)
+        self.target = _check_open_unit("target", target)
+        self.gamma = _check_open_unit("gamma", self.target / 20 if gamma is None else gamma)
+        if size < 10:
+            raise ConfigError(f"the conformal reference size must be >= 10, got {size}")
+        self.size = int(size)
+        self.alpha = self.target
+        self._window: deque[float] = deque(maxlen=self.size)
+        self._sorted: list[float] = []
+
+    def fit(self, scores: npt.ArrayLike) -> Conformal:
+        """The reference set: the last ``size`` held-out scores (NaN dropped), in time order.
+
+        Raises
+        ------
+        InputError
+            With too few finite scores, or an infinite score.
+        """
+        x = _clean_scores(scores)
+        self._set_window(x[-self.size :].tolist())
+        self.alpha = self.target
+        return self
+
+    def _set_window(self, values: list[float]) -> None:
+        self._window = deque(values, maxlen=self.size)
+        self._sorted = sorted(self._window)
+
+    @property
+    def threshold(self) -> float:
+        """The conformal ``1 - alpha`` quantile of the reference, ``ceil((n + 1)(1 - alpha))``-th
+        smallest: ``inf`` (no flag) when ``alpha`` is too small for ``n`` scores, below every
+        score when ``alpha >= 1``."""
+        n = len(self._sorted)
+        if self.alpha >= 1:
+            return -math.inf
+        k = math.ceil((n + 1) * (1.0 - self.alpha))
+        if k > n:
+            return math.inf
+        return self._sorted[max(k, 1) - 1] * self.scale
+
+    def step(
+        self, score: float, learn: bool = True, learn_alarms: bool = False
+    ) -> tuple[float, bool]:
+        """Decide one point; a learnt point moves ``alpha`` by its flag (an alarm included:
+        that is the feedback that keeps the rate), a learnt normal one joins the reference.
+        ``learn_alarms`` (a lasting change): a flagged score joins the reference, ``alpha``
+        stays."""
+        thr = self.threshold
+        flagged = bool(score > thr)  # NaN: False
+        if math.isfinite(score) and learn:
+            if flagged and learn_alarms:
+                self.relevel(score)
+            else:
+                self.alpha += self.gamma * (self.target - float(flagged))
+                if not flagged:
+                    self._add(score)
+        return thr, flagged
+
+    def update(self, score: float, learn: bool = True) -> None:
+        """A normal score (learnt, judged at the current threshold) joins the reference and
+        moves ``alpha``."""
+        if learn and math.isfinite(score):
+            self.step(score)
+
+    def relevel(self, score: float) -> None:
+        """The score joins the reference set only."""
+        self._add(float(score))
+
+    def _add(self, score: float) -> None:
+        if len(self._window) == self.size:
+            old = self._window[0]
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._window.append(score)
+        bisect.insort(self._sorted, score)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "scale": self.scale,
+            "target": self.target,
+            "gamma": self.gamma,
+            "size": self.size,
+            "alpha": self.alpha,
+            "window": list(self._window),
+        }
+
+    @classmethod
+    def _from_state(cls, state: Mapping[str, Any]) -> Conformal:
+        obj = cls(
+            float(state["target"]), float(state["gamma"]), int(state["size"]), float(state["scale"])
+        )
+        obj.alpha = float(state["alpha"])
+        obj._set_window([float(v) for v in state["window"]])
+        return obj
+
+
+_CLASSES: dict[str, type[Threshold]] = {c.method: c for c in (StaticThreshold, DSpot, Conformal)}
 
 
 def threshold_from_state(state: Mapping[str, Any]) -> Threshold:

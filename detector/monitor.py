@@ -30,12 +30,15 @@ Decisions and events
 --------------------
 The threshold is a :mod:`detector.decision` object fitted on the model's held-out causal scores
 (``holdout_scores_``, kept with the model): DSPOT by default, which follows drift of the score
-level; points inside an open event do not update it, until the event has been open for
-``relearn_after`` points (default 100): then it is taken for a lasting change of the normal level
-and the threshold learns from it again (without this, a level shift flags every later point).
-``sensitivity`` (0-100, default 50) scales
-the threshold without retraining: every 25 points above 50 halve the excess over the level (the
-whole threshold for the static method), every 25 below double it.
+level upwards, floored at the static threshold of the held-out scores (``floor``: following
+the level down flagged most points of smooth, cyclic series); ``threshold="conformal"`` holds a
+``target`` alert rate instead (adaptive conformal inference). Points inside an open event do
+not update it, until the event has been open for ``relearn_after`` points (default 100): then
+it is taken for a lasting change of the normal level and the threshold learns from it again
+(without this, a level shift flags every later point). ``sensitivity`` (0-100, default 50)
+scales the threshold without retraining: every 25 points above 50 halve the excess over the
+level (the whole threshold for the static and conformal methods, and DSPOT's floor), every 25
+below double it.
 
 A flagged point opens an event once at least ``min_duration`` of the last ``persistence`` points
 (default ``min_duration``) are flagged; the event starts at the first flagged point among them.
@@ -53,10 +56,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .decision import DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
+from .decision import Conformal, DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
 from .errors import ConfigError, InputError
 from .feedback import NormalMemory
 from .preprocessing import _index_numbers, as_frame
@@ -83,10 +87,18 @@ class MonitorOptions(BaseModel):
         description="0-100: higher flags more. Every 25 points above 50 halve the threshold's "
         "excess over the score level (DSPOT) or the threshold (static); below 50 double it.",
     )
-    threshold: Literal["dspot", "static"] = Field(
+    threshold: Literal["dspot", "conformal", "static"] = Field(
         "dspot",
         description="'dspot': DSPOT on the held-out causal scores, following drift of the score "
-        "level online; 'static': the model's calibration method on the held-out causal scores.",
+        "level online; 'conformal': adaptive conformal quantile of the held-out, then the latest "
+        "normal, scores, held at the `target` alert rate; 'static': the model's calibration "
+        "method on the held-out causal scores.",
+    )
+    target: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="conformal: target rate of flags among the points outside events.",
     )
     risk: float | None = Field(
         None, gt=0, lt=1, description="dspot: tail probability; default the model's POT risk."
@@ -120,6 +132,12 @@ class MonitorOptions(BaseModel):
     )
     log: bool = Field(
         False, description="dspot: run on log scores (for multiplicative drift of the errors)."
+    )
+    floor: bool = Field(
+        True,
+        description="dspot: the threshold never falls below the static threshold of the "
+        "held-out causal scores (times the sensitivity scale), so that following the level "
+        "cannot flag what normal held-out scores reach.",
     )
     expected: bool = Field(False, description="Add expected.<feature> columns to update().")
     max_events: int = Field(
@@ -325,6 +343,41 @@ class Monitor:
             )
         self._key, self._tz = key, tz
         self._last_pos = int(positions[-1])
+        out = self._decide_all(scores, contributions, positions, near, frame.index)
+        if expected is not None:
+            for j, f in enumerate(names):
+                out[f"expected.{f}"] = expected[:, j]
+        return out
+
+    def decide(self, scores: npt.ArrayLike) -> pd.DataFrame:
+        """Decide points scored before: this model's causal scores of the stream, in order
+        (``update()``'s ``score`` column, e.g. kept from a replay), through the threshold and
+        the event logic of :meth:`update` without scoring them again, to compare decision
+        rules on the same scores. Their index (and the events' labels) is 0, 1, ..., and the
+        events carry no feature shares.
+
+        Returns
+        -------
+        DataFrame
+            ``score``, ``normalized``, ``threshold``, ``anomalous``, ``event``.
+        """
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+        n_feat = self.detector.n_features_in_
+        contributions = np.zeros((len(values), n_feat))
+        positions = np.arange(len(values), dtype=np.int64)
+        near = np.zeros(len(values), dtype=bool)
+        return self._decide_all(values, contributions, positions, near, pd.RangeIndex(len(values)))
+
+    def _decide_all(
+        self,
+        scores: np.ndarray,
+        contributions: np.ndarray,
+        positions: np.ndarray,
+        near: np.ndarray,
+        index: pd.Index,
+    ) -> pd.DataFrame:
+        """Decide scored points in order (see :meth:`_decide`): the output frame on ``index``."""
+        n_rows = len(scores)
         thresholds = np.empty(n_rows)
         anomalous = np.zeros(n_rows, dtype=bool)
         ids = np.zeros(n_rows, dtype=np.int64)
@@ -334,7 +387,7 @@ class Monitor:
             )
             ids[i] = -1 if ev is None else ev
         event = pd.arrays.IntegerArray(ids, ids < 0)
-        out = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "score": scores,
                 "normalized": normalize(scores, thresholds),
@@ -342,12 +395,8 @@ class Monitor:
                 "anomalous": anomalous,
                 "event": event,
             },
-            index=frame.index,
+            index=index,
         )
-        if expected is not None:
-            for j, f in enumerate(names):
-                out[f"expected.{f}"] = expected[:, j]
-        return out
 
     def apply_feedback(
         self, scale: float | None = None, memory: NormalMemory | None = None
@@ -735,12 +784,18 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
             "version, or with a very short validation split); refit it"
         )
     cal = detector.config.calibration
+    config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
+    static = StaticThreshold(calibrate(scores, config), options.scale)
     if options.threshold == "static":
-        config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
-        return StaticThreshold(calibrate(scores, config), options.scale)
+        return static
+    if options.threshold == "conformal":
+        return Conformal(options.target, scale=options.scale).fit(scores)
     depth = max(1, min(options.depth, len(scores) // 2))
     risk = options.risk if options.risk is not None else cal.risk
-    return DSpot(risk, cal.init_level, depth, scale=options.scale, log=options.log).fit(scores)
+    floor = static.threshold if options.floor else None
+    return DSpot(
+        risk, cal.init_level, depth, scale=options.scale, log=options.log, floor=floor
+    ).fit(scores)
 
 
 def _ffill(arr: np.ndarray) -> np.ndarray:

@@ -13,6 +13,11 @@ Figures per entity (labels are used for evaluation only): the point precision, r
 of the live decision (``anomalous``), the oracle best-F1 of the same model's batch scores (an
 upper bound), their ratio, the range figures of :func:`detector.evaluation.event_metrics`, and
 VUS-PR of the causal stream scores and of the batch scores.
+
+With ``models`` (``--models DIR``) each entity's fitted detector is saved under
+``DIR/<dataset>/<entity>/model`` (with its batch test scores, ``batch.npy``) and loaded from
+there by later runs whose detector config is the same, so that decision rules (monitor options)
+can be compared on the same models without refitting; another config refits and replaces it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import pandas as pd
 from .bench import list_entities, load_entity, metric_window
 from .config import DetectorConfig
 from .detector import Detector, create_detector
+from .errors import PersistenceError
 from .evaluation import best_f1, event_metrics, pointwise_prf, vus_pr
+from .persistence import load_detector
 
 __all__ = ["REPLAY_METRICS", "ReplayResult", "replay_entity", "replay_markdown", "run_replay"]
 
@@ -129,8 +136,10 @@ def run_replay(
     overrides: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     on_result: Callable[[ReplayResult], None] | None = None,
+    models: Path | None = None,
 ) -> list[ReplayResult]:
     """Replay every entity (see the module docstring); one result per entity and mode.
+    ``models``: the folder of fitted detectors to reuse and fill (see the module docstring).
 
     Entities without an anomaly in test carry the false-alarm figures only.
     """
@@ -141,8 +150,8 @@ def run_replay(
         train, test, labels = load_entity(folder)
         window = metric_window(train)
         try:
-            det = create_detector(config).fit(train)
-            batch = det.anomaly_score(test).to_numpy()
+            cache = None if models is None else models / dataset / folder.name
+            det, batch = fitted_model(config, train, test, cache)
         except Exception as exc:  # one broken entity must not end a long run
             logger.exception("fit on %s/%s failed", dataset, folder.name)
             for mode in modes:
@@ -164,6 +173,28 @@ def run_replay(
             if on_result is not None:
                 on_result(result)
     return results
+
+
+def fitted_model(
+    config: DetectorConfig, train: pd.DataFrame, test: pd.DataFrame, cache: Path | None = None
+) -> tuple[Detector, np.ndarray]:
+    """A detector of ``config`` fitted on ``train`` and its batch scores of ``test``: loaded
+    from ``cache`` when it holds a model of the same config, else fitted (and saved there)."""
+    if cache is not None and (cache / "batch.npy").exists():
+        try:
+            det = load_detector(cache / "model", device="cpu")
+        except PersistenceError:
+            logger.warning("the cached model in %s is unreadable; refitting", cache)
+        else:
+            batch = np.load(cache / "batch.npy")
+            if det.config == config and batch.shape == (len(test),):
+                return det, batch
+    det = create_detector(config).fit(train)
+    batch = det.anomaly_score(test).to_numpy()
+    if cache is not None:
+        det.save(cache / "model")
+        np.save(cache / "batch.npy", batch)
+    return det, batch
 
 
 def _mode_name(retrain_every: int | None) -> str:

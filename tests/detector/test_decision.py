@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from detector import CalibrationConfig, DSpot, StaticThreshold, errors
+from detector import CalibrationConfig, Conformal, DSpot, StaticThreshold, errors
 from detector.decision import flags, normalize, threshold_from_state
 
 
@@ -83,7 +83,91 @@ def test_dspot_state_round_trip_gives_the_same_decisions() -> None:
     assert len(one.state_dict()["peaks"]) <= 100  # bounded state
 
 
+def test_dspot_floor_stops_the_level_ratchet_on_cyclic_scores() -> None:
+    """Smooth scores with a cycle longer than the depth: the level follows the low phase, the
+    high phase is flagged and never learnt; the floor (the held-out POT threshold) keeps the
+    threshold where normal held-out scores do not reach."""
+    rng = np.random.default_rng(12)
+
+    def cyclic(n: int, start: int) -> np.ndarray:
+        t = np.arange(start, start + n)
+        return 1 + 0.5 * np.sin(2 * np.pi * t / 300) + 0.01 * rng.standard_normal(n)
+
+    held_out, stream = cyclic(600, 0), cyclic(6000, 600)
+    pot = StaticThreshold.fit(held_out, CalibrationConfig()).threshold
+    free = DSpot(depth=100).fit(held_out)
+    floored = DSpot(depth=100, floor=pot).fit(held_out)
+    assert np.mean([free.step(float(s))[1] for s in stream]) > 0.1
+    assert np.mean([floored.step(float(s))[1] for s in stream]) < 0.01
+    assert floored.threshold >= pot and floored.step(3 * pot)[1]  # a spike still flags
+    again = threshold_from_state(json.loads(json.dumps(floored.state_dict(), allow_nan=False)))
+    assert isinstance(again, DSpot) and again.floor == pot
+    assert again.threshold == floored.threshold
+    floored.rescale(2.0)  # labels re-fit: the floor moves with the threshold
+    assert floored.floor == pytest.approx(2 * pot)
+    assert floored.threshold == pytest.approx(2 * again.threshold)
+
+
+def test_conformal_holds_its_target_rate_under_drift() -> None:
+    rng = np.random.default_rng(6)
+    held_out = rng.exponential(size=2000)
+    stream = drifting(20_000, seed=7) + np.linspace(0, 6, 20_000)  # level and spread rise
+    static = StaticThreshold.fit(held_out, CalibrationConfig(method="pot", risk=1e-2))
+    conformal = Conformal(target=0.01).fit(held_out)
+    online = np.array([conformal.step(float(s))[1] for s in stream])
+    assert static.flags(stream).mean() > 0.5
+    assert 0.005 < online.mean() < 0.015
+    assert online[10_000:].mean() < 0.02  # not only on average: the second half too
+    # a clear spike late in the stream is still flagged
+    assert conformal.step(float(stream[-1000:].max() * 3))[1]
+    # a larger target flags more
+    loose = Conformal(target=0.05).fit(held_out)
+    assert np.mean([loose.step(float(s))[1] for s in stream]) > 2 * online.mean()
+
+
+def test_conformal_learns_from_learnt_points_only() -> None:
+    conformal = Conformal(target=0.01, size=500).fit(np.random.default_rng(8).exponential(size=800))
+    assert len(conformal.state_dict()["window"]) == 500  # the last `size` held-out scores
+    before = conformal.state_dict()
+    conformal.update(0.5, learn=False)  # inside an event: nothing changes
+    _, flagged = conformal.step(1e6, learn=False)
+    assert flagged and conformal.state_dict() == before
+    conformal.step(1e6)  # a learnt alarm: alpha falls (the bar rises), the score stays out
+    after = conformal.state_dict()
+    assert after["alpha"] < before["alpha"] and after["window"] == before["window"]
+    conformal.step(0.1)  # a learnt normal point joins the reference, alpha rises
+    assert conformal.state_dict()["window"][-1] == 0.1
+    assert conformal.state_dict()["alpha"] > after["alpha"]
+    # a threshold that cannot be reached with n scores flags nothing; alpha >= 1 flags all
+    conformal.alpha = 1e-4
+    assert conformal.threshold == np.inf and not conformal.step(1e300)[1]
+    conformal.alpha = 1.0
+    assert conformal.step(0.0)[1]
+
+
+def test_conformal_state_round_trip_gives_the_same_decisions() -> None:
+    held_out = np.random.default_rng(9).exponential(size=1000)
+    stream = drifting(6000, seed=10)
+    one = Conformal(target=0.02, gamma=0.01, size=300, scale=1.5).fit(held_out)
+    learn = np.random.default_rng(11).random(6000) > 0.1  # some points inside events
+    for s, ok in zip(stream[:3000], learn[:3000], strict=True):
+        one.step(float(s), learn=bool(ok))
+    two = threshold_from_state(json.loads(json.dumps(one.state_dict(), allow_nan=False)))
+    assert isinstance(two, Conformal)
+    rest = list(zip(stream[3000:], learn[3000:], strict=True))
+    assert [one.step(float(s), bool(ok)) for s, ok in rest] == [
+        two.step(float(s), bool(ok)) for s, ok in rest
+    ]
+    assert len(one.state_dict()["window"]) == 300  # bounded state
+
+
 def test_bad_threshold_input() -> None:
+    with pytest.raises(errors.ConfigError, match="target"):
+        Conformal(target=0.0)
+    with pytest.raises(errors.ConfigError, match="size"):
+        Conformal(size=5)
+    with pytest.raises(errors.InputError):
+        Conformal().fit(np.ones(3))
     with pytest.raises(errors.InputError, match="depth"):
         DSpot(depth=500).fit(np.ones(100))
     with pytest.raises(errors.ConfigError):

@@ -78,12 +78,13 @@ def assert_same_events(a: list[Event], b: list[Event]) -> None:
 OPTIONS = {"min_duration": 2, "persistence": 3, "merge_gap": 2, "expected": True}
 
 
+@pytest.mark.parametrize("threshold", ["dspot", "conformal"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunking_does_not_change_results(
-    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+    kind: str, threshold: str, fitted: dict[str, Detector], data: dict[str, Any]
 ) -> None:
     det, frame = fitted[kind], holey(data["test"])
-    monitors = {c: det.monitor(**OPTIONS) for c in (1, 7, len(frame))}
+    monitors = {c: det.monitor(**OPTIONS, threshold=threshold) for c in (1, 7, len(frame))}
     runs = {c: stream(m, frame, c) for c, m in monitors.items()}
     whole = runs[len(frame)]
     assert list(whole.columns[:5]) == ["score", "normalized", "threshold", "anomalous", "event"]
@@ -130,12 +131,15 @@ def test_causal_scores_match_the_last_window_of_batch_scoring(
         assert out["score"].iloc[end - 1] == pytest.approx(window_scores.scores[0, -1], rel=1e-5)
 
 
-def test_state_round_trip_mid_stream(fitted: dict[str, Detector], data: dict[str, Any]) -> None:
+@pytest.mark.parametrize("threshold", ["dspot", "conformal"])
+def test_state_round_trip_mid_stream(
+    threshold: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
     det, frame = fitted["ae"], holey(data["test"])
-    never_stopped = det.monitor(**OPTIONS)
+    never_stopped = det.monitor(**OPTIONS, threshold=threshold)
     reference = never_stopped.update(frame)
     for cut in (det.window_ // 2, 180, 250):  # in the warm-up, mid-stream, at a long gap
-        first = det.monitor(**OPTIONS)
+        first = det.monitor(**OPTIONS, threshold=threshold)
         head = first.update(frame.iloc[:cut])
         state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
         restored = Monitor.from_state(det, state)
@@ -309,3 +313,53 @@ def test_a_lasting_shift_becomes_the_new_normal(
     # then it is learnt as the new normal: later points are flagged less than by a
     # threshold that never learns (this adaptation is slow: about half are still flagged)
     assert adapting["anomalous"].iloc[600:].mean() < stuck["anomalous"].iloc[600:].mean()
+
+
+def test_decide_takes_scores_kept_from_a_stream(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test = fitted["ae"], data["test"]
+    for options in ({}, {**OPTIONS, "expected": False, "threshold": "conformal"}):
+        live = det.monitor(**options).update(test)
+        again = det.monitor(**options).decide(live["score"].to_numpy())
+        assert again.index.equals(pd.RangeIndex(len(test)))
+        for col in ("score", "normalized", "threshold"):
+            np.testing.assert_array_equal(again[col], live[col])
+        assert (again["anomalous"].to_numpy() == live["anomalous"].to_numpy()).all()
+        assert again["event"].reset_index(drop=True).equals(live["event"].reset_index(drop=True))
+
+
+def test_conformal_flag_rate_on_drifting_normal_data_is_bounded(
+    fitted: dict[str, Detector],
+) -> None:
+    """Normal data whose noise grows sixfold over the stream (the scores' level and spread
+    drift up): the conformal threshold keeps its rate, DSPOT (which follows the level, not
+    the spread) and the static threshold do not."""
+    det = fitted["ae"]
+    drift = normal_series(3000, seed=12, start=2000)
+    rng = np.random.default_rng(13)
+    drift += np.linspace(0.0, 0.3, len(drift))[:, None] * rng.standard_normal(drift.shape)
+    rate = {
+        t: det.monitor(threshold=t).update(drift)["anomalous"].mean()
+        for t in ("static", "dspot", "conformal")
+    }
+    assert rate["static"] > 0.1 and rate["dspot"] > 0.05, rate
+    # the target 1% counts the flags outside events; flags inside them come on top
+    assert rate["conformal"] <= 0.02 + 0.01, rate
+
+
+def test_conformal_finds_the_injected_anomalies(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, test, spans = fitted["ae"], data["test"], data["spans"]
+    flags = det.monitor(threshold="conformal").update(test)["anomalous"].to_numpy()
+    # an anomaly is still in the window of the points up to a window after it
+    near = np.zeros(len(test), dtype=bool)
+    for lo, hi in spans.values():
+        near[lo : hi + det.window_] = True
+    found = [k for k, (lo, hi) in spans.items() if flags[lo : hi + det.window_].any()]
+    assert len(found) >= 3, found
+    # a random flagger puts a share near.mean() of its flags near an anomaly
+    precision = flags[near].sum() / max(flags.sum(), 1)
+    assert precision > near.mean() + 0.3, (precision, near.mean())
+    assert flags[~near].mean() < 0.03

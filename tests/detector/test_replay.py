@@ -76,3 +76,29 @@ def test_replay_command_with_and_without_retraining(
     with pytest.raises(SystemExit):
         main(["bench", str(root), "--replay", "--chunk", "0"])
     assert main(["bench", str(root), "--replay", "--chunk", "50", "--retrain-every", "75"]) == 2
+
+
+def test_replay_reuses_the_models_it_kept(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _write_entity(root / "alpha" / "e1", seed=5)
+    config = tmp_path / "config.json"
+    cfg = tiny_config("ae", training={"max_epochs": 3})
+    del cfg["kind"]
+    config.write_text(json.dumps(cfg))
+    models = tmp_path / "models"
+    argv = ["bench", str(root), "--replay", "--kinds", "ae", "--config", str(config), "-q"]
+    argv += ["--models", str(models)]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    weights = models / "alpha" / "e1" / "model" / "model.safetensors"
+    assert weights.exists() and (models / "alpha" / "e1" / "batch.npy").exists()
+    stamp = weights.stat().st_mtime_ns
+    assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+    assert weights.stat().st_mtime_ns == stamp  # loaded, not refitted
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert [r["metrics"] for r in one] == [r["metrics"] for r in two]
+    assert "reused from" in (tmp_path / "two" / "summary.md").read_text()
+    # another detector config refits and replaces the kept model
+    cfg["training"]["max_epochs"] = 2
+    config.write_text(json.dumps(cfg))
+    assert main([*argv, "--out", str(tmp_path / "three")]) == 0
+    assert weights.stat().st_mtime_ns != stamp
