@@ -230,14 +230,17 @@ def parse_timestamps(raw: list[Any], what: str = "timestamps") -> pd.DatetimeInd
     service.errors.InvalidInputError
         For mixed, unparseable or out-of-range values (see the module docstring).
     """
-    if all(isinstance(v, str) for v in raw):
+    # isinstance of every value, asked of the set of their types: one C-level pass (a
+    # generator over a million values costs half a second)
+    types = set(map(type, raw))
+    if all(issubclass(t, str) for t in types):
         try:
             index = pd.DatetimeIndex(pd.to_datetime(raw, utc=True, format="ISO8601"))
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInputError(
                 f"{what} must be ISO-8601 strings (2024-01-31T12:00:00Z) or epoch seconds: {exc}"
             ) from None
-    elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+    elif all(issubclass(t, int | float) and not issubclass(t, bool) for t in types):
         arr = np.asarray(raw, dtype=np.float64)
         low, high = MIN_TIMESTAMP.timestamp(), MAX_TIMESTAMP.timestamp()
         if not np.isfinite(arr).all() or ((arr < low) | (arr >= high)).any():
