@@ -61,7 +61,7 @@ Expected = Annotated[
 _SPLICE_ROWS = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TopFeatures:
     """The top-k contributing features of every point, as indices into ``names``."""
 
@@ -72,6 +72,8 @@ class TopFeatures:
     def long(self) -> bool:
         """Whether :meth:`to_json` splices encoded rows: a long answer whose rows can take few
         distinct values (k of F features in order), so that most points repeat a row."""
+        if self.order.size < _SPLICE_ROWS:  # the hot path of short answers: no more to ask
+            return False
         *_, k = self.order.shape
         rows = self.order.size // max(k, 1)
         n_features = len(self.names)
