@@ -18,7 +18,6 @@ Run: ``python benchmarks/bench_bulk.py [--points 1000000] [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
@@ -29,22 +28,10 @@ from typing import Any
 
 import httpx
 import pandas as pd
-import pyarrow as pa
-import pyarrow.ipc as ipc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import CONFIG, _frame, _seed
+from bench_service import ARROW, CONFIG, _frame, _seed, arrow_body
 from serving import served
-
-ARROW = "application/vnd.apache.arrow.stream"
-
-
-def _arrow(frame: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
-    sink = io.BytesIO()
-    with ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
 
 
 def _run(
@@ -89,7 +76,7 @@ def main() -> int:
                     ]
                 }
             ).encode()
-            table = _arrow(big)
+            table = arrow_body(big)
             series: dict[str, Any] = {
                 "timestamps": stamps,
                 "values": {c: big[c].tolist() for c in big.columns},
@@ -106,7 +93,7 @@ def main() -> int:
             small = _frame(5000, seed=3)
             client.post(
                 "/v1/models/bench/score",
-                content=_arrow(small),
+                content=arrow_body(small),
                 headers={"content-type": ARROW, "accept": ARROW},
             )
             client.post(

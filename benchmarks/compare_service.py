@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from serving import free_port, wait_ready
+from serving import cpu_seconds, free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,15 +196,6 @@ def _side_args(mode: str, root: Path, data_dir: Path, points: int) -> list[str]:
         "--points",
         str(points),
     ]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux ``/proc``; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ratio_line(name: str, new: list[float], old: list[float]) -> str:
@@ -377,7 +368,7 @@ def _http(roots: dict[str, Path], tmp: Path, args: argparse.Namespace) -> None:
                 order = list(roots) if r % 2 == 0 else list(reversed(roots))
                 for label in order:
                     pid = servers[label].pid
-                    before = _cpu_seconds(pid)
+                    before = cpu_seconds(pid)
                     res = asyncio.run(
                         bench._load(
                             ports[label],
@@ -386,7 +377,7 @@ def _http(roots: dict[str, Path], tmp: Path, args: argparse.Namespace) -> None:
                             args.connections,
                         )
                     )
-                    cpu_us = (_cpu_seconds(pid) - before) / max(res["requests"], 1) * 1e6
+                    cpu_us = (cpu_seconds(pid) - before) / max(res["requests"], 1) * 1e6
                     rps[label].append(res["rps"])
                     cpu[label].append(cpu_us)
                     print(

@@ -20,7 +20,7 @@ is a validation error that names the field and the kinds that take it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -134,6 +135,33 @@ class CalibrationConfig(_Strict):
     )
 
 
+# What the validators below accept, said in the JSON schema too (their messages stay theirs).
+_Window = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 2, "maximum": 4096})]
+_Share = Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})]
+_Features = Annotated[
+    list[str],
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
+    ),
+]
+
+
+def _kind_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """A kind's JSON schema names its ``kind``: only the default kind may leave it out, so a
+    config without one matches the default kind's schema alone, as validation reads it."""
+    if cls.model_fields["kind"].default != DetectorConfig.model_fields["kind"].default:
+        schema["required"] = [*schema.get("required", []), "kind"]
+    if "condition_on" in cls.model_fields:  # a 'key' condition needs the key column
+        schema["if"] = {
+            "properties": {"condition_on": {"contains": {"const": "key"}}},
+            "required": ["condition_on"],
+        }
+        schema["then"] = {
+            "required": ["key_column"],
+            "properties": {"key_column": {"type": "string"}},
+        }
+
+
 class DetectorConfig(_Strict):
     """Everything needed to build (and rebuild) a detector: its own options and its kind's.
 
@@ -159,13 +187,14 @@ class DetectorConfig(_Strict):
         ``key_column``).
     """
 
-    model_config = ConfigDict(defer_build=True)  # the kinds' classes are defined below
+    # the kinds' classes are defined below
+    model_config = ConfigDict(defer_build=True, json_schema_extra=_kind_schema)
 
     format_version: int = 1
     kind: str = "ae"
-    window: int | Literal["auto"] = "auto"
+    window: _Window | Literal["auto"] = "auto"
     stride: int = Field(1, ge=1)
-    features: list[str] | None = None
+    features: _Features | None = None
     missing: Literal["interpolate", "error"] = Field(
         "interpolate",
         description="'interpolate': fill NaN and timestamp gaps by linear interpolation for the "
@@ -182,7 +211,7 @@ class DetectorConfig(_Strict):
         "mean",
         description="How the per-window errors of a point (one per window covering it) combine.",
     )
-    window_weight: float | Literal["auto"] = Field(
+    window_weight: _Share | Literal["auto"] = Field(
         "auto",
         description="Weight of a window's mean error (per feature), shared by every point of the "
         "window, against each point's own error: 1 scores whole windows (anomalies that change "

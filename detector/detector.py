@@ -35,7 +35,7 @@ from .models import ReconstructionModel, model_class
 from .preprocessing import Preprocessor, Segment, as_frame
 from .thresholds import Calibration, calibrate
 from .training import ProgressCallback, WindowSet, fit_model, seed_everything, select_device
-from .windows import coverage_counts, gather_windows, overlap_reduce, resolve_window
+from .windows import coverage_counts, overlap_reduce, resolve_window, window_block
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -482,7 +482,7 @@ class Detector:
         generator = torch.Generator(device=values.device).manual_seed(self.config.training.seed)
         for first in range(0, n_windows, batch):
             starts = torch.arange(first, min(first + batch, n_windows), device=values.device)
-            x = gather_windows(values, starts, window)  # (B, W, F)
+            x = window_block(values, first, len(starts), window)  # (B, W, F)
             c = None if cond is None else cond[starts + window - 1]  # (B, C)
             err, recon = self._window_errors(self.network_, x, c, generator)
             yield first, starts, err, recon

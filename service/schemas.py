@@ -22,7 +22,14 @@ from pydantic import (
 from detector import DetectorConfig
 from detector.feedback import Verdict
 from service.jobs.states import JobState
-from service.parsing import check_datetime, finite_config, parse_duration
+from service.parsing import (
+    CRON_PATTERN,
+    TIMESTAMP_SCHEMA,
+    VALUE_SCHEMA,
+    check_datetime,
+    finite_config,
+    parse_duration,
+)
 from service.registry import NAME_PATTERN, PromotionPolicy
 from service.scoring import ScoreRequest, ScoreResponse
 from service.storage import HistorySummary
@@ -283,6 +290,16 @@ class DataAppend(_Strict):
 
     rows: list[dict[str, Any]] = Field(
         min_length=1,
+        json_schema_extra={
+            "items": {
+                "type": "object",
+                "required": ["timestamp"],
+                "minProperties": 2,  # the timestamp and a value
+                "propertyNames": {"minLength": 1, "maxLength": 128},
+                "properties": {"timestamp": TIMESTAMP_SCHEMA},
+                "additionalProperties": {"anyOf": [VALUE_SCHEMA, {"type": "null"}]},
+            }
+        },
         description="Each row: 'timestamp' (ISO-8601 string or epoch seconds) and one number "
         "(or null for a missing value) per feature.",
         examples=[[{"timestamp": "2024-01-01T00:00:00Z", "cpu": 0.42, "mem": 0.61}]],
@@ -309,6 +326,20 @@ class DataDropped(BaseModel):
 class JobCreate(_Strict):
     """A training request. Without ``data``, trains on stored history in ``[start, end)`` or
     the ``last`` duration; with ``data``, trains on those rows only."""
+
+    # the pairs that _check refuses, left out by the schema too
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "anyOf": [
+                    {"required": ["start", "last"]},
+                    {"required": ["data", "start"]},
+                    {"required": ["data", "end"]},
+                    {"required": ["data", "last"]},
+                ]
+            }
+        }
+    )
 
     start: datetime | None = Field(None, description="Range start (inclusive), UTC if no zone.")
     end: datetime | None = Field(None, description="Range end (exclusive), UTC if no zone.")
@@ -405,8 +436,21 @@ class JobsPublic(BaseModel):
 class ScheduleCreate(_Strict):
     """A retraining schedule: exactly one of ``cron`` and ``interval``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("cron", "interval")
+            ]
+        }
+    )
+
     cron: str | None = Field(
-        None, max_length=100, description="Cron expression in UTC, e.g. '0 3 * * *'."
+        None,
+        max_length=100,
+        description="Cron expression in UTC, e.g. '0 3 * * *' (the schema's pattern is the "
+        "five-field form; croniter's six- and seven-field forms are accepted too).",
+        json_schema_extra={"pattern": CRON_PATTERN},
     )
     interval: Duration | None = Field(None, description="Run every interval (at least 1s).")
     window: Duration = Field(description="Rolling range of history to train on, e.g. '14d'.")

@@ -45,7 +45,13 @@ class NetworkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
-    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])
+    hidden_dims: list[int] = Field(
+        default_factory=lambda: [128, 64],
+        json_schema_extra={
+            "minItems": 1,
+            "items": {"type": "integer", "minimum": 1, "maximum": 65_536},
+        },
+    )
     latent_dim: int = Field(16, ge=1, le=4096)
     dropout: float = Field(0.0, ge=0, lt=1)
 

@@ -36,6 +36,7 @@ class CVAEConfig(VariationalConfig):
         "'phase' (position within the training data's dominant period, for integer indexes), "
         "'key' (one-hot of the key column); 'auto' is hour + dayofweek with a timestamp index "
         "and phase otherwise.",
+        json_schema_extra={"minItems": 1},
     )
 
     @field_validator("condition_on")

@@ -92,7 +92,7 @@ def check_channel(kind: str, config: ChannelConfig) -> None:
 class ChannelUpdate(BaseModel):
     """Fields a PATCH may change."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     config: ChannelConfig | None = None
     min_severity: float | None = Field(None, ge=0, le=1)

@@ -119,7 +119,19 @@ class EventsPublic(BaseModel):
 class ChannelCreate(BaseModel):
     """A new notification channel."""
 
-    model_config = ConfigDict(extra="forbid")
+    # what check_channel_config asks of the kind's config, in the schema too
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "webhook"}}},
+            "then": {
+                "properties": {
+                    "config": {"required": ["secret"], "properties": {"secret": {"type": "string"}}}
+                }
+            },
+            "else": {"properties": {"config": {"properties": {"secret": {"type": "null"}}}}},
+        },
+    )
 
     name: str = Field(pattern=NAME_PATTERN, max_length=64)
     kind: Literal["webhook", "alertmanager"]

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from service.columnar import COLUMNAR_TYPES, JSON, accepted
 from service.deps import authorize, context_of
+from service.parsing import MAX_VERSION
 from service.routers.params import API_PREFIX, ModelName
 from service.scoring import ScoreRequest, ScoreResponse
 
@@ -25,8 +26,12 @@ def _query(name: str, schema: dict[str, object], description: str) -> dict[str, 
         "in": "query",
         "required": False,
         "schema": schema,
-        "description": description + " (with a table body only).",
+        "description": description + " (a table body's field; with a JSON body it takes the "
+        "place of the body's field of that name).",
     }
+
+
+_FIELD = "(scores|normalized|anomalous|anomalous_indices)"
 
 
 _SCORE_OPENAPI = {
@@ -38,10 +43,20 @@ _SCORE_OPENAPI = {
         },
     },
     "parameters": [
-        _query("version", {"type": "integer"}, "Pin a version"),
+        _query(
+            "version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "Pin a version"
+        ),
         _query("reconstruct", {"type": "boolean"}, "Also return the expected values"),
-        _query("top_k", {"type": "integer"}, "Top contributing features per point"),
-        _query("fields", {"type": "string"}, "Per-point fields, comma-separated"),
+        _query(
+            "top_k",
+            {"type": "integer", "minimum": 0, "maximum": 1000},
+            "Top contributing features per point",
+        ),
+        _query(
+            "fields",
+            {"type": "string", "pattern": f"^ *{_FIELD}( *, *{_FIELD}){{0,3}} *$"},
+            "Per-point fields, comma-separated (at most 4)",
+        ),
     ],
     "security": [{"APIKey": []}],
 }

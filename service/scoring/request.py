@@ -40,6 +40,8 @@ from service.columnar import JSON, read_table
 from service.errors import InvalidInputError, PayloadTooLargeError, format_validation_errors
 from service.parsing import (
     MAX_VERSION,
+    TIMESTAMP_SCHEMA,
+    VALUE_SCHEMA,
     numeric_array,
     parse_json,
     parse_timestamps,
@@ -134,7 +136,12 @@ Windows = Annotated[
     WithJsonSchema(
         {
             "type": "array",
-            "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            "minItems": 1,
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "array", "minItems": 1, "items": VALUE_SCHEMA},
+            },
             "description": "Stand-alone windows, shape (n_windows, window, n_features); each "
             "window is scored on its own.",
         }
@@ -146,9 +153,16 @@ Columns = Annotated[
     WithJsonSchema(
         {
             "type": "object",
+            "minProperties": 1,
             "additionalProperties": {
-                "type": "array",
-                "items": {"anyOf": [{"type": "number"}, {"type": "null"}, {"type": "string"}]},
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"anyOf": [VALUE_SCHEMA, {"type": "null"}]},
+                    },
+                    {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                ]
             },
             "description": "A series segment: feature name -> values (null = missing), at least "
             "one window long; the series-key column (if the model has one) holds strings.",
@@ -161,7 +175,7 @@ Timestamps = Annotated[
     WithJsonSchema(
         {
             "type": "array",
-            "items": {"anyOf": [{"type": "string"}, {"type": "number"}]},
+            "items": TIMESTAMP_SCHEMA,
             "description": "One ISO-8601 string or epoch second per point of 'values'.",
         }
     ),
@@ -175,7 +189,25 @@ class ScoreRequest(BaseModel):
     does the same for parsed JSON, with pydantic's own errors.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True,
+        extra="forbid",
+        # what _envelope asks, in the schema too: windows, or values (with timestamps)
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["windows"],
+                    "properties": {"windows": {"type": "array"}},
+                    "not": {"anyOf": [{"required": ["timestamps"]}, {"required": ["values"]}]},
+                },
+                {
+                    "required": ["values"],
+                    "properties": {"values": {"type": "object"}},
+                    "not": {"required": ["windows"]},
+                },
+            ]
+        },
+    )
 
     windows: Windows | None = None
     values: Columns | None = None
@@ -227,13 +259,13 @@ class ScoreRequest(BaseModel):
         unknown = data.keys() - _FIELDS
         if unknown:
             raise _refuse(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
-        if ("windows" in data) == ("values" in data):
+        if (data.get("windows") is not None) == (data.get("values") is not None):
             raise _refuse(
                 "send exactly one of 'windows' (array of shape (n_windows, window, n_features)) "
                 "or 'values' (object: feature name -> list of numbers, with optional "
                 "'timestamps')"
             )
-        if "windows" in data and "timestamps" in data:
+        if data.get("windows") is not None and data.get("timestamps") is not None:
             raise _refuse("'timestamps' goes with 'values', not with 'windows'")
         return data
 
@@ -261,7 +293,11 @@ class ScoreRequest(BaseModel):
 
     @classmethod
     def from_body(
-        cls, body: bytes, max_points: int, max_values: int = DEFAULT_MAX_VALUES
+        cls,
+        body: bytes,
+        max_points: int,
+        max_values: int = DEFAULT_MAX_VALUES,
+        options: Mapping[str, str] | None = None,
     ) -> ScoreRequest:
         """Parse and check a raw JSON body.
 
@@ -274,6 +310,9 @@ class ScoreRequest(BaseModel):
             Most points allowed (a window of W points counts W).
         max_values
             Most numbers a JSON body may hold (points times features).
+        options
+            Query parameters (``version``, ``reconstruct``, ``top_k``, ``fields``, as for
+            :meth:`from_table`): each takes the place of the body's field of that name.
 
         Raises
         ------
@@ -287,6 +326,8 @@ class ScoreRequest(BaseModel):
         if len(body) > _PRESCREEN_BYTES:  # smaller bodies cannot grow large when parsed
             _prescreen(body, max_points, max_values)
         data = parse_json(body)
+        if options and isinstance(data, dict):
+            data.update(_table_options(options))
         try:
             # model_validate without its wrapper (the hot path)
             request: ScoreRequest = cls.__pydantic_validator__.validate_python(

@@ -5,11 +5,15 @@ array fields hold numpy arrays, which :meth:`ScoreResponse.to_json` writes with 
 support (no Python lists of a million floats), or :meth:`ScoreResponse.encode` as an Arrow IPC
 stream or Parquet table when the client's ``Accept`` asks for one. :func:`derive` computes the
 normalised scores, the flags and the top-k contributing features once for a whole batch, which
-the batcher then slices per request.
+the batcher then slices per request. The top features stay indices into the model's features
+(:class:`TopFeatures`) until they are encoded: a JSON answer writes each distinct row of names
+once and repeats its bytes, a table answer takes the indices as a dictionary column, so no
+Python object is made per point.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,7 +26,7 @@ from detector import decision
 from service.columnar import JSON, write_table
 from service.scoring.cache import LoadedVersion
 
-__all__ = ["Derived", "ScoreResponse", "derive"]
+__all__ = ["Derived", "ScoreResponse", "TopFeatures", "derive"]
 
 
 def _nested(items: dict[str, Any], description: str) -> Any:
@@ -53,6 +57,82 @@ Expected = Annotated[
 ]
 
 
+#: Below this many points the top features are encoded as one list (what the splice writes too).
+_SPLICE_ROWS = 8192
+
+
+@dataclass(slots=True)
+class TopFeatures:
+    """The top-k contributing features of every point, as indices into ``names``."""
+
+    order: np.ndarray  # (..., k) integer indices into names
+    names: np.ndarray  # (F,) object: the model's feature names
+
+    @property
+    def long(self) -> bool:
+        """Whether :meth:`to_json` splices encoded rows: a long answer whose rows can take few
+        distinct values (k of F features in order), so that most points repeat a row."""
+        if self.order.size < _SPLICE_ROWS:  # the hot path of short answers: no more to ask
+            return False
+        *_, k = self.order.shape
+        rows = self.order.size // max(k, 1)
+        n_features = len(self.names)
+        if rows < _SPLICE_ROWS or math.perm(n_features, k) > rows // 4:
+            return False
+        return bool(n_features**k < 2**62)  # a row's code fits an int64
+
+    def tolist(self) -> list[Any]:
+        """The names as nested lists, in the shape of ``order``."""
+        rows: list[Any] = self.names[self.order].tolist()
+        return rows
+
+    def to_json(self) -> bytes:
+        """The JSON of :meth:`tolist`, byte for byte; for long answers each distinct row of
+        names is encoded once and its bytes repeated (a point costs a reference, not a list)."""
+        order = self.order
+        k = order.shape[-1]
+        if not self.long:
+            return orjson.dumps(self.tolist())
+        rows = order.reshape(-1, k)
+        n_features = len(self.names)
+        codes = np.zeros(len(rows), dtype=np.int64)  # fits: long says n_features**k is small
+        for j in range(k):
+            codes = codes * n_features + rows[:, j]
+        powers = n_features ** np.arange(k - 1, -1, -1, dtype=np.int64)
+        if n_features**k <= len(rows):  # a table of every code, indexed: no sort
+            present = np.flatnonzero(np.bincount(codes, minlength=n_features**k))
+            table = np.empty(n_features**k, dtype=object)
+            table[present] = self._encoded(present[:, None] // powers % n_features)
+            pieces = table[codes]
+        else:
+            present, inverse = np.unique(codes, return_inverse=True)
+            pieces = self._encoded(present[:, None] // powers % n_features)[inverse]
+        return _join(pieces.reshape(order.shape[:-1]))
+
+    def _encoded(self, rows: np.ndarray) -> np.ndarray:
+        """The JSON of each row of indices (k,) as names, an object array of bytes."""
+        out = np.empty(len(rows), dtype=object)
+        out[:] = [orjson.dumps(self.names[row].tolist()) for row in rows]
+        return out
+
+    def columns(self) -> list[pa.DictionaryArray]:
+        """One dictionary-encoded column per rank (flattened row-major), indices into the
+        names."""
+        dictionary = pa.array(self.names.tolist(), type=pa.string())
+        order = self.order.reshape(-1, self.order.shape[-1]).astype(np.int32)
+        return [
+            pa.DictionaryArray.from_arrays(pa.array(order[:, j]), dictionary)
+            for j in range(order.shape[1])
+        ]
+
+
+def _join(pieces: np.ndarray) -> bytes:
+    """A JSON array of (nested arrays of) already encoded values, an object array."""
+    if pieces.ndim == 1:
+        return b"[" + b",".join(pieces.tolist()) + b"]"
+    return b"[" + b",".join(_join(inner) for inner in pieces) + b"]"
+
+
 class ScoreResponse(BaseModel):
     """Per-point results, in the shape of the input: (n_windows, window) for windows, (T,) for
     a series. ``normalized`` = score / threshold; > 1 means anomalous."""
@@ -76,9 +156,10 @@ class ScoreResponse(BaseModel):
         description="Flat (row-major) indices of the anomalous points, when asked for with "
         "fields: a compact answer for long series.",
     )
-    top_features: Annotated[list[Any], SkipValidation] | None = Field(
-        None, description="Top-k feature names per point."
-    )
+    top_features: (
+        Annotated[TopFeatures, SkipValidation, WithJsonSchema({"type": "array", "items": {}})]
+        | None
+    ) = Field(None, description="Top-k feature names per point.")
     top_contributions: TopValues | None = Field(
         None, description="Their contributions (they sum with the others to the score)."
     )
@@ -89,10 +170,21 @@ class ScoreResponse(BaseModel):
     def to_json(self) -> bytes:
         """The response body: every field in order, absent optional ones left out."""
         fields = self.__dict__  # the fields in order (iterating the model costs a generator)
-        return orjson.dumps(
-            {name: value for name, value in fields.items() if value is not None},
-            option=orjson.OPT_SERIALIZE_NUMPY,
+        present = {name: value for name, value in fields.items() if value is not None}
+        top = self.top_features
+        if top is None or not top.long:
+            if top is not None:
+                present["top_features"] = top.tolist()
+            return orjson.dumps(present, option=orjson.OPT_SERIALIZE_NUMPY)
+        # a long answer: its top features spliced between the fields before and after them
+        names = list(present)
+        at = names.index("top_features")
+        head = orjson.dumps({n: present[n] for n in names[:at]}, option=orjson.OPT_SERIALIZE_NUMPY)
+        tail = orjson.dumps(
+            {n: present[n] for n in names[at + 1 :]}, option=orjson.OPT_SERIALIZE_NUMPY
         )
+        rest = b"," + tail[1:] if len(tail) > 2 else b"}"
+        return head[:-1] + b',"top_features":' + top.to_json() + rest
 
     def encode(self, media_type: str) -> bytes:
         """The response body as JSON or, for a :mod:`service.columnar` media type, as a table
@@ -116,11 +208,9 @@ class ScoreResponse(BaseModel):
                 shape = array.shape
                 columns[name] = pa.array(array.ravel(), from_pandas=True)
         if self.top_features is not None and self.top_contributions is not None:
-            names = np.asarray(self.top_features, dtype=object)  # (..., k)
-            values = np.asarray(self.top_contributions, dtype=np.float64)
-            for j in range(names.shape[-1]):
-                feature = pa.array(names[..., j].ravel(), type=pa.string())
-                columns[f"top{j + 1}_feature"] = feature.dictionary_encode()
+            values = np.asarray(self.top_contributions, dtype=np.float64)  # (..., k)
+            for j, feature in enumerate(self.top_features.columns()):
+                columns[f"top{j + 1}_feature"] = feature
                 columns[f"top{j + 1}_contribution"] = pa.array(
                     values[..., j].ravel(), from_pandas=True
                 )
@@ -152,7 +242,7 @@ class Derived:
     scores: np.ndarray  # (B, W) or (T,)
     normalized: np.ndarray  # same shape: score / threshold
     anomalous: np.ndarray  # same shape, bool
-    names: np.ndarray | None  # (..., k) feature names (object)
+    order: np.ndarray | None  # (..., k) indices of the top features
     top_values: np.ndarray | None  # (..., k) their contributions
 
     def response(
@@ -170,8 +260,8 @@ class Derived:
         anomalous = self.anomalous[part]
         k = min(top_k, len(loaded.features))
         names = values = None
-        if k > 0 and self.names is not None and self.top_values is not None:
-            names = self.names[part][..., :k].tolist()
+        if k > 0 and self.order is not None and self.top_values is not None:
+            names = TopFeatures(self.order[part][..., :k], loaded.feature_array)
             values = self.top_values[part][..., :k]
         return ScoreResponse(
             model=loaded.model_name,
@@ -201,7 +291,7 @@ def derive(loaded: LoadedVersion, scores: np.ndarray, contributions: np.ndarray,
     threshold = loaded.threshold
     normalized = decision.normalize(scores, threshold)
     anomalous = decision.flags(scores, threshold)  # NaN is never flagged
-    names = top_values = None
+    order = top_values = None
     if k > 0:
         filled = np.where(np.isnan(contributions), -np.inf, contributions)
         if k == 1:
@@ -213,5 +303,4 @@ def derive(loaded: LoadedVersion, scores: np.ndarray, contributions: np.ndarray,
         rows = np.arange(len(flat))[:, None]
         features = contributions.shape[-1]
         top_values = contributions.reshape(-1, features)[rows, flat].reshape(order.shape)
-        names = loaded.feature_array[order]
-    return Derived(scores, normalized, anomalous, names, top_values)
+    return Derived(scores, normalized, anomalous, order, top_values)

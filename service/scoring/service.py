@@ -18,7 +18,6 @@ import pandas as pd
 
 from detector import load_detector
 from service.columnar import JSON, columnar_type
-from service.errors import InvalidInputError
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.scoring.batcher import MicroBatcher
@@ -180,7 +179,10 @@ class ScoringService:
         ----------
         name, body
             The model and the request body: JSON, or a table when ``content_type`` names a
-            :mod:`service.columnar` format (its options in ``options``, the query parameters).
+            :mod:`service.columnar` format.
+        options
+            The query parameters: the request fields of a table body; with a JSON body they
+            take the place of the body's fields of the same name.
         response_type
             JSON or a :mod:`service.columnar` media type (the client's ``Accept``).
 
@@ -194,17 +196,12 @@ class ScoringService:
             request = await asyncio.to_thread(
                 ScoreRequest.from_table, body, table, options or {}, self.max_points
             )
-        elif options:
-            raise InvalidInputError(
-                f"query parameters {sorted(options)} go with a table body (Arrow IPC or "
-                "Parquet); in a JSON body, send them as fields of the JSON object"
-            )
         elif len(body) > _INLINE_PARSE_BYTES:
             request = await asyncio.to_thread(
-                ScoreRequest.from_body, body, self.max_points, self.max_values
+                ScoreRequest.from_body, body, self.max_points, self.max_values, options
             )
         else:
-            request = ScoreRequest.from_body(body, self.max_points, self.max_values)
+            request = ScoreRequest.from_body(body, self.max_points, self.max_values, options)
         request.answer_as(response_type)
         loaded = await self.resolve(name, request.version)
         frame: pd.DataFrame | None = None

@@ -9,13 +9,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from synthetic import normal_series, tiny_config, with_anomalies
 
 from detector import DetectorConfig, TrainingProgress, create_detector, errors, load_detector
 from detector.baselines import create_baseline
 from detector.detector import Detector
 from detector.models.cvae import ConditionEncoder
-from detector.windows import dominant_period, period_window, resolve_window, validation_cap
+from detector.windows import (
+    dominant_period,
+    gather_windows,
+    period_window,
+    resolve_window,
+    validation_cap,
+    window_block,
+)
 
 
 @pytest.fixture(scope="module")
@@ -400,3 +408,12 @@ def test_holdout_is_the_fit_split_per_segment(tiny: Any) -> None:
     # the old whole-frame tail would have been series b only
     tail = train.iloc[len(train) - round(len(train) * 0.2) :]
     assert set(tail["host"]) == {"b"}
+
+
+@pytest.mark.parametrize(("first", "count"), [(0, 1), (0, 185), (37, 64), (184, 1)])
+def test_a_window_block_is_the_gathered_windows(first: int, count: int) -> None:
+    values = torch.randn(200, 3)
+    starts = torch.arange(first, first + count)
+    block = window_block(values, first, count, 16)
+    assert block.is_contiguous() and block.shape == (count, 16, 3)
+    assert torch.equal(block, gather_windows(values, starts, 16))

@@ -354,11 +354,20 @@ def test_score_a_table_body(app_client: Client) -> None:
         )
         assert r.status_code == status, (message, r.text)
         assert message in r.json()["detail"], r.text
-    # Query options with a JSON body are refused, not silently ignored.
+    # Query options with a JSON body take the place of its fields (the schema documents them
+    # for every body); unknown ones are refused, not silently ignored.
     r = client.post(
-        url, params={"top_k": "0"}, json={"windows": windows_of(frame)}, headers=headers
+        url,
+        params={"top_k": "0", "fields": "anomalous"},
+        json={"windows": windows_of(frame), "top_k": 2, "fields": ["scores"]},
+        headers=headers,
     )
-    assert r.status_code == 422 and "table body" in r.json()["detail"]
+    assert r.status_code == 200, r.text
+    assert "top_features" not in r.json() and "scores" not in r.json() and "anomalous" in r.json()
+    r = client.post(
+        url, params={"window": "16"}, json={"windows": windows_of(frame)}, headers=headers
+    )
+    assert r.status_code == 422 and "unknown query parameter" in r.json()["detail"]
 
 
 def test_score_a_table_with_a_series_key(app_client: Client) -> None:

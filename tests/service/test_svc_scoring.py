@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from svc_helpers import TINY_CONFIG, make_frame
 
@@ -20,6 +21,7 @@ from service.errors import InvalidInputError, PayloadTooLargeError
 from service.observability import Metrics
 from service.scoring import DetectorCache, LoadedVersion, MicroBatcher, ScoreRequest
 from service.scoring.request import _FIELDS as REQUEST_FIELDS
+from service.scoring.response import TopFeatures, derive
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,9 @@ def test_request_refusals_say_what_to_fix() -> None:
         ScoreRequest.from_body(_body(windows=[[[1.0]]], timestamps=[1]), max_points=100)
     with pytest.raises(InvalidInputError, match="NaN"):
         ScoreRequest.from_body(b'{"values": {"a": [1, NaN]}}', max_points=100)
+    for stamps in ([0, True], [True, False], [0, "2024-01-01"], [0, None]):
+        with pytest.raises(InvalidInputError, match="no nulls, no mixing"):
+            ScoreRequest.from_body(_body(values={"a": [1, 2]}, timestamps=stamps), max_points=100)
     req = ScoreRequest.from_body(_body(values={"a": ["x", "y"]}), max_points=100)
     with pytest.raises(InvalidInputError, match="must hold numbers, not strings"):
         req.frame_for(["a"], None)
@@ -93,6 +98,57 @@ def test_request_schema_is_the_documented_one() -> None:
         REQUEST_FIELDS
     )
     assert schema["additionalProperties"] is False
+
+
+# --------------------------------------------------------------------------- response model
+
+
+@pytest.mark.parametrize(
+    ("n_features", "k", "shape", "long"),
+    [
+        (2, 2, (20_000,), True),  # few distinct rows: spliced from a table of every code
+        (9, 3, (40_000,), True),  # 504 rows possible: spliced from the distinct codes
+        (3, 2, (300, 64), True),  # windows: nested once more
+        (40, 4, (20_000,), False),  # rows mostly distinct: one list
+        (3, 1, (10,), False),  # short: one list
+    ],
+)
+def test_top_features_encode_as_their_lists(
+    n_features: int, k: int, shape: tuple[int, ...], long: bool
+) -> None:
+    rng = np.random.default_rng(n_features)
+    order = np.argsort(-rng.random((*shape, n_features)), axis=-1, kind="stable")[..., :k]
+    names = np.asarray([f"feature {i}" for i in range(n_features)], dtype=object)
+    top = TopFeatures(order, names)
+    assert top.long == long
+    listed = names[order].tolist()
+    assert top.tolist() == listed
+    assert top.to_json() == orjson.dumps(listed)  # byte for byte, spliced or not
+    columns = top.columns()
+    assert [c.to_pylist() for c in columns] == [
+        names[order][..., j].ravel().tolist() for j in range(k)
+    ]
+
+
+def test_a_long_answer_spliced_is_the_answer_listed(detector: Detector) -> None:
+    """The JSON of a long series with top features: spliced as it is, it parses to what one
+    orjson call over plain lists writes, fields in the same order."""
+    loaded = _loaded(detector)
+    frame = make_frame(12_000, seed=5)
+    details = detector.score_details(frame)
+    contributions = details.contributions[loaded.features].to_numpy(dtype=np.float64)
+    derived = derive(loaded, details.scores.to_numpy(dtype=np.float64), contributions, 2)
+    for fields in (None, frozenset(["anomalous_indices"]), frozenset(["scores"])):
+        response = derived.response(loaded, 2, slice(None), None, fields)
+        assert response.top_features is not None and response.top_features.long
+        plain = {
+            name: value.tolist() if isinstance(value, np.ndarray | TopFeatures) else value
+            for name, value in response.__dict__.items()
+            if value is not None
+        }
+        encoded = response.to_json()
+        assert list(orjson.loads(encoded)) == list(plain)
+        assert encoded == orjson.dumps(plain)
 
 
 # --------------------------------------------------------------------------- cache
