@@ -147,6 +147,17 @@ class Settings(BaseSettings):
         "core). One keeps small-request latency steady next to the event loop; job processes "
         "always use torch's default.",
     )
+    bulk_torch_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Torch intra-op threads while a series of at least bulk_torch_min_points is "
+        "scored (0: the cores this process may use). A long series is one large forward pass that "
+        "more threads speed up; small requests keep torch_threads.",
+    )
+    bulk_torch_min_points: int = Field(
+        100_000, ge=1, description="Points of a series from which bulk_torch_threads apply."
+    )
     inline_inference_max_cells: int = Field(
         8192,
         ge=0,

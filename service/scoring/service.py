@@ -20,7 +20,7 @@ from detector import load_detector
 from service.columnar import JSON, columnar_type
 from service.observability import Metrics
 from service.registry import ModelRegistry
-from service.scoring.batcher import MicroBatcher
+from service.scoring.batcher import BulkThreads, MicroBatcher
 from service.scoring.cache import DetectorCache, LoadedVersion
 from service.scoring.request import DEFAULT_MAX_VALUES, ScoreRequest
 from service.storage import ArtifactStore
@@ -46,7 +46,7 @@ class ScoringService:
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     cache_size, max_points, max_values, batch_max_windows, batch_wait_s, inference_threads,
-    meta_ttl_s
+    meta_ttl_s, bulk_threads, bulk_min_points
         See :class:`service.settings.Settings`.
     metrics
         The app's metrics.
@@ -68,6 +68,8 @@ class ScoringService:
         meta_ttl_s: float = 1.0,
         inline_max_cells: int = 0,
         scored_at_resolution_s: float = 60.0,
+        bulk_threads: int = 0,
+        bulk_min_points: int = 100_000,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
@@ -79,7 +81,12 @@ class ScoringService:
         self.executor = ThreadPoolExecutor(inference_threads, thread_name_prefix="inference")
         self.cache = DetectorCache(cache_size, on_size=metrics.models_loaded.set)
         self.batcher = MicroBatcher(
-            self.executor, batch_max_windows, batch_wait_s, metrics, inline_max_cells
+            self.executor,
+            batch_max_windows,
+            batch_wait_s,
+            metrics,
+            inline_max_cells,
+            BulkThreads(bulk_threads, bulk_min_points),
         )
         self._meta: dict[str, tuple[float, str, int | None]] = {}
         self.scored_at_resolution_s = scored_at_resolution_s

@@ -15,11 +15,13 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from svc_helpers import TINY_CONFIG, make_frame, register_trained_version, windows_of
 
 from service.app import create_app
 from service.context import AppContext
+from service.scoring.batcher import BulkThreads
 from service.settings import Settings
 
 Client = tuple[TestClient, dict[str, str]]
@@ -399,3 +401,20 @@ def test_score_a_table_with_a_series_key(app_client: Client) -> None:
     back = _read_arrow(r.content)
     assert back.num_rows == 200
     assert np.allclose(back.column("scores").to_numpy(), plain.json()["scores"], equal_nan=True)
+
+
+def test_long_series_run_with_more_torch_threads_which_are_restored() -> None:
+    base = torch.get_num_threads()
+    bulk = BulkThreads(threads=base + 1, min_points=10)
+    seen = []
+    with bulk.around(9):  # short: unchanged
+        seen.append(torch.get_num_threads())
+    with bulk.around(10):
+        with bulk.around(20):  # two long series in flight: the last one out restores
+            seen.append(torch.get_num_threads())
+        seen.append(torch.get_num_threads())
+    seen.append(torch.get_num_threads())
+    with pytest.raises(RuntimeError), bulk.around(10):
+        raise RuntimeError("scoring failed")
+    seen.append(torch.get_num_threads())
+    assert seen == [base, base + 1, base + 1, base, base]
