@@ -783,13 +783,13 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
             "this model has too few held-out causal scores for a monitor (fitted by an older "
             "version, or with a very short validation split); refit it"
         )
+    if options.threshold == "conformal":
+        return Conformal(options.target, scale=options.scale).fit(scores)
     cal = detector.config.calibration
     config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
     static = StaticThreshold(calibrate(scores, config), options.scale)
     if options.threshold == "static":
         return static
-    if options.threshold == "conformal":
-        return Conformal(options.target, scale=options.scale).fit(scores)
     depth = max(1, min(options.depth, len(scores) // 2))
     risk = options.risk if options.risk is not None else cal.risk
     floor = static.threshold if options.floor else None

@@ -100,8 +100,8 @@ class AppContext:
             meta_ttl_s=settings.model_meta_ttl_s,
             inline_max_cells=settings.inline_inference_max_cells,
             scored_at_resolution_s=settings.scored_at_resolution_s,
-            bulk_threads=settings.bulk_torch_threads,
-            bulk_min_points=settings.bulk_torch_min_points,
+            bulk_torch_threads=settings.bulk_torch_threads,
+            bulk_torch_min_points=settings.bulk_torch_min_points,
         )
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)

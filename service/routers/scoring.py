@@ -10,6 +10,7 @@ from service.deps import authorize, context_of
 from service.parsing import MAX_VERSION
 from service.routers.params import API_PREFIX, ModelName
 from service.scoring import ScoreRequest, ScoreResponse
+from service.scoring.response import POINT_FIELDS
 
 router = APIRouter(prefix=API_PREFIX, tags=["scoring"])
 
@@ -31,7 +32,7 @@ def _query(name: str, schema: dict[str, object], description: str) -> dict[str, 
     }
 
 
-_FIELD = "(scores|normalized|anomalous|anomalous_indices)"
+_FIELD = "(" + "|".join(POINT_FIELDS) + ")"
 
 
 _SCORE_OPENAPI = {
@@ -54,8 +55,11 @@ _SCORE_OPENAPI = {
         ),
         _query(
             "fields",
-            {"type": "string", "pattern": f"^ *{_FIELD}( *, *{_FIELD}){{0,3}} *$"},
-            "Per-point fields, comma-separated (at most 4)",
+            {
+                "type": "string",
+                "pattern": f"^ *{_FIELD}( *, *{_FIELD}){{0,{len(POINT_FIELDS) - 1}}} *$",
+            },
+            f"Per-point fields, comma-separated (at most {len(POINT_FIELDS)})",
         ),
     ],
     "security": [{"APIKey": []}],

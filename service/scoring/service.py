@@ -46,7 +46,7 @@ class ScoringService:
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     cache_size, max_points, max_values, batch_max_windows, batch_wait_s, inference_threads,
-    meta_ttl_s, bulk_threads, bulk_min_points
+    meta_ttl_s, bulk_torch_threads, bulk_torch_min_points
         See :class:`service.settings.Settings`.
     metrics
         The app's metrics.
@@ -68,8 +68,8 @@ class ScoringService:
         meta_ttl_s: float = 1.0,
         inline_max_cells: int = 0,
         scored_at_resolution_s: float = 60.0,
-        bulk_threads: int = 0,
-        bulk_min_points: int = 100_000,
+        bulk_torch_threads: int = 0,
+        bulk_torch_min_points: int = 100_000,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
@@ -86,7 +86,7 @@ class ScoringService:
             batch_wait_s,
             metrics,
             inline_max_cells,
-            BulkThreads(bulk_threads, bulk_min_points),
+            BulkThreads(bulk_torch_threads, bulk_torch_min_points),
         )
         self._meta: dict[str, tuple[float, str, int | None]] = {}
         self.scored_at_resolution_s = scored_at_resolution_s
