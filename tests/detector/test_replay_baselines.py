@@ -61,7 +61,7 @@ def test_a_baseline_under_the_online_threshold_finds_injected_anomalies(
 
 
 def test_baseline_decisions_do_not_depend_on_the_chunk_size(tmp_path: Path) -> None:
-    train, test, labels = _entity(4)
+    train, test, _ = _entity(4)
     config = DetectorConfig(window=24)
     held, scores = baseline_scores("pca", train, test, config)
     outs = [
@@ -112,10 +112,11 @@ def test_replay_command_reports_baselines_next_to_the_detector(
     assert summary["mode"].eq("static model").all()
     baselines = summary[summary["method"] != "ae"]
     assert baselines["vus_pr_causal"].isna().all() and baselines["vus_pr_batch"].notna().all()
-    assert summary.set_index("method").at["ae", "vus_pr_causal"] > 0
+    f1 = dict(zip(summary["method"], summary["f1"], strict=True))
+    causal = dict(zip(summary["method"], summary["vus_pr_causal"], strict=True))
+    assert causal["ae"] > 0
     # the baseline that models the data beats the random one under the same threshold
-    by_method = summary.set_index("method")
-    assert by_method.at["pca", "f1"] > by_method.at["random", "f1"]
+    assert f1["pca"] > f1["random"]
     text = (out / "summary.md").read_text()
     assert "| dataset | mode | method | entities |" in text
     assert "| alpha | static model | pca | 1 |" in text and "| n/a |" in text
