@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .baselines import BASELINES, PEER_BASELINES, create_baseline
+from .baselines import BASELINES, PEER_BASELINES, Baseline, PyODAutoEncoder, create_baseline
 from .config import KINDS, DetectorConfig
 from .decision import flags
 from .detector import create_detector
@@ -44,6 +44,8 @@ from .windows import period_window
 
 __all__ = [
     "BenchResult",
+    "bench_baseline",
+    "check_methods",
     "list_entities",
     "load_entity",
     "markdown_report",
@@ -121,6 +123,38 @@ def metric_window(train: pd.DataFrame) -> int:
     return period_window(longest.values)
 
 
+def check_methods(methods: Iterable[str], kinds: Iterable[str] = KINDS) -> None:
+    """Refuse an unknown method, and a peer baseline whose library is missing, before any fit.
+
+    Raises
+    ------
+    ConfigError
+    """
+    kinds = list(kinds)
+    methods = list(methods)
+    unknown = [m for m in methods if m not in kinds and m not in ALL_BASELINES]
+    if unknown:
+        choose = f"detector kinds from {kinds} and " if kinds else ""
+        raise ConfigError(
+            f"unknown method(s) {unknown}; choose {choose}baselines from {list(ALL_BASELINES)}"
+        )
+    for peer in (m for m in methods if m in PEER_BASELINES):
+        create_baseline(peer)  # a missing library is an error before any fit
+
+
+def bench_baseline(method: str, cfg: DetectorConfig) -> Baseline | PyODAutoEncoder:
+    """The unfitted baseline ``method`` on the detectors' window, seed, point rule
+    (``score_reduction``) and validation fraction of ``cfg``: a comparison measures the models
+    only."""
+    return create_baseline(
+        method,
+        cfg.window,
+        cfg.training.seed,
+        cfg.score_reduction,
+        cfg.training.validation_fraction,
+    )
+
+
 def _run_one(
     method: str,
     train: pd.DataFrame,
@@ -131,14 +165,8 @@ def _run_one(
     scores_file: Path | None = None,
 ) -> tuple[float, float, dict[str, float], float]:
     t0 = time.perf_counter()
-    if method in ALL_BASELINES:  # the detectors' window and point rule: compare models only
-        baseline = create_baseline(
-            method,
-            cfg.window,
-            cfg.training.seed,
-            cfg.score_reduction,
-            cfg.training.validation_fraction,
-        ).fit(train)
+    if method in ALL_BASELINES:
+        baseline = bench_baseline(method, cfg).fit(train)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         scores = baseline.anomaly_score(test).to_numpy()
@@ -183,14 +211,7 @@ def run_bench(
     started = time.monotonic()
     results: list[BenchResult] = []
     methods = list(methods)
-    unknown = [m for m in methods if m not in KINDS and m not in ALL_BASELINES]
-    if unknown:
-        raise ConfigError(
-            f"unknown method(s) {unknown}; choose detector kinds from {list(KINDS)} and "
-            f"baselines from {list(ALL_BASELINES)}"
-        )
-    for peer in (m for m in methods if m in PEER_BASELINES):
-        create_baseline(peer)  # a missing library is an error before any fit
+    check_methods(methods)
     configs = {
         m: DetectorConfig.model_validate(
             {**(overrides or {}), **({"kind": m} if m in KINDS else {})}

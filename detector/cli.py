@@ -714,18 +714,22 @@ def _feedback(args: argparse.Namespace, kinds: list[str], overrides: dict[str, A
     return 0
 
 
-def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> int:
-    """``bench --replay``: the live-detection replay (see :mod:`detector.replay`)."""
+def _replay(
+    args: argparse.Namespace, kind: str, baselines: list[str], overrides: dict[str, Any]
+) -> int:
+    """``bench --replay``: the live-detection replay, the detector and ``baselines`` under the
+    same online threshold (see :mod:`detector.replay`)."""
     if args.retrain_every is not None and args.retrain_every % args.chunk:
         raise ConfigError(
             f"--retrain-every ({args.retrain_every}) must be a multiple of --chunk ({args.chunk})"
         )
     options = _load_config_file(args.monitor) if args.monitor else {}
     entities = list_entities(args.root, args.datasets, args.limit)
-    bar = tqdm(total=len(entities) * (2 if args.retrain_every else 1), disable=args.quiet)
+    per_entity = (2 if args.retrain_every else 1) + len(baselines)
+    bar = tqdm(total=len(entities) * per_entity, disable=args.quiet)
 
     def label(result: ReplayResult) -> str:
-        return f"{result.dataset}/{result.entity} {result.mode}"
+        return f"{result.dataset}/{result.entity} {result.method} {result.mode}"
 
     tick = _recorder(args.out, bar, label)
     started = time.perf_counter()
@@ -741,18 +745,27 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
             options,
             on_result=tick,
             models=args.models,
+            baselines=baselines,
         )
     except ValidationError as exc:
         raise ConfigError(_describe_validation(exc)) from None
     finally:
         bar.close()
     table = replay_table(results)
+    n_kind = sum(r.method == kind for r in results)
+    against = (
+        f" and {len(results) - n_kind} of baselines ({', '.join(baselines)}: each fitted on "
+        "the first 1 - validation_fraction of train, the monitor's threshold fitted on its "
+        "scores of the rest, its batch test scores decided in order)"
+        if baselines
+        else ""
+    )
     elapsed = _summarise(
         args,
         results,
         table,
         started,
-        f"Kind {kind}, chunks of {args.chunk} points, {len(results)} replays"
+        f"Kind {kind}, chunks of {args.chunk} points, {n_kind} replays{against}"
         + (
             f" (fitted models reused from / saved to {args.models}: the same models for every "
             "run of one detector config)"
@@ -763,7 +776,10 @@ def _replay(args: argparse.Namespace, kind: str, overrides: dict[str, Any]) -> i
     )
     pd.set_option("display.width", 250)
     print(table.round(3).to_string())
-    print(f"\n{len(results)} replays in {elapsed:.0f} s; results in {args.out}")
+    print(
+        f"\n{n_kind} replays of {kind} and {len(results) - n_kind} of baselines in "
+        f"{elapsed:.0f} s; results in {args.out}"
+    )
     return 0
 
 
@@ -803,7 +819,8 @@ def add_bench_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--replay",
         action="store_true",
         help="stream each entity's test part through the live monitor instead (see "
-        "detector.replay); uses the first of --kinds, no baselines",
+        "detector.replay); uses the first of --kinds, and decides every one of --baselines "
+        "under the same online threshold",
     )
     bench.add_argument(
         "--chunk", type=_positive_int, default=100, help="--replay: points per update (100)"
@@ -844,7 +861,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.replay and args.feedback:
         return _feedback(args, kinds or ["ae"], overrides)
     if args.replay:
-        return _replay(args, kinds[0] if kinds else "ae", overrides)
+        return _replay(args, kinds[0] if kinds else "ae", baselines, overrides)
     entities = list_entities(args.root, args.datasets, args.limit)
     bar = tqdm(total=len(entities) * (len(kinds) + len(baselines)), unit="fit", disable=args.quiet)
 

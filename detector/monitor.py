@@ -45,6 +45,11 @@ A flagged point opens an event once at least ``min_duration`` of the last ``pers
 It stays open while flags keep coming; ``merge_gap`` unflagged points in a row still continue it,
 one more closes it. ``anomalous`` is a point's flag inside a confirmed event (so persistence cuts
 isolated flags); ``event`` is the id of the open event a point belongs to.
+
+These decisions and events are a :class:`Decider`'s, which a :class:`Monitor` is: one that
+scores the stream itself. :func:`fit_decider` makes a bare one for scores of another origin,
+fitted on their own held-out scores (the replay benchmark puts the baselines under the
+monitor's threshold with it).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,6 +66,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .config import CalibrationConfig
 from .decision import Conformal, DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
 from .errors import ConfigError, InputError
 from .feedback import NormalMemory
@@ -69,7 +76,15 @@ from .thresholds import MIN_SCORES, calibrate
 if TYPE_CHECKING:
     from .detector import Detector
 
-__all__ = ["STATE_VERSION", "Event", "Monitor", "MonitorOptions"]
+__all__ = [
+    "STATE_VERSION",
+    "Decider",
+    "Event",
+    "Monitor",
+    "MonitorOptions",
+    "fit_decider",
+    "fit_decision",
+]
 
 #: Version of :meth:`Monitor.state_dict`'s layout.
 STATE_VERSION = 1
@@ -223,7 +238,179 @@ class _Recent:
     contributions: list[float] = field(default_factory=list)
 
 
-class Monitor:
+class Decider:
+    """Decisions and events over scores given in time order: the threshold and the event logic
+    of a :class:`Monitor` (see the module docstring) without a model that scores the points.
+
+    :class:`Monitor` is the one that scores a stream itself; build a bare one with
+    :func:`fit_decider` to decide scores of another origin (a baseline's, in the replay
+    benchmark) under exactly the monitor's rules. Every point is decided on its own, in order,
+    so how the scores are cut into calls to :meth:`decide` changes nothing.
+
+    Parameters
+    ----------
+    decision : Threshold
+        The fitted threshold (:func:`fit_decision`).
+    options : MonitorOptions
+    feature_names : sequence of str
+        The names an event's ``top_features`` use.
+    """
+
+    def __init__(
+        self, decision: Threshold, options: MonitorOptions, feature_names: Sequence[str]
+    ) -> None:
+        self.options = options
+        self.decision = decision
+        self._feature_names = list(feature_names)
+        self._recent: deque[_Recent] = deque(maxlen=options.window_m)
+        self._open: _OpenEvent | None = None
+        self._events: deque[Event] = deque(maxlen=options.max_events)
+        self._next_id = 1
+        self._decided = 0  # points decided by decide(): its next index number
+
+    @property
+    def events(self) -> list[Event]:
+        """The events so far (the latest ``max_events``), in order of start; an open one last."""
+        out = list(self._events)
+        if self._open is not None:
+            out.append(self._event(self._open, "open"))
+        return out
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the next point will be judged against."""
+        return self.decision.threshold
+
+    def decide(self, scores: npt.ArrayLike) -> pd.DataFrame:
+        """Decide points scored before, in order, through the threshold and the event logic of
+        :meth:`Monitor.update` without scoring them again (a monitor's own causal scores, e.g.
+        kept from a replay, to compare decision rules on the same scores; or a bare
+        :class:`Decider`'s scores). Their index (and the events' labels) numbers the points
+        decided by this object's calls to ``decide``: 0, 1, ... on a new one, continued by the
+        next call; the events carry no feature shares.
+
+        Returns
+        -------
+        DataFrame
+            ``score``, ``normalized``, ``threshold``, ``anomalous``, ``event``.
+        """
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+        contributions = np.zeros((len(values), len(self._feature_names)))
+        first = self._decided
+        positions = np.arange(first, first + len(values), dtype=np.int64)
+        near = np.zeros(len(values), dtype=bool)
+        self._decided += len(values)
+        index = pd.RangeIndex(first, first + len(values))
+        return self._decide_all(values, contributions, positions, near, index)
+
+    def _decide_all(
+        self,
+        scores: np.ndarray,
+        contributions: np.ndarray,
+        positions: np.ndarray,
+        near: np.ndarray,
+        index: pd.Index,
+    ) -> pd.DataFrame:
+        """Decide scored points in order (see :meth:`_decide`): the output frame on ``index``."""
+        n_rows = len(scores)
+        thresholds = np.empty(n_rows)
+        anomalous = np.zeros(n_rows, dtype=bool)
+        ids = np.zeros(n_rows, dtype=np.int64)
+        for i in range(n_rows):
+            thresholds[i], anomalous[i], ev = self._decide(
+                float(scores[i]), contributions[i], int(positions[i]), bool(near[i])
+            )
+            ids[i] = -1 if ev is None else ev
+        event = pd.arrays.IntegerArray(ids, ids < 0)
+        return pd.DataFrame(
+            {
+                "score": scores,
+                "normalized": normalize(scores, thresholds),
+                "threshold": thresholds,
+                "anomalous": anomalous,
+                "event": event,
+            },
+            index=index,
+        )
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(
+        self, score: float, contrib: np.ndarray, pos: int, near: bool = False
+    ) -> tuple[float, bool, int | None]:
+        """The threshold, the final flag and the event id of one point; updates the state.
+        ``near``: its window matches the normal memory, so a flag is suppressed."""
+        opts = self.options
+        op = self._open
+        lasting = op is not None and opts.relearn_after is not None and op.age >= opts.relearn_after
+        thr, flagged = self.decision.step(score, learn=op is None or lasting, learn_alarms=lasting)
+        flagged = flagged and not near
+        norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
+        shares = np.nan_to_num(contrib).tolist() if flagged else []
+        self._recent.append(_Recent(pos, flagged, norm, shares))
+        if op is not None:
+            op.age += 1
+            if flagged:
+                self._extend(op, pos, norm, shares)
+                op.quiet = 0
+                return thr, True, op.id
+            op.quiet += 1
+            if op.quiet > opts.merge_gap:
+                self._events.append(self._event(op, "closed"))
+                self._open = None
+                return thr, False, None
+            return thr, False, op.id
+        if flagged and sum(r.flagged for r in self._recent) >= opts.min_duration:
+            members = [r for r in self._recent if r.flagged]
+            first = members[0]
+            op = _OpenEvent(
+                self._next_id,
+                first.pos,
+                first.pos,
+                first.normalized,
+                first.normalized,
+                1,
+                list(first.contributions),
+            )
+            for r in members[1:]:
+                self._extend(op, r.pos, r.normalized, r.contributions)
+            self._next_id += 1
+            self._open = op
+            return thr, True, op.id
+        return thr, False, None
+
+    @staticmethod
+    def _extend(op: _OpenEvent, pos: int, norm: float, contrib: list[float]) -> None:
+        op.end = pos
+        op.peak = max(op.peak, norm)
+        op.total += norm
+        op.n_points += 1
+        op.contributions = [a + b for a, b in zip(op.contributions, contrib, strict=True)]
+
+    def _event(self, op: _OpenEvent, status: Literal["open", "closed"]) -> Event:
+        names = self._feature_names
+        contrib = np.nan_to_num(np.asarray(op.contributions, dtype=np.float64))
+        total = float(contrib.sum())
+        order = np.argsort(-contrib, kind="stable")[: self.options.top_features]
+        top = [(names[i], float(contrib[i] / total) if total > 0 else 0.0) for i in order]
+        peak = float(op.peak)
+        return Event(
+            id=op.id,
+            start=self._label(op.start),
+            end=self._label(op.end),
+            peak=peak,
+            mean=float(op.total / op.n_points),
+            severity=float(min(max(1.0 - 1.0 / peak, 0.0), 1.0)) if peak > 0 else 0.0,
+            top_features=top,
+            status=status,
+            n_points=op.n_points,
+        )
+
+    def _label(self, pos: int) -> Any:
+        """The index label of an index number (a bare decider's: the number itself)."""
+        return int(pos)
+
+
+class Monitor(Decider):
     """Causal scoring, an online threshold and events for one series of a fitted detector.
 
     Build it with :meth:`Detector.monitor <detector.detector.Detector.monitor>`; see the module
@@ -248,20 +435,12 @@ class Monitor:
         self, detector: Detector, *, _decision: Threshold | None = None, **options: Any
     ) -> None:
         detector._check_fitted()
-        try:
-            self.options = MonitorOptions(**options)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid monitor options: {_describe(exc)}") from None
+        opts = _options(options)
         self.detector = detector
         # ``_decision``: a restored threshold (``from_state``), so no refit on the held-out scores
-        self.decision: Threshold = (
-            _fit_decision(detector, self.options) if _decision is None else _decision
-        )
+        decision = _fit_decision(detector, opts) if _decision is None else _decision
+        super().__init__(decision, opts, detector.feature_names_in_)
         self._reset_stream()
-        self._recent: deque[_Recent] = deque(maxlen=self.options.window_m)
-        self._open: _OpenEvent | None = None
-        self._events: deque[Event] = deque(maxlen=self.options.max_events)
-        self._next_id = 1
         self._key: str | None = None
         self._tz: str | None = None
         self._last_pos: int | None = None
@@ -278,19 +457,6 @@ class Monitor:
         self._smooth = np.empty((0, n_feat))  # last smoothing - 1 contribution rows
 
     # ------------------------------------------------------------------ public API
-    @property
-    def events(self) -> list[Event]:
-        """The events so far (the latest ``max_events``), in order of start; an open one last."""
-        out = list(self._events)
-        if self._open is not None:
-            out.append(self._event(self._open, "open"))
-        return out
-
-    @property
-    def threshold(self) -> float:
-        """The threshold the next point will be judged against."""
-        return self.decision.threshold
-
     def update(self, frame: pd.DataFrame | pd.Series) -> pd.DataFrame:
         """Score and decide new points of the series.
 
@@ -348,55 +514,6 @@ class Monitor:
             for j, f in enumerate(names):
                 out[f"expected.{f}"] = expected[:, j]
         return out
-
-    def decide(self, scores: npt.ArrayLike) -> pd.DataFrame:
-        """Decide points scored before: this model's causal scores of the stream, in order
-        (``update()``'s ``score`` column, e.g. kept from a replay), through the threshold and
-        the event logic of :meth:`update` without scoring them again, to compare decision
-        rules on the same scores. Their index (and the events' labels) is 0, 1, ..., and the
-        events carry no feature shares.
-
-        Returns
-        -------
-        DataFrame
-            ``score``, ``normalized``, ``threshold``, ``anomalous``, ``event``.
-        """
-        values = np.asarray(scores, dtype=np.float64).reshape(-1)
-        n_feat = self.detector.n_features_in_
-        contributions = np.zeros((len(values), n_feat))
-        positions = np.arange(len(values), dtype=np.int64)
-        near = np.zeros(len(values), dtype=bool)
-        return self._decide_all(values, contributions, positions, near, pd.RangeIndex(len(values)))
-
-    def _decide_all(
-        self,
-        scores: np.ndarray,
-        contributions: np.ndarray,
-        positions: np.ndarray,
-        near: np.ndarray,
-        index: pd.Index,
-    ) -> pd.DataFrame:
-        """Decide scored points in order (see :meth:`_decide`): the output frame on ``index``."""
-        n_rows = len(scores)
-        thresholds = np.empty(n_rows)
-        anomalous = np.zeros(n_rows, dtype=bool)
-        ids = np.zeros(n_rows, dtype=np.int64)
-        for i in range(n_rows):
-            thresholds[i], anomalous[i], ev = self._decide(
-                float(scores[i]), contributions[i], int(positions[i]), bool(near[i])
-            )
-            ids[i] = -1 if ev is None else ev
-        event = pd.arrays.IntegerArray(ids, ids < 0)
-        return pd.DataFrame(
-            {
-                "score": scores,
-                "normalized": normalize(scores, thresholds),
-                "threshold": thresholds,
-                "anomalous": anomalous,
-                "event": event,
-            },
-            index=index,
-        )
 
     def apply_feedback(
         self, scale: float | None = None, memory: NormalMemory | None = None
@@ -683,80 +800,8 @@ class Monitor:
         self._ctx_observed = all_observed[-keep_n:] if keep_n else all_observed[:0]
         self._ctx_stamps = all_stamps[-keep_n:] if keep_n else all_stamps[:0]
 
-    # ------------------------------------------------------------------ decisions
-    def _decide(
-        self, score: float, contrib: np.ndarray, pos: int, near: bool = False
-    ) -> tuple[float, bool, int | None]:
-        """The threshold, the final flag and the event id of one point; updates the state.
-        ``near``: its window matches the normal memory, so a flag is suppressed."""
-        opts = self.options
-        op = self._open
-        lasting = op is not None and opts.relearn_after is not None and op.age >= opts.relearn_after
-        thr, flagged = self.decision.step(score, learn=op is None or lasting, learn_alarms=lasting)
-        flagged = flagged and not near
-        norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
-        shares = np.nan_to_num(contrib).tolist() if flagged else []
-        self._recent.append(_Recent(pos, flagged, norm, shares))
-        if op is not None:
-            op.age += 1
-            if flagged:
-                self._extend(op, pos, norm, shares)
-                op.quiet = 0
-                return thr, True, op.id
-            op.quiet += 1
-            if op.quiet > opts.merge_gap:
-                self._events.append(self._event(op, "closed"))
-                self._open = None
-                return thr, False, None
-            return thr, False, op.id
-        if flagged and sum(r.flagged for r in self._recent) >= opts.min_duration:
-            members = [r for r in self._recent if r.flagged]
-            first = members[0]
-            op = _OpenEvent(
-                self._next_id,
-                first.pos,
-                first.pos,
-                first.normalized,
-                first.normalized,
-                1,
-                list(first.contributions),
-            )
-            for r in members[1:]:
-                self._extend(op, r.pos, r.normalized, r.contributions)
-            self._next_id += 1
-            self._open = op
-            return thr, True, op.id
-        return thr, False, None
-
-    @staticmethod
-    def _extend(op: _OpenEvent, pos: int, norm: float, contrib: list[float]) -> None:
-        op.end = pos
-        op.peak = max(op.peak, norm)
-        op.total += norm
-        op.n_points += 1
-        op.contributions = [a + b for a, b in zip(op.contributions, contrib, strict=True)]
-
-    def _event(self, op: _OpenEvent, status: Literal["open", "closed"]) -> Event:
-        names = self.detector.feature_names_in_
-        contrib = np.nan_to_num(np.asarray(op.contributions, dtype=np.float64))
-        total = float(contrib.sum())
-        order = np.argsort(-contrib, kind="stable")[: self.options.top_features]
-        top = [(names[i], float(contrib[i] / total) if total > 0 else 0.0) for i in order]
-        peak = float(op.peak)
-        return Event(
-            id=op.id,
-            start=self._label(op.start),
-            end=self._label(op.end),
-            peak=peak,
-            mean=float(op.total / op.n_points),
-            severity=float(min(max(1.0 - 1.0 / peak, 0.0), 1.0)) if peak > 0 else 0.0,
-            top_features=top,
-            status=status,
-            n_points=op.n_points,
-        )
-
     def _label(self, pos: int) -> Any:
-        """The index label of an index number."""
+        """The index label of an index number (a timestamp for a datetime-indexed model)."""
         if self.detector.preprocessor_.index_kind_ == "datetime":
             return pd.Timestamp(pos, tz=self._tz)
         return int(pos)
@@ -775,17 +820,61 @@ class Monitor:
         )
 
 
-def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
-    """The monitor's threshold, fitted on the detector's held-out causal scores."""
-    scores = getattr(detector, "holdout_scores_", None)
-    if scores is None or np.isfinite(scores).sum() < MIN_SCORES:
+def fit_decider(
+    holdout_scores: npt.ArrayLike,
+    calibration: CalibrationConfig | None = None,
+    feature_names: Sequence[str] = ("score",),
+    **options: Any,
+) -> Decider:
+    """A bare :class:`Decider`: a monitor's decision and events for scores of another origin.
+
+    Parameters
+    ----------
+    holdout_scores : array_like
+        Scores of held-out normal data on the scale of the scores to decide; the threshold is
+        fitted on them as a monitor's is on its detector's held-out causal scores.
+    calibration : CalibrationConfig, optional
+        What a detector's config would give (the static method of DSPOT's floor and of
+        ``threshold="static"``, DSPOT's default risk and initial level); default
+        ``CalibrationConfig()``, a default detector's.
+    feature_names : sequence of str
+        The names of the events' ``top_features``.
+    **options
+        :class:`MonitorOptions` fields (the monitor's defaults when none).
+
+    Raises
+    ------
+    ConfigError
+        For invalid options.
+    InputError
+        With fewer than :data:`~detector.thresholds.MIN_SCORES` finite held-out scores.
+    """
+    opts = _options(options)
+    decision = fit_decision(holdout_scores, calibration or CalibrationConfig(), opts)
+    return Decider(decision, opts, feature_names)
+
+
+def fit_decision(
+    holdout_scores: npt.ArrayLike, calibration: CalibrationConfig, options: MonitorOptions
+) -> Threshold:
+    """The threshold of ``options`` fitted on held-out scores (see the module docstring);
+    ``calibration`` as in :func:`fit_decider`.
+
+    Raises
+    ------
+    InputError
+        With fewer than :data:`~detector.thresholds.MIN_SCORES` finite scores.
+    """
+    scores = np.asarray(holdout_scores, dtype=np.float64).reshape(-1)
+    n_finite = int(np.isfinite(scores).sum())
+    if n_finite < MIN_SCORES:
         raise InputError(
-            "this model has too few held-out causal scores for a monitor (fitted by an older "
-            "version, or with a very short validation split); refit it"
+            f"{n_finite} finite held-out scores are too few to fit a threshold (at least "
+            f"{MIN_SCORES})"
         )
     if options.threshold == "conformal":
         return Conformal(options.target, scale=options.scale).fit(scores)
-    cal = detector.config.calibration
+    cal = calibration
     config = cal if cal.method != "best_f1" else cal.model_copy(update={"method": "pot"})
     static = StaticThreshold(calibrate(scores, config), options.scale)
     if options.threshold == "static":
@@ -796,6 +885,25 @@ def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
     return DSpot(
         risk, cal.init_level, depth, scale=options.scale, log=options.log, floor=floor
     ).fit(scores)
+
+
+def _fit_decision(detector: Detector, options: MonitorOptions) -> Threshold:
+    """The monitor's threshold, fitted on the detector's held-out causal scores."""
+    scores = getattr(detector, "holdout_scores_", None)
+    if scores is None or np.isfinite(scores).sum() < MIN_SCORES:
+        raise InputError(
+            "this model has too few held-out causal scores for a monitor (fitted by an older "
+            "version, or with a very short validation split); refit it"
+        )
+    return fit_decision(scores, detector.config.calibration, options)
+
+
+def _options(options: dict[str, Any]) -> MonitorOptions:
+    """Validated monitor options."""
+    try:
+        return MonitorOptions(**options)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid monitor options: {_describe(exc)}") from None
 
 
 def _ffill(arr: np.ndarray) -> np.ndarray:

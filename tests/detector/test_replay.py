@@ -91,9 +91,12 @@ def test_replay_reuses_the_models_it_kept(tmp_path: Path) -> None:
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
     weights = models / "alpha" / "e1" / "model" / "model.safetensors"
     assert weights.exists() and (models / "alpha" / "e1" / "batch.npy").exists()
-    stamp = weights.stat().st_mtime_ns
+    kept = models / "alpha" / "e1" / "baselines" / "pca.npz"  # a baseline's scores, reused
+    assert kept.exists()
+    stamp, kept_stamp = weights.stat().st_mtime_ns, kept.stat().st_mtime_ns
     assert main([*argv, "--out", str(tmp_path / "two")]) == 0
     assert weights.stat().st_mtime_ns == stamp  # loaded, not refitted
+    assert kept.stat().st_mtime_ns == kept_stamp
     one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     assert [r["metrics"] for r in one] == [r["metrics"] for r in two]
     assert "reused from" in (tmp_path / "two" / "summary.md").read_text()
