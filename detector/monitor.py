@@ -258,20 +258,21 @@ class Scores:
     event: np.ndarray
     expected: np.ndarray | None = None
 
-    def frame(self, index: pd.Index) -> pd.DataFrame:
+    def frame(self, index: pd.Index, names: Sequence[str] = ()) -> pd.DataFrame:
         """``score``, ``normalized``, ``threshold``, ``anomalous``, ``event`` (Int64) on
-        ``index``."""
-        event = pd.arrays.IntegerArray(self.event, self.event < 0)
-        return pd.DataFrame(
-            {
-                "score": self.score,
-                "normalized": self.normalized,
-                "threshold": self.threshold,
-                "anomalous": self.anomalous,
-                "event": event,
-            },
-            index=index,
-        )
+        ``index``, then ``expected.<name>`` for ``names`` when ``expected`` is held (built in
+        one go: adding columns one by one costs more than the rest for a few points)."""
+        columns: dict[str, Any] = {
+            "score": self.score,
+            "normalized": self.normalized,
+            "threshold": self.threshold,
+            "anomalous": self.anomalous,
+            "event": pd.arrays.IntegerArray(self.event, self.event < 0),
+        }
+        if self.expected is not None:
+            for j, name in enumerate(names):
+                columns[f"expected.{name}"] = self.expected[:, j]
+        return pd.DataFrame(columns, index=index)
 
 
 @dataclass
@@ -493,11 +494,7 @@ class Monitor:
                 columns += [f"expected.{f}" for f in names]
             empty = pd.DataFrame(index=index, columns=columns)
             return empty.astype({"anomalous": bool, "event": "Int64"})
-        out = scored.frame(index)
-        if scored.expected is not None:
-            for j, f in enumerate(names):
-                out[f"expected.{f}"] = scored.expected[:, j]
-        return out
+        return scored.frame(index, names)
 
     def decide(self, scores: npt.ArrayLike) -> pd.DataFrame:
         """Decide points scored before: this model's causal scores of the stream, in order

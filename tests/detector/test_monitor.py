@@ -449,8 +449,8 @@ def test_update_many_matches_update_of_each(
         _states_close(together[i].state_dict(), alone[i].state_dict())
         _states_close(arrays[i].state_dict(), alone[i].state_dict())
     assert sum(len(m.events) for m in alone) > 0  # the comparison covers events
-    scored = pd.concat(want[0])["score"]
-    assert scored.isna().sum() > det.window_  # and the gaps that restart a segment
+    first_scores = pd.concat(want[0])["score"]
+    assert first_scores.isna().sum() > det.window_  # and the gaps that restart a segment
 
 
 def test_update_many_refuses_bad_input_and_changes_nothing(
@@ -475,7 +475,8 @@ def test_update_many_refuses_bad_input_and_changes_nothing(
     with pytest.raises(errors.InputError, match="shape"):
         Monitor.update_points(monitors[:1], [Points(bad[:, :2], test.index[50:60])])
     with pytest.raises(errors.InputError, match="no key column"):
-        Monitor.update_points(monitors[:1], [Points(bad * 0, test.index[50:60], key="a")])
+        good = test.iloc[50:60].to_numpy()
+        Monitor.update_points(monitors[:1], [Points(good, test.index[50:60], key="a")])
     assert [json.dumps(m.state_dict()) for m in monitors] == before
     # two models in one call: each scored with its own network, as alone
     again = Monitor.update_many(monitors, [test.iloc[50:80]] * 3)
