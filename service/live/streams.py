@@ -508,14 +508,14 @@ class StreamService:
                     for j, job in enumerate(jobs):
                         names = {item.series for item in job.items}
                         if names & in_wave:  # a later request of a series: after this wave
-                            self._run_wave(txn, jobs, wave, answers)
+                            self._run_wave(txn, wave, answers)
                             wave, in_wave = [], set()
                         try:
                             wave.append((j, self._stage(txn, job)))
                             in_wave |= names
                         except Exception as exc:  # this request alone; nothing of it applied
                             answers[j] = exc
-                    self._run_wave(txn, jobs, wave, answers)
+                    self._run_wave(txn, wave, answers)
                     self._write(txn)
             except BaseException:
                 # the monitors of this transaction may have moved on: reload them next time
@@ -656,7 +656,6 @@ class StreamService:
     def _run_wave(
         self,
         txn: _Txn,
-        jobs: list[_Job],
         wave: list[tuple[int, list[_Step]]],
         answers: list[tuple[list[_Outcome], int] | BaseException | None],
     ) -> None:
