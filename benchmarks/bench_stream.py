@@ -12,8 +12,15 @@ in-process profile of where one request's time goes.
     python benchmarks/bench_stream.py                 # 10,000 series, steps of 20 s
     python benchmarks/bench_stream.py --short         # 200 series, steps of 4 s (a minute)
     python benchmarks/bench_stream.py --short --batch-max 256,1   # group commit on, then off
+    # a collector: one batch body with one new point of each of 100 series per request,
+    # main's code and this checkout's alternated in one run
+    python benchmarks/bench_stream.py --series 1000 --series-per-request 1,100 \
+        --code /work/main,. --rates 50,100,200,400,800,1600,3200,6400
 
-It stops by itself: after the first step that is not sustained, or after the last step.
+With ``--series-per-request N`` the series are cut into groups of N; a request carries one
+point of every series of a group (``{"batch": [...]}``), groups in turn, and rates count
+points. Each server stops by itself: after the first step that is not sustained, or after the
+last step.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import cProfile
 import io
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +45,10 @@ import pandas as pd
 from serving import served
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# the code under test: this checkout, or BENCH_CODE (the in-process profile of another revision
+# runs in a subprocess with it)
+CODE = Path(os.environ.get("BENCH_CODE", str(REPO))).resolve()
+sys.path.insert(0, str(CODE))
 
 from detector import DetectorConfig, create_detector  # noqa: E402
 from service.context import AppContext  # noqa: E402
@@ -99,17 +110,24 @@ def prepare(data_dir: Path, n_series: int) -> str:
     return api_key
 
 
-def _body(series: int, step: int) -> bytes:
+def _item(series: int, step: int) -> dict[str, Any]:
     ts = 1_800_000_000 + 10 * step
     phase = 2 * np.pi * step / 60 + series % 8
-    return orjson.dumps(
-        {
-            "series": f"h{series}",
-            "timestamps": [ts],
-            "values": {"cpu": [float(np.sin(phase))], "mem": [float(np.cos(phase))]},
-            "expected": False,
-        }
-    )
+    return {
+        "series": f"h{series}",
+        "timestamps": [ts],
+        "values": {"cpu": [float(np.sin(phase))], "mem": [float(np.cos(phase))]},
+    }
+
+
+def _body(series: int, step: int, per_request: int = 1) -> bytes:
+    """One point of series ``series`` (``per_request`` 1), or one point of each series of
+    group ``series`` (series ``series * per_request`` onwards) in one batch body."""
+    if per_request == 1:
+        return orjson.dumps({**_item(series, step), "expected": False})
+    first = series * per_request
+    items = [_item(s, step) for s in range(first, first + per_request)]
+    return orjson.dumps({"batch": items, "expected": False})
 
 
 def rss_kb(pid: int) -> int:
@@ -121,10 +139,15 @@ def rss_kb(pid: int) -> int:
 
 
 class Feeder:
-    """Sends one point per request for each series in turn; each series' points go in order."""
+    """Sends one point per request for each series in turn (or one point of each series of a
+    group of ``per_request`` series per request, groups in turn); each series' points go in
+    order. ``n_series`` counts the units sent to (series or groups)."""
 
-    def __init__(self, client: httpx.AsyncClient, n_series: int, max_in_flight: int) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, n_series: int, max_in_flight: int, per_request: int = 1
+    ) -> None:
         self.client = client
+        self.per_request = per_request
         self.n_series = n_series
         self.steps = [0] * n_series
         self.busy = [False] * n_series
@@ -150,7 +173,7 @@ class Feeder:
                 try:
                     r = await self.client.post(
                         "/v1/models/bench/stream",
-                        content=_body(s, step),
+                        content=_body(s, step, self.per_request),
                         headers={"Content-Type": "application/json"},
                     )
                     failed = None if r.status_code == 200 else f"{r.status_code}: {r.text[:200]}"
@@ -171,10 +194,12 @@ class Feeder:
             await asyncio.gather(*(self.one(sink) for _ in range(min(64, self.n_series - start))))
 
     async def step(self, rate: float, seconds: float) -> tuple[float, list[float]]:
+        """Offer ``rate`` points/s for ``seconds``; the achieved points/s and the latencies."""
         latencies: list[float] = []
         tasks: list[asyncio.Task[None]] = []
         started = time.perf_counter()
-        n = int(rate * seconds)
+        rate = rate / self.per_request  # requests/s
+        n = max(1, int(rate * seconds))
         for i in range(n):
             due = started + i / rate
             delay = due - time.perf_counter()
@@ -183,47 +208,67 @@ class Feeder:
             tasks.append(asyncio.create_task(self.one(latencies)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
-        return len(latencies) / elapsed, latencies
+        return len(latencies) * self.per_request / elapsed, latencies
 
 
-def profile_in_process(data_dir: Path, n_requests: int, concurrent: int = 50) -> str:
-    """Where one request's time goes: ``concurrent`` one-point requests of as many series at
-    once (the batcher applies them together), profiled in the worker thread that applies them
-    (the event loop only parses and encodes)."""
+def profile_in_process(
+    data_dir: Path, n_points: int, per_request: int = 1, concurrent: int = 50, top: int = 30
+) -> str:
+    """Where the time goes: ``concurrent`` requests at once (one point of each of
+    ``per_request`` series each; the batcher applies them together), timed in the worker
+    thread that applies them (the event loop only parses and encodes): first plain (the
+    worker seconds per point), then under cProfile (the shares)."""
     settings = Settings(data_dir=data_dir, bootstrap_admin_key=False, log_level="WARNING")
     ctx = AppContext.build(settings)
     streams = ctx.live.streams
-    rounds = max(1, n_requests // concurrent)
+    rounds = max(1, n_points // (concurrent * per_request))
 
-    async def run(first_step: int) -> None:
-        for r in range(rounds):
+    async def run(first_step: int, n_rounds: int = rounds) -> None:
+        for r in range(n_rounds):
             await asyncio.gather(
-                *(streams.ingest("bench", _body(s, first_step + r)) for s in range(concurrent))
+                *(
+                    streams.ingest("bench", _body(s, first_step + r, per_request))
+                    for s in range(concurrent)
+                )
             )
 
-    asyncio.run(run(100_000))  # warm: models loaded, series states cached
-    profiler = cProfile.Profile()
+    # warm: models loaded, series states cached, and a window of context after the jump in
+    # time (the points after a gap longer than a window are not scored until it fills)
+    window = int(CONFIG["window"])
+    asyncio.run(run(100_000, window))
+    step = 100_000 + window
     apply = streams.batcher.run
+    worker = [0.0]
+    profiler: cProfile.Profile | None = None
 
-    def profiled(jobs: list[Any]) -> Any:
-        profiler.enable()
+    def timed(jobs: list[Any]) -> Any:
+        if profiler is not None:
+            profiler.enable()
+        started = time.perf_counter()
         try:
             return apply(jobs)
         finally:
-            profiler.disable()
+            worker[0] += time.perf_counter() - started
+            if profiler is not None:
+                profiler.disable()
 
-    streams.batcher.run = profiled
+    streams.batcher.run = timed
+    points = rounds * concurrent * per_request
     started = time.perf_counter()
-    asyncio.run(run(200_000))
-    per_request_ms = (time.perf_counter() - started) / (rounds * concurrent) * 1000
+    asyncio.run(run(step))
+    wall_ms = (time.perf_counter() - started) / points * 1000
+    worker_ms = worker[0] / points * 1000
+    profiler = cProfile.Profile()
+    asyncio.run(run(step + rounds))
     buffer = io.StringIO()
     stats = pstats.Stats(profiler, stream=buffer).sort_stats("cumulative")
-    stats.print_stats(30)
+    stats.print_stats(top)
     ctx.scoring.close()
     ctx.db.dispose()
     return (
-        f"in-process: {per_request_ms:.2f} ms per one-point request ({concurrent} series at "
-        "once; profile of the worker thread)\n" + buffer.getvalue()
+        f"in-process: worker {worker_ms:.3f} ms per point, wall {wall_ms:.3f} ms per point "
+        f"({concurrent} requests at once of {per_request} series each; {points} points)\n"
+        + buffer.getvalue()
     )
 
 
@@ -232,7 +277,8 @@ async def main_async(args: argparse.Namespace, url: str, key: str, pid: int) -> 
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
     ) as client:
-        feeder = Feeder(client, args.series, args.max_in_flight)
+        per_request = args.per_request
+        feeder = Feeder(client, args.series // per_request, args.max_in_flight, per_request)
         rss_before = rss_kb(pid)
         t0 = time.perf_counter()
         await feeder.warm()
@@ -240,6 +286,7 @@ async def main_async(args: argparse.Namespace, url: str, key: str, pid: int) -> 
         rss_after = rss_kb(pid)
         sustained = 0.0
         sustained_p = (float("nan"), float("nan"))
+        within_100 = 0.0  # the largest rate sustained with p99 under 100 ms (issue 13's aim)
         for rate in args.rates:
             achieved, lat = await feeder.step(rate, args.step_s)
             p50, p99 = (float(np.percentile(lat, q)) * 1000 for q in (50, 99)) if lat else (0, 0)
@@ -252,8 +299,11 @@ async def main_async(args: argparse.Namespace, url: str, key: str, pid: int) -> 
             if not ok:
                 break
             sustained, sustained_p = rate, (p50, p99)
+            if p99 < 100:
+                within_100 = rate
         return {
             "sustained": sustained,
+            "within_100": within_100,
             "p50": sustained_p[0],
             "p99": sustained_p[1],
             "rss_per_series_kb": (rss_after - rss_before) / args.series,
@@ -270,17 +320,38 @@ def main() -> None:
         "--rates",
         type=lambda s: [float(x) for x in s.split(",")],
         default=[100, 250, 500, 1000, 2000, 4000],
+        help="offered points/s, in steps",
     )
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--p99-bound-ms", type=float, default=1000.0)
-    parser.add_argument("--profile-requests", type=int, default=300, help="0: no profile")
+    parser.add_argument("--profile-requests", type=int, default=300, help="points; 0: no profile")
     parser.add_argument(
         "--batch-max",
         type=lambda s: [int(x) for x in s.split(",")],
         default=[256],
         help="stream_batch_max of the server; several (e.g. 256,1) run one server each in turn",
     )
+    parser.add_argument(
+        "--series-per-request",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1],
+        help="series per request (one point each, in a batch body when above 1); several run "
+        "one server each in turn",
+    )
+    parser.add_argument(
+        "--code",
+        type=lambda s: [Path(x).resolve() for x in s.split(",")],
+        default=[REPO],
+        help="checkouts whose code the server runs, alternated (e.g. /work/main,.)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over the servers")
+    parser.add_argument("--profile-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile_only is not None:  # a subprocess of run_once, on BENCH_CODE's code
+        per_request = args.series_per_request[0]
+        concurrent = 50 if per_request == 1 else 2
+        print(profile_in_process(args.profile_only, args.profile_requests, per_request, concurrent))
+        return
     if args.short:
         args.series, args.step_s = 200, 4.0
     args.rates = sorted(set(args.rates))
@@ -288,18 +359,37 @@ def main() -> None:
         # "one point each every 10 s" is the first step
         args.rates = sorted({args.series / 10.0, *args.rates})
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    for batch_max in args.batch_max:
-        print(f"\n== stream_batch_max {batch_max}", flush=True)
-        run_once(args, batch_max)
+    summary = []
+    for repeat in range(args.repeats):
+        for per_request in args.series_per_request:
+            codes = args.code if repeat % 2 == 0 else list(reversed(args.code))
+            for code in codes:
+                for batch_max in args.batch_max:
+                    label = (
+                        f"code {code}, {per_request} series/request, stream_batch_max {batch_max}"
+                    )
+                    print(f"\n== {label} (round {repeat + 1})", flush=True)
+                    args.per_request = per_request
+                    result = run_once(args, batch_max, code)
+                    summary.append((label, result))
+    print("\n== summary (points/s; p50/p99 at the largest sustained step)")
+    for label, r in summary:
+        print(
+            f"{label}: sustained {r['sustained']:.0f}/s (p50 {r['p50']:.1f} ms, p99 "
+            f"{r['p99']:.1f} ms), with p99 < 100 ms {r['within_100']:.0f}/s, "
+            f"{r['rss_per_series_kb']:.1f} KiB/series, "
+            f"worker {r.get('worker_ms', float('nan')):.3f} ms/point"
+        )
 
 
-def run_once(args: argparse.Namespace, batch_max: int) -> None:
-    """One server with ``stream_batch_max`` = ``batch_max`` on a fresh data dir."""
+def run_once(args: argparse.Namespace, batch_max: int, code: Path = REPO) -> dict[str, Any]:
+    """One server with ``stream_batch_max`` = ``batch_max`` running ``code``, on a fresh data
+    dir; then the in-process profile on the same code (a subprocess)."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         key = prepare(data_dir, args.series)
         settings = {"LOG_LEVEL": "WARNING", "STREAM_BATCH_MAX": str(batch_max)}
-        with served(data_dir, settings) as server:
+        with served(data_dir, settings, code=code) as server:
             result = asyncio.run(main_async(args, server.url, key, server.pid))
         db_path = data_dir / "reconad.db"
         import sqlite3
@@ -308,13 +398,34 @@ def run_once(args: argparse.Namespace, batch_max: int) -> None:
             state_bytes = conn.execute("SELECT avg(length(state)) FROM streams").fetchone()[0]
         print(
             f"\nlargest sustained rate: {result['sustained']:.0f} points/s "
-            f"(p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms), "
+            f"(p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; with p99 under 100 ms "
+            f"{result['within_100']:.0f} points/s), "
             f"server memory per series {result['rss_per_series_kb']:.1f} KiB, "
             f"stored state per series {state_bytes or 0:.0f} bytes, errors {result['errors']}"
         )
         if args.profile_requests:
-            print("\nwhere the time goes (one replica, in-process, top cumulative):")
-            print(profile_in_process(data_dir, args.profile_requests))
+            print("\nwhere the time goes (one replica, in-process, top cumulative):", flush=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--profile-only",
+                    str(data_dir),
+                    "--profile-requests",
+                    str(args.profile_requests),
+                    "--series-per-request",
+                    str(args.per_request),
+                ],
+                env={**os.environ, "BENCH_CODE": str(code), "PYTHONPATH": str(code)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            print(done.stdout + done.stderr[-2000:], flush=True)
+            for line in done.stdout.splitlines():
+                if line.startswith("in-process: worker "):
+                    result["worker_ms"] = float(line.split()[2])
+        return result
 
 
 if __name__ == "__main__":

@@ -66,15 +66,19 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30
 
 @contextmanager
 def served(
-    data_dir: Path, settings: Mapping[str, str] | None = None, log: Path | None = None
+    data_dir: Path,
+    settings: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    code: Path | None = None,
 ) -> Iterator[Server]:
     """Run ``reconad serve`` on ``data_dir`` with ``settings`` (``{"MAX_POINTS_PER_REQUEST":
     "2000000"}`` becomes ``RECONAD_MAX_POINTS_PER_REQUEST``), no bootstrap key, output to
-    ``log`` (default: this process's); SIGTERM on exit, then kill after 30 s."""
+    ``log`` (default: this process's); SIGTERM on exit, then kill after 30 s. ``code``: the
+    checkout whose code the server runs (default this one), to compare revisions."""
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(code or REPO),
         "RECONAD_DATA_DIR": str(data_dir),
         "RECONAD_BOOTSTRAP_ADMIN_KEY": "false",
         **{f"RECONAD_{name}": value for name, value in (settings or {}).items()},

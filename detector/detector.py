@@ -16,9 +16,10 @@ method.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -302,6 +303,61 @@ class Detector:
             (np.concatenate(recs) if recs else np.empty((0, n_feat))) if reconstruct else None
         )
         return errors, expected
+
+    def _causal_errors_many(
+        self, blocks: Sequence[tuple[np.ndarray, np.ndarray | None]], reconstruct: bool
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """:meth:`_causal_errors` of several blocks (e.g. the new points of many series) with
+        the windows of all of them in shared batches: one pass of the network for many short
+        blocks instead of one per block. The same numbers to float tolerance (a batch's
+        arithmetic may differ by its size). A kind that samples while scoring
+        (``samples_in_scoring``) draws per batch, so its blocks run one by one, as alone.
+        """
+        network = self.network_
+        if len(blocks) <= 1 or network.samples_in_scoring:
+            return [self._causal_errors(values, cond, reconstruct) for values, cond in blocks]
+        window, n_feat = self.window_, self.n_features_in_
+        device = next(network.parameters()).device
+        batch = max(256, _CELLS_PER_BATCH // (window * n_feat))
+        generator = torch.Generator(device=device).manual_seed(self.config.training.seed)
+        counts = [len(values) - window + 1 for values, _ in blocks]
+        errs: list[np.ndarray] = []
+        recs: list[np.ndarray] = []
+        pending: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        n_pending = 0
+
+        def run() -> None:
+            x = torch.cat([w for w, _ in pending]) if len(pending) > 1 else pending[0][0]
+            conds = [c for _, c in pending if c is not None]
+            c = None if not conds else torch.cat(conds) if len(conds) > 1 else conds[0]
+            err, recon = self._window_errors(network, x, c, generator)
+            errs.append(err[:, -1].cpu().numpy())  # (B, F)
+            if reconstruct:
+                recs.append(recon[:, -1].cpu().numpy())
+            pending.clear()
+
+        with torch.inference_mode():
+            for (values, cond), count in zip(blocks, counts, strict=True):
+                vals = torch.from_numpy(np.ascontiguousarray(values)).to(device)  # (T, F)
+                cnd = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond))
+                first = 0
+                while first < count:
+                    take = min(count - first, batch - n_pending)
+                    x = window_block(vals, first, take, window)  # (take, W, F)
+                    end = first + window - 1  # the condition of a window's last point
+                    last = None if cnd is None else cnd[end : end + take].to(device)
+                    pending.append((x, last))
+                    n_pending += take
+                    first += take
+                    if n_pending == batch:
+                        run()
+                        n_pending = 0
+            if pending:
+                run()
+        errors = np.concatenate(errs).astype(np.float64) if errs else np.empty((0, n_feat))
+        expected = np.concatenate(recs) if recs else np.empty((0, n_feat), dtype=np.float32)
+        bounds = itertools.pairwise(np.cumsum([0, *counts]).tolist())
+        return [(errors[lo:hi], expected[lo:hi] if reconstruct else None) for lo, hi in bounds]
 
     def _calibrate(self, val_segs: list[Segment]) -> None:
         """Per-feature error scale and residual spread, then the threshold, on validation data."""

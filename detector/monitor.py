@@ -57,7 +57,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -68,7 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .config import CalibrationConfig
 from .decision import Conformal, DSpot, StaticThreshold, Threshold, normalize, threshold_from_state
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, NonNumericError
 from .feedback import NormalMemory
 from .preprocessing import _index_numbers, as_frame
 from .thresholds import MIN_SCORES, calibrate
@@ -82,6 +82,8 @@ __all__ = [
     "Event",
     "Monitor",
     "MonitorOptions",
+    "Points",
+    "Scores",
     "fit_decider",
     "fit_decision",
 ]
@@ -238,6 +240,86 @@ class _Recent:
     contributions: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Points:
+    """New points of one series as arrays: a chunk for :meth:`Monitor.update_points`.
+
+    Attributes
+    ----------
+    values : ndarray, shape (T, F)
+        The model's features in ``feature_names_in_`` order; NaN is a missing value.
+    index : Index, shape (T,)
+        Indexed like the training data (a ``DatetimeIndex`` or integers), strictly increasing.
+    key : str, optional
+        The series' key (required by a model with a key column).
+    """
+
+    values: np.ndarray
+    index: pd.Index
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Scores:
+    """:meth:`Monitor.update`'s columns as arrays of one chunk (T points).
+
+    ``event`` holds the open event's id or -1 outside events; ``expected`` is (T, F) with
+    ``expected=True``, else None.
+    """
+
+    score: np.ndarray
+    normalized: np.ndarray
+    threshold: np.ndarray
+    anomalous: np.ndarray
+    event: np.ndarray
+    expected: np.ndarray | None = None
+
+    def frame(self, index: pd.Index, names: Sequence[str] = ()) -> pd.DataFrame:
+        """``score``, ``normalized``, ``threshold``, ``anomalous``, ``event`` (Int64) on
+        ``index``, then ``expected.<name>`` for ``names`` when ``expected`` is held (built in
+        one go: adding columns one by one costs more than the rest for a few points)."""
+        columns: dict[str, Any] = {
+            "score": self.score,
+            "normalized": self.normalized,
+            "threshold": self.threshold,
+            "anomalous": self.anomalous,
+            "event": pd.arrays.IntegerArray(self.event, self.event < 0),
+        }
+        if self.expected is not None:
+            for j, name in enumerate(names):
+                columns[f"expected.{name}"] = self.expected[:, j]
+        return pd.DataFrame(columns, index=index)
+
+
+@dataclass
+class _Chunk:
+    """A validated chunk: values (T, F), index numbers (T,), key and time zone."""
+
+    values: np.ndarray
+    positions: np.ndarray
+    key: str
+    tz: str | None
+    zone: Any  # the index's time zone object (conditions encode with it)
+
+
+@dataclass
+class _Piece:
+    """One gap-free run of a chunk between :meth:`Monitor._plan` and :meth:`Monitor._finish`:
+    its rows after the context and, once the network ran, its errors."""
+
+    monitor: Monitor
+    fresh: bool
+    offset: int  # its first point in the chunk
+    real: np.ndarray  # row of all_* -> point of the run (-1: a re-inserted gap row)
+    n_ctx: int
+    all_values: np.ndarray
+    all_observed: np.ndarray
+    scaled: np.ndarray | None = None  # float32, when a window ends in the run
+    cond: np.ndarray | None = None
+    errors: np.ndarray | None = None
+    recon: np.ndarray | None = None
+
+
 class Decider:
     """Decisions and events over scores given in time order: the threshold and the event logic
     of a :class:`Monitor` (see the module docstring) without a model that scores the points.
@@ -301,7 +383,7 @@ class Decider:
         near = np.zeros(len(values), dtype=bool)
         self._decided += len(values)
         index = pd.RangeIndex(first, first + len(values))
-        return self._decide_all(values, contributions, positions, near, index)
+        return self._decide_all(values, contributions, positions, near).frame(index)
 
     def _decide_all(
         self,
@@ -309,9 +391,9 @@ class Decider:
         contributions: np.ndarray,
         positions: np.ndarray,
         near: np.ndarray,
-        index: pd.Index,
-    ) -> pd.DataFrame:
-        """Decide scored points in order (see :meth:`_decide`): the output frame on ``index``."""
+        expected: np.ndarray | None = None,
+    ) -> Scores:
+        """Decide scored points in order (see :meth:`_decide`)."""
         n_rows = len(scores)
         thresholds = np.empty(n_rows)
         anomalous = np.zeros(n_rows, dtype=bool)
@@ -321,17 +403,7 @@ class Decider:
                 float(scores[i]), contributions[i], int(positions[i]), bool(near[i])
             )
             ids[i] = -1 if ev is None else ev
-        event = pd.arrays.IntegerArray(ids, ids < 0)
-        return pd.DataFrame(
-            {
-                "score": scores,
-                "normalized": normalize(scores, thresholds),
-                "threshold": thresholds,
-                "anomalous": anomalous,
-                "event": event,
-            },
-            index=index,
-        )
+        return Scores(scores, normalize(scores, thresholds), thresholds, anomalous, ids, expected)
 
     # ------------------------------------------------------------------ decisions
     def _decide(
@@ -478,42 +550,108 @@ class Monitor(Decider):
             (and subclasses) for columns, values, index kind or order the stream cannot take;
             the monitor's state is unchanged then.
         """
-        frame = as_frame(frame)
-        det = self.detector
-        names = det.feature_names_in_
-        n_rows = len(frame)
-        columns = ["score", "normalized", "threshold", "anomalous", "event"]
-        if self.options.expected:
-            columns += [f"expected.{f}" for f in names]
-        if n_rows == 0:
-            empty = pd.DataFrame(index=frame.index, columns=columns)
-            return empty.astype({"anomalous": bool, "event": "Int64"})
-        values, positions, key, tz = self._validate(frame)
-        scores = np.full(n_rows, np.nan)
-        contributions = np.full((n_rows, len(names)), np.nan)
-        expected = np.full((n_rows, len(names)), np.nan) if self.options.expected else None
-        near = np.zeros(n_rows, dtype=bool)
-        for lo, hi, fresh in self._pieces(positions):
-            if fresh:
-                self._reset_stream()
-            self._score_piece(
-                values[lo:hi],
-                positions[lo:hi],
-                key,
-                frame,
-                lo,
-                scores,
-                contributions,
-                expected,
-                near,
-            )
-        self._key, self._tz = key, tz
-        self._last_pos = int(positions[-1])
-        out = self._decide_all(scores, contributions, positions, near, frame.index)
-        if expected is not None:
-            for j, f in enumerate(names):
-                out[f"expected.{f}"] = expected[:, j]
+        return Monitor.update_many([self], [frame])[0]
+
+    @staticmethod
+    def update_many(
+        monitors: Sequence[Monitor], frames: Sequence[pd.DataFrame | pd.Series]
+    ) -> list[pd.DataFrame]:
+        """:meth:`update` of several monitors (e.g. one per series of a keyed model), each with
+        its own chunk: the same outputs and states as calling each monitor's ``update`` in turn
+        (to float tolerance), with the windows of all of them scored in one pass of the
+        network for each model among them.
+
+        Raises
+        ------
+        InputError
+            If a monitor is listed twice, the lengths differ, or a chunk is invalid (as
+            :meth:`update`); every monitor's state is unchanged then.
+        """
+        checked = [as_frame(frame) for frame in frames]
+        chunks = Monitor._checked(
+            monitors, checked, lambda m, f: m._validate(f) if len(f) else None
+        )
+        scored = Monitor._advance_many(monitors, chunks)
+        return [
+            m._output(out, frame.index)
+            for m, out, frame in zip(monitors, scored, checked, strict=True)
+        ]
+
+    @staticmethod
+    def update_points(monitors: Sequence[Monitor], points: Sequence[Points]) -> list[Scores]:
+        """:meth:`update_many` without frames: chunks as arrays (:class:`Points`) in, arrays
+        (:class:`Scores`) out. The same numbers, without the frame work that dominates the
+        cost of a chunk of a few points (a caller that holds arrays already, such as a service
+        applying the points of many series at once, saves building and reading frames).
+
+        Raises
+        ------
+        InputError
+            As :meth:`update_many`; every monitor's state is unchanged then.
+        """
+        chunks = Monitor._checked(
+            monitors, points, lambda m, p: m._validate_points(p) if len(p.index) else None
+        )
+        return Monitor._advance_many(monitors, chunks)
+
+    @staticmethod
+    def _checked(
+        monitors: Sequence[Monitor],
+        inputs: Sequence[Any],
+        validate: Callable[[Monitor, Any], _Chunk | None],
+    ) -> list[_Chunk | None]:
+        """The validated chunks of every monitor, before any state changes."""
+        if len(monitors) != len(inputs):
+            raise InputError(f"{len(monitors)} monitors but {len(inputs)} chunks; give one each")
+        if len({id(m) for m in monitors}) != len(monitors):
+            raise InputError("a monitor is listed twice; join its points into one chunk")
+        return [validate(m, x) for m, x in zip(monitors, inputs, strict=True)]
+
+    @staticmethod
+    def _advance_many(monitors: Sequence[Monitor], chunks: Sequence[_Chunk | None]) -> list[Scores]:
+        """Score and decide validated chunks (None: an empty one), moving the monitors on."""
+        plans: list[list[_Piece]] = []
+        for monitor, chunk in zip(monitors, chunks, strict=True):
+            plans.append([] if chunk is None else monitor._plan(chunk))
+        by_model: dict[int, list[_Piece]] = {}
+        for pieces in plans:
+            for piece in pieces:
+                if piece.scaled is not None:
+                    by_model.setdefault(id(piece.monitor.detector), []).append(piece)
+        for pieces in by_model.values():
+            det = pieces[0].monitor.detector
+            blocks = [(p.scaled, p.cond) for p in pieces if p.scaled is not None]
+            reconstruct = any(p.monitor.options.expected for p in pieces)
+            results = det._causal_errors_many(blocks, reconstruct)
+            for piece, (errors, recon) in zip(pieces, results, strict=True):
+                piece.errors, piece.recon = errors, recon
+        out: list[Scores] = []
+        for monitor, chunk, pieces in zip(monitors, chunks, plans, strict=True):
+            out.append(monitor._empty_scores() if chunk is None else monitor._finish(chunk, pieces))
         return out
+
+    def _empty_scores(self) -> Scores:
+        n_feat = self.detector.n_features_in_
+        empty = np.empty(0)
+        return Scores(
+            empty,
+            empty,
+            empty,
+            np.zeros(0, dtype=bool),
+            np.zeros(0, dtype=np.int64),
+            np.empty((0, n_feat)) if self.options.expected else None,
+        )
+
+    def _output(self, scored: Scores, index: pd.Index) -> pd.DataFrame:
+        """:meth:`update`'s frame of arrays."""
+        names = self.detector.feature_names_in_
+        if len(index) == 0:
+            columns = ["score", "normalized", "threshold", "anomalous", "event"]
+            if self.options.expected:
+                columns += [f"expected.{f}" for f in names]
+            empty = pd.DataFrame(index=index, columns=columns)
+            return empty.astype({"anomalous": bool, "event": "Int64"})
+        return scored.frame(index, names)
 
     def apply_feedback(
         self, scale: float | None = None, memory: NormalMemory | None = None
@@ -639,8 +777,8 @@ class Monitor(Decider):
         return monitor
 
     # ------------------------------------------------------------------ input
-    def _validate(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str, str | None]:
-        """Values (T, F), index numbers (T,), series key and time zone of a new chunk."""
+    def _validate(self, frame: pd.DataFrame) -> _Chunk:
+        """The checked values, index numbers, key and time zone of a new chunk."""
         det = self.detector
         pre = det.preprocessor_
         values = self._fast_values(frame)
@@ -660,7 +798,38 @@ class Monitor(Decider):
                     "monitor per key"
                 )
             key = str(keys[0])
-        positions = _index_numbers(frame.index)
+        return self._check_chunk(values, frame.index, key)
+
+    def _validate_points(self, points: Points) -> _Chunk:
+        """:meth:`_validate` of a chunk given as arrays."""
+        det = self.detector
+        pre = det.preprocessor_
+        names = det.feature_names_in_
+        values = np.asarray(points.values)
+        if values.ndim != 2 or values.shape != (len(points.index), len(names)):
+            raise InputError(
+                f"values must have shape (points, features) = ({len(points.index)}, "
+                f"{len(names)}) in the order {names}, got {values.shape}"
+            )
+        if values.dtype.kind not in "biuf":
+            raise NonNumericError(f"values must be numbers, got dtype {values.dtype}")
+        values = values.astype(np.float64, copy=False)
+        if np.isinf(values).any() or (det.config.missing == "error" and np.isnan(values).any()):
+            pre._numeric_values(pd.DataFrame(values, columns=names), names)  # raises, explained
+        key_column = pre.config.key_column
+        if key_column is None and points.key:
+            raise InputError("this model has no key column, so it has one series: give no key")
+        if key_column is not None and points.key is None:
+            raise InputError(
+                f"this model serves several series (key column {key_column!r}): give the key"
+            )
+        return self._check_chunk(values, points.index, points.key or "")
+
+    def _check_chunk(self, values: np.ndarray, index: pd.Index, key: str) -> _Chunk:
+        """The checks of a chunk's index and key against the model and the stream so far."""
+        pre = self.detector.preprocessor_
+        pre.check_index_kind(index)
+        positions = _index_numbers(index)
         if (np.diff(positions) <= 0).any():
             raise InputError(
                 "the index must be strictly increasing (sorted, no duplicates); sort the points "
@@ -668,9 +837,9 @@ class Monitor(Decider):
             )
         if self._key is not None and key != self._key:
             raise InputError(f"this monitor follows key {self._key!r}, got key {key!r}")
+        zone = getattr(index, "tz", None)
         if pre.conditions is not None:  # refuse what the kind cannot encode (an unseen key)
-            pre.conditions.encode(positions[:1], key, getattr(frame.index, "tz", None))
-        zone = getattr(frame.index, "tz", None)
+            pre.conditions.encode(positions[:1], key, zone)
         tz = None if zone is None else str(zone)
         if self._last_pos is not None and self._tz != tz:
             raise InputError(
@@ -678,10 +847,10 @@ class Monitor(Decider):
             )
         if self._last_pos is not None and positions[0] <= self._last_pos:
             raise InputError(
-                f"point {frame.index[0]} is not after the last point of the stream "
+                f"point {index[0]} is not after the last point of the stream "
                 f"({self._label(self._last_pos)}); a stream takes points in time order, once"
             )
-        return values, positions, key, tz
+        return _Chunk(values, positions, key, tz, zone)
 
     def _fast_values(self, frame: pd.DataFrame) -> np.ndarray | None:
         """The feature values (T, F) when the chunk is plainly valid, else None (the caller then
@@ -728,23 +897,28 @@ class Monitor(Decider):
         return out
 
     # ------------------------------------------------------------------ scoring
-    def _score_piece(
-        self,
-        values: np.ndarray,
-        positions: np.ndarray,
-        key: str,
-        frame: pd.DataFrame,
-        offset: int,
-        scores: np.ndarray,
-        contributions: np.ndarray,
-        expected: np.ndarray | None,
-        near: np.ndarray,
-    ) -> None:
-        """Score the points of one gap-free run, extending the context; fills the outputs at
-        ``offset`` onwards (``near``: the point's window matches the normal memory)."""
+    def _plan(self, chunk: _Chunk) -> list[_Piece]:
+        """The gap-free runs of a validated chunk, ready for the network; moves the context,
+        the last observed values, the key and the last position on (what does not depend on
+        the network's output; :meth:`_finish` does the rest)."""
+        smooth = self._smooth  # carried through the runs by _finish
+        pieces = []
+        for lo, hi, fresh in self._pieces(chunk.positions):
+            if fresh:
+                self._reset_stream()
+            pieces.append(self._plan_piece(chunk, lo, hi, fresh))
+        self._smooth = smooth
+        self._key, self._tz = chunk.key, chunk.tz
+        self._last_pos = int(chunk.positions[-1])
+        return pieces
+
+    def _plan_piece(self, chunk: _Chunk, lo: int, hi: int, fresh: bool) -> _Piece:
+        """One gap-free run ``[lo, hi)`` of the chunk: its rows after the context (gap rows
+        re-inserted, cells filled), scaled for the network when a window ends in it."""
         det = self.detector
         pre, window = det.preprocessor_, det.window_
         step = pre.step_
+        values, positions = chunk.values[lo:hi], chunk.positions[lo:hi]
         last = self._ctx_stamps[-1] if len(self._ctx_stamps) else None
         prev = np.concatenate([[positions[0] - step if last is None else last], positions[:-1]])
         steps = np.maximum(np.rint((positions - prev) / step).astype(np.int64), 1)
@@ -764,41 +938,55 @@ class Monitor(Decider):
         all_values = np.vstack([self._ctx_values, filled])
         all_observed = np.vstack([self._ctx_observed, observed])
         all_stamps = np.concatenate([self._ctx_stamps, stamps])
-        n_ctx = len(self._ctx_values)
+        piece = _Piece(self, fresh, lo, real, len(self._ctx_values), all_values, all_observed)
         if len(all_values) >= window:
-            scaled = ((all_values - pre.center_) / pre.scale_).astype(np.float32)
-            cond = (
-                None
-                if pre.conditions is None
-                else pre.conditions.encode(all_stamps, key, getattr(frame.index, "tz", None))
-            )
-            errors, recon = det._causal_errors(scaled, cond, expected is not None)
-            first = window - 1  # row of all_* that the first window ends at
-            rows_obs = all_observed[first:]
-            contrib = det._contributions(errors, rows_obs, scaled[first:])  # (n_scored, F)
-            contrib, self._smooth = _smooth(contrib, self._smooth, det.config.smoothing)
-            row_scores = contrib.sum(axis=1)
-            row_scores[~rows_obs.any(axis=1)] = np.nan
-            # map the scored rows back to the chunk's points
-            target = np.arange(first, len(all_values)) - n_ctx  # position in this piece
-            keep = target >= 0
-            idx = real[target[keep]]
-            point = idx >= 0
-            out_rows = offset + idx[point]
-            scores[out_rows] = row_scores[keep][point]
-            contributions[out_rows] = contrib[keep][point]
-            if expected is not None and recon is not None:
-                exp = recon[keep][point] * pre.scale_ + pre.center_
-                expected[out_rows] = exp
-            if self.memory is not None and len(self.memory):
-                windows = np.lib.stride_tricks.sliding_window_view(
-                    all_values, (window, all_values.shape[1])
-                )[:, 0]  # (n_scored, W, F)
-                near[out_rows] = self.memory.matches(windows, pre.scale_)[keep][point]
+            piece.scaled = ((all_values - pre.center_) / pre.scale_).astype(np.float32)
+            if pre.conditions is not None:
+                piece.cond = pre.conditions.encode(all_stamps, chunk.key, chunk.zone)
         keep_n = window - 1
         self._ctx_values = all_values[-keep_n:] if keep_n else all_values[:0]
         self._ctx_observed = all_observed[-keep_n:] if keep_n else all_observed[:0]
         self._ctx_stamps = all_stamps[-keep_n:] if keep_n else all_stamps[:0]
+        return piece
+
+    def _finish(self, chunk: _Chunk, pieces: list[_Piece]) -> Scores:
+        """Scores of a planned chunk from its runs' network errors, then the decisions."""
+        det = self.detector
+        pre, window = det.preprocessor_, det.window_
+        n_rows, n_feat = len(chunk.positions), det.n_features_in_
+        scores = np.full(n_rows, np.nan)
+        contributions = np.full((n_rows, n_feat), np.nan)
+        expected = np.full((n_rows, n_feat), np.nan) if self.options.expected else None
+        near = np.zeros(n_rows, dtype=bool)
+        buffer = self._smooth
+        for piece in pieces:
+            if piece.fresh:
+                buffer = np.empty((0, n_feat))
+            if piece.scaled is None or piece.errors is None:
+                continue
+            first = window - 1  # row of all_* that the first window ends at
+            rows_obs = piece.all_observed[first:]
+            contrib = det._contributions(piece.errors, rows_obs, piece.scaled[first:])
+            contrib, buffer = _smooth(contrib, buffer, det.config.smoothing)
+            row_scores = contrib.sum(axis=1)
+            row_scores[~rows_obs.any(axis=1)] = np.nan
+            # map the scored rows back to the chunk's points
+            target = np.arange(first, len(piece.all_values)) - piece.n_ctx  # position in piece
+            keep = target >= 0
+            idx = piece.real[target[keep]]
+            point = idx >= 0
+            out_rows = piece.offset + idx[point]
+            scores[out_rows] = row_scores[keep][point]
+            contributions[out_rows] = contrib[keep][point]
+            if expected is not None and piece.recon is not None:
+                expected[out_rows] = piece.recon[keep][point] * pre.scale_ + pre.center_
+            if self.memory is not None and len(self.memory):
+                windows = np.lib.stride_tricks.sliding_window_view(
+                    piece.all_values, (window, n_feat)
+                )[:, 0]  # (n_scored, W, F)
+                near[out_rows] = self.memory.matches(windows, pre.scale_)[keep][point]
+        self._smooth = buffer
+        return self._decide_all(scores, contributions, chunk.positions, near, expected)
 
     def _label(self, pos: int) -> Any:
         """The index label of an index number (a timestamp for a datetime-indexed model)."""

@@ -166,6 +166,12 @@ class ReconstructionModel(nn.Module):
         unconditional kinds."""
         return None
 
+    @property
+    def samples_in_scoring(self) -> bool:
+        """Whether :meth:`scoring_errors` draws from ``generator`` (its numbers then depend on
+        which windows share a batch); False for a deterministic pass."""
+        return False
+
     # ---------------------------------------------------------------- shape helpers
     def flatten(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """(B, W, F) windows (and (B, C) conditions) to (B, W*F [+ C]) vectors."""

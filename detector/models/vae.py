@@ -99,6 +99,10 @@ class VariationalAutoEncoder(ReconstructionModel):
             draws.append(self.decode(mu + std * eps, cond))
         return torch.stack(draws)  # (S, B, W, F)
 
+    @property
+    def samples_in_scoring(self) -> bool:
+        return self.config.score_samples > 0
+
     def scoring_errors(
         self, x: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,9 @@ Every call the service makes into the monitor goes through this module, so a cha
 library's interface touches one file. The contract (see ``detector/monitor.py``):
 ``det.monitor(**options)`` builds a monitor, ``monitor.update(frame)`` returns a frame with
 ``score``, ``normalized``, ``threshold``, ``anomalous``, ``event`` and, with ``expected=True``,
-``expected.<feature>`` columns; ``monitor.events`` lists :class:`detector.Event` objects;
+``expected.<feature>`` columns; ``Monitor.update_points(monitors, points)`` does the same for
+many series at once on arrays (``Points`` in, ``Scores`` out); ``monitor.events`` lists
+:class:`detector.Event` objects;
 ``monitor.state_dict()`` / ``Monitor.from_state(det, state)`` save and restore it;
 ``monitor.with_detector(det)`` hands the stream to a new model version;
 ``monitor.apply_feedback(scale=..., memory=...)`` takes what labels taught (a re-fitted
@@ -13,6 +15,7 @@ threshold factor, a memory of confirmed-normal windows; ``service.feedback``), k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,7 @@ from pydantic import ValidationError
 
 from detector import Detector, Monitor
 from detector.feedback import NormalMemory
-from detector.monitor import MonitorOptions
+from detector.monitor import MonitorOptions, Points, Scores
 from service.errors import InvalidInputError, format_validation_errors
 
 __all__ = [
@@ -68,6 +71,13 @@ class LiveMonitor:
         """Score new points (causal); one row per point of ``frame``."""
         out: pd.DataFrame = self._monitor.update(frame)
         return out
+
+    @staticmethod
+    def update_many(monitors: Sequence[LiveMonitor], points: Sequence[Points]) -> list[Scores]:
+        """Score new points of several series at once (one forward pass per model version):
+        the same numbers as ``update`` of each, as arrays; no monitor moves on if one chunk is
+        refused (``detector.errors.InputError``)."""
+        return Monitor.update_points([m._monitor for m in monitors], points)
 
     def events(self, seqs: set[int]) -> dict[int, EventView]:
         """The events with ids in ``seqs`` (searched from the newest)."""

@@ -22,11 +22,16 @@ and nothing of the request is applied (the monitor is causal: it cannot score th
 late data through ``/data`` instead).
 
 Concurrent requests are applied together (``service.live.batcher``): up to
-``stream_batch_max`` requests of one model version in one transaction, each in a savepoint, in
-arrival order. A refused request (409, 422) rolls back its savepoint only, and the monitors it
-moved on are dropped from this process's cache (restored from the row next time); the others of
-the batch commit. When the commit itself fails, every request of the batch fails and nothing of
-it is applied.
+``stream_batch_max`` requests of one model version in one transaction, in arrival order. The
+rows of all their series are read (and on PostgreSQL locked, in one order) with one statement;
+the requests are then checked and scored in memory, in waves of requests that share no series,
+each wave's series with one forward pass of the model (``Monitor.update_points``). A refused
+request (409, 422) fails alone before anything of it is applied (the row a first request
+creates is inserted in a savepoint and removed again); the others of the batch commit, written
+with one statement per table: the new states (one executemany UPDATE that checks each row's
+revision), the points, the events. When the commit itself fails, every request of the batch
+fails, nothing of it is applied, and the monitors it moved on are dropped from this process's
+cache (restored from the row next time).
 
 Streamed points wait in ``stream_points`` until the flusher appends them to the stored history
 (every ``stream_flush_interval_s``), where scheduled retraining reads them.
@@ -38,22 +43,25 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from detector import Detector
+from detector.errors import InputError
 from detector.feedback import NormalMemory
+from detector.monitor import Points, Scores
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.feedback import normal_events
@@ -178,7 +186,7 @@ class _Job:
 
     loaded: LoadedVersion
     items: list[StreamItem]
-    frames: list[pd.DataFrame]
+    values: list[np.ndarray]  # per item, (T, F) in the model's feature order
     detector_of: Callable[[int], Detector]
 
 
@@ -196,11 +204,90 @@ class _Outcome:
     series: str
     version: int
     index: pd.DatetimeIndex
-    frame: pd.DataFrame
+    scores: Scores | None  # None: no new point (all duplicates)
     event_ids: list[int | None]
     duplicates: int
     events: list[AnomalyEvent] = field(default_factory=list)
+
+
+#: The columns of a series' row the stream transaction reads.
+_ROW_COLUMNS = (
+    Stream.id,
+    Stream.model_id,
+    Stream.series,
+    Stream.version,
+    Stream.options,
+    Stream.revision,
+    Stream.n_points,
+    Stream.last_ts,
+    Stream.recent,
+    Stream.updated_at,
+)
+
+
+@dataclass
+class _Row:
+    """A series' row as the stream transaction sees it: read once, written once at the end
+    (its state is read only when this process has no current monitor of it)."""
+
+    id: int
+    model_id: str
+    series: str
+    version: int
+    options: dict[str, Any]
+    revision: int
+    n_points: int
+    last_ts: datetime | None
+    recent: list[Any]
+    updated_at: datetime
+    stored_revision: int  # in the database now (-1: created in this transaction)
+
+    @classmethod
+    def of(cls, r: Any) -> _Row:
+        """From a result row of :data:`_ROW_COLUMNS` or a ``Stream``."""
+        return cls(
+            r.id,
+            r.model_id,
+            r.series,
+            r.version,
+            r.options,
+            r.revision,
+            r.n_points,
+            r.last_ts,
+            list(r.recent),
+            r.updated_at,
+            r.revision,
+        )
+
+
+@dataclass
+class _Step:
+    """One series' share of one request, checked and waiting for its wave's scoring."""
+
+    index: int  # the item's position in the request
+    row: _Row
+    item: StreamItem
+    values: np.ndarray  # (T, F)
+    keep: np.ndarray  # (T,) the points to score (duplicates left out)
+    entries: list[list[Any]]  # dedup entries of the points kept
+    monitor: LiveMonitor | None  # None: nothing new
+
+
+@dataclass
+class _Txn:
+    """What one group's transaction holds in memory."""
+
+    session: Session
+    loaded: LoadedVersion
+    detector_of: Callable[[int], Detector]
+    prepared: dict[str, tuple[int | None, LiveMonitor]]
+    local: dict[int, _Cached]  # monitors moved on in this transaction, by stream id
+    rows: dict[str, _Row]  # by series
+    open_events: dict[int, dict[int, AnomalyEvent]] = field(default_factory=dict)
+    dirty: dict[int, _Row] = field(default_factory=dict)  # rows to write, by id
     points: list[dict[str, Any]] = field(default_factory=list)  # rows of ``stream_points``
+    moved: set[int] = field(default_factory=set)  # stream ids whose monitors were scored
+    n_series: int | None = None  # the model's live series (counted on the first new one)
 
 
 class _MonitorCache:
@@ -301,8 +388,8 @@ class StreamService:
         else:
             request = parse_stream_body(body, self.max_points)
         loaded = await self.scoring.resolve(name, None)
-        frames = [self._frame(loaded, item) for item in request.items]
-        job = _Job(loaded, request.items, frames, self._detectors(loaded))
+        values = [self._values(loaded, item) for item in request.items]
+        job = _Job(loaded, request.items, values, self._detectors(loaded))
         outcomes, _ = await self.batcher.submit(job)
         self.scoring.note_scored(loaded.model_id)
         results = [self._encode(loaded, o, request.expected) for o in outcomes]
@@ -327,7 +414,8 @@ class StreamService:
         return detector_of
 
     @staticmethod
-    def _frame(loaded: LoadedVersion, item: StreamItem) -> pd.DataFrame:
+    def _values(loaded: LoadedVersion, item: StreamItem) -> np.ndarray:
+        """An item's values (T, F) in the model's feature order (NaN: missing), checked."""
         features = loaded.features
         key = loaded.key_column
         if key and not item.series:
@@ -346,17 +434,13 @@ class StreamService:
                 + (f"; missing {missing} (send null for a missing value)" if missing else "")
                 + (f"; unknown {extra}" if extra else "")
             )
-        columns: dict[str, Any] = {}
+        columns = []
         for name in features:
             column = numeric_array(item.values[name], f"values[{name!r}]", allow_null=True)
             if column.ndim != 1:
                 raise InvalidInputError(f"values[{name!r}] must be a flat list of numbers")
-            columns[name] = column
-        if key:
-            columns[key] = np.full(item.n_points, item.series, dtype=object)
-        frame = pd.DataFrame(columns, index=item.index)
-        frame.index.name = TIMESTAMP
-        return frame
+            columns.append(column)
+        return np.column_stack(columns) if len(columns) > 1 else columns[0][:, None]
 
     # ------------------------------------------------------------------ locking
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
@@ -397,156 +481,140 @@ class StreamService:
         return [answers[i] for i in range(len(jobs))]
 
     def _apply_group(self, jobs: list[_Job]) -> list[tuple[list[_Outcome], int] | BaseException]:
-        """Requests of one model version in one transaction (see :meth:`_apply_batch`)."""
+        """Requests of one model version in one transaction (see :meth:`_apply_batch`).
+
+        The series' rows are read with one statement (and on PostgreSQL locked in one order:
+        no deadlock between replicas), then the requests are applied in arrival order in
+        memory, in waves of requests that share no series: every series of a wave is scored
+        with one pass of the network (``LiveMonitor.update_many``). A request whose checks
+        fail (409, 422) fails alone and changes nothing; the states, the points and the
+        events of the others are written at the end, one statement per table (the state
+        UPDATE checks each row's revision)."""
         loaded, detector_of = jobs[0].loaded, jobs[0].detector_of
         firsts: dict[str, StreamItem] = {}
         for job in jobs:
             for item in job.items:
                 firsts.setdefault(item.series, item)
-        answers: list[tuple[list[_Outcome], int] | BaseException] = []
+        answers: list[tuple[list[_Outcome], int] | BaseException | None] = [None] * len(jobs)
         local: dict[int, _Cached] = {}  # monitors moved on in this transaction, by stream id
-        points: list[dict[str, Any]] = []  # of the requests applied, in order
-        touched: set[int] = set()
         with self._series_locks(loaded.model_id, list(firsts)):
             prepared = self._prepare(loaded, list(firsts.values()), detector_of)
+            txn: _Txn | None = None
             try:
                 with self.db.transaction() as session:
-                    if self.db.is_postgresql:
-                        # Lock the existing rows in one order for every replica: no deadlock.
-                        session.execute(
-                            select(Stream.id)
-                            .where(
-                                Stream.model_id == loaded.model_id, Stream.series.in_(list(firsts))
-                            )
-                            .order_by(Stream.series)
-                            .with_for_update()
-                        ).all()
-                    for job in jobs:
-                        mine: list[int] = []
+                    txn = self._open(session, loaded, list(firsts), prepared, local, detector_of)
+                    wave: list[tuple[int, list[_Step]]] = []
+                    in_wave: set[str] = set()
+                    for j, job in enumerate(jobs):
+                        names = {item.series for item in job.items}
+                        if names & in_wave:  # a later request of a series: after this wave
+                            self._run_wave(txn, wave, answers)
+                            wave, in_wave = [], set()
                         try:
-                            with session.begin_nested():
-                                answer = self._apply_job(session, job, prepared, local, mine)
-                            answers.append(answer)
-                            points.extend(p for o in answer[0] for p in o.points)
-                        except Exception as exc:  # this request alone; its savepoint is undone
-                            touched.update(mine)
-                            for stream_id in mine:  # their monitors moved on: restore them
-                                local.pop(stream_id, None)
-                                self.cache.drop(stream_id)
-                            for item in job.items:
-                                prepared.pop(item.series, None)
-                            answers.append(exc)
-                        touched.update(mine)
-                    if points:  # the history rows of every request applied: one statement
-                        session.execute(insert(StreamPoint), points)
+                            wave.append((j, self._stage(txn, job)))
+                            in_wave |= names
+                        except Exception as exc:  # this request alone; nothing of it applied
+                            answers[j] = exc
+                    self._run_wave(txn, wave, answers)
+                    self._write(txn)
             except BaseException:
-                for stream_id in touched:  # their monitors may have moved on: reload next time
+                # the monitors of this transaction may have moved on: reload them next time
+                for stream_id in [*local, *(() if txn is None else txn.moved)]:
                     self.cache.drop(stream_id)
                 raise
             for stream_id, cached in local.items():
                 self.cache.put(stream_id, cached)
-        return answers
+        return [a if a is not None else RuntimeError("not applied") for a in answers]
 
-    def _apply_job(
+    def _open(
         self,
         session: Session,
-        job: _Job,
+        loaded: LoadedVersion,
+        series: list[str],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
         local: dict[int, _Cached],
-        touched: list[int],
-    ) -> tuple[list[_Outcome], int]:
-        """One request's series, in the open transaction (sorted: one lock order)."""
-        items = job.items
-        outcomes: dict[int, _Outcome] = {}
-        queued = 0
-        for i in sorted(range(len(items)), key=lambda i: items[i].series):
-            row = self._row(session, job.loaded, items[i], prepared, local)
-            touched.append(row.id)
-            outcome, cached, n_alerts = self._advance(
-                session, job.loaded, row, items[i], job.frames[i], job.detector_of, prepared, local
-            )
-            outcomes[i] = outcome
-            queued += n_alerts
-            if cached is not None:
-                local[row.id] = cached
-        return [outcomes[i] for i in range(len(items))], queued
-
-    def _prepare(
-        self,
-        loaded: LoadedVersion,
-        items: list[StreamItem],
         detector_of: Callable[[int], Detector],
-    ) -> dict[str, tuple[int | None, LiveMonitor]]:
-        """Build the monitors this process lacks before the write transaction starts.
-
-        Creating or restoring a monitor fits its threshold on the model's held-out scores,
-        which costs far more than the database work; done inside the transaction it would hold
-        SQLite's write lock (every writer waits). Keyed by series: ``(revision, monitor)`` of a
-        restored state (used only if the locked row still has that revision) or ``(None,
-        monitor)`` for a series that does not exist yet.
-        """
-        with self.db.session() as session:
-            rows = {
-                r.series: (r.id, r.revision, r.version, r.state)
-                for r in session.execute(
-                    select(Stream).where(
-                        Stream.model_id == loaded.model_id,
-                        Stream.series.in_([it.series for it in items]),
-                    )
-                ).scalars()
-            }
-        prepared: dict[str, tuple[int | None, LiveMonitor]] = {}
-        for item in items:
-            found = rows.get(item.series)
-            try:
-                if found is None:
-                    options = check_options(item.options or {})
-                    prepared[item.series] = (
-                        None,
-                        new_monitor(loaded.detector, options, loaded.threshold_scale),
-                    )
-                    continue
-                stream_id, revision, version, state = found
-                cached = self.cache.get(stream_id)
-                if cached is None or cached.revision != revision or cached.version != version:
-                    monitor = restore(detector_of(version), orjson.loads(state))
-                    prepared[item.series] = (revision, monitor)
-            except Exception:  # raised again for its own request alone, in its savepoint
-                continue
-        return prepared
-
-    def _row(
-        self,
-        session: Session,
-        loaded: LoadedVersion,
-        item: StreamItem,
-        prepared: dict[str, tuple[int | None, LiveMonitor]],
-        local: dict[int, _Cached],
-    ) -> Stream:
-        """The series' row, locked; created (with a fresh monitor) on its first points."""
+    ) -> _Txn:
+        """The transaction's view of the series' rows and their open events (two statements;
+        the rows locked on PostgreSQL, in one order for every replica)."""
         query = (
-            select(Stream)
-            .where(Stream.model_id == loaded.model_id, Stream.series == item.series)
-            .with_for_update()
+            select(*_ROW_COLUMNS)
+            .where(Stream.model_id == loaded.model_id, Stream.series.in_(series))
+            .order_by(Stream.series)
         )
-        row = session.execute(query).scalar_one_or_none()
-        if row is not None:
-            if item.options is not None and check_options(item.options) != row.options:
-                raise ConflictError(
-                    f"series {item.series!r} already runs with options {row.options}; options "
-                    "are fixed when a series starts (DELETE the stream to start it again)"
+        if self.db.is_postgresql:
+            query = query.with_for_update()
+        rows = {r.series: _Row.of(r) for r in session.execute(query).all()}
+        txn = _Txn(session, loaded, detector_of, prepared, local, rows)
+        if rows:
+            ids = [r.id for r in rows.values()]
+            for ev in session.execute(
+                select(AnomalyEvent).where(
+                    AnomalyEvent.stream_id.in_(ids), AnomalyEvent.status == "open"
                 )
-            return row
-        count = session.execute(
-            select(func.count()).select_from(Stream).where(Stream.model_id == loaded.model_id)
-        ).scalar_one()
-        if count >= self.max_series:
+            ).scalars():
+                txn.open_events.setdefault(ev.stream_id, {})[ev.seq] = ev
+        return txn
+
+    def _stage(self, txn: _Txn, job: _Job) -> list[_Step]:
+        """One request's series (sorted: one lock order), checked against the rows: options,
+        the series limit, the timestamp policy; the monitors to score with. A series seen for
+        the first time gets its row here (in a savepoint: undone if a later check of the same
+        request fails)."""
+        items = job.items
+        order = sorted(range(len(items)), key=lambda i: items[i].series)
+        if all(items[i].series in txn.rows for i in order):
+            return [self._stage_item(txn, job, i) for i in order]
+        created: list[_Row] = []
+        try:
+            with txn.session.begin_nested():
+                steps = []
+                for i in order:
+                    if items[i].series not in txn.rows:
+                        row = self._create(txn, items[i])
+                        if row.stored_revision < 0:
+                            created.append(row)
+                    steps.append(self._stage_item(txn, job, i))
+        except BaseException:
+            for row in created:  # the savepoint undid their INSERT
+                txn.rows.pop(row.series, None)
+                txn.local.pop(row.id, None)
+                if txn.n_series is not None:
+                    txn.n_series -= 1
+            raise
+        return steps
+
+    def _stage_item(self, txn: _Txn, job: _Job, i: int) -> _Step:
+        item, loaded = job.items[i], txn.loaded
+        row = txn.rows[item.series]
+        if item.options is not None and check_options(item.options) != row.options:
             raise ConflictError(
-                f"model {loaded.model_name!r} already has {count} live series, the limit "
+                f"series {item.series!r} already runs with options {row.options}; options "
+                "are fixed when a series starts (DELETE the stream to start it again)"
+            )
+        values = job.values[i]
+        keep, entries = self._accept(row, item.index, values)
+        monitor = None
+        if keep.any():
+            monitor = self._monitor(
+                row, loaded, txn.detector_of, txn.prepared, txn.local, txn.session
+            )
+        return _Step(i, row, item, values, keep, entries, monitor)
+
+    def _create(self, txn: _Txn, item: StreamItem) -> _Row:
+        """A new series' row (with a fresh monitor), or the one another replica just made."""
+        loaded, session = txn.loaded, txn.session
+        if txn.n_series is None:
+            txn.n_series = session.execute(
+                select(func.count()).select_from(Stream).where(Stream.model_id == loaded.model_id)
+            ).scalar_one()
+        if txn.n_series >= self.max_series:
+            raise ConflictError(
+                f"model {loaded.model_name!r} already has {txn.n_series} live series, the limit "
                 "(stream_max_series); delete streams that ended or raise the limit"
             )
         options = check_options(item.options or {})
-        ready = prepared.get(item.series)
+        ready = txn.prepared.get(item.series)
         if ready is not None and ready[0] is None:
             monitor = ready[1]
         else:
@@ -570,18 +638,284 @@ class StreamService:
                 session.add(fresh)
         except IntegrityError:
             # Another replica created it first: use (and lock) theirs.
-            return session.execute(query).scalar_one()
-        local[fresh.id] = _Cached(0, loaded.version, monitor)
-        return fresh
+            query = select(*_ROW_COLUMNS).where(
+                Stream.model_id == loaded.model_id, Stream.series == item.series
+            )
+            if self.db.is_postgresql:
+                query = query.with_for_update()
+            row = _Row.of(session.execute(query).one())
+        else:
+            session.expunge(fresh)  # written once, at the end, through the row below
+            row = _Row.of(fresh)
+            row.stored_revision = -1  # created in this transaction (its state: revision 0)
+            txn.local[row.id] = _Cached(0, loaded.version, monitor)
+            txn.n_series += 1
+        txn.rows[item.series] = row
+        return row
+
+    def _run_wave(
+        self,
+        txn: _Txn,
+        wave: list[tuple[int, list[_Step]]],
+        answers: list[tuple[list[_Outcome], int] | BaseException | None],
+    ) -> None:
+        """Score the requests of a wave (no series twice) together, then record each."""
+        if not wave:
+            return
+        todo = [s for _, steps in wave for s in steps if s.monitor is not None]
+        txn.moved.update(s.row.id for s in todo)  # dropped from the cache if the commit fails
+        try:
+            scored = self._score(txn, todo)
+        except InputError:  # a chunk a monitor refuses (none moved on): find its request
+            scored = {}
+            for j, steps in wave:
+                try:
+                    scored.update(self._score(txn, [s for s in steps if s.monitor is not None]))
+                except Exception as exc:
+                    answers[j] = exc
+                    self._undo_created(txn, steps)
+        for j, steps in wave:
+            if answers[j] is None:
+                answers[j] = self._record(txn, steps, scored)
+
+    def _score(self, txn: _Txn, steps: list[_Step]) -> dict[int, Scores]:
+        """The monitors' scores of the steps' new points, one forward pass; by ``id(step)``."""
+        key = txn.loaded.key_column
+        points = [
+            Points(s.values, s.item.index, s.item.series if key else None)
+            if s.keep.all()
+            else Points(s.values[s.keep], s.item.index[s.keep], s.item.series if key else None)
+            for s in steps
+        ]
+        monitors = [s.monitor for s in steps if s.monitor is not None]
+        results = LiveMonitor.update_many(monitors, points)
+        return {id(s): r for s, r in zip(steps, results, strict=True)}
+
+    def _undo_created(self, txn: _Txn, steps: list[_Step]) -> None:
+        """Remove the rows a failed request created (its savepoint was released already)."""
+        ids = [s.row.id for s in steps if s.row.stored_revision < 0]
+        if ids:
+            txn.session.execute(delete(Stream).where(Stream.id.in_(ids)))
+            for s in steps:
+                if s.row.stored_revision < 0:
+                    txn.rows.pop(s.row.series, None)
+                    txn.local.pop(s.row.id, None)
+                    if txn.n_series is not None:
+                        txn.n_series -= 1
+
+    def _record(
+        self, txn: _Txn, steps: list[_Step], scored: dict[int, Scores]
+    ) -> tuple[list[_Outcome], int]:
+        """One scored request: its events (flushed, for their ids), its alerts, its points and
+        the rows' new state in memory (written by :meth:`_write`)."""
+        loaded, session = txn.loaded, txn.session
+        now = utcnow()
+        changed: list[tuple[AnomalyEvent, bool]] = []
+        outcomes: dict[int, _Outcome] = {}
+        pending: list[tuple[_Outcome, list[int | None], dict[int, AnomalyEvent]]] = []
+        for step in steps:
+            row, item = step.row, step.item
+            index = item.index if step.keep.all() else item.index[step.keep]
+            out = scored.get(id(step))
+            outcome = _Outcome(item.series, loaded.version, index, out, [], int((~step.keep).sum()))
+            outcomes[step.index] = outcome
+            if out is None or step.monitor is None:
+                continue
+            monitor = step.monitor
+            open_rows = txn.open_events.setdefault(row.id, {})
+            event_seqs = [None if v < 0 else int(v) for v in out.event.tolist()]
+            seqs = {v for v in event_seqs if v is not None} | set(open_rows)
+            by_seq: dict[int, AnomalyEvent] = dict(open_rows)
+            mine: list[AnomalyEvent] = []
+            for seq, view in sorted(monitor.events(seqs).items()):
+                ev = by_seq.get(seq)
+                if ev is None:
+                    ev = session.execute(
+                        select(AnomalyEvent).where(
+                            AnomalyEvent.stream_id == row.id, AnomalyEvent.seq == seq
+                        )
+                    ).scalar_one_or_none()
+                was_open = ev is not None and ev.status == "open"
+                if ev is None:
+                    ev = AnomalyEvent(
+                        model_id=row.model_id,
+                        stream_id=row.id,
+                        series=row.series,
+                        seq=seq,
+                        created_at=now,
+                        acknowledged_at=None,
+                        acknowledged_by=None,
+                    )
+                    session.add(ev)
+                ev.version = loaded.version
+                ev.status = view.status
+                ev.start = view.start.to_pydatetime()
+                ev.end = view.end.to_pydatetime()
+                ev.peak = view.peak
+                ev.mean = view.mean
+                ev.severity = view.severity
+                ev.n_points = view.n_points
+                ev.top_features = [[n, v] for n, v in view.top_features]
+                ev.updated_at = now
+                by_seq[seq] = ev
+                mine.append(ev)
+                changed.append((ev, was_open and view.status == "closed"))
+                if view.status == "open":
+                    open_rows[seq] = ev
+                else:
+                    open_rows.pop(seq, None)
+            outcome.events = mine
+            pending.append((outcome, event_seqs, by_seq))
+            features = loaded.features
+            kept = step.values if step.keep.all() else step.values[step.keep]
+            txn.points.extend(
+                {
+                    "model_id": row.model_id,
+                    "series": row.series,
+                    "ts": ts,
+                    "values": {
+                        k: (None if math.isnan(v) else v)
+                        for k, v in zip(features, vals, strict=True)
+                    },
+                }
+                for ts, vals in zip(index.to_pydatetime(), kept.tolist(), strict=True)
+            )
+            row.revision += 1
+            row.version = loaded.version
+            row.n_points += len(index)
+            row.last_ts = index[-1].to_pydatetime()
+            row.recent = (list(row.recent) + step.entries)[-self.dedup_points :]
+            row.updated_at = now
+            txn.dirty[row.id] = row
+            txn.local[row.id] = _Cached(row.revision, loaded.version, monitor)
+        queued = 0
+        if changed:
+            session.flush()  # the events' ids, for the alerts and the answer
+            queued = queue_alerts(
+                session, loaded.model_id, loaded.model_name, changed, self.public_url
+            )
+        for outcome, event_seqs, by_seq in pending:
+            outcome.event_ids = [
+                None if v is None or v not in by_seq else by_seq[v].id for v in event_seqs
+            ]
+        return [outcomes[i] for i in range(len(outcomes))], queued
+
+    def _write(self, txn: _Txn) -> None:
+        """The rows' new states (one executemany UPDATE that checks each row's revision) and
+        the points of every request applied (one INSERT)."""
+        session = txn.session
+        rows = list(txn.dirty.values())
+        if rows:
+            table = cast(Table, Stream.__table__)
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.revision == bindparam("b_was"))
+                .values(
+                    state=bindparam("b_state"),
+                    revision=bindparam("b_revision"),
+                    version=bindparam("b_version"),
+                    n_points=bindparam("b_n_points"),
+                    last_ts=bindparam("b_last_ts"),
+                    recent=bindparam("b_recent"),
+                    updated_at=bindparam("b_updated_at"),
+                )
+            )
+            params = [
+                {
+                    "b_id": row.id,
+                    "b_was": max(row.stored_revision, 0),
+                    "b_state": orjson.dumps(txn.local[row.id].monitor.state()).decode(),
+                    "b_revision": row.revision,
+                    "b_version": row.version,
+                    "b_n_points": row.n_points,
+                    "b_last_ts": row.last_ts,
+                    "b_recent": row.recent,
+                    "b_updated_at": row.updated_at,
+                }
+                for row in rows
+            ]
+            result = session.execute(statement, params)
+            if session.get_bind().dialect.supports_sane_multi_rowcount:
+                written = int(getattr(result, "rowcount", -1))
+            else:
+                query = select(Stream.id, Stream.revision).where(
+                    Stream.id.in_([r.id for r in rows])
+                )
+                stored = {r.id: r.revision for r in session.execute(query)}
+                written = sum(stored.get(r.id) == r.revision for r in rows)
+            if written != len(rows):
+                raise ConflictError(
+                    "a series' state was moved on by another writer during this request; "
+                    "nothing of it was applied: send it again"
+                )
+        if txn.points:  # the history rows of every request applied: one statement
+            session.execute(insert(StreamPoint), txn.points)
+
+    def _prepare(
+        self,
+        loaded: LoadedVersion,
+        items: list[StreamItem],
+        detector_of: Callable[[int], Detector],
+    ) -> dict[str, tuple[int | None, LiveMonitor]]:
+        """Build the monitors this process lacks before the write transaction starts.
+
+        Creating or restoring a monitor fits its threshold on the model's held-out scores,
+        which costs far more than the database work; done inside the transaction it would hold
+        SQLite's write lock (every writer waits). Keyed by series: ``(revision, monitor)`` of a
+        restored state (used only if the locked row still has that revision) or ``(None,
+        monitor)`` for a series that does not exist yet.
+        """
+        with self.db.session() as session:
+            rows = {
+                r.series: (r.id, r.revision, r.version)
+                for r in session.execute(
+                    select(Stream.id, Stream.series, Stream.revision, Stream.version).where(
+                        Stream.model_id == loaded.model_id,
+                        Stream.series.in_([it.series for it in items]),
+                    )
+                )
+            }
+            stale = []  # the rows this process has no current monitor of
+            for stream_id, revision, version in rows.values():
+                cached = self.cache.get(stream_id)
+                if cached is None or cached.revision != revision or cached.version != version:
+                    stale.append(stream_id)
+            states: dict[int, str] = {}
+            if stale:
+                query = select(Stream.id, Stream.state).where(Stream.id.in_(stale))
+                states = {r.id: r.state for r in session.execute(query)}
+        prepared: dict[str, tuple[int | None, LiveMonitor]] = {}
+        for item in items:
+            found = rows.get(item.series)
+            try:
+                if found is None:
+                    options = check_options(item.options or {})
+                    prepared[item.series] = (
+                        None,
+                        new_monitor(loaded.detector, options, loaded.threshold_scale),
+                    )
+                    continue
+                stream_id, revision, version = found
+                state = states.get(stream_id)
+                if state is not None:
+                    monitor = restore(detector_of(version), orjson.loads(state))
+                    prepared[item.series] = (revision, monitor)
+            except Exception:  # raised again for its own request alone, in its savepoint
+                continue
+        return prepared
 
     def _monitor(
         self,
-        row: Stream,
+        row: Stream | _Row,
         loaded: LoadedVersion,
         detector_of: Callable[[int], Detector],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
         local: dict[int, _Cached] | None = None,
+        session: Session | None = None,
     ) -> LiveMonitor:
+        """The series' monitor: this transaction's or this process's copy when the row's
+        revision shows nobody moved it on, else restored from the row's state (read through
+        ``session`` for a :class:`_Row`)."""
         cached = (local or {}).get(row.id) or self.cache.get(row.id)
         ready = prepared.get(row.series)
         if cached is not None and cached.revision == row.revision and cached.version == row.version:
@@ -589,7 +923,14 @@ class StreamService:
         elif ready is not None and ready[0] == row.revision:
             monitor = ready[1]  # restored before the lock, and nobody moved the row on since
         else:
-            monitor = restore(detector_of(row.version), orjson.loads(row.state))
+            if isinstance(row, Stream):
+                state = row.state
+            else:
+                assert session is not None, "a _Row's state is read in its transaction"
+                state = session.execute(
+                    select(Stream.state).where(Stream.id == row.id)
+                ).scalar_one()
+            monitor = restore(detector_of(row.version), orjson.loads(state))
         if row.version != loaded.version:
             logger.info(
                 "stream handed to a new version",
@@ -599,167 +940,68 @@ class StreamService:
         return monitor
 
     def _accept(
-        self, row: Stream, frame: pd.DataFrame, features: list[str]
-    ) -> tuple[np.ndarray, np.ndarray, list[list[Any]]]:
-        """Mask of the points to score (duplicates left out), the values (T, F) and the dedup
-        entries of the points kept.
+        self, row: _Row, index: pd.DatetimeIndex, values: np.ndarray
+    ) -> tuple[np.ndarray, list[list[Any]]]:
+        """Mask of the points to score (duplicates left out) and the dedup entries of the
+        points kept, for new points ``values`` (T, F) at ``index``.
 
         Raises
         ------
         service.errors.ConflictError
             For a point at or before the last accepted one that is not an exact duplicate.
         """
-        stamps = pd.DatetimeIndex(frame.index).asi8  # (T,) microseconds
-        values = np.column_stack([frame[f].to_numpy(dtype=np.float64) for f in features])  # (T, F)
+        stamps = index.asi8  # (T,) microseconds
         hashes = [
-            _point_hash(int(t), [None if np.isnan(v) else float(v) for v in values[j]])
-            for j, t in enumerate(stamps)
+            _point_hash(int(t), [None if math.isnan(v) else v for v in row_values])
+            for t, row_values in zip(stamps.tolist(), values.tolist(), strict=True)
         ]
         keep = np.ones(len(stamps), dtype=bool)
         if row.last_ts is not None:
             last = pd.Timestamp(row.last_ts).value // 1000  # ns -> us, as stamps
             recent = {(int(t), h) for t, h in row.recent}
-            for j, t in enumerate(stamps):
+            for j, t in enumerate(stamps.tolist()):
                 if t > last:
                     break
-                if (int(t), hashes[j]) not in recent:
+                if (t, hashes[j]) not in recent:
                     raise ConflictError(
                         f"series {row.series!r}: the point at "
-                        f"{pd.Timestamp(int(t), unit='us', tz='UTC').isoformat()} is at or "
+                        f"{pd.Timestamp(t, unit='us', tz='UTC').isoformat()} is at or "
                         f"before the last accepted point "
                         f"({pd.Timestamp(last, unit='us', tz='UTC').isoformat()}) and is not "
                         "an exact duplicate of an accepted one; send only newer points (late "
                         "data for training goes to /data); nothing of this request was applied"
                     )
                 keep[j] = False
-        entries = [[int(t), hashes[j]] for j, t in enumerate(stamps) if keep[j]]
-        return keep, values, entries
-
-    def _advance(
-        self,
-        session: Session,
-        loaded: LoadedVersion,
-        row: Stream,
-        item: StreamItem,
-        frame: pd.DataFrame,
-        detector_of: Callable[[int], Detector],
-        prepared: dict[str, tuple[int | None, LiveMonitor]],
-        local: dict[int, _Cached],
-    ) -> tuple[_Outcome, _Cached | None, int]:
-        keep, values, entries = self._accept(row, frame, loaded.features)
-        new = frame if keep.all() else frame[keep]
-        outcome = _Outcome(
-            item.series,
-            loaded.version,
-            pd.DatetimeIndex(new.index),
-            pd.DataFrame(),
-            [],
-            int((~keep).sum()),
-        )
-        if new.empty:
-            return outcome, None, 0
-        monitor = self._monitor(row, loaded, detector_of, prepared, local)
-        out = monitor.update(new)
-        outcome.frame = out
-        open_rows = {
-            ev.seq: ev
-            for ev in session.execute(
-                select(AnomalyEvent).where(
-                    AnomalyEvent.stream_id == row.id, AnomalyEvent.status == "open"
-                )
-            ).scalars()
-        }
-        event_seqs = [None if pd.isna(v) else int(v) for v in out["event"].tolist()]
-        seqs = {v for v in event_seqs if v is not None} | set(open_rows)
-        views = monitor.events(seqs)
-        now = utcnow()
-        changed: list[tuple[AnomalyEvent, bool]] = []
-        by_seq: dict[int, AnomalyEvent] = dict(open_rows)
-        for seq, view in sorted(views.items()):
-            ev = by_seq.get(seq)
-            if ev is None:
-                ev = session.execute(
-                    select(AnomalyEvent).where(
-                        AnomalyEvent.stream_id == row.id, AnomalyEvent.seq == seq
-                    )
-                ).scalar_one_or_none()
-            was_open = ev is not None and ev.status == "open"
-            if ev is None:
-                ev = AnomalyEvent(
-                    model_id=row.model_id,
-                    stream_id=row.id,
-                    series=row.series,
-                    seq=seq,
-                    created_at=now,
-                    acknowledged_at=None,
-                    acknowledged_by=None,
-                )
-                session.add(ev)
-            ev.version = loaded.version
-            ev.status = view.status
-            ev.start = view.start.to_pydatetime()
-            ev.end = view.end.to_pydatetime()
-            ev.peak = view.peak
-            ev.mean = view.mean
-            ev.severity = view.severity
-            ev.n_points = view.n_points
-            ev.top_features = [[n, v] for n, v in view.top_features]
-            ev.updated_at = now
-            by_seq[seq] = ev
-            changed.append((ev, was_open and view.status == "closed"))
-        session.flush()
-        queued = queue_alerts(session, loaded.model_id, loaded.model_name, changed, self.public_url)
-        outcome.events = [ev for ev, _ in changed]
-        outcome.event_ids = [
-            None if v is None or v not in by_seq else by_seq[v].id for v in event_seqs
-        ]
-        features = loaded.features
-        outcome.points = [  # inserted once for the whole batch (_apply_group)
-            {
-                "model_id": row.model_id,
-                "series": row.series,
-                "ts": ts.to_pydatetime(),
-                "values": {
-                    k: (None if np.isnan(v) else float(v))
-                    for k, v in zip(features, vals, strict=True)
-                },
-            }
-            for ts, vals in zip(new.index, values[keep], strict=True)
-        ]
-        row.state = orjson.dumps(monitor.state()).decode()
-        row.revision += 1
-        row.version = loaded.version
-        row.n_points += len(new)
-        row.last_ts = new.index[-1].to_pydatetime()
-        row.recent = (list(row.recent) + entries)[-self.dedup_points :]
-        row.updated_at = now
-        session.flush()
-        return outcome, _Cached(row.revision, loaded.version, monitor), queued
+        entries = [[t, hashes[j]] for j, t in enumerate(stamps.tolist()) if keep[j]]
+        return keep, entries
 
     # ------------------------------------------------------------------ responses
     @staticmethod
     def _encode(loaded: LoadedVersion, outcome: _Outcome, expected: bool) -> dict[str, Any]:
-        out = outcome.frame
+        out = outcome.scores
         result: dict[str, Any] = {
             "series": outcome.series or None,
             "version": outcome.version,
-            "n_points": len(out),
+            "n_points": 0 if out is None else len(out.score),
             "duplicates": outcome.duplicates,
             "timestamps": [ts.isoformat() for ts in outcome.index],
         }
-        if out.empty:
+        if out is None:
             result.update(score=[], normalized=[], threshold=[], anomalous=[], event=[])
         else:
             result.update(
-                score=_floats(out["score"]),
-                normalized=_floats(out["normalized"]),
-                threshold=_floats(out["threshold"]),
-                anomalous=[bool(v) for v in out["anomalous"].tolist()],
+                score=_floats(out.score),
+                normalized=_floats(out.normalized),
+                threshold=_floats(out.threshold),
+                anomalous=out.anomalous.tolist(),
                 event=outcome.event_ids,
             )
         if expected:
             result["expected"] = {
-                f: _floats(out[f"expected.{f}"]) if not out.empty else [] for f in loaded.features
+                f: _floats(out.expected[:, j])
+                if out is not None and out.expected is not None
+                else []
+                for j, f in enumerate(loaded.features)
             }
         from service.live.events import event_public
 
@@ -964,9 +1206,8 @@ class StreamService:
         return moved
 
 
-def _floats(column: pd.Series) -> list[float | None]:
-    arr = column.to_numpy(dtype=np.float64)
-    return [None if not np.isfinite(v) else float(v) for v in arr]
+def _floats(column: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in np.asarray(column, dtype=np.float64).tolist()]
 
 
 def _utc_iso(value: datetime | None) -> str | None:

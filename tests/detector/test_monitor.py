@@ -21,6 +21,7 @@ from detector import (
     load_detector,
 )
 from detector.detector import Detector
+from detector.monitor import Points
 
 
 def fit(kind: str, train: pd.DataFrame, **overrides: Any) -> Detector:
@@ -53,10 +54,10 @@ def stream(monitor: Monitor, frame: pd.DataFrame, chunk: int) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+def assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-5) -> None:
     assert a.index.equals(b.index)
     for col in ("score", "normalized", "threshold"):
-        np.testing.assert_allclose(a[col], b[col], rtol=1e-5, atol=1e-9, err_msg=col)
+        np.testing.assert_allclose(a[col], b[col], rtol=rtol, atol=1e-9, err_msg=col)
     assert (a["anomalous"] == b["anomalous"]).all()
     assert a["event"].equals(b["event"])
 
@@ -363,3 +364,123 @@ def test_conformal_finds_the_injected_anomalies(
     precision = flags[near].sum() / max(flags.sum(), 1)
     assert precision > near.mean() + 0.3, (precision, near.mean())
     assert flags[~near].mean() < 0.03
+
+
+def _variants(test: pd.DataFrame, n: int) -> list[pd.DataFrame]:
+    """``n`` different series on one index: the holey test data shifted, scaled and with their
+    own missing cells."""
+    base = holey(test)
+    out = []
+    for i in range(n):
+        frame = base * (1.0 + 0.1 * i) + 0.05 * i
+        if i % 2:
+            frame.iloc[20 + i : 24 + i, 0] = np.nan
+        out.append(frame)
+    return out
+
+
+def _states_close(a: Any, b: Any, where: str = "state") -> None:
+    """Two monitor states alike: the same structure and values, floats to tolerance."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), where
+        for name in a:
+            _states_close(a[name], b[name], f"{where}.{name}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _states_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):  # (absolute: excesses over a level are differences of scores)
+        assert isinstance(b, float), where
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-5, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "vae-sampled"])
+def test_update_many_matches_update_of_each(
+    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    if kind == "vae-sampled":  # a kind that samples while scoring: scored block by block
+        det = fit("vae", data["train"], score_samples=3, training={"max_epochs": 2})
+    else:
+        det = fitted[kind]
+    frames = _variants(data["test"], 4)
+    alone = [det.monitor(**OPTIONS) for _ in frames]
+    together = [det.monitor(**OPTIONS) for _ in frames]
+    arrays = [det.monitor(**OPTIONS) for _ in frames]
+    sizes = [1, 3, 7, 1]  # chunk sizes per series; a series may send nothing in a round
+    cursor = [0] * len(frames)
+    got: list[list[pd.DataFrame]] = [[] for _ in frames]
+    want: list[list[pd.DataFrame]] = [[] for _ in frames]
+    rounds = 0
+    while any(c < len(f) for c, f in zip(cursor, frames, strict=True)):
+        rounds += 1
+        chunks = []
+        for i, frame in enumerate(frames):
+            size = 0 if (rounds + i) % 5 == 0 else sizes[i]
+            chunks.append(frame.iloc[cursor[i] : cursor[i] + size])
+            cursor[i] += size
+        singles = [m.update(c) for m, c in zip(alone, chunks, strict=True)]
+        many = Monitor.update_many(together, chunks)
+        names = det.feature_names_in_
+        points = [Points(c[names].to_numpy(), c.index) for c in chunks]
+        for i, scored in enumerate(Monitor.update_points(arrays, points)):
+            out = many[i]
+            assert len(out) == len(scored.score) == len(chunks[i])
+            if not len(out):
+                assert singles[i].empty and list(out.columns) == list(singles[i].columns)
+                continue
+            want[i].append(singles[i])
+            got[i].append(out)
+            np.testing.assert_allclose(scored.score, out["score"], rtol=1e-12)  # same batches
+            assert (scored.event == out["event"].fillna(-1).to_numpy()).all()
+            assert scored.expected is not None
+            np.testing.assert_allclose(
+                scored.expected, out[[f"expected.{f}" for f in names]], rtol=1e-12
+            )
+    for i in range(len(frames)):
+        a, b = pd.concat(want[i]), pd.concat(got[i])
+        # float32 products over batches of other shapes (the windows of several series):
+        # about 1e-5 apart, where chunking alone stays within 1e-5
+        assert_same(b, a, rtol=1e-4)
+        expected = [c for c in a.columns if c.startswith("expected.")]
+        np.testing.assert_allclose(b[expected], a[expected], rtol=1e-4, atol=1e-6)
+        assert_same_events(together[i].events, alone[i].events)
+        _states_close(together[i].state_dict(), alone[i].state_dict())
+        _states_close(arrays[i].state_dict(), alone[i].state_dict())
+    assert sum(len(m.events) for m in alone) > 0  # the comparison covers events
+    first_scores = pd.concat(want[0])["score"]
+    assert first_scores.isna().sum() > det.window_  # and the gaps that restart a segment
+
+
+def test_update_many_refuses_bad_input_and_changes_nothing(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, other = fitted["ae"], fitted["vae"]
+    test = data["test"]
+    monitors = [det.monitor(), det.monitor(), other.monitor()]
+    first = Monitor.update_many(monitors, [test.iloc[:50]] * 3)
+    before = [json.dumps(m.state_dict()) for m in monitors]
+    late = test.iloc[40:60]  # starts before the last point seen
+    with pytest.raises(errors.InputError, match="not after the last point"):
+        Monitor.update_many(monitors, [test.iloc[50:60], late, test.iloc[50:60]])
+    with pytest.raises(errors.InputError, match="listed twice"):
+        Monitor.update_many([monitors[0], monitors[0]], [test.iloc[50:60]] * 2)
+    with pytest.raises(errors.InputError, match="2 chunks"):
+        Monitor.update_many(monitors, [test.iloc[50:60]] * 2)
+    bad = test.iloc[50:60].to_numpy().copy()
+    bad[3, 1] = np.inf
+    with pytest.raises(errors.NonFiniteError):
+        Monitor.update_points(monitors[:1], [Points(bad, test.index[50:60])])
+    with pytest.raises(errors.InputError, match="shape"):
+        Monitor.update_points(monitors[:1], [Points(bad[:, :2], test.index[50:60])])
+    with pytest.raises(errors.InputError, match="no key column"):
+        good = test.iloc[50:60].to_numpy()
+        Monitor.update_points(monitors[:1], [Points(good, test.index[50:60], key="a")])
+    assert [json.dumps(m.state_dict()) for m in monitors] == before
+    # two models in one call: each scored with its own network, as alone
+    again = Monitor.update_many(monitors, [test.iloc[50:80]] * 3)
+    solo = other.monitor()
+    solo.update(test.iloc[:50])
+    assert_same(again[2], solo.update(test.iloc[50:80]))
+    assert first[0]["score"].notna().sum() == 50 - det.window_ + 1

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_helpers import TINY_CONFIG, make_frame, register_trained_version
 
+from detector.errors import NonFiniteError
 from service.app import create_app
 from service.context import AppContext
 from service.errors import ConflictError, TooManyRequestsError
@@ -209,26 +210,32 @@ def test_a_failing_request_fails_alone(app_client: tuple[TestClient, dict[str, s
 
     def job(body: bytes) -> _Job:
         request = parse_stream_body(body, streams.max_points)
-        frames_ = [streams._frame(loaded, item) for item in request.items]
-        return _Job(loaded, request.items, frames_, detector_of)
+        values = [streams._values(loaded, item) for item in request.items]
+        return _Job(loaded, request.items, values, detector_of)
 
     f1 = frames["s1"]
+    refused = job(_body(frames["s4"][0:5], "s4"))  # a new series whose chunk the monitor refuses
+    refused.values[0][2, 1] = np.inf  # (the body parser would refuse it; here the monitor does)
     answers = streams._apply_batch(
         [
             job(_body(f1[0:5], "s1")),
+            refused,  # scored with s1's first request: that one still applies
             job(_body(f1[5:10], "s1")),
             job(_body(frames["s2"][3:6] + 1.0, "s2")),
             job(_body(frames["s3"][10:12], "s3", options={"sensitivity": 90})),
             job(_body(f1[10:15], "s1")),
         ]
     )
-    assert isinstance(answers[2], ConflictError) and "exact duplicate" in str(answers[2])
-    assert isinstance(answers[3], ConflictError) and "options are fixed" in str(answers[3])
-    good = [a for i, a in enumerate(answers) if i not in (2, 3)]
+    assert isinstance(answers[1], NonFiniteError)
+    assert isinstance(answers[3], ConflictError) and "exact duplicate" in str(answers[3])
+    assert isinstance(answers[4], ConflictError) and "options are fixed" in str(answers[4])
+    good = [a for i, a in enumerate(answers) if i not in (1, 3, 4)]
     assert all(not isinstance(a, BaseException) for a in good)
     with ctx.db.session() as session:
         rows = {r.series: r for r in session.query(Stream).all()}
     assert rows["s1"].n_points == 15 and rows["s2"].n_points == 10 and rows["s3"].n_points == 10
+    assert "s4" not in rows  # the refused request's new row is gone with it
+    assert rows["s1"].revision == 3  # one revision per request applied
 
     # the same points one request at a time on a new series give the same scores
     async def alone() -> list[float]:
@@ -238,7 +245,7 @@ def test_a_failing_request_fails_alone(app_client: tuple[TestClient, dict[str, s
             out += answer["score"]
         return out
 
-    scores = [v for a in good for o in a[0] for v in o.frame["score"].tolist()]  # type: ignore[index]
+    scores = [v for a in good for o in a[0] for v in o.scores.score.tolist()]  # type: ignore[index, union-attr]
     np.testing.assert_allclose(
         np.asarray(scores, dtype=float),
         np.asarray(_call(client, alone), dtype=float),
