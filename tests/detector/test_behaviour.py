@@ -189,6 +189,25 @@ def test_each_epoch_draws_its_own_windows(tiny: Any, monkeypatch: pytest.MonkeyP
     assert [sum(len(b) for b in e) for e in epochs] == [every] * 3
 
 
+def test_an_epoch_holds_every_window_labelled_anomalous() -> None:
+    from detector.training import _epoch_draw
+
+    labels = torch.zeros(5000, dtype=torch.int64)
+    labels[[7, 900, 4999]] = 1  # rare: a random draw of 100 would miss them
+    labels[:1000] = torch.where(labels[:1000] == 1, 1, -1)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        order = torch.randperm(5000, generator=generator)
+        drawn = _epoch_draw(order, labels, 100, generator)
+        assert len(drawn) == 100 and len(torch.unique(drawn)) == 100
+        assert {7, 900, 4999} <= set(drawn.tolist())
+    many = torch.ones(5000, dtype=torch.int64)  # more anomalous windows than an epoch
+    assert len(_epoch_draw(torch.randperm(5000, generator=generator), many, 100, generator)) == (
+        5000
+    )
+    assert torch.equal(_epoch_draw(order, None, 100, generator), order[:100])
+
+
 def test_wall_time_cap(tiny: Any) -> None:
     cfg = tiny("ae", training={"max_epochs": 10_000, "patience": 10_000, "max_seconds": 1.0})
     det = create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(3000, seed=1))
