@@ -81,7 +81,14 @@ class TrainingConfig(_Strict):
         "pathological fits: a cap that ordinary fits reach makes the model depend on how busy "
         "the machine is, so epochs and early stopping should end training first.",
     )
-    batch_size: int = Field(256, ge=1, le=65_536)
+    batch_size: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="Windows per optimisation step. Overlapping windows make the gradient of "
+        "a few dozen nearly as good as that of hundreds, so small batches buy the most steps "
+        "for the compute.",
+    )
     learning_rate: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0)
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
@@ -107,6 +114,17 @@ class TrainingConfig(_Strict):
     )
     max_train_windows: int | None = Field(
         200_000, ge=1, description="Subsample training windows (evenly spaced) above this count."
+    )
+    epoch_windows: int | None = Field(
+        1024,
+        ge=1,
+        description="Training windows per epoch: each epoch draws this many of the training "
+        "windows at random (seeded, without repeats within the epoch), a fresh draw every "
+        "epoch (windows labelled anomalous, which only a kind that learns from labels keeps, "
+        "are in every epoch); None (or at least as many as there are) uses every window "
+        "every epoch. "
+        "Stride-1 windows overlap almost entirely, so an epoch of all of them repeats the "
+        "same data and its cost grows with the series, not with what there is to learn.",
     )
 
     @property

@@ -31,7 +31,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MAX_VALIDATION_WINDOWS = 20_000
+_MAX_VALIDATION_WINDOWS = 512
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,31 @@ def _corrupt(x: torch.Tensor, training: TrainingConfig, generator: torch.Generat
     return x
 
 
+def _epoch_draw(
+    order: torch.Tensor, labels: torch.Tensor | None, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """An epoch's windows: the first ``count`` of a random ``order``, except that every window
+    labelled anomalous is in every epoch (with at least ``count // 2`` others): they are rare,
+    and a kind that learns from labels (the only one that keeps them) learns anomalies from
+    them. The result is shuffled again, so that batches mix both."""
+    if labels is None:
+        return order[:count]
+    anomalous = labels[order] == 1
+    n_anomalous = int(anomalous.sum())
+    if n_anomalous == 0:
+        return order[:count]
+    others = order[~anomalous][: max(count - n_anomalous, count // 2)]
+    picked = torch.cat([order[anomalous], others])
+    return picked[torch.randperm(len(picked), generator=generator, device=picked.device)]
+
+
 def _validation_loss(model: ReconstructionModel, val: WindowSet, batch_size: int) -> float:
-    """Mean squared reconstruction error over (at most 20,000 evenly spaced) validation windows."""
+    """Mean squared reconstruction error over (at most 512 evenly spaced) validation windows.
+
+    The same windows every epoch, so epochs compare on one set; neighbouring windows overlap
+    almost entirely, so 512 of them estimate the error of all about as well, at a fraction of
+    the cost (it ran after every epoch over every window: a tenth of a fit's time).
+    """
     starts = val.starts
     if len(starts) > _MAX_VALIDATION_WINDOWS:
         pick = torch.linspace(0, len(starts) - 1, _MAX_VALIDATION_WINDOWS).round().long()
@@ -225,6 +248,8 @@ def fit_model(
     model.train()
     for epoch in range(1, training.max_epochs + 1):
         order = torch.randperm(len(train), generator=generator, device=device)
+        if training.epoch_windows is not None and len(order) > training.epoch_windows:
+            order = _epoch_draw(order, train.labels, training.epoch_windows, generator)
         sums: dict[str, float] = {}
         n_batches = 0
         for i in range(0, len(order), training.batch_size):

@@ -20,7 +20,7 @@ import torch.nn.functional as nnf
 from pydantic import Field
 
 from .ae import AutoEncoder
-from .base import NetworkConfig, mlp, step
+from .base import NetworkConfig, adam, mlp, step
 
 if TYPE_CHECKING:
     from ..config import TrainingConfig
@@ -52,14 +52,11 @@ class AdversarialAutoEncoder(AutoEncoder):
         self.discriminator = mlp([config.latent_dim, hidden[-1], hidden[-1], 1])
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
-        lr, wd = training.learning_rate, training.weight_decay
         autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
         return {
-            "reconstruction": torch.optim.Adam(autoencoder, lr=lr, weight_decay=wd),
-            "discriminator": torch.optim.Adam(
-                self.discriminator.parameters(), lr=lr, weight_decay=wd
-            ),
-            "generator": torch.optim.Adam(self.encoder.parameters(), lr=lr, weight_decay=wd),
+            "reconstruction": adam(autoencoder, training),
+            "discriminator": adam(self.discriminator.parameters(), training),
+            "generator": adam(self.encoder.parameters(), training),
         }
 
     def training_step(

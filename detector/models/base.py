@@ -14,6 +14,7 @@ The model receives that config only; training and calibration settings stay with
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ..config import TrainingConfig
 
-__all__ = ["Conditions", "NetworkConfig", "ReconstructionModel", "mlp", "step"]
+__all__ = ["Conditions", "NetworkConfig", "ReconstructionModel", "adam", "mlp", "step"]
 
 
 class NetworkConfig(BaseModel):
@@ -210,11 +211,7 @@ class ReconstructionModel(nn.Module):
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
         """One Adam optimiser over every parameter."""
-        return {
-            "main": torch.optim.Adam(
-                self.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
-            )
-        }
+        return {"main": adam(self.parameters(), training)}
 
     def training_step(
         self,
@@ -233,6 +230,17 @@ class ReconstructionModel(nn.Module):
         loss, parts = self.loss(x_in, target, cond)
         step(optimizers["main"], loss)
         return {"loss": float(loss.detach()), **parts}
+
+
+def adam(params: Iterable[nn.Parameter], training: TrainingConfig) -> torch.optim.Adam:
+    """Adam with the training config's learning rate and weight decay, every kind's optimiser.
+
+    Fused: one kernel updates every parameter per step instead of a dozen tensor operations
+    per parameter, the same update (to rounding) in about half the optimiser's time on CPU.
+    """
+    return torch.optim.Adam(
+        params, lr=training.learning_rate, weight_decay=training.weight_decay, fused=True
+    )
 
 
 def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:

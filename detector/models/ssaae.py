@@ -36,7 +36,7 @@ import torch.nn.functional as nnf
 from pydantic import Field
 from torch import nn
 
-from .base import NetworkConfig, ReconstructionModel, mlp, step
+from .base import NetworkConfig, ReconstructionModel, adam, mlp, step
 
 if TYPE_CHECKING:
     from ..config import TrainingConfig
@@ -118,15 +118,12 @@ class SemiSupervisedAAE(ReconstructionModel):
         return err, recon
 
     def configure_optimizers(self, training: TrainingConfig) -> dict[str, torch.optim.Optimizer]:
-        lr, wd = training.learning_rate, training.weight_decay
         encoder = [*self.trunk.parameters(), *self.to_z.parameters(), *self.to_y.parameters()]
         critics = [*self.critic_z.parameters(), *self.critic_y.parameters()]
         return {
-            "reconstruction": torch.optim.Adam(
-                [*encoder, *self.decoder.parameters()], lr=lr, weight_decay=wd
-            ),
-            "discriminator": torch.optim.Adam(critics, lr=lr, weight_decay=wd),
-            "generator": torch.optim.Adam(encoder, lr=lr, weight_decay=wd),
+            "reconstruction": adam([*encoder, *self.decoder.parameters()], training),
+            "discriminator": adam(critics, training),
+            "generator": adam(encoder, training),
         }
 
     def _prior_y(self, like: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,72 @@ def test_progress_callback_epoch_cap_and_cancel(tiny: Any) -> None:
         )
 
 
+def test_each_epoch_draws_its_own_windows(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``epoch_windows``: a fresh seeded draw of that many windows per epoch, no repeats within
+    one; None takes every window every epoch."""
+    from detector.models.base import ReconstructionModel
+
+    seen: list[torch.Tensor] = []
+    original = ReconstructionModel.training_step
+
+    def record(self: ReconstructionModel, x_in: torch.Tensor, *args: Any, **kw: Any) -> Any:
+        seen.append(x_in[:, 0].detach().clone())  # each window's first point identifies it
+        return original(self, x_in, *args, **kw)
+
+    monkeypatch.setattr(ReconstructionModel, "training_step", record)
+    train = normal_series(1500, seed=1)
+    epochs: list[list[torch.Tensor]] = []
+
+    def fit(epoch_windows: int | None) -> Detector:
+        cfg = tiny(
+            "ae",
+            training={
+                "max_epochs": 3,
+                "patience": 100,
+                "batch_size": 64,
+                "epoch_windows": epoch_windows,
+            },
+        )
+        epochs.clear()
+
+        def cut(_: TrainingProgress) -> None:
+            epochs.append(seen.copy())
+            seen.clear()
+
+        return create_detector(DetectorConfig.model_validate(cfg)).fit(train, progress=cut)
+
+    first = fit(200)
+    assert [[len(b) for b in e] for e in epochs] == [[64, 64, 64, 8]] * 3
+    drawn = [torch.cat(e) for e in epochs]
+    assert all(len(torch.unique(d, dim=0)) == 200 for d in drawn)  # no repeats in an epoch
+    assert not torch.equal(drawn[0], drawn[1])  # a new draw every epoch
+    again = fit(200)
+    assert torch.cat(epochs[0]).equal(drawn[0])  # seeded
+    assert [h["val"] for h in again.history_] == [h["val"] for h in first.history_]
+    fit(None)
+    every = 1200 - 24 + 1  # the windows of the training head (80% of 1500 points)
+    assert [sum(len(b) for b in e) for e in epochs] == [every] * 3
+
+
+def test_an_epoch_holds_every_window_labelled_anomalous() -> None:
+    from detector.training import _epoch_draw
+
+    labels = torch.zeros(5000, dtype=torch.int64)
+    labels[[7, 900, 4999]] = 1  # rare: a random draw of 100 would miss them
+    labels[:1000] = torch.where(labels[:1000] == 1, 1, -1)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        order = torch.randperm(5000, generator=generator)
+        drawn = _epoch_draw(order, labels, 100, generator)
+        assert len(drawn) == 100 and len(torch.unique(drawn)) == 100
+        assert {7, 900, 4999} <= set(drawn.tolist())
+    many = torch.ones(5000, dtype=torch.int64)  # more anomalous windows than an epoch
+    assert len(_epoch_draw(torch.randperm(5000, generator=generator), many, 100, generator)) == (
+        5000
+    )
+    assert torch.equal(_epoch_draw(order, None, 100, generator), order[:100])
+
+
 def test_wall_time_cap(tiny: Any) -> None:
     cfg = tiny("ae", training={"max_epochs": 10_000, "patience": 10_000, "max_seconds": 1.0})
     det = create_detector(DetectorConfig.model_validate(cfg)).fit(normal_series(3000, seed=1))
@@ -307,12 +373,18 @@ def test_error_floor_bounds_the_weight_of_features_that_never_vary(tiny: Any) ->
     test = normal_series(300, seed=2, start=1500)
     test["const"] = 0.0
     test.loc[test.index[150:160], "const"] = 1.0
-    shares = {}
+    shares, scales = {}, {}
     for floor in (1e-3, 1.0):
         cfg = tiny("ae", error_floor=floor, two_valued_weight=1.0, training={"max_epochs": 3})
         det = create_detector(DetectorConfig.model_validate(cfg)).fit(train)
         shares[floor] = float(det.explain(test)["const"].iloc[150:160].mean())
-    assert shares[1.0] < shares[1e-3] / 10
+        scales[floor] = det.error_scale_
+    # the same network (the floor does not touch training): floor 1 lifts the constant's scale
+    # from its own held-out error to the mean error over features, and its share falls with it
+    assert scales[1e-3][-1] < scales[1e-3].mean() / 5  # predicted far better than the rest
+    assert scales[1.0][-1] == pytest.approx(scales[1e-3].mean(), rel=1e-3)
+    assert shares[1e-3] / shares[1.0] == pytest.approx(scales[1.0][-1] / scales[1e-3][-1])
+    assert shares[1.0] < shares[1e-3] / 5
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="error_floor"):
             DetectorConfig(error_floor=bad)
