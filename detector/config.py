@@ -69,8 +69,9 @@ class _Strict(BaseModel):
 class TrainingConfig(_Strict):
     """How the network is trained.
 
-    The validation split is the last ``validation_fraction`` of the training data, in time order;
-    it drives early stopping and, as held-out normal data, threshold calibration.
+    The validation split is ``validation_fraction`` of the training data, in time order, laid
+    out by ``holdout``; it drives early stopping and, as held-out normal data, the error scales
+    and threshold calibration.
     """
 
     max_epochs: int = Field(40, ge=1, le=10_000, description="Cap on training epochs.")
@@ -92,6 +93,14 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0)
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
+    holdout: Literal["tail", "blocks"] = Field(
+        "tail",
+        description="Where the validation split lies in each segment. 'tail': its last "
+        "validation_fraction (data given as normal, scored later). 'blocks': blocks of ten "
+        "windows or more spread evenly over the segment, the last one at its end, "
+        "validation_fraction in all, so the calibration sees the whole span rather than its "
+        "latest stretch (retraining on stream history, detector.retraining, sets it).",
+    )
     patience: int = Field(
         5, ge=1, description="Epochs without validation improvement before stopping."
     )

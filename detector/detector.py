@@ -9,9 +9,10 @@ the weighted mean over its observed features (continuous features weigh 1, two-v
 ``two_valued_weight``, see :func:`feature_weights`, except where such a feature holds a value
 it never had in training: then ``new_value_weight``, see :meth:`Detector._cell_weights`).
 ``explain`` returns each feature's share, so a row of ``explain`` sums to the point's score.
-The threshold is calibrated on the scores of the held-out validation split (the last
-``validation_fraction`` of the training data) with the configured :mod:`detector.thresholds`
-method.
+The threshold is calibrated on the scores of the held-out validation split
+(``validation_fraction`` of the training data: its last stretch, or with ``training.holdout =
+"blocks"`` blocks spread over it, see :func:`holdout_runs`) with the configured
+:mod:`detector.thresholds` method.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "WindowScores",
     "create_detector",
     "holdout_cut",
+    "holdout_runs",
     "split_holdout",
 ]
 
@@ -149,7 +151,7 @@ class Detector:
         progress: ProgressCallback | None = None,
         labels: npt.ArrayLike | None = None,
     ) -> Detector:
-        """Fit on normal data and calibrate the threshold on its held-out tail.
+        """Fit on normal data and calibrate the threshold on its held-out part.
 
         Parameters
         ----------
@@ -196,7 +198,7 @@ class Detector:
         if row_labels is not None:
             segments = [_with_labels(seg, row_labels) for seg in segments]
         train_segs, val_segs = split_holdout(
-            segments, window, cfg.training.validation_fraction, len(frame)
+            segments, window, cfg.training.validation_fraction, len(frame), cfg.training.holdout
         )
         val_segs = [_hide_anomalies(seg, window) for seg in val_segs]
         stream_segs = [
@@ -248,14 +250,17 @@ class Detector:
         return self
 
     def _stream_holdout(self, segments: list[Segment], window: int) -> list[Segment]:
-        """The validation tail of each segment with the ``window - 1`` points before it as
-        context: scored causally, every validation point is the last point of one window."""
-        fraction = self.config.training.validation_fraction
+        """The held-out runs of each segment (:func:`holdout_runs`) with the ``window - 1``
+        points before each as context: scored causally, every held-out point is the last point
+        of one window."""
+        training = self.config.training
         out = []
         for seg in segments:
-            cut = holdout_cut(len(seg), fraction)
-            if cut >= window and len(seg) > cut:
-                out.append(seg.slice(cut - window + 1, len(seg)))
+            for lo, hi in holdout_runs(
+                len(seg), window, training.validation_fraction, training.holdout
+            ):
+                if lo >= window and hi > lo:
+                    out.append(seg.slice(lo - window + 1, hi))
         return out
 
     def _stream_scores(self, segments: list[Segment]) -> np.ndarray:
@@ -430,8 +435,8 @@ class Detector:
         """The rows of ``data`` that :meth:`fit` holds out for validation and calibration.
 
         ``data`` is cut into segments as fit cuts it (per series key, at gaps longer than a
-        window) and each segment's last ``validation_fraction`` is kept
-        (:func:`split_holdout`), so these are the rows fit calibrated on when ``data`` is the
+        window) and each segment's held-out runs are kept (:func:`split_holdout`, by
+        ``training.holdout``), so these are the rows fit calibrated on when ``data`` is the
         training data.
 
         Raises
@@ -439,8 +444,10 @@ class Detector:
         NotFittedError, InputError (and subclasses), TooShortError
         """
         frame, segments = self._segments(data)
-        fraction = self.config.training.validation_fraction
-        _, held_out = split_holdout(segments, self.window_, fraction, len(frame))
+        training = self.config.training
+        _, held_out = split_holdout(
+            segments, self.window_, training.validation_fraction, len(frame), training.holdout
+        )
         rows = np.sort(np.concatenate([seg.rows[seg.rows >= 0] for seg in held_out]))
         return frame.iloc[rows]
 
@@ -865,18 +872,46 @@ def create_detector(config: DetectorConfig | dict[str, Any] | None = None) -> De
 
 def holdout_cut(length: int, fraction: float) -> int:
     """Where a segment of ``length`` points is cut: its last ``round(length * fraction)``
-    points are held out (``training.validation_fraction``)."""
+    points are held out (``training.validation_fraction``, the ``"tail"`` layout)."""
     return length - round(length * fraction)
 
 
-def split_holdout(
-    segments: list[Segment], window: int, fraction: float, n_rows: int
-) -> tuple[list[Segment], list[Segment]]:
-    """Cut every segment at ``1 - fraction``: the head to train on, the tail held out.
+#: Smallest held-out block of the ``"blocks"`` layout, in windows.
+HOLDOUT_BLOCK_WINDOWS = 10
 
-    A head or tail shorter than ``window`` is dropped. This is the split :meth:`Detector.fit`
-    makes (validation, early stopping and calibration use the tails); :meth:`Detector.holdout`
-    gives the rows of the tails.
+
+def holdout_runs(
+    length: int, window: int, fraction: float, layout: str = "tail"
+) -> list[tuple[int, int]]:
+    """The held-out runs ``[lo, hi)`` of a segment of ``length`` points, in order.
+
+    ``"tail"``: the last ``round(length * fraction)`` points. ``"blocks"``
+    (``training.holdout``): as many points, in ``n`` blocks of at least
+    :data:`HOLDOUT_BLOCK_WINDOWS` windows each (``n = 1`` when the held-out part is shorter:
+    the tail), block ``k`` ending at ``round(length * (k + 1) / n)``; so the last block ends
+    the segment and the blocks sample its whole span evenly.
+    """
+    held = length - holdout_cut(length, fraction)
+    if layout == "tail" or held <= 0:
+        return [(length - held, length)]
+    n = max(1, held // (HOLDOUT_BLOCK_WINDOWS * window))
+    runs = []
+    for k in range(n):
+        size = round(held * (k + 1) / n) - round(held * k / n)
+        end = round(length * (k + 1) / n)
+        runs.append((end - size, end))
+    return runs
+
+
+def split_holdout(
+    segments: list[Segment], window: int, fraction: float, n_rows: int, layout: str = "tail"
+) -> tuple[list[Segment], list[Segment]]:
+    """Cut every segment into the pieces to train on and the held-out runs
+    (:func:`holdout_runs`: its tail, or blocks spread over it).
+
+    A piece or run shorter than ``window`` is dropped. This is the split :meth:`Detector.fit`
+    makes (validation, early stopping and calibration use the held-out runs);
+    :meth:`Detector.holdout` gives their rows.
 
     Parameters
     ----------
@@ -887,19 +922,25 @@ def split_holdout(
         ``training.validation_fraction``.
     n_rows : int
         Rows of the caller's data, for the error message.
+    layout : {"tail", "blocks"}
+        ``training.holdout``.
 
     Raises
     ------
     TooShortError
-        No segment yields both a head and a tail of a window.
+        No segment yields both a piece to train on and a held-out run of a window.
     """
     train, val = [], []
     for seg in segments:
-        cut = holdout_cut(len(seg), fraction)
-        if cut >= window:
-            train.append(seg.slice(0, cut))
-        if len(seg) - cut >= window:
-            val.append(seg.slice(cut, len(seg)))
+        start = 0
+        for lo, hi in holdout_runs(len(seg), window, fraction, layout):
+            if lo - start >= window:
+                train.append(seg.slice(start, lo))
+            if hi - lo >= window:
+                val.append(seg.slice(lo, hi))
+            start = hi
+        if len(seg) - start >= window:
+            train.append(seg.slice(start, len(seg)))
     if not train or not val:
         need = math.ceil(window / min(fraction, 1 - fraction)) + 1
         raise TooShortError(

@@ -14,14 +14,16 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
 - ``no feedback``: as if nobody labelled anything;
 - ``retrain, no labels``: a control for ``full feedback`` without labels: the model refitted
   on ``train`` plus the first half with the points of the monitor's events left out (the
-  service's rule for retraining on a stream), so that what retraining alone does is seen;
+  service's rule for retraining on a stream, :func:`detector.retraining.refit_on_stream`), so
+  that what retraining alone does is seen;
 - ``threshold + memory``: the live threshold re-fitted on the first half's normalised scores
   and labels, its points without an alert counting as normal
   (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
   labelled normal remembered (:class:`~detector.feedback.NormalMemory`);
-- ``full feedback``: a model refitted on ``train`` plus the first half with the labels
-  (:meth:`Detector.fit <detector.detector.Detector.fit>` ``labels``: labelled anomalies stay
+- ``full feedback``: a model refitted (:func:`~detector.retraining.refit_on_stream`) on
+  ``train`` plus the first half with the labels (:meth:`Detector.fit
+  <detector.detector.Detector.fit>` ``labels``: labelled anomalies stay
   out of training and calibration, labelled-normal stretches stay in; the ``ssaae`` learns
   from them) takes the stream over (:meth:`Monitor.with_detector
   <detector.monitor.Monitor.with_detector>`), with the normal memory. The threshold factor is
@@ -59,6 +61,7 @@ from .detector import Detector, create_detector
 from .feedback import Label, NormalMemory, Verdict, label_masks, refit_threshold
 from .monitor import Monitor
 from .replay import replay_metrics
+from .retraining import outside_spans, refit_on_stream
 
 __all__ = [
     "FEEDBACK_MODES",
@@ -184,13 +187,13 @@ def feedback_replay(
         used = det
         if mode == "full feedback":
             point_labels = np.concatenate([np.full(len(train), -1), masks.point_labels()])
-            used = create_detector(config).fit(history, labels=point_labels)
+            used = refit_on_stream(config, history, labels=point_labels)
             live = live.with_detector(used)
         elif mode == "retrain, no labels":
-            in_events = np.zeros(len(first), dtype=bool)
-            for start, end in spans:
-                in_events |= np.asarray((first.index >= start) & (first.index <= end))
-            used = create_detector(config).fit(pd.concat([train, first[~in_events]]))
+            keep = np.concatenate(
+                [np.ones(len(train), dtype=bool), outside_spans(first.index, spans)]
+            )
+            used = refit_on_stream(config, history, keep=keep)
             live = live.with_detector(used)
         info: dict[str, Any] = {
             "anomaly_labels": sum(lab.verdict == "anomaly" for lab in given),

@@ -6,8 +6,9 @@ part is fed to :meth:`Detector.monitor <detector.detector.Detector.monitor>` in 
 ``window - 1`` training points as context (the service holds the series' history), then the
 test points in time order. With ``retrain_every = R`` a new model is fitted every ``R`` test
 points on the trailing data (the last ``len(train)`` points seen, minus the points that were
-inside an event, so that an anomaly does not become the new normal) and takes the stream over
-with :meth:`Monitor.with_detector <detector.monitor.Monitor.with_detector>`.
+inside an event, so that an anomaly does not become the new normal), by the rule of
+:func:`detector.retraining.refit_on_stream` (held-out blocks spread over that history), and
+takes the stream over with :meth:`Monitor.with_detector <detector.monitor.Monitor.with_detector>`.
 
 Figures per entity (labels are used for evaluation only): the point precision, recall and F1
 of the live decision (``anomalous``), the oracle best-F1 of the same model's batch scores (an
@@ -53,6 +54,7 @@ from .errors import PersistenceError
 from .evaluation import best_f1, event_metrics, pointwise_prf, vus_pr
 from .monitor import Decider, fit_decider
 from .persistence import load_detector
+from .retraining import refit_on_stream
 
 __all__ = [
     "REPLAY_METRICS",
@@ -122,7 +124,7 @@ def replay_entity(
             done = pd.concat(outs)
             normal = test.iloc[:seen][done["event"].isna().to_numpy()]
             history = pd.concat([train, normal]).iloc[-len(train) :]
-            new = create_detector(config).fit(history)
+            new = refit_on_stream(config, history)
             monitor = monitor.with_detector(new)
     return pd.concat(outs)
 

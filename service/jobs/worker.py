@@ -31,6 +31,7 @@ from detector import Detector, TrainingProgress, create_detector, load_detector,
 from detector import errors as det_errors
 from detector.errors import ReconADError
 from detector.models import model_class
+from detector.retraining import refit_on_stream
 from service import feedback
 from service.db import Database
 from service.errors import ServiceError
@@ -232,7 +233,10 @@ def run_job(settings: Settings, job_id: str) -> int:
             ctx.facts["training_data"] = report
         logger.info("training on %d points", len(frame), extra=log_extra)
         ctx.stage("training")
-        detector = create_detector(config).fit(frame, progress=ctx.progress, labels=labels)
+        if job.params.get("source") == "inline":
+            detector = create_detector(config).fit(frame, progress=ctx.progress, labels=labels)
+        else:  # stored history holds what the stream's monitor let through: the refit rule
+            detector = refit_on_stream(config, frame, labels=labels, progress=ctx.progress)
         train_s = time.monotonic() - started
         key_column = model.config.get("key_column")
         ctx.stage("checking on labels")
