@@ -15,7 +15,7 @@ in-process profile of where one request's time goes.
     # a collector: one batch body with one new point of each of 100 series per request,
     # main's code and this checkout's alternated in one run
     python benchmarks/bench_stream.py --series 1000 --series-per-request 1,100 \
-        --code /work/main,. --rates 50,100,200,400,800,1600,3200,6400
+        --code <base checkout>,. --rates 50,100,200,400,800,1600,3200,6400
 
 With ``--series-per-request N`` the series are cut into groups of N; a request carries one
 point of every series of a group (``{"batch": [...]}``), groups in turn, and rates count
@@ -342,7 +342,7 @@ def main() -> None:
         "--code",
         type=lambda s: [Path(x).resolve() for x in s.split(",")],
         default=[REPO],
-        help="checkouts whose code the server runs, alternated (e.g. /work/main,.)",
+        help="checkouts whose code the server runs, alternated (e.g. ../base,.: a checkout of the revision to compare against, then this one)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the servers")
     parser.add_argument("--profile-only", type=Path, help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Library figure of summary.md: worker (process) time of one-point updates of 100 monitors of
 one model, ``update`` of each vs ``Monitor.update_points`` of all (when the code has it).
 
-    BENCH_CODE=/work/main PYTHONPATH=/work/main python lib_update_many.py
+    BENCH_CODE=../base PYTHONPATH=../base python lib_update_many.py
 """
 
 from __future__ import annotations
