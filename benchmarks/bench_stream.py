@@ -342,7 +342,8 @@ def main() -> None:
         "--code",
         type=lambda s: [Path(x).resolve() for x in s.split(",")],
         default=[REPO],
-        help="checkouts whose code the server runs, alternated (e.g. ../base,.: a checkout of the revision to compare against, then this one)",
+        help="checkouts whose code the server runs, alternated (e.g. ../base,.: a checkout "
+        "of the revision to compare against, then this one)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the servers")
     parser.add_argument("--profile-only", type=Path, help=argparse.SUPPRESS)

@@ -168,7 +168,12 @@ _Share = Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maxim
 _Features = Annotated[
     list[str],
     WithJsonSchema(
-        {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
+        {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "minItems": 1,
+            "uniqueItems": True,
+        }
     ),
 ]
 
@@ -305,8 +310,10 @@ class DetectorConfig(_Strict):
     @field_validator("features")
     @classmethod
     def _check_features(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and (not v or len(set(v)) != len(v)):
-            raise ValueError("features must be a non-empty list of distinct column names")
+        if v is not None and (not v or len(set(v)) != len(v) or not all(v)):
+            raise ValueError(
+                "features must be a non-empty list of distinct, non-empty column names"
+            )
         return v
 
     @model_validator(mode="before")
