@@ -30,6 +30,9 @@ What the labels change
   factor on the live threshold: :meth:`Monitor.apply_feedback
   <detector.monitor.Monitor.apply_feedback>` applies it to the online threshold, which keeps
   adapting from there (:meth:`Threshold.rescale <detector.decision.Threshold.rescale>`).
+- **Lasting events** (:class:`LastingRuns`): a labelled anomaly longer than the
+  monitor's ``relearn_after`` (with no event as long labelled normal) turns that rule off for
+  the series, so that the threshold no longer learns from a long anomaly's points.
 - **Training data** (:func:`training_mask`): retraining leaves out labelled anomalies and the
   points the caller drops anyway (the service's open and closed events), but keeps every point
   labelled normal, even inside an event span.
@@ -70,6 +73,7 @@ __all__ = [
     "VERDICTS",
     "Label",
     "LabelMasks",
+    "LastingRuns",
     "NormalMemory",
     "ThresholdRefit",
     "Verdict",
@@ -176,6 +180,13 @@ def _index_positions(index: pd.Index) -> npt.NDArray[np.int64]:
 def _runs(mask: npt.NDArray[np.bool_]) -> int:
     m = np.asarray(mask, dtype=bool)
     return int(m[0]) + int((m[1:] & ~m[:-1]).sum()) if m.size else 0
+
+
+def _longest_run(mask: npt.NDArray[np.bool_]) -> int:
+    """The length of the longest run of True (0 without one)."""
+    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
 def label_masks(index: pd.Index, labels: Iterable[Label], series: str | None = None) -> LabelMasks:
@@ -302,6 +313,49 @@ def refit_threshold(
 
 def _f1(labels: npt.NDArray[np.bool_], flagged: npt.NDArray[np.bool_]) -> float:
     return float(pointwise_prf(labels.astype(np.int8), flagged)[2])
+
+
+@dataclass(frozen=True)
+class LastingRuns:
+    """What labels say about the monitor's ``relearn_after`` rule (:meth:`keeps_events_open`).
+
+    The rule takes an event open for ``relearn_after`` points for a lasting change of the
+    normal level and lets the threshold learn from it. Labels can say which of the two a
+    series has: a labelled anomaly range longer than ``relearn_after`` points is a confirmed
+    anomaly that the rule would have learnt as normal (it raises the threshold above the rest
+    of it), and a run of event points labelled normal longer than ``relearn_after`` is a
+    confirmed lasting change. A lasting change seen after the rule is off is still answered by
+    labelling its event normal: the normal memory then suppresses windows like it.
+
+    Attributes
+    ----------
+    anomaly : int
+        The longest run of labelled-anomaly points.
+    normal_event : int
+        The longest run of points that belong to an event and are labelled normal.
+    """
+
+    anomaly: int
+    normal_event: int
+
+    @classmethod
+    def of(cls, masks: LabelMasks, in_event: npt.ArrayLike) -> LastingRuns:
+        """The runs of a labelled history (points in time order; rows of several series
+        separated by an unlabelled point); ``in_event``, (T,) bool: the points that belong
+        to an event of the monitor (its ``event`` column not missing)."""
+        events = np.asarray(in_event, dtype=bool)
+        if events.shape != masks.anomaly.shape:
+            raise InputError(f"got {events.size} event flags for {masks.anomaly.size} points")
+        return cls(_longest_run(masks.anomaly), _longest_run(masks.normal & events))
+
+    def keeps_events_open(self, relearn_after: int | None) -> bool:
+        """True when events must stay open however long they last (``relearn_after`` is to
+        become None, :meth:`Monitor.apply_feedback
+        <detector.monitor.Monitor.apply_feedback>`): a confirmed anomaly outlasted the rule
+        and no confirmed lasting change did. False when the rule is already off (None)."""
+        if relearn_after is None:
+            return False
+        return self.anomaly > relearn_after and self.normal_event <= relearn_after
 
 
 # ---------------------------------------------------------------------------- training data

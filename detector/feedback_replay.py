@@ -20,15 +20,22 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   and labels, its points without an alert counting as normal
   (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
-  labelled normal remembered (:class:`~detector.feedback.NormalMemory`);
+  labelled normal remembered (:class:`~detector.feedback.NormalMemory`), and the monitor's
+  ``relearn_after`` turned off where a labelled anomaly outlasted it
+  (:class:`~detector.feedback.LastingRuns`);
 - ``full feedback``: a model refitted (:func:`~detector.retraining.refit_on_stream`) on
   ``train`` plus the first half with the labels (:meth:`Detector.fit
   <detector.detector.Detector.fit>` ``labels``: labelled anomalies stay
   out of training and calibration, labelled-normal stretches stay in; the ``ssaae`` learns
   from them) takes the stream over (:meth:`Monitor.with_detector
-  <detector.monitor.Monitor.with_detector>`), with the normal memory. The threshold factor is
-  not carried to it: it was re-fitted on the old model's scores, and the new model's scores
-  of the first half are not held out (it trained on them), so no fair re-fit is at hand.
+  <detector.monitor.Monitor.with_detector>`), with the normal memory, the same
+  ``relearn_after`` rule, and its threshold re-fitted on its own causal scores of the
+  labelled first half, as the service's training job re-fits a new version
+  (``service.feedback.refit``). Those scores are in-sample for the points labelled normal (the
+  new model trained on them) and out of sample for the labelled anomalies (left out of its
+  training; the ``ssaae`` learns their class, not their reconstruction), so the re-fit leans
+  low; the 0.5-2x bounds of
+  :func:`~detector.feedback.refit_threshold` hold it.
 
 Only the second half is measured (labels for evaluation only): F1 at the live threshold,
 composite F1, false alarm events per 10,000 normal points and the other figures of
@@ -58,7 +65,16 @@ import pandas as pd
 from .bench import list_entities, load_entity, metric_window
 from .config import DetectorConfig
 from .detector import Detector, create_detector
-from .feedback import Label, NormalMemory, Verdict, label_masks, refit_threshold
+from .feedback import (
+    Label,
+    LabelMasks,
+    LastingRuns,
+    NormalMemory,
+    ThresholdRefit,
+    Verdict,
+    label_masks,
+    refit_threshold,
+)
 from .monitor import Monitor
 from .replay import replay_metrics
 from .retraining import outside_spans, refit_on_stream
@@ -177,7 +193,9 @@ def feedback_replay(
     given = operator_labels(first.index, known, spans)
     masks = label_masks(first.index, given)
     quiet = ~head["anomalous"].to_numpy()
-    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)
+    refits = {id(det): refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)}
+    lasting = LastingRuns.of(masks, head["event"].notna().to_numpy())
+    keep_open = lasting.keeps_events_open(monitor.options.relearn_after)
     normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
     history = pd.concat([train, first])
     outputs: dict[str, pd.DataFrame] = {}
@@ -203,13 +221,31 @@ def feedback_replay(
             memory = NormalMemory.for_detector(used)
             for start, end in normal_spans:
                 memory.remember(used, history, start, end)
-            scale = None if refit is None or used is not det else refit.scale
-            live.apply_feedback(scale=scale, memory=memory)
+            if id(used) not in refits:
+                refits[id(used)] = _label_refit(used, train, first, masks, chunk)
+            refit = refits[id(used)]
+            scale = None if refit is None else refit.scale
+            live.apply_feedback(scale=scale, memory=memory, keep_events_open=keep_open)
             info["refit_scale"] = scale
+            info["keep_events_open"] = keep_open
             info["remembered"] = len(memory)
         outputs[mode] = _stream(live, second, chunk)
         applied[mode] = info
     return mid, outputs, applied
+
+
+def _label_refit(
+    det: Detector, train: pd.DataFrame, first: pd.DataFrame, masks: LabelMasks, chunk: int
+) -> ThresholdRefit | None:
+    """The threshold refit of a new model version on its own causal scores of the labelled
+    first half, as the service's training job makes it (``service.feedback.refit``): a fresh
+    monitor's normalised scores, its points without an alert counting as normal."""
+    fresh = det.monitor()
+    if det.window_ > 1:
+        fresh.update(train.iloc[-(det.window_ - 1) :])
+    scored = _stream(fresh, first, chunk)
+    quiet = ~scored["anomalous"].to_numpy()
+    return refit_threshold(scored["normalized"].to_numpy(), masks, 1.0, quiet)
 
 
 def _has_both_halves(labels: np.ndarray) -> bool:

@@ -17,6 +17,10 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
   labelled spans, normalised by its live threshold, give the factor that makes point F1 there
   best, within 0.5-2x; it is stored as ``metrics.label_refit`` and every live
   monitor of that version applies it to its online threshold (which keeps adapting from there).
+  With any labelled anomaly, ``metrics.label_refit.lasting`` holds the labelled history's
+  ``detector.feedback.LastingRuns`` (the longest labelled anomaly, the longest run of stored
+  event points labelled normal): a monitor whose ``relearn_after`` a confirmed anomaly
+  outlasted (and no confirmed lasting change did) keeps its events open from then on.
   The refit runs when a version is trained, not when a label changes: scoring the labelled
   history takes a model pass, and a label given later acts at once through the normal memory
   below and through the next retraining's refit.
@@ -207,8 +211,9 @@ def _series_runs(
 def refit(
     detector: Detector, history: HistoryStore, db: Database, model_id: str, key_column: str | None
 ) -> dict[str, Any] | None:
-    """The label refit of a new version's live threshold (module docstring), or None when the
-    "enough labels" rule does not hold (or the history cannot be scored)."""
+    """The label refit of a new version's live decisions (module docstring): ``lasting`` with
+    a labelled anomaly, the threshold's ``scale`` (and its figures) when the "enough labels"
+    rule holds; None when neither (or when the history cannot be scored)."""
     labels = library_labels(labels_of(db, model_id))
     frame = _labelled_history(history, model_id, labels, _margin(detector))
     if frame.empty:
@@ -221,16 +226,22 @@ def refit(
     masks = _masks(frame, labels, key_column)
     scores, ordered = _series_runs(normalized, masks, frame, key_column)
     quiet_runs, _ = _series_runs(quiet.astype(np.float64), masks, frame, key_column)
+    in_events = event_mask(db, model_id, frame, key_column).astype(np.float64)
+    event_runs, _ = _series_runs(in_events, masks, frame, key_column)
+    lasting = fb.LastingRuns.of(ordered, np.nan_to_num(event_runs) > 0)
+    out: dict[str, Any] = {}
+    if lasting.anomaly > 0:
+        out["lasting"] = {"anomaly": lasting.anomaly, "normal_event": lasting.normal_event}
     result = fb.refit_threshold(scores, ordered, 1.0, quiet=np.nan_to_num(quiet_runs) > 0)
-    if result is None:
-        return None
-    return {
-        "scale": result.scale,
-        "f1": result.f1,
-        "f1_before": result.f1_current,
-        "n_anomaly_events": result.n_anomaly_events,
-        "n_normal_points": result.n_normal_points,
-    }
+    if result is not None:
+        out.update(
+            scale=result.scale,
+            f1=result.f1,
+            f1_before=result.f1_current,
+            n_anomaly_events=result.n_anomaly_events,
+            n_normal_points=result.n_normal_points,
+        )
+    return out or None
 
 
 def compare_versions(

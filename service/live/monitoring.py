@@ -9,13 +9,16 @@ many series at once on arrays (``Points`` in, ``Scores`` out); ``monitor.events`
 :class:`detector.Event` objects;
 ``monitor.state_dict()`` / ``Monitor.from_state(det, state)`` save and restore it;
 ``monitor.with_detector(det)`` hands the stream to a new model version;
-``monitor.apply_feedback(scale=..., memory=...)`` takes what labels taught (a re-fitted
-threshold factor, a memory of confirmed-normal windows; ``service.feedback``), kept in the state.
+``monitor.apply_feedback(scale=..., memory=..., keep_events_open=...)`` takes what labels
+taught (a re-fitted threshold factor, a memory of confirmed-normal windows, the end of the
+``relearn_after`` rule where a labelled anomaly outlasted it; ``service.feedback``), kept in the
+state. :class:`LabelRefit` is what a version's label refit (``metrics.label_refit``) tells its
+monitors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +26,13 @@ import pandas as pd
 from pydantic import ValidationError
 
 from detector import Detector, Monitor
-from detector.feedback import NormalMemory
+from detector.feedback import LastingRuns, NormalMemory
 from detector.monitor import MonitorOptions, Points, Scores
 from service.errors import InvalidInputError, format_validation_errors
 
 __all__ = [
     "EventView",
+    "LabelRefit",
     "LiveMonitor",
     "check_options",
     "handover",
@@ -107,15 +111,21 @@ class LiveMonitor:
         state: dict[str, Any] = self._monitor.state_dict()
         return state
 
-    def threshold_scale(self, target: float) -> None:
-        """Make the factor on the online threshold ``target`` (the version's label refit).
+    def apply_refit(self, refit: LabelRefit) -> None:
+        """Take the version's label refit: make the factor on the online threshold
+        ``refit.scale``, and keep events open where its lasting runs say so for this monitor's
+        ``relearn_after``.
 
         The monitor composes factors (and starts a new version at factor 1: a factor was fitted
         on the old version's scores), so only the change from the factor it holds is applied.
         """
-        held = float((self._monitor.state_dict().get("feedback") or {}).get("factor", 1.0))
-        if abs(target / held - 1.0) > 1e-12:
-            self._monitor.apply_feedback(scale=target / held)
+        monitor = self._monitor
+        held = float((monitor.state_dict().get("feedback") or {}).get("factor", 1.0))
+        keep_open = refit.lasting is not None and refit.lasting.keeps_events_open(
+            monitor.options.relearn_after
+        )
+        scale = refit.scale / held if abs(refit.scale / held - 1.0) > 1e-12 else None
+        monitor.apply_feedback(scale=scale, keep_events_open=keep_open)
 
     def remember(self, memory: NormalMemory) -> None:
         """Suppress flags whose window matches ``memory`` (replaces the memory held)."""
@@ -156,11 +166,33 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return dumped
 
 
-def new_monitor(detector: Detector, options: dict[str, Any], scale: float = 1.0) -> LiveMonitor:
-    """A fresh monitor of ``detector`` with validated ``options``; ``scale``: the version's
-    label-refit factor on the online threshold."""
+@dataclass(frozen=True)
+class LabelRefit:
+    """What a version's label refit (``metrics.label_refit``, ``service.feedback.refit``) tells
+    its live monitors: the factor on the online threshold (1: none) and the labelled history's
+    :class:`detector.feedback.LastingRuns` (None: no labelled anomaly)."""
+
+    scale: float = 1.0
+    lasting: LastingRuns | None = None
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any] | None) -> LabelRefit:
+        """Read from a version's ``metrics.label_refit`` (None or absent keys: no refit)."""
+        refit = stored or {}
+        runs = refit.get("lasting")
+        lasting = (
+            None if runs is None else LastingRuns(int(runs["anomaly"]), int(runs["normal_event"]))
+        )
+        return cls(float(refit.get("scale", 1.0)), lasting)
+
+
+def new_monitor(
+    detector: Detector, options: dict[str, Any], refit: LabelRefit | None = None
+) -> LiveMonitor:
+    """A fresh monitor of ``detector`` with validated ``options`` and the version's label
+    ``refit``."""
     monitor = LiveMonitor(detector.monitor(**{**options, **_FORCED}))
-    monitor.threshold_scale(scale)
+    monitor.apply_refit(refit or LabelRefit())
     return monitor
 
 
@@ -169,9 +201,11 @@ def restore(detector: Detector, state: dict[str, Any]) -> LiveMonitor:
     return LiveMonitor(Monitor.from_state(detector, state))
 
 
-def handover(monitor: LiveMonitor, detector: Detector, scale: float = 1.0) -> LiveMonitor:
+def handover(
+    monitor: LiveMonitor, detector: Detector, refit: LabelRefit | None = None
+) -> LiveMonitor:
     """The same stream handed to a new model version (context, events and threshold kept),
-    with the new version's label-refit factor ``scale`` on its threshold."""
+    with the new version's label ``refit``."""
     moved = LiveMonitor(monitor._monitor.with_detector(detector))
-    moved.threshold_scale(scale)
+    moved.apply_refit(refit or LabelRefit())
     return moved

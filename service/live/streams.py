@@ -618,7 +618,7 @@ class StreamService:
         if ready is not None and ready[0] is None:
             monitor = ready[1]
         else:
-            monitor = new_monitor(loaded.detector, options, loaded.threshold_scale)
+            monitor = new_monitor(loaded.detector, options, loaded.label_refit)
         now = utcnow()
         fresh = Stream(
             model_id=loaded.model_id,
@@ -892,7 +892,7 @@ class StreamService:
                     options = check_options(item.options or {})
                     prepared[item.series] = (
                         None,
-                        new_monitor(loaded.detector, options, loaded.threshold_scale),
+                        new_monitor(loaded.detector, options, loaded.label_refit),
                     )
                     continue
                 stream_id, revision, version = found
@@ -936,7 +936,7 @@ class StreamService:
                 "stream handed to a new version",
                 extra={"model": loaded.model_name, "from": row.version, "to": loaded.version},
             )
-            monitor = handover(monitor, loaded.detector, loaded.threshold_scale)
+            monitor = handover(monitor, loaded.detector, loaded.label_refit)
         return monitor
 
     def _accept(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector import Detector
+from service.live.monitoring import LabelRefit
 
 __all__ = ["DetectorCache", "LoadedVersion"]
 
@@ -30,9 +31,9 @@ class LoadedVersion:
     window: int
     key_column: str | None
     feature_array: np.ndarray = field(repr=False)  # (F,) object: names, for fancy indexing
-    #: The factor labels re-fitted for the live threshold (``metrics.label_refit.scale``; 1:
-    #: none); live monitors of this version apply it (``service.feedback``).
-    threshold_scale: float = 1.0
+    #: What labels re-fitted for the live decisions (``metrics.label_refit``); live monitors
+    #: of this version apply it (``service.feedback``).
+    label_refit: LabelRefit = field(default_factory=LabelRefit)
 
     @classmethod
     def of(
@@ -42,7 +43,7 @@ class LoadedVersion:
         version: int,
         detector: Detector,
         key_column: str | None = None,
-        threshold_scale: float = 1.0,
+        label_refit: LabelRefit | None = None,
     ) -> LoadedVersion:
         """What responses repeat, read once from a loaded detector."""
         features = [str(f) for f in detector.feature_names_in_]
@@ -56,7 +57,7 @@ class LoadedVersion:
             window=int(detector.window_),
             key_column=key_column,
             feature_array=np.asarray(features, dtype=object),
-            threshold_scale=threshold_scale,
+            label_refit=label_refit or LabelRefit(),
         )
 
 

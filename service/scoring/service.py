@@ -18,6 +18,7 @@ import pandas as pd
 
 from detector import load_detector
 from service.columnar import JSON, columnar_type
+from service.live.monitoring import LabelRefit
 from service.observability import Metrics
 from service.registry import ModelRegistry
 from service.scoring.batcher import BulkThreads, MicroBatcher
@@ -166,9 +167,8 @@ class ScoringService:
             detector = load_detector(path, device=self.device)
             logger.info("model version loaded", extra={"model": name, "version": number})
             key_column = (row.config or {}).get("key_column")
-            refit = (row.metrics or {}).get("label_refit") or {}
-            scale = float(refit.get("scale", 1.0))
-            return LoadedVersion.of(model.id, model.name, number, detector, key_column, scale)
+            refit = LabelRefit.of((row.metrics or {}).get("label_refit"))
+            return LoadedVersion.of(model.id, model.name, number, detector, key_column, refit)
 
         return await self.cache.get((model_id, number), load)
 

@@ -18,6 +18,7 @@ from detector.detector import Detector
 from detector.feedback import (
     Label,
     LabelMasks,
+    LastingRuns,
     NormalMemory,
     compare_on_labels,
     label_masks,
@@ -305,3 +306,57 @@ def test_a_refit_scale_moves_the_live_threshold_and_survives_the_state(
     handed = first.with_detector(det)
     assert handed.threshold == pytest.approx(det.monitor().threshold)
     assert handed.memory is not None and len(handed.memory) == len(memory)
+
+
+def test_labels_say_when_an_event_must_stay_open() -> None:
+    def keeps_events_open(masks: LabelMasks, events: np.ndarray, after: int | None) -> bool:
+        return LastingRuns.of(masks, events).keeps_events_open(after)
+
+    def masks(anomaly: slice, normal: slice | None = None) -> LabelMasks:
+        a, n = np.zeros(600, dtype=bool), np.zeros(600, dtype=bool)
+        a[anomaly] = True
+        if normal is not None:
+            n[normal] = True
+        return LabelMasks(a, n, np.zeros(600, dtype=bool))
+
+    events = np.zeros(600, dtype=bool)
+    events[10:130] = events[300:480] = True
+    # a confirmed anomaly of 150 points outlasts relearn_after=100: keep events open
+    assert keeps_events_open(masks(slice(10, 160)), events, 100)
+    # not when it is shorter than the rule's horizon, or the rule is already off
+    assert not keeps_events_open(masks(slice(10, 160)), events, 200)
+    assert not keeps_events_open(masks(slice(10, 160)), events, None)
+    # an event of 180 points labelled normal is a confirmed lasting change: the rule stays
+    assert not keeps_events_open(masks(slice(10, 160), slice(300, 480)), events, 100)
+    # a long normal label outside events is no evidence of a lasting change
+    assert keeps_events_open(masks(slice(10, 160), slice(500, 600)), events, 100)
+    assert LastingRuns.of(masks(slice(10, 160), slice(300, 480)), events) == LastingRuns(150, 180)
+    with pytest.raises(errors.InputError, match="event flags"):
+        LastingRuns.of(masks(slice(10, 160)), events[:10])
+
+
+def test_keeping_events_open_decides_as_a_monitor_that_never_relearns(
+    setup: dict[str, Any],
+) -> None:
+    det = setup["det"]
+    stream = normal_series(1400, seed=8, start=3000)
+    stream.iloc[700:1200, 2] += 1.0  # a long anomaly: 500 points
+    head, tail = stream.iloc[:600], stream.iloc[600:]
+
+    def replay(options: dict[str, Any], keep_open: bool) -> tuple[Monitor, pd.DataFrame]:
+        monitor = det.monitor(**options)
+        monitor.update(head)
+        monitor.apply_feedback(keep_events_open=keep_open)
+        return monitor, monitor.update(tail)
+
+    _, plain = replay({"relearn_after": 50}, False)
+    kept, out = replay({"relearn_after": 50}, True)
+    _, never = replay({"relearn_after": None}, False)
+    assert kept.options.relearn_after is None
+    pd.testing.assert_frame_equal(out, never)
+    late = slice(250, 600)  # the anomaly's points after the rule would have relearnt
+    assert out["anomalous"].iloc[late].mean() > plain["anomalous"].iloc[late].mean() + 0.2
+    # the option is in the state, and a new version of the model keeps it
+    state = json.loads(json.dumps(kept.state_dict(), allow_nan=False))
+    assert Monitor.from_state(det, state).options.relearn_after is None
+    assert kept.with_detector(det).options.relearn_after is None

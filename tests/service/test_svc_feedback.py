@@ -248,9 +248,11 @@ def test_a_version_refits_its_live_threshold_on_enough_labels(
     ix = later.index
     _label(client, h, "m", ix[100], ix[114], "anomaly")
     _label(client, h, "m", ix[20], ix[90], "normal")
-    # One anomaly range is below the rule (2 ranges): still nothing to refit.
+    # One anomaly range is below the rule (2 ranges): no threshold refit, only its length.
     _run_job(ctx, settings, "m")
-    assert "label_refit" not in _version(ctx, "m", 2).metrics
+    assert _version(ctx, "m", 2).metrics["label_refit"] == {
+        "lasting": {"anomaly": 15, "normal_event": 0}
+    }
     _label(client, h, "m", ix[300], ix[314], "anomaly")
     _label(client, h, "m", ix[450], ix[464], "anomaly")
     _label(client, h, "m", ix[150], ix[290], "normal")
@@ -274,6 +276,41 @@ def test_a_version_refits_its_live_threshold_on_enough_labels(
 
 
 # --------------------------------------------------------------------------- promotion
+
+
+def test_a_labelled_anomaly_longer_than_relearn_after_keeps_live_events_open(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, settings = app
+    ctx = _ctx(client)
+    _model(client, h, "m", "always")
+    model_id = ctx.registry.get_model("m").id
+    ctx.history.append(model_id, make_frame(1500, seed=1, end=T0))
+    later = _spiky(600, 4, [(100, 260)], end=T0 + pd.Timedelta("10h"))
+    ctx.history.append(model_id, later)
+    _label(client, h, "m", later.index[100], later.index[259], "anomaly")  # 160 points
+    _run_job(ctx, settings, "m")
+    refit = _version(ctx, "m", 1).metrics["label_refit"]
+    assert refit == {"lasting": {"anomaly": 160, "normal_event": 0}}  # one range: no scale
+
+    def relearn_after(options: dict[str, Any]) -> Any:
+        points = make_frame(30, seed=9, end=T0 + pd.Timedelta("20h"))
+        body = {
+            "timestamps": [t.isoformat() for t in points.index],
+            "values": {c: points[c].tolist() for c in ("a", "b")},
+            "options": options,
+        }
+        r = client.post("/v1/models/m/stream", json=body, headers=h)
+        assert r.status_code == 200, r.text
+        with ctx.db.session() as session:
+            state = orjson.loads(session.query(Stream).one().state)
+        assert client.delete("/v1/models/m/stream", headers=h).status_code == 204
+        return state["options"]["relearn_after"]
+
+    # the default rule (100 points) was outlasted by a confirmed anomaly: events stay open
+    assert relearn_after({}) is None
+    # a stream whose own rule is longer than any confirmed anomaly keeps it
+    assert relearn_after({"relearn_after": 500}) == 500
 
 
 def test_if_better_decides_on_labels_when_they_exist() -> None:
