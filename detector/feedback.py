@@ -31,15 +31,17 @@ What the labels change
   <detector.monitor.Monitor.apply_feedback>` applies it to the online threshold, which keeps
   adapting from there (:meth:`Threshold.rescale <detector.decision.Threshold.rescale>`).
 - **Lasting events** (:class:`LastingRuns`): a labelled anomaly longer than the
-  monitor's ``relearn_after`` (with no event as long labelled normal) turns that rule off for
-  the series, so that the threshold no longer learns from a long anomaly's points.
+  monitor's ``relearn_after`` (with no event as long labelled normal) makes that rule wait for
+  the longest confirmed anomaly, so that the threshold no longer learns from a long anomaly's
+  points.
 - **Training data** (:func:`training_mask`): retraining leaves out labelled anomalies and the
   points the caller drops anyway (the service's open and closed events), but keeps every point
   labelled normal, even inside an event span.
 - **Suppression** (:class:`NormalMemory`): the stretches of events labelled ``"normal"`` (a
   false alarm) are remembered in input units; a flagged point whose causal window lies within
-  ``radius`` (mean squared difference per cell, in the model's scaled units) of a window of a
-  remembered stretch raises no alert. The service uses BOTH ways the issue names: the monitor
+  ``radius`` of a window of a remembered stretch on every feature (per feature, the mean
+  squared difference in the model's scaled units over that feature's held-out error) raises no
+  alert. The service uses BOTH ways the issue names: the monitor
   checks the memory before an alert (immediate, no retraining), and retraining keeps the
   labelled-normal stretches as training data (:func:`training_mask`), so the next version
   learns them as normal. The feedback replay benchmark measures them apart.
@@ -317,15 +319,18 @@ def _f1(labels: npt.NDArray[np.bool_], flagged: npt.NDArray[np.bool_]) -> float:
 
 @dataclass(frozen=True)
 class LastingRuns:
-    """What labels say about the monitor's ``relearn_after`` rule (:meth:`keeps_events_open`).
+    """What labels say about the monitor's ``relearn_after`` rule (:meth:`relearn_after`).
 
     The rule takes an event open for ``relearn_after`` points for a lasting change of the
-    normal level and lets the threshold learn from it. Labels can say which of the two a
-    series has: a labelled anomaly range longer than ``relearn_after`` points is a confirmed
+    normal level and lets the threshold learn from it. Labels can say how long anomalies of a
+    series last: a labelled anomaly range longer than ``relearn_after`` points is a confirmed
     anomaly that the rule would have learnt as normal (it raises the threshold above the rest
     of it), and a run of event points labelled normal longer than ``relearn_after`` is a
-    confirmed lasting change. A lasting change seen after the rule is off is still answered by
-    labelling its event normal: the normal memory then suppresses windows like it.
+    confirmed lasting change. Where the first is seen and the second is not, the rule waits
+    for the longest confirmed anomaly instead: an event that lasts longer than any anomaly
+    seen is still taken for a lasting change, so a later level shift opens one long event, not
+    an event for ever (turning the rule off flagged two thirds of a drifting NAB series in the
+    feedback replay).
 
     Attributes
     ----------
@@ -348,14 +353,14 @@ class LastingRuns:
             raise InputError(f"got {events.size} event flags for {masks.anomaly.size} points")
         return cls(_longest_run(masks.anomaly), _longest_run(masks.normal & events))
 
-    def keeps_events_open(self, relearn_after: int | None) -> bool:
-        """True when events must stay open however long they last (``relearn_after`` is to
-        become None, :meth:`Monitor.apply_feedback
-        <detector.monitor.Monitor.apply_feedback>`): a confirmed anomaly outlasted the rule
-        and no confirmed lasting change did. False when the rule is already off (None)."""
-        if relearn_after is None:
-            return False
-        return self.anomaly > relearn_after and self.normal_event <= relearn_after
+    def relearn_after(self, relearn_after: int | None) -> int | None:
+        """The monitor's ``relearn_after`` after these labels (:meth:`Monitor.apply_feedback
+        <detector.monitor.Monitor.apply_feedback>`): the longest confirmed anomaly when it
+        outlasted ``relearn_after`` and no confirmed lasting change did, else unchanged (None,
+        the rule off, stays off)."""
+        if relearn_after is None or self.normal_event > relearn_after:
+            return relearn_after
+        return max(relearn_after, self.anomaly)
 
 
 # ---------------------------------------------------------------------------- training data
@@ -378,24 +383,59 @@ class NormalMemory:
     input units (so a retrained model with another scaling still reads them), at most
     ``max_points`` long; at most ``max_stretches`` are kept (the oldest leave first). A window
     matches when some window of a remembered stretch (every shift) lies within ``radius`` of
-    it: the mean over cells of the squared difference, in the model's scaled units (each
-    feature divided by its training std).
+    it on EVERY compared feature: per feature, the mean over the window's steps of the squared
+    difference in the model's scaled units (each feature divided by its training std), divided
+    by that feature's ``noise``.
+
+    :meth:`for_detector` takes ``noise`` from the model: each feature's mean squared error on
+    held-out normal data (``Detector.error_scale_``, the error normalisation's scale), which
+    estimates the noise a good fit leaves. Two windows of one shape with independent noise then
+    differ by about 2 on each feature, so the default radius 4 leaves room for the largest of
+    many features. Features that carry no weight in the score (``Detector.feature_weight_``
+    0) are not compared. Per feature, not over all cells: a change on one feature of many (a
+    flag that flips, a channel that leaves its level) is not diluted by the features that did
+    not move. The mean over all cells, against twice the model's mean validation error, was
+    the rule before: on a 25-channel SMAP entity (one continuous channel, 24 command flags) a
+    real anomaly on the one channel stayed within it of a remembered false alarm, and the
+    memory hid it.
 
     Parameters
     ----------
+    noise : array_like, shape (F,)
+        Positive, finite: each feature's noise level in squared scaled units.
     radius : float
-        Positive. :meth:`for_detector` sets it to twice the model's mean held-out
-        reconstruction error: two windows of one shape with independent noise differ by about
-        twice the noise variance, which is what the model's error measures on normal data.
+        Positive.
+    compared : array_like of bool, shape (F,), optional
+        The features compared (default all; at least one).
     max_stretches, max_points : int
         Bounds on what is kept.
     """
 
-    def __init__(self, radius: float, max_stretches: int = 32, max_points: int = 512) -> None:
-        if not (math.isfinite(radius) and radius > 0) or max_stretches < 1 or max_points < 2:
+    def __init__(
+        self,
+        noise: npt.ArrayLike,
+        radius: float = 4.0,
+        max_stretches: int = 32,
+        max_points: int = 512,
+        compared: npt.ArrayLike | None = None,
+    ) -> None:
+        level = np.asarray(noise, dtype=np.float64).reshape(-1)
+        use = np.ones(level.shape, dtype=bool) if compared is None else np.asarray(compared)
+        if (
+            not (math.isfinite(radius) and radius > 0)
+            or max_stretches < 1
+            or max_points < 2
+            or level.size == 0
+            or not (np.isfinite(level).all() and (level > 0).all())
+            or use.shape != level.shape
+            or not use.any()
+        ):
             raise ConfigError(
-                "a NormalMemory needs radius > 0, max_stretches >= 1 and max_points >= 2"
+                "a NormalMemory needs a positive finite noise level per feature, radius > 0, "
+                "max_stretches >= 1, max_points >= 2 and at least one compared feature"
             )
+        self.noise = level
+        self.compared = use.astype(bool)
         self.radius = float(radius)
         self.max_stretches = int(max_stretches)
         self.max_points = int(max_points)
@@ -403,8 +443,11 @@ class NormalMemory:
 
     @classmethod
     def for_detector(cls, detector: Detector, max_stretches: int = 32) -> NormalMemory:
-        """An empty memory with the radius of ``detector`` (see the class docstring)."""
-        return cls(2.0 * max(float(detector.validation_score_), 1e-9), max_stretches)
+        """An empty memory with the noise levels of ``detector`` (see the class docstring)."""
+        noise = np.maximum(np.asarray(detector.error_scale_, dtype=np.float64), 1e-12)
+        weights = np.asarray(detector.feature_weight_, dtype=np.float64)
+        compared = weights > 0 if (weights > 0).any() else None
+        return cls(noise, max_stretches=max_stretches, compared=compared)
 
     def __len__(self) -> int:
         return len(self._stretches)
@@ -445,22 +488,29 @@ class NormalMemory:
         out = np.zeros(n, dtype=bool)
         if not self._stretches or n == 0:
             return out
+        if f != self.noise.size:
+            raise InputError(f"the memory compares {self.noise.size} features, got {f}")
         sc = np.asarray(scale, dtype=np.float64)
-        a = (x / sc).reshape(n, w * f)  # (N, W*F)
-        a_sq = (a**2).sum(axis=1)[:, None]  # (N, 1)
+        a = x / sc  # (N, W, F)
         for mem in self._stretches:
             if mem.shape[1] != f or mem.shape[0] < w:
                 continue
             subs = np.lib.stride_tricks.sliding_window_view(mem / sc, (w, f))[:, 0]  # (S, W, F)
-            b = subs.reshape(-1, w * f)  # (S, W*F)
-            dist = a_sq + (b**2).sum(axis=1)[None, :] - 2.0 * (a @ b.T)  # (N, S)
-            out |= dist.min(axis=1) / (w * f) <= self.radius
+            worst = np.zeros((n, subs.shape[0]))  # (N, S): the largest feature distance
+            for j in np.flatnonzero(self.compared):
+                aj, bj = a[:, :, j], subs[:, :, j]  # (N, W), (S, W)
+                dist = (aj**2).sum(axis=1)[:, None] + (bj**2).sum(axis=1)[None, :]
+                dist -= 2.0 * (aj @ bj.T)  # (N, S)
+                np.maximum(worst, dist / (w * self.noise[j]), out=worst)
+            out |= worst.min(axis=1) <= self.radius
         return out
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able state."""
         return {
             "radius": self.radius,
+            "noise": self.noise.tolist(),
+            "compared": self.compared.astype(int).tolist(),
             "max_stretches": self.max_stretches,
             "max_points": self.max_points,
             "stretches": [w.tolist() for w in self._stretches],
@@ -476,11 +526,19 @@ class NormalMemory:
             If the state is malformed.
         """
         try:
+            radius = float(state["radius"])
+            stretches = [np.asarray(w, dtype=np.float64) for w in state["stretches"]]
+            if "noise" in state:
+                noise: Any = state["noise"]
+                compared: Any = np.asarray(state["compared"], dtype=bool)
+            else:  # written before noise levels: the old radius per cell on every feature
+                n_feat = stretches[0].shape[1] if stretches and stretches[0].ndim == 2 else 1
+                noise, compared, radius = np.full(n_feat, radius), None, 1.0
             memory = cls(
-                float(state["radius"]), int(state["max_stretches"]), int(state["max_points"])
+                noise, radius, int(state["max_stretches"]), int(state["max_points"]), compared
             )
-            for w in state["stretches"]:
-                memory.add(np.asarray(w, dtype=np.float64))
+            for stretch in stretches:
+                memory.add(stretch)
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise ConfigError(f"a normal-memory state is incomplete or malformed: {exc}") from exc
         return memory

@@ -21,7 +21,7 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
   labelled normal remembered (:class:`~detector.feedback.NormalMemory`), and the monitor's
-  ``relearn_after`` turned off where a labelled anomaly outlasted it
+  ``relearn_after`` raised to the longest labelled anomaly where one outlasted it
   (:class:`~detector.feedback.LastingRuns`);
 - ``full feedback``: a model refitted (:func:`~detector.retraining.refit_on_stream`) on
   ``train`` plus the first half with the labels (:meth:`Detector.fit
@@ -195,7 +195,7 @@ def feedback_replay(
     quiet = ~head["anomalous"].to_numpy()
     refits = {id(det): refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)}
     lasting = LastingRuns.of(masks, head["event"].notna().to_numpy())
-    keep_open = lasting.keeps_events_open(monitor.options.relearn_after)
+    relearn_after = lasting.relearn_after(monitor.options.relearn_after)
     normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
     history = pd.concat([train, first])
     outputs: dict[str, pd.DataFrame] = {}
@@ -225,9 +225,9 @@ def feedback_replay(
                 refits[id(used)] = _label_refit(used, train, first, masks, chunk)
             refit = refits[id(used)]
             scale = None if refit is None else refit.scale
-            live.apply_feedback(scale=scale, memory=memory, keep_events_open=keep_open)
+            live.apply_feedback(scale=scale, memory=memory, relearn_after=relearn_after)
             info["refit_scale"] = scale
-            info["keep_events_open"] = keep_open
+            info["relearn_after"] = relearn_after
             info["remembered"] = len(memory)
         outputs[mode] = _stream(live, second, chunk)
         applied[mode] = info

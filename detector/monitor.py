@@ -657,7 +657,7 @@ class Monitor(Decider):
         self,
         scale: float | None = None,
         memory: NormalMemory | None = None,
-        keep_events_open: bool = False,
+        relearn_after: int | None = None,
     ) -> None:
         """Take what labels taught (:mod:`detector.feedback`) into the live decisions.
 
@@ -674,16 +674,14 @@ class Monitor(Decider):
             Confirmed-normal windows: a flagged point whose causal window matches one raises
             no flag and opens no event (it still does not update the threshold). Replaces the
             memory held; it is kept in :meth:`state_dict`.
-        keep_events_open : bool
-            Labels confirmed an anomaly longer than ``relearn_after``
-            (:meth:`LastingRuns.keeps_events_open
-            <detector.feedback.LastingRuns.keeps_events_open>`): the option becomes None, so the
-            threshold never learns from an open event's points; kept in the options (so in
-            :meth:`state_dict`, and across :meth:`with_detector`: it is the series' property,
-            not the model's).
+        relearn_after : int, optional
+            The option's value after labels (:meth:`LastingRuns.relearn_after
+            <detector.feedback.LastingRuns.relearn_after>`: longer than the longest confirmed
+            anomaly); None leaves it. Kept in the options (so in :meth:`state_dict`, and
+            across :meth:`with_detector`: it is the series' property, not the model's).
         """
-        if keep_events_open:
-            self.options = self.options.model_copy(update={"relearn_after": None})
+        if relearn_after is not None:
+            self.options = self.options.model_copy(update={"relearn_after": int(relearn_after)})
         if scale is not None:
             self.decision.rescale(scale)
             self._factor *= float(scale)

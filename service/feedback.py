@@ -20,7 +20,8 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
   With any labelled anomaly, ``metrics.label_refit.lasting`` holds the labelled history's
   ``detector.feedback.LastingRuns`` (the longest labelled anomaly, the longest run of stored
   event points labelled normal): a monitor whose ``relearn_after`` a confirmed anomaly
-  outlasted (and no confirmed lasting change did) keeps its events open from then on.
+  outlasted (and no confirmed lasting change did) waits that long before it takes an open
+  event for a lasting change.
   The refit runs when a version is trained, not when a label changes: scoring the labelled
   history takes a model pass, and a label given later acts at once through the normal memory
   below and through the next retraining's refit.

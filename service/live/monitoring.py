@@ -9,10 +9,10 @@ many series at once on arrays (``Points`` in, ``Scores`` out); ``monitor.events`
 :class:`detector.Event` objects;
 ``monitor.state_dict()`` / ``Monitor.from_state(det, state)`` save and restore it;
 ``monitor.with_detector(det)`` hands the stream to a new model version;
-``monitor.apply_feedback(scale=..., memory=..., keep_events_open=...)`` takes what labels
-taught (a re-fitted threshold factor, a memory of confirmed-normal windows, the end of the
-``relearn_after`` rule where a labelled anomaly outlasted it; ``service.feedback``), kept in the
-state. :class:`LabelRefit` is what a version's label refit (``metrics.label_refit``) tells its
+``monitor.apply_feedback(scale=..., memory=..., relearn_after=...)`` takes what labels
+taught (a re-fitted threshold factor, a memory of confirmed-normal windows, a ``relearn_after``
+as long as the longest labelled anomaly where one outlasted it; ``service.feedback``), kept in
+the state. :class:`LabelRefit` is what a version's label refit (``metrics.label_refit``) tells its
 monitors.
 """
 
@@ -113,19 +113,19 @@ class LiveMonitor:
 
     def apply_refit(self, refit: LabelRefit) -> None:
         """Take the version's label refit: make the factor on the online threshold
-        ``refit.scale``, and keep events open where its lasting runs say so for this monitor's
-        ``relearn_after``.
+        ``refit.scale``, and this monitor's ``relearn_after`` what its lasting runs make of it.
 
         The monitor composes factors (and starts a new version at factor 1: a factor was fitted
         on the old version's scores), so only the change from the factor it holds is applied.
         """
         monitor = self._monitor
         held = float((monitor.state_dict().get("feedback") or {}).get("factor", 1.0))
-        keep_open = refit.lasting is not None and refit.lasting.keeps_events_open(
-            monitor.options.relearn_after
-        )
+        current = monitor.options.relearn_after
+        relearn_after = None if refit.lasting is None else refit.lasting.relearn_after(current)
         scale = refit.scale / held if abs(refit.scale / held - 1.0) > 1e-12 else None
-        monitor.apply_feedback(scale=scale, keep_events_open=keep_open)
+        monitor.apply_feedback(
+            scale=scale, relearn_after=None if relearn_after == current else relearn_after
+        )
 
     def remember(self, memory: NormalMemory) -> None:
         """Suppress flags whose window matches ``memory`` (replaces the memory held)."""

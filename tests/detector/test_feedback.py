@@ -178,7 +178,7 @@ def test_window_labels() -> None:
 def test_normal_memory_matches_near_windows_at_any_shift_and_round_trips() -> None:
     rng = np.random.default_rng(1)
     stretch = rng.standard_normal((30, 2))
-    memory = NormalMemory(radius=0.05, max_stretches=2)
+    memory = NormalMemory(noise=[0.01, 0.01], max_stretches=2)  # radius 4
     memory.add(stretch)
     near = stretch[7:17] + 0.1 * rng.standard_normal((10, 2))  # a shifted, noisy copy
     far = stretch[7:17] + 1.0
@@ -196,6 +196,35 @@ def test_normal_memory_matches_near_windows_at_any_shift_and_round_trips() -> No
     assert memory.matches(near[None], scale).tolist() == [False]
     with pytest.raises(errors.ConfigError, match="malformed"):
         NormalMemory.from_state({"radius": 1.0})
+    with pytest.raises(errors.ConfigError, match="noise"):
+        NormalMemory(noise=[0.01, 0.0])
+    with pytest.raises(errors.InputError, match="2 features"):
+        memory.matches(np.zeros((1, 10, 3)), np.ones(3))
+
+
+def test_normal_memory_compares_feature_by_feature() -> None:
+    rng = np.random.default_rng(2)
+    stretch = np.concatenate([rng.standard_normal((30, 1)), np.zeros((30, 24))], axis=1)
+    memory = NormalMemory(noise=np.full(25, 0.01))
+    memory.add(stretch)
+    moved = stretch[5:15].copy()
+    moved[:, 0] += 1.0  # one feature of 25 leaves its shape: a mean over all cells is 0.04
+    flag = stretch[5:15].copy()
+    flag[:, 3] = 1.0  # a flag that never moved flips
+    same = stretch[5:15] + 0.05 * rng.standard_normal((10, 25))
+    assert memory.matches(np.stack([moved, flag, same]), np.ones(25)).tolist() == [
+        False,
+        False,
+        True,
+    ]
+    # a feature that is not compared (no weight in the score) may differ
+    blind = NormalMemory(noise=np.full(25, 0.01), compared=np.arange(25) != 3)
+    blind.add(stretch)
+    assert blind.matches(flag[None], np.ones(25)).tolist() == [True]
+    # a state written before noise levels reads as the old radius on every feature
+    state = {"radius": 0.5, "max_stretches": 4, "max_points": 64, "stretches": [stretch.tolist()]}
+    legacy = NormalMemory.from_state(state)
+    assert legacy.matches(np.stack([moved, same]), np.ones(25)).tolist() == [False, True]
 
 
 def test_labelled_metrics_and_the_promotion_rule() -> None:
@@ -227,12 +256,7 @@ def test_thresholds_rescale_to_a_factor_of_themselves() -> None:
 
 # ---------------------------------------------------------------------------- the monitor
 def fit(train: pd.DataFrame) -> Detector:
-    # The memory's radius is twice the model's held-out error. The default schedule (batches of
-    # 64) fits this series down to its noise variance, where a repeat with fresh noise differs
-    # from the remembered stretch by about the radius itself, so some of its windows miss; the
-    # schedule these tests were written for (every window an epoch, batches of 256) leaves
-    # the error, and the radius, about five times larger.
-    config = tiny_config("ae", training={"max_epochs": 8, "batch_size": 256, "epoch_windows": None})
+    config = tiny_config("ae", training={"max_epochs": 8})
     return create_detector(DetectorConfig.model_validate(config)).fit(train)
 
 
@@ -309,8 +333,8 @@ def test_a_refit_scale_moves_the_live_threshold_and_survives_the_state(
 
 
 def test_labels_say_when_an_event_must_stay_open() -> None:
-    def keeps_events_open(masks: LabelMasks, events: np.ndarray, after: int | None) -> bool:
-        return LastingRuns.of(masks, events).keeps_events_open(after)
+    def relearn_after(masks: LabelMasks, events: np.ndarray, after: int | None) -> int | None:
+        return LastingRuns.of(masks, events).relearn_after(after)
 
     def masks(anomaly: slice, normal: slice | None = None) -> LabelMasks:
         a, n = np.zeros(600, dtype=bool), np.zeros(600, dtype=bool)
@@ -321,21 +345,21 @@ def test_labels_say_when_an_event_must_stay_open() -> None:
 
     events = np.zeros(600, dtype=bool)
     events[10:130] = events[300:480] = True
-    # a confirmed anomaly of 150 points outlasts relearn_after=100: keep events open
-    assert keeps_events_open(masks(slice(10, 160)), events, 100)
-    # not when it is shorter than the rule's horizon, or the rule is already off
-    assert not keeps_events_open(masks(slice(10, 160)), events, 200)
-    assert not keeps_events_open(masks(slice(10, 160)), events, None)
+    # a confirmed anomaly of 150 points outlasts relearn_after=100: the rule waits for 150
+    assert relearn_after(masks(slice(10, 160)), events, 100) == 150
+    # not when it is shorter than the rule's horizon; a rule that is off stays off
+    assert relearn_after(masks(slice(10, 160)), events, 200) == 200
+    assert relearn_after(masks(slice(10, 160)), events, None) is None
     # an event of 180 points labelled normal is a confirmed lasting change: the rule stays
-    assert not keeps_events_open(masks(slice(10, 160), slice(300, 480)), events, 100)
+    assert relearn_after(masks(slice(10, 160), slice(300, 480)), events, 100) == 100
     # a long normal label outside events is no evidence of a lasting change
-    assert keeps_events_open(masks(slice(10, 160), slice(500, 600)), events, 100)
+    assert relearn_after(masks(slice(10, 160), slice(500, 600)), events, 100) == 150
     assert LastingRuns.of(masks(slice(10, 160), slice(300, 480)), events) == LastingRuns(150, 180)
     with pytest.raises(errors.InputError, match="event flags"):
         LastingRuns.of(masks(slice(10, 160)), events[:10])
 
 
-def test_keeping_events_open_decides_as_a_monitor_that_never_relearns(
+def test_a_confirmed_long_anomaly_makes_the_monitor_wait_for_as_long(
     setup: dict[str, Any],
 ) -> None:
     det = setup["det"]
@@ -343,20 +367,21 @@ def test_keeping_events_open_decides_as_a_monitor_that_never_relearns(
     stream.iloc[700:1200, 2] += 1.0  # a long anomaly: 500 points
     head, tail = stream.iloc[:600], stream.iloc[600:]
 
-    def replay(options: dict[str, Any], keep_open: bool) -> tuple[Monitor, pd.DataFrame]:
+    def replay(options: dict[str, Any], after: int | None) -> tuple[Monitor, pd.DataFrame]:
         monitor = det.monitor(**options)
         monitor.update(head)
-        monitor.apply_feedback(keep_events_open=keep_open)
+        monitor.apply_feedback(relearn_after=after)
         return monitor, monitor.update(tail)
 
-    _, plain = replay({"relearn_after": 50}, False)
-    kept, out = replay({"relearn_after": 50}, True)
-    _, never = replay({"relearn_after": None}, False)
-    assert kept.options.relearn_after is None
-    pd.testing.assert_frame_equal(out, never)
-    late = slice(250, 600)  # the anomaly's points after the rule would have relearnt
+    # labels confirmed an anomaly of 600 points (LastingRuns.relearn_after gives 600)
+    _, plain = replay({"relearn_after": 50}, None)
+    waited, out = replay({"relearn_after": 50}, 600)
+    _, reference = replay({"relearn_after": 600}, None)
+    assert waited.options.relearn_after == 600
+    pd.testing.assert_frame_equal(out, reference)
+    late = slice(250, 600)  # the anomaly's points after the old rule would have relearnt
     assert out["anomalous"].iloc[late].mean() > plain["anomalous"].iloc[late].mean() + 0.2
     # the option is in the state, and a new version of the model keeps it
-    state = json.loads(json.dumps(kept.state_dict(), allow_nan=False))
-    assert Monitor.from_state(det, state).options.relearn_after is None
-    assert kept.with_detector(det).options.relearn_after is None
+    state = json.loads(json.dumps(waited.state_dict(), allow_nan=False))
+    assert Monitor.from_state(det, state).options.relearn_after == 600
+    assert waited.with_detector(det).options.relearn_after == 600

@@ -278,7 +278,7 @@ def test_a_version_refits_its_live_threshold_on_enough_labels(
 # --------------------------------------------------------------------------- promotion
 
 
-def test_a_labelled_anomaly_longer_than_relearn_after_keeps_live_events_open(
+def test_a_labelled_anomaly_longer_than_relearn_after_makes_live_monitors_wait(
     app: tuple[TestClient, dict[str, str], Settings],
 ) -> None:
     client, h, settings = app
@@ -307,10 +307,11 @@ def test_a_labelled_anomaly_longer_than_relearn_after_keeps_live_events_open(
         assert client.delete("/v1/models/m/stream", headers=h).status_code == 204
         return state["options"]["relearn_after"]
 
-    # the default rule (100 points) was outlasted by a confirmed anomaly: events stay open
-    assert relearn_after({}) is None
-    # a stream whose own rule is longer than any confirmed anomaly keeps it
+    # the default rule (100 points) was outlasted by a confirmed anomaly: it waits for 160
+    assert relearn_after({}) == 160
+    # a stream whose own rule is longer than any confirmed anomaly keeps it, and one off stays
     assert relearn_after({"relearn_after": 500}) == 500
+    assert relearn_after({"relearn_after": None}) is None
 
 
 def test_if_better_decides_on_labels_when_they_exist() -> None:
