@@ -391,7 +391,12 @@ class NormalMemory:
     held-out normal data (``Detector.error_scale_``, the error normalisation's scale), which
     estimates the noise a good fit leaves. Two windows of one shape with independent noise then
     differ by about 2 on each feature, so the default radius 4 leaves room for the largest of
-    many features. Features that carry no weight in the score (``Detector.feature_weight_``
+    many features. Whatever the noise, a feature's bound is at most ``max_distance`` (0.5 per
+    step, in scaled units where every feature has unit variance: a quarter of the 2 by which
+    two unrelated windows of a feature differ), so that a model that reconstructs a feature
+    poorly does not make every window of it match (on a NAB series whose retrained model's
+    error was 0.45, radius times noise was 1.8 and the memory hid every flag of the rest of
+    the stream). Features that carry no weight in the score (``Detector.feature_weight_``
     0) are not compared. Per feature, not over all cells: a change on one feature of many (a
     flag that flips, a channel that leaves its level) is not diluted by the features that did
     not move. The mean over all cells, against twice the model's mean validation error, was
@@ -404,7 +409,9 @@ class NormalMemory:
     noise : array_like, shape (F,)
         Positive, finite: each feature's noise level in squared scaled units.
     radius : float
-        Positive.
+        Positive: the bound per feature in units of its noise.
+    max_distance : float
+        Positive: the largest bound per feature, in squared scaled units per step.
     compared : array_like of bool, shape (F,), optional
         The features compared (default all; at least one).
     max_stretches, max_points : int
@@ -418,11 +425,13 @@ class NormalMemory:
         max_stretches: int = 32,
         max_points: int = 512,
         compared: npt.ArrayLike | None = None,
+        max_distance: float = 0.5,
     ) -> None:
         level = np.asarray(noise, dtype=np.float64).reshape(-1)
         use = np.ones(level.shape, dtype=bool) if compared is None else np.asarray(compared)
         if (
             not (math.isfinite(radius) and radius > 0)
+            or not (math.isfinite(max_distance) and max_distance > 0)
             or max_stretches < 1
             or max_points < 2
             or level.size == 0
@@ -432,11 +441,13 @@ class NormalMemory:
         ):
             raise ConfigError(
                 "a NormalMemory needs a positive finite noise level per feature, radius > 0, "
-                "max_stretches >= 1, max_points >= 2 and at least one compared feature"
+                "max_distance > 0, max_stretches >= 1, max_points >= 2 and at least one "
+                "compared feature"
             )
         self.noise = level
         self.compared = use.astype(bool)
         self.radius = float(radius)
+        self.max_distance = float(max_distance)
         self.max_stretches = int(max_stretches)
         self.max_points = int(max_points)
         self._stretches: deque[npt.NDArray[np.float64]] = deque(maxlen=self.max_stretches)
@@ -492,6 +503,7 @@ class NormalMemory:
             raise InputError(f"the memory compares {self.noise.size} features, got {f}")
         sc = np.asarray(scale, dtype=np.float64)
         a = x / sc  # (N, W, F)
+        bound = w * np.minimum(self.radius * self.noise, self.max_distance)  # (F,)
         for mem in self._stretches:
             if mem.shape[1] != f or mem.shape[0] < w:
                 continue
@@ -501,8 +513,8 @@ class NormalMemory:
                 aj, bj = a[:, :, j], subs[:, :, j]  # (N, W), (S, W)
                 dist = (aj**2).sum(axis=1)[:, None] + (bj**2).sum(axis=1)[None, :]
                 dist -= 2.0 * (aj @ bj.T)  # (N, S)
-                np.maximum(worst, dist / (w * self.noise[j]), out=worst)
-            out |= worst.min(axis=1) <= self.radius
+                np.maximum(worst, dist / bound[j], out=worst)
+            out |= worst.min(axis=1) <= 1.0
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -510,6 +522,7 @@ class NormalMemory:
         return {
             "radius": self.radius,
             "noise": self.noise.tolist(),
+            "max_distance": self.max_distance,
             "compared": self.compared.astype(int).tolist(),
             "max_stretches": self.max_stretches,
             "max_points": self.max_points,
@@ -535,7 +548,12 @@ class NormalMemory:
                 n_feat = stretches[0].shape[1] if stretches and stretches[0].ndim == 2 else 1
                 noise, compared, radius = np.full(n_feat, radius), None, 1.0
             memory = cls(
-                noise, radius, int(state["max_stretches"]), int(state["max_points"]), compared
+                noise,
+                radius,
+                int(state["max_stretches"]),
+                int(state["max_points"]),
+                compared,
+                float(state.get("max_distance", 0.5)),
             )
             for stretch in stretches:
                 memory.add(stretch)

@@ -221,6 +221,13 @@ def test_normal_memory_compares_feature_by_feature() -> None:
     blind = NormalMemory(noise=np.full(25, 0.01), compared=np.arange(25) != 3)
     blind.add(stretch)
     assert blind.matches(flag[None], np.ones(25)).tolist() == [True]
+    # a poorly reconstructed feature (noise near its variance) does not match every window:
+    # the bound stays at max_distance (0.5 per step), a quarter of what unrelated windows differ
+    rough = NormalMemory(noise=np.full(25, 0.9))
+    rough.add(stretch)
+    other = stretch[5:15].copy()
+    other[:, 0] = rng.standard_normal(10)  # an unrelated stretch of the same feature
+    assert rough.matches(np.stack([other, same]), np.ones(25)).tolist() == [False, True]
     # a state written before noise levels reads as the old radius on every feature
     state = {"radius": 0.5, "max_stretches": 4, "max_points": 64, "stretches": [stretch.tolist()]}
     legacy = NormalMemory.from_state(state)
