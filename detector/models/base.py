@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 __all__ = ["Conditions", "NetworkConfig", "ReconstructionModel", "adam", "mlp", "step"]
 
 
+def hidden_dims_field(*default: int) -> Any:
+    """The ``hidden_dims`` field with its default sizes (a kind may set its own)."""
+    return Field(
+        default_factory=lambda: list(default),
+        json_schema_extra={
+            "minItems": 1,
+            "items": {"type": "integer", "minimum": 1, "maximum": 65_536},
+        },
+    )
+
+
 class NetworkConfig(BaseModel):
     """Options of the network itself, shared by every kind; a kind's config subclasses it.
 
@@ -46,13 +57,7 @@ class NetworkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
-    hidden_dims: list[int] = Field(
-        default_factory=lambda: [128, 64],
-        json_schema_extra={
-            "minItems": 1,
-            "items": {"type": "integer", "minimum": 1, "maximum": 65_536},
-        },
-    )
+    hidden_dims: list[int] = hidden_dims_field(128, 64)
     latent_dim: int = Field(16, ge=1, le=4096)
     dropout: float = Field(0.0, ge=0, lt=1)
 
