@@ -376,6 +376,10 @@ def training_mask(
 
 
 # ---------------------------------------------------------------------------- suppression
+#: Distances computed at once by :meth:`NormalMemory.matches` (features x windows x shifts).
+_MATCH_CELLS = 1 << 22
+
+
 class NormalMemory:
     """Stretches confirmed normal (events labelled "not an anomaly"), checked before an alert.
 
@@ -504,17 +508,24 @@ class NormalMemory:
         sc = np.asarray(scale, dtype=np.float64)
         a = x / sc  # (N, W, F)
         bound = w * np.minimum(self.radius * self.noise, self.max_distance)  # (F,)
+        use = np.flatnonzero(self.compared)
+        a_t = np.ascontiguousarray(a[:, :, use].transpose(2, 0, 1))  # (C, N, W)
+        a_sq = (a_t**2).sum(axis=2)  # (C, N)
+        limit = bound[use][:, None, None]  # (C, 1, 1)
         for mem in self._stretches:
             if mem.shape[1] != f or mem.shape[0] < w:
                 continue
             subs = np.lib.stride_tricks.sliding_window_view(mem / sc, (w, f))[:, 0]  # (S, W, F)
-            worst = np.zeros((n, subs.shape[0]))  # (N, S): the largest feature distance
-            for j in np.flatnonzero(self.compared):
-                aj, bj = a[:, :, j], subs[:, :, j]  # (N, W), (S, W)
-                dist = (aj**2).sum(axis=1)[:, None] + (bj**2).sum(axis=1)[None, :]
-                dist -= 2.0 * (aj @ bj.T)  # (N, S)
-                np.maximum(worst, dist / bound[j], out=worst)
-            out |= worst.min(axis=1) <= 1.0
+            b_t = np.ascontiguousarray(subs[:, :, use].transpose(2, 0, 1))  # (C, S, W)
+            b_sq = (b_t**2).sum(axis=2)  # (C, S)
+            # the windows in blocks, so that the (C, block, S) distances stay small
+            block = max(1, _MATCH_CELLS // max(len(use) * b_t.shape[1], 1))
+            for lo in range(0, n, block):
+                hi = min(lo + block, n)
+                cross = a_t[:, lo:hi] @ b_t.transpose(0, 2, 1)  # (C, block, S)
+                dist = a_sq[:, lo:hi, None] + b_sq[:, None, :] - 2.0 * cross
+                worst = (dist / limit).max(axis=0)  # (block, S): the largest feature distance
+                out[lo:hi] |= worst.min(axis=1) <= 1.0
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -59,6 +59,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -390,24 +391,32 @@ class Decider:
         scores: np.ndarray,
         contributions: np.ndarray,
         positions: np.ndarray,
-        near: np.ndarray,
+        near: np.ndarray | Callable[[int], bool],
         expected: np.ndarray | None = None,
     ) -> Scores:
-        """Decide scored points in order (see :meth:`_decide`)."""
+        """Decide scored points in order (see :meth:`_decide`); ``near``: per point, or a
+        function of its row asked only for flagged points (the normal memory's check)."""
         n_rows = len(scores)
         thresholds = np.empty(n_rows)
         anomalous = np.zeros(n_rows, dtype=bool)
         ids = np.zeros(n_rows, dtype=np.int64)
         for i in range(n_rows):
             thresholds[i], anomalous[i], ev = self._decide(
-                float(scores[i]), contributions[i], int(positions[i]), bool(near[i])
+                float(scores[i]),
+                contributions[i],
+                int(positions[i]),
+                partial(near, i) if callable(near) else bool(near[i]),
             )
             ids[i] = -1 if ev is None else ev
         return Scores(scores, normalize(scores, thresholds), thresholds, anomalous, ids, expected)
 
     # ------------------------------------------------------------------ decisions
     def _decide(
-        self, score: float, contrib: np.ndarray, pos: int, near: bool = False
+        self,
+        score: float,
+        contrib: np.ndarray,
+        pos: int,
+        near: bool | Callable[[], bool] = False,
     ) -> tuple[float, bool, int | None]:
         """The threshold, the final flag and the event id of one point; updates the state.
         ``near``: its window matches the normal memory, so a flag is suppressed."""
@@ -415,7 +424,7 @@ class Decider:
         op = self._open
         lasting = op is not None and opts.relearn_after is not None and op.age >= opts.relearn_after
         thr, flagged = self.decision.step(score, learn=op is None or lasting, learn_alarms=lasting)
-        flagged = flagged and not near
+        flagged = flagged and not (near() if callable(near) else near)
         norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
         shares = np.nan_to_num(contrib).tolist() if flagged else []
         self._recent.append(_Recent(pos, flagged, norm, shares))
@@ -967,7 +976,7 @@ class Monitor(Decider):
         scores = np.full(n_rows, np.nan)
         contributions = np.full((n_rows, n_feat), np.nan)
         expected = np.full((n_rows, n_feat), np.nan) if self.options.expected else None
-        near = np.zeros(n_rows, dtype=bool)
+        near = _MemoryCheck(self.memory, pre.scale_, n_rows)
         buffer = self._smooth
         for piece in pieces:
             if piece.fresh:
@@ -990,11 +999,11 @@ class Monitor(Decider):
             contributions[out_rows] = contrib[keep][point]
             if expected is not None and piece.recon is not None:
                 expected[out_rows] = piece.recon[keep][point] * pre.scale_ + pre.center_
-            if self.memory is not None and len(self.memory):
+            if near.active:
                 windows = np.lib.stride_tricks.sliding_window_view(
                     piece.all_values, (window, n_feat)
                 )[:, 0]  # (n_scored, W, F)
-                near[out_rows] = self.memory.matches(windows, pre.scale_)[keep][point]
+                near.add(windows, out_rows, np.flatnonzero(keep)[point])
         self._smooth = buffer
         return self._decide_all(scores, contributions, chunk.positions, near, expected)
 
@@ -1016,6 +1025,32 @@ class Monitor(Decider):
             status=e["status"],
             n_points=int(e["n_points"]),
         )
+
+
+class _MemoryCheck:
+    """Whether a chunk's row's causal window matches the normal memory, asked only for the
+    flagged rows (a few in a hundred), so that a memory costs a stream almost nothing."""
+
+    def __init__(self, memory: NormalMemory | None, scale: np.ndarray, n_rows: int) -> None:
+        self.memory = memory
+        self.active = memory is not None and len(memory) > 0
+        self._scale = scale
+        self._windows: list[np.ndarray] = []
+        self._piece = np.full(n_rows, -1, dtype=np.int64)
+        self._at = np.zeros(n_rows, dtype=np.int64)
+
+    def add(self, windows: np.ndarray, rows: np.ndarray, at: np.ndarray) -> None:
+        """``windows`` (n, W, F) of one piece; chunk ``rows`` have the windows ``at``."""
+        self._piece[rows] = len(self._windows)
+        self._at[rows] = at
+        self._windows.append(windows)
+
+    def __call__(self, row: int) -> bool:
+        piece = int(self._piece[row])
+        if self.memory is None or piece < 0:
+            return False
+        window = self._windows[piece][int(self._at[row])]
+        return bool(self.memory.matches(window[None], self._scale)[0])
 
 
 def fit_decider(
