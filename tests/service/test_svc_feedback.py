@@ -49,13 +49,15 @@ def app(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Settings]]
         yield client, {"Authorization": f"Bearer {key}"}, settings
 
 
-def _model(client: TestClient, h: dict[str, str], name: str, policy: str) -> None:
+def _model(client: TestClient, h: dict[str, str], name: str, policy: str) -> str:
+    """Create a model; its id."""
     r = client.post(
         "/v1/models",
         json={"name": name, "config": TINY_CONFIG, "promotion_policy": policy},
         headers=h,
     )
     assert r.status_code == 201, r.text
+    return _ctx(client).registry.get_model(name).id
 
 
 def _label(
@@ -275,16 +277,12 @@ def test_a_version_refits_its_live_threshold_on_enough_labels(
     assert state["feedback"]["factor"] == pytest.approx(refit["scale"])
 
 
-# --------------------------------------------------------------------------- promotion
-
-
 def test_a_labelled_anomaly_longer_than_relearn_after_makes_live_monitors_wait(
     app: tuple[TestClient, dict[str, str], Settings],
 ) -> None:
     client, h, settings = app
     ctx = _ctx(client)
-    _model(client, h, "m", "always")
-    model_id = ctx.registry.get_model("m").id
+    model_id = _model(client, h, "m", "always")
     ctx.history.append(model_id, make_frame(1500, seed=1, end=T0))
     later = _spiky(600, 4, [(100, 260)], end=T0 + pd.Timedelta("10h"))
     ctx.history.append(model_id, later)
@@ -314,6 +312,9 @@ def test_a_labelled_anomaly_longer_than_relearn_after_makes_live_monitors_wait(
     assert relearn_after({"relearn_after": None}) is None
 
 
+# --------------------------------------------------------------------------- promotion
+
+
 def test_if_better_decides_on_labels_when_they_exist() -> None:
     # Labels override the held-out scores both ways; without them the scores decide.
     assert decide_promotion("if_better", 2.0, 1.0, True, True) == (True, "if_better_labels")
@@ -330,8 +331,7 @@ def test_a_retrained_version_is_compared_on_the_labelled_history(
 ) -> None:
     client, h, settings = app
     ctx = _ctx(client)
-    _model(client, h, "m", "if_better")
-    model_id = ctx.registry.get_model("m").id
+    model_id = _model(client, h, "m", "if_better")
     ctx.history.append(model_id, _spiky(1500, 5, [(200, 215), (700, 715)], end=T0))
     _run_job(ctx, settings, "m")  # the first version: no comparison
     job = _run_job(ctx, settings, "m")
