@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 ANOMALY_TYPES = ("spike", "level_shift", "frequency", "flatline", "correlation")
@@ -72,3 +75,37 @@ def tiny_config(kind: str, **overrides: Any) -> dict[str, Any]:
     cfg.update(overrides)
     cfg["training"] = {**cfg["training"], **training}
     return cfg
+
+
+def bench_entity(
+    seed: int, anomalies: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame, npt.NDArray[np.int64]]:
+    """A benchmark entity's train (1,500 normal points) and test part (1,200 points that
+    continue it, with injected anomalies unless ``anomalies`` is False) and the test labels."""
+    train = normal_series(1500, seed=seed)
+    test = normal_series(1200, seed=seed + 100, start=1500)
+    if not anomalies:
+        return train, test, np.zeros(len(test), dtype=np.int64)
+    test, labels, _ = with_anomalies(test, seed=seed)
+    return train, test, labels.to_numpy().astype(np.int64)
+
+
+def write_entity(folder: Path, seed: int, anomalies: bool = True) -> None:
+    """:func:`bench_entity` in the benchmark data layout (``train.csv``, ``test.csv`` with a
+    ``label`` column, integer timestamps that continue from train into test)."""
+    folder.mkdir(parents=True)
+    train, test, labels = bench_entity(seed, anomalies)
+    for frame, name in ((train, "train"), (test.assign(label=labels), "test")):
+        out = frame.reset_index(drop=True)
+        out.insert(0, "timestamp", np.arange(len(out)) + (1500 if name == "test" else 0))
+        out.to_csv(folder / f"{name}.csv", index=False)
+
+
+def config_file(folder: Path, **training: Any) -> Path:
+    """``folder/config.json``: :func:`tiny_config` without its kind (``bench --config``
+    applies it to every kind), with these training options."""
+    cfg = tiny_config("ae", training=training)
+    del cfg["kind"]
+    path = folder / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path

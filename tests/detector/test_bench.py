@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import normal_series, tiny_config, with_anomalies
+from synthetic import (
+    config_file,
+    normal_series,
+    with_anomalies,
+    write_entity,
+)
 
 from detector import bench, errors
 from detector.baselines import Baseline, PyODAutoEncoder, create_baseline
@@ -18,37 +23,20 @@ from detector.evaluation import auc_pr
 from service.cli import main  # the `reconad` entry point
 
 
-def _write_entity(folder: Path, seed: int, anomalies: bool = True) -> None:
-    folder.mkdir(parents=True)
-    train = normal_series(1500, seed=seed)
-    test = normal_series(1200, seed=seed + 100, start=1500)
-    if anomalies:
-        test, labels, _ = with_anomalies(test, seed=seed)
-    else:
-        labels = pd.Series(0, index=test.index, name="label")
-    for frame, name in ((train, "train"), (test.assign(label=labels.to_numpy()), "test")):
-        out = frame.reset_index(drop=True)
-        out.insert(0, "timestamp", np.arange(len(out)) + (1500 if name == "test" else 0))
-        out.to_csv(folder / f"{name}.csv", index=False)
-
-
 @pytest.fixture(scope="module")
 def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bench")
-    _write_entity(root / "alpha" / "e1", seed=1)
-    _write_entity(root / "alpha" / "e2", seed=2)
-    _write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)
-    _write_entity(root / "beta" / "e1", seed=4)
+    write_entity(root / "alpha" / "e1", seed=1)
+    write_entity(root / "alpha" / "e2", seed=2)
+    write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)
+    write_entity(root / "beta" / "e1", seed=4)
     return root
 
 
 def test_bench_command_writes_every_figure_and_beats_random(
     bench_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "config.json"
-    cfg = tiny_config("ae")
-    del cfg["kind"]
-    config.write_text(json.dumps(cfg))
+    config = config_file(tmp_path)
     out, kept = tmp_path / "out", tmp_path / "scores"
     argv = ["bench", str(bench_root), "--kinds", "ae", "--baselines", "random,pca"]
     assert (

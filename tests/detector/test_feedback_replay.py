@@ -10,8 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import normal_series, tiny_config, with_anomalies
-from test_replay import _write_entity
+from synthetic import (
+    config_file,
+    normal_series,
+    tiny_config,
+    with_anomalies,
+    write_entity,
+)
 
 from detector import DetectorConfig, create_detector
 from detector.feedback import label_masks
@@ -84,12 +89,9 @@ def test_no_second_half_label_reaches_a_model_or_a_threshold(entity: dict[str, A
 
 def test_feedback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "data"
-    _write_entity(root / "alpha" / "e1", seed=1)
-    _write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)  # skipped: no labels
-    config = tmp_path / "config.json"
-    cfg = tiny_config("ae", training={"max_epochs": 5})
-    del cfg["kind"]
-    config.write_text(json.dumps(cfg))
+    write_entity(root / "alpha" / "e1", seed=1)
+    write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)  # skipped: no labels
+    config = config_file(tmp_path, max_epochs=5)
     out = tmp_path / "out"
     argv = ["bench", str(root), "--replay", "--feedback", "--kinds", "ae,ssaae", "--chunk", "50"]
     assert main([*argv, "--config", str(config), "--out", str(out), "-q"]) == 0

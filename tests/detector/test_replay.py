@@ -8,24 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import normal_series, tiny_config, with_anomalies
+from synthetic import (
+    config_file,
+    write_entity,
+)
 
 from detector.evaluation import event_metrics
 from service.cli import main  # the `reconad` entry point
-
-
-def _write_entity(folder: Path, seed: int, anomalies: bool = True) -> None:
-    folder.mkdir(parents=True)
-    train = normal_series(1500, seed=seed)
-    test = normal_series(1200, seed=seed + 100, start=1500)
-    if anomalies:
-        test, labels, _ = with_anomalies(test, seed=seed)
-    else:
-        labels = pd.Series(0, index=test.index, name="label")
-    for frame, name in ((train, "train"), (test.assign(label=labels.to_numpy()), "test")):
-        out = frame.reset_index(drop=True)
-        out.insert(0, "timestamp", np.arange(len(out)) + (1500 if name == "test" else 0))
-        out.to_csv(folder / f"{name}.csv", index=False)
 
 
 def test_event_metrics_by_hand() -> None:
@@ -47,12 +36,9 @@ def test_replay_command_with_and_without_retraining(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "data"
-    _write_entity(root / "alpha" / "e1", seed=1)
-    _write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)
-    config = tmp_path / "config.json"
-    cfg = tiny_config("ae", training={"max_epochs": 10})
-    del cfg["kind"]
-    config.write_text(json.dumps(cfg))
+    write_entity(root / "alpha" / "e1", seed=1)
+    write_entity(root / "alpha" / "quiet", seed=3, anomalies=False)
+    config = config_file(tmp_path, max_epochs=10)
     monitor = tmp_path / "monitor.json"
     monitor.write_text(json.dumps({"merge_gap": 5}))
     out = tmp_path / "out"
@@ -80,11 +66,8 @@ def test_replay_command_with_and_without_retraining(
 
 def test_replay_reuses_the_models_it_kept(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    _write_entity(root / "alpha" / "e1", seed=5)
-    config = tmp_path / "config.json"
-    cfg = tiny_config("ae", training={"max_epochs": 3})
-    del cfg["kind"]
-    config.write_text(json.dumps(cfg))
+    write_entity(root / "alpha" / "e1", seed=5)
+    config = config_file(tmp_path, max_epochs=3)
     models = tmp_path / "models"
     argv = ["bench", str(root), "--replay", "--kinds", "ae", "--config", str(config), "-q"]
     argv += ["--models", str(models)]
@@ -101,7 +84,6 @@ def test_replay_reuses_the_models_it_kept(tmp_path: Path) -> None:
     assert [r["metrics"] for r in one] == [r["metrics"] for r in two]
     assert "reused from" in (tmp_path / "two" / "summary.md").read_text()
     # another detector config refits and replaces the kept model
-    cfg["training"]["max_epochs"] = 2
-    config.write_text(json.dumps(cfg))
+    config_file(tmp_path, max_epochs=2)
     assert main([*argv, "--out", str(tmp_path / "three")]) == 0
     assert weights.stat().st_mtime_ns != stamp

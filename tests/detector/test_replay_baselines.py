@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import normal_series, tiny_config, with_anomalies
+from synthetic import (
+    bench_entity,
+    config_file,
+    tiny_config,
+    write_entity,
+)
 
 from detector.config import DetectorConfig
 from detector.errors import ConfigError, InputError
@@ -18,24 +23,9 @@ from detector.replay import baseline_scores, decide_in_chunks, run_replay
 from service.cli import main  # the `reconad` entry point
 
 
-def _entity(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    train = normal_series(1500, seed=seed)
-    test, labels, _ = with_anomalies(normal_series(1200, seed=seed + 100, start=1500), seed=seed)
-    return train, test, labels.to_numpy()
-
-
-def _write_entity(folder: Path, seed: int) -> None:
-    folder.mkdir(parents=True)
-    train, test, labels = _entity(seed)
-    for frame, name in ((train, "train"), (test.assign(label=labels), "test")):
-        out = frame.reset_index(drop=True)
-        out.insert(0, "timestamp", np.arange(len(out)) + (1500 if name == "test" else 0))
-        out.to_csv(folder / f"{name}.csv", index=False)
-
-
 def _live(name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels and the live flags of baseline ``name`` under the default online threshold."""
-    train, test, labels = _entity(seed)
+    train, test, labels = bench_entity(seed)
     config = DetectorConfig(window=24)
     held, scores = baseline_scores(name, train, test, config)
     out = decide_in_chunks(fit_decider(held, config.calibration), scores, 100)
@@ -61,7 +51,7 @@ def test_a_baseline_under_the_online_threshold_finds_injected_anomalies(
 
 
 def test_baseline_decisions_do_not_depend_on_the_chunk_size(tmp_path: Path) -> None:
-    train, test, _ = _entity(4)
+    train, test, _ = bench_entity(4)
     config = DetectorConfig(window=24)
     held, scores = baseline_scores("pca", train, test, config)
     outs = [
@@ -73,7 +63,7 @@ def test_baseline_decisions_do_not_depend_on_the_chunk_size(tmp_path: Path) -> N
         pd.testing.assert_frame_equal(out, outs[0])
     # and through the whole replay: the same figures with two chunk sizes
     root = tmp_path / "data"
-    _write_entity(root / "alpha" / "e1", seed=4)
+    write_entity(root / "alpha" / "e1", seed=4)
     cfg = tiny_config("ae", training={"max_epochs": 2})
     del cfg["kind"]
     runs = [
@@ -98,11 +88,8 @@ def test_replay_command_reports_baselines_next_to_the_detector(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "data"
-    _write_entity(root / "alpha" / "e1", seed=6)
-    config = tmp_path / "config.json"
-    cfg = tiny_config("ae", training={"max_epochs": 5})
-    del cfg["kind"]
-    config.write_text(json.dumps(cfg))
+    write_entity(root / "alpha" / "e1", seed=6)
+    config = config_file(tmp_path, max_epochs=5)
     out = tmp_path / "out"
     argv = ["bench", str(root), "--replay", "--kinds", "ae", "--config", str(config)]
     assert main([*argv, "--baselines", "random,pca", "--out", str(out), "-q"]) == 0
