@@ -249,6 +249,26 @@ class Stream(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
+    @classmethod
+    def start(
+        cls, model_id: str, series: str, version: int, options: dict[str, Any], state: str
+    ) -> Stream:
+        """A new series' row: no points yet, revision 0, created now."""
+        now = utcnow()
+        return cls(
+            model_id=model_id,
+            series=series,
+            version=version,
+            options=options,
+            state=state,
+            revision=0,
+            n_points=0,
+            last_ts=None,
+            recent=[],
+            created_at=now,
+            updated_at=now,
+        )
+
 
 class StreamPoint(Base):
     """A streamed point written with its stream's state, waiting to join the stored history."""

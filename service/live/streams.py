@@ -619,20 +619,8 @@ class StreamService:
             monitor = ready[1]
         else:
             monitor = new_monitor(loaded.detector, options, loaded.label_refit)
-        now = utcnow()
-        fresh = Stream(
-            model_id=loaded.model_id,
-            series=item.series,
-            version=loaded.version,
-            options=options,
-            state=orjson.dumps(monitor.state()).decode(),
-            revision=0,
-            n_points=0,
-            last_ts=None,
-            recent=[],
-            created_at=now,
-            updated_at=now,
-        )
+        state = orjson.dumps(monitor.state()).decode()
+        fresh = Stream.start(loaded.model_id, item.series, loaded.version, options, state)
         try:
             with session.begin_nested():
                 session.add(fresh)

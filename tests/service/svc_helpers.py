@@ -110,18 +110,7 @@ def add_event(
     with ctx.db.transaction() as session:
         stream = session.query(Stream).filter_by(model_id=model_id, series=series).one_or_none()
         if stream is None:
-            stream = Stream(
-                model_id=model_id,
-                series=series,
-                version=1,
-                options={},
-                state="{}",
-                revision=0,
-                n_points=0,
-                recent=[],
-                created_at=now,
-                updated_at=now,
-            )
+            stream = Stream.start(model_id, series, 1, {}, "{}")
             session.add(stream)
             session.flush()
         ev = AnomalyEvent(

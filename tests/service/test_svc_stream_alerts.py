@@ -47,19 +47,7 @@ def _events(
     )
     now = utcnow()
     with ctx.db.transaction() as session:
-        stream = Stream(
-            model_id=model.id,
-            series="",
-            version=1,
-            options={},
-            state="{}",
-            revision=0,
-            n_points=0,
-            last_ts=None,
-            recent=[],
-            created_at=now,
-            updated_at=now,
-        )
+        stream = Stream.start(model.id, "", 1, {}, "{}")
         session.add(stream)
         session.flush()
         events = []
