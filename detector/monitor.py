@@ -381,21 +381,20 @@ class Decider:
         contributions = np.zeros((len(values), len(self._feature_names)))
         first = self._decided
         positions = np.arange(first, first + len(values), dtype=np.int64)
-        near = np.zeros(len(values), dtype=bool)
         self._decided += len(values)
         index = pd.RangeIndex(first, first + len(values))
-        return self._decide_all(values, contributions, positions, near).frame(index)
+        return self._decide_all(values, contributions, positions).frame(index)
 
     def _decide_all(
         self,
         scores: np.ndarray,
         contributions: np.ndarray,
         positions: np.ndarray,
-        near: np.ndarray | Callable[[int], bool],
+        near: Callable[[int], bool] | None = None,
         expected: np.ndarray | None = None,
     ) -> Scores:
-        """Decide scored points in order (see :meth:`_decide`); ``near``: per point, or a
-        function of its row asked only for flagged points (the normal memory's check)."""
+        """Decide scored points in order (see :meth:`_decide`); ``near``: whether a row's
+        window matches the normal memory, asked only for flagged rows (None: no memory)."""
         n_rows = len(scores)
         thresholds = np.empty(n_rows)
         anomalous = np.zeros(n_rows, dtype=bool)
@@ -405,7 +404,7 @@ class Decider:
                 float(scores[i]),
                 contributions[i],
                 int(positions[i]),
-                partial(near, i) if callable(near) else bool(near[i]),
+                None if near is None else partial(near, i),
             )
             ids[i] = -1 if ev is None else ev
         return Scores(scores, normalize(scores, thresholds), thresholds, anomalous, ids, expected)
@@ -416,15 +415,16 @@ class Decider:
         score: float,
         contrib: np.ndarray,
         pos: int,
-        near: bool | Callable[[], bool] = False,
+        near: Callable[[], bool] | None = None,
     ) -> tuple[float, bool, int | None]:
         """The threshold, the final flag and the event id of one point; updates the state.
-        ``near``: its window matches the normal memory, so a flag is suppressed."""
+        ``near``: whether its window matches the normal memory (a flag is then suppressed),
+        asked only when the point is flagged."""
         opts = self.options
         op = self._open
         lasting = op is not None and opts.relearn_after is not None and op.age >= opts.relearn_after
         thr, flagged = self.decision.step(score, learn=op is None or lasting, learn_alarms=lasting)
-        flagged = flagged and not (near() if callable(near) else near)
+        flagged = flagged and not (near is not None and near())
         norm = float(normalize(np.array([score]), thr)[0]) if flagged else 0.0
         shares = np.nan_to_num(contrib).tolist() if flagged else []
         self._recent.append(_Recent(pos, flagged, norm, shares))
@@ -1005,7 +1005,8 @@ class Monitor(Decider):
                 )[:, 0]  # (n_scored, W, F)
                 near.add(windows, out_rows, np.flatnonzero(keep)[point])
         self._smooth = buffer
-        return self._decide_all(scores, contributions, chunk.positions, near, expected)
+        check = near if near.active else None
+        return self._decide_all(scores, contributions, chunk.positions, check, expected)
 
     def _label(self, pos: int) -> Any:
         """The index label of an index number (a timestamp for a datetime-indexed model)."""
