@@ -662,6 +662,12 @@ class Monitor(Decider):
             return empty.astype({"anomalous": bool, "event": "Int64"})
         return scored.frame(index, names)
 
+    @property
+    def feedback_factor(self) -> float:
+        """The product of the threshold factors :meth:`apply_feedback` applied (1: none; a
+        new model version starts at 1)."""
+        return self._factor
+
     def apply_feedback(
         self,
         scale: float | None = None,

@@ -38,6 +38,7 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -232,7 +233,7 @@ def refit(
     lasting = fb.LastingRuns.of(ordered, np.nan_to_num(event_runs) > 0)
     out: dict[str, Any] = {}
     if lasting.anomaly > 0:
-        out["lasting"] = {"anomaly": lasting.anomaly, "normal_event": lasting.normal_event}
+        out["lasting"] = asdict(lasting)
     result = fb.refit_threshold(scores, ordered, 1.0, quiet=np.nan_to_num(quiet_runs) > 0)
     if result is not None:
         out.update(

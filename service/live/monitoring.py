@@ -119,7 +119,7 @@ class LiveMonitor:
         on the old version's scores), so only the change from the factor it holds is applied.
         """
         monitor = self._monitor
-        held = float((monitor.state_dict().get("feedback") or {}).get("factor", 1.0))
+        held = monitor.feedback_factor
         current = monitor.options.relearn_after
         relearn_after = None if refit.lasting is None else refit.lasting.relearn_after(current)
         scale = refit.scale / held if abs(refit.scale / held - 1.0) > 1e-12 else None
@@ -180,9 +180,7 @@ class LabelRefit:
         """Read from a version's ``metrics.label_refit`` (None or absent keys: no refit)."""
         refit = stored or {}
         runs = refit.get("lasting")
-        lasting = (
-            None if runs is None else LastingRuns(int(runs["anomaly"]), int(runs["normal_event"]))
-        )
+        lasting = None if runs is None else LastingRuns(**runs)
         return cls(float(refit.get("scale", 1.0)), lasting)
 
 
