@@ -193,7 +193,7 @@ def feedback_replay(
     given = operator_labels(first.index, known, spans)
     masks = label_masks(first.index, given)
     quiet = ~head["anomalous"].to_numpy()
-    refits = {id(det): refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)}
+    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)
     lasting = LastingRuns.of(masks, head["event"].notna().to_numpy())
     relearn_after = lasting.relearn_after(monitor.options.relearn_after)
     normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
@@ -221,10 +221,8 @@ def feedback_replay(
             memory = NormalMemory.for_detector(used)
             for start, end in normal_spans:
                 memory.remember(used, history, start, end)
-            if id(used) not in refits:
-                refits[id(used)] = _label_refit(used, train, first, masks, chunk)
-            refit = refits[id(used)]
-            scale = None if refit is None else refit.scale
+            own = refit if used is det else _label_refit(used, train, first, masks, chunk)
+            scale = None if own is None else own.scale
             live.apply_feedback(scale=scale, memory=memory, relearn_after=relearn_after)
             info["refit_scale"] = scale
             info["relearn_after"] = relearn_after
