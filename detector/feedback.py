@@ -33,7 +33,9 @@ What the labels change
 - **Lasting events** (:class:`LastingRuns`): a labelled anomaly longer than the
   monitor's ``relearn_after`` (with no event as long labelled normal) makes that rule wait for
   the longest confirmed anomaly, so that the threshold no longer learns from a long anomaly's
-  points.
+  points, unless the labelled history says the longer wait costs more than it finds
+  (:meth:`LastingRuns.refit`: its points decided again under it have a lower point F1 there,
+  as when a drifting series' level changes flag longer; NAB's wide labelled windows did that).
 - **Training data** (:func:`training_mask`): retraining leaves out labelled anomalies and the
   points the caller drops anyway (the service's open and closed events), but keeps every point
   labelled normal, even inside an event span.
@@ -56,10 +58,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -286,11 +288,9 @@ def refit_threshold(
     if not (current_threshold > 0 and 0 < low <= 1 <= high):
         raise ConfigError("need current_threshold > 0 and bounds with 0 < low <= 1 <= high")
     finite = np.isfinite(s)
-    implicit = s <= current_threshold if quiet is None else np.asarray(quiet, dtype=bool)
-    if implicit.shape != s.shape:
-        raise InputError(f"got {implicit.size} quiet flags for {s.size} scores")
-    anomaly = masks.anomaly & finite
-    normal = (masks.normal | (implicit & ~masks.labelled)) & finite
+    anomaly, normal = _history_points(
+        masks, s <= current_threshold if quiet is None else quiet, finite
+    )
     n_events, n_normal = _runs(anomaly), int(normal.sum())
     if n_events < min_anomaly_events or n_normal < min_normal_points:
         return None
@@ -311,6 +311,23 @@ def refit_threshold(
         n_anomaly_events=n_events,
         n_normal_points=n_normal,
     )
+
+
+def _history_points(
+    masks: LabelMasks, quiet: npt.ArrayLike, finite: npt.NDArray[np.bool_] | None = None
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """The labelled history's anomaly and normal points, (T,) bool each: labelled anomaly;
+    labelled normal or ``quiet`` without a label (silence is consent); both within ``finite``
+    when given."""
+    implicit = np.asarray(quiet, dtype=bool)
+    if implicit.shape != masks.anomaly.shape:
+        raise InputError(f"got {implicit.size} quiet flags for {masks.anomaly.size} points")
+    anomaly = masks.anomaly.copy()
+    normal = masks.normal | (implicit & ~masks.labelled)
+    if finite is not None:
+        anomaly &= finite
+        normal &= finite
+    return anomaly, normal
 
 
 def _f1(labels: npt.NDArray[np.bool_], flagged: npt.NDArray[np.bool_]) -> float:
@@ -352,6 +369,45 @@ class LastingRuns:
         if events.shape != masks.anomaly.shape:
             raise InputError(f"got {events.size} event flags for {masks.anomaly.size} points")
         return cls(_longest_run(masks.anomaly), _longest_run(masks.normal & events))
+
+    def refit(
+        self,
+        relearn_after: int | None,
+        masks: LabelMasks,
+        quiet: npt.ArrayLike,
+        decide: Callable[[int], npt.NDArray[np.bool_]],
+    ) -> int | None:
+        """:meth:`relearn_after`, checked on the labelled history: the longer wait is taken
+        unless the history's points decided again under it have a lower point F1 than under
+        ``relearn_after`` (a tie takes it: the labels confirmed an anomaly that outlasted the
+        rule, and the history shows no cost). The F1 counts the points of
+        :func:`refit_threshold`: labelled anomaly against labelled normal or ``quiet`` without
+        a label.
+
+        Parameters
+        ----------
+        relearn_after : int or None
+            The monitor's option now.
+        masks : LabelMasks
+            The labelled history, (T,) each.
+        quiet : array_like of bool, shape (T,)
+            The points that raised no alert there.
+        decide : callable
+            For a ``relearn_after``, the history's flags, (T,) bool, when its scores are decided
+            again from the same start under that option (:meth:`Decider.decide
+            <detector.monitor.Decider.decide>` of a monitor in the state it started the
+            history with).
+        """
+        longer = self.relearn_after(relearn_after)
+        if longer is None or longer == relearn_after:
+            return relearn_after
+        anomaly, normal = _history_points(masks, quiet)
+        use = anomaly | normal
+        flags = [np.asarray(decide(r), dtype=bool) for r in (longer, cast(int, relearn_after))]
+        if any(f.shape != anomaly.shape for f in flags):
+            raise InputError(f"decide must give {anomaly.size} flags")
+        after, before = (_f1(anomaly[use], f[use]) for f in flags)
+        return longer if after >= before else relearn_after
 
     def relearn_after(self, relearn_after: int | None) -> int | None:
         """The monitor's ``relearn_after`` after these labels (:meth:`Monitor.apply_feedback

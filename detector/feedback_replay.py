@@ -21,8 +21,9 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
   labelled normal remembered (:class:`~detector.feedback.NormalMemory`), and the monitor's
-  ``relearn_after`` raised to the longest labelled anomaly where one outlasted it
-  (:class:`~detector.feedback.LastingRuns`);
+  ``relearn_after`` raised to the longest labelled anomaly where one outlasted it and the
+  first half's scores, decided again under it, lose no F1 there
+  (:meth:`LastingRuns.refit <detector.feedback.LastingRuns.refit>`);
 - ``full feedback``: a model refitted (:func:`~detector.retraining.refit_on_stream`) on
   ``train`` plus the first half with the labels (:meth:`Detector.fit
   <detector.detector.Detector.fit>` ``labels``: labelled anomalies stay
@@ -187,6 +188,7 @@ def feedback_replay(
     monitor = det.monitor(**(options or {}))
     if det.window_ > 1:
         monitor.update(train.iloc[-(det.window_ - 1) :])
+    start = monitor.state_dict()
     head = _stream(monitor, first, chunk)
     state = monitor.state_dict()
     spans = [(e.start, e.end) for e in monitor.events if e.start <= first.index[-1]]
@@ -195,7 +197,14 @@ def feedback_replay(
     quiet = ~head["anomalous"].to_numpy()
     refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)
     lasting = LastingRuns.of(masks, head["event"].notna().to_numpy())
-    relearn_after = lasting.relearn_after(monitor.options.relearn_after)
+    raw = head["score"].to_numpy()
+
+    def decide(after: int) -> np.ndarray:
+        again = Monitor.from_state(det, start)
+        again.apply_feedback(relearn_after=after)
+        return again.decide(raw)["anomalous"].to_numpy()
+
+    relearn_after = lasting.refit(monitor.options.relearn_after, masks, quiet, decide)
     normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
     history = pd.concat([train, first])
     outputs: dict[str, pd.DataFrame] = {}

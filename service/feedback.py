@@ -21,7 +21,10 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
   ``detector.feedback.LastingRuns`` (the longest labelled anomaly, the longest run of stored
   event points labelled normal): a monitor whose ``relearn_after`` a confirmed anomaly
   outlasted (and no confirmed lasting change did) waits that long before it takes an open
-  event for a lasting change.
+  event for a lasting change. That longer wait is checked first on the labelled history
+  (``LastingRuns.refit``: the new version's causal scores there decided again under it, by a
+  fresh monitor of the default options, as the threshold's scores are made); where it loses
+  point F1 there, the runs are stored as ``lasting_rejected`` instead and no monitor waits.
   The refit runs when a version is trained, not when a label changes: scoring the labelled
   history takes a model pass, and a label given later acts at once through the normal memory
   below and through the next retraining's refit.
@@ -170,19 +173,45 @@ def _margin(detector: Detector) -> pd.Timedelta:
     return pd.Timedelta(int(detector.preprocessor_.step_) * (detector.window_ + 1), unit="ns")
 
 
-def _causal_normalized(
+def _causal_scores(
     detector: Detector, frame: pd.DataFrame, key_column: str | None
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Each row's causal score over the live threshold as a fresh monitor sees the rows, and
-    whether it raised no alert there."""
-    out = np.full(len(frame), np.nan)
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each row's causal score as a fresh monitor sees the rows, that score over the live
+    threshold, and whether it raised no alert there."""
+    raw, out = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
     quiet = np.zeros(len(frame), dtype=bool)
     for _series, rows in _series_groups(frame, key_column):
         scored = detector.monitor().update(frame.iloc[rows])
-        score = scored["score"].to_numpy(dtype=np.float64)
-        out[rows] = score / scored["threshold"].to_numpy(dtype=np.float64)
+        raw[rows] = scored["score"].to_numpy(dtype=np.float64)
+        out[rows] = raw[rows] / scored["threshold"].to_numpy(dtype=np.float64)
         quiet[rows] = ~scored["anomalous"].to_numpy(dtype=bool)
-    return out, quiet
+    return raw, out, quiet
+
+
+def _lasting(
+    detector: Detector,
+    frame: pd.DataFrame,
+    key_column: str | None,
+    raw: npt.NDArray[np.float64],
+    masks: fb.LabelMasks,
+    quiet: npt.NDArray[np.bool_],
+    lasting: fb.LastingRuns,
+) -> bool:
+    """Whether the monitors take ``lasting`` (``LastingRuns.refit`` under a fresh monitor's
+    options); ``masks`` in the frame's row order, ``quiet`` in :func:`_series_runs`' order."""
+    current = detector.monitor().options.relearn_after
+    if lasting.relearn_after(current) == current:
+        return True  # nothing to check: no option the runs would change at the default
+
+    def decide(after: int) -> npt.NDArray[np.bool_]:
+        flags = np.zeros(len(frame))
+        for _series, rows in _series_groups(frame, key_column):
+            again = detector.monitor(relearn_after=after).decide(raw[rows])
+            flags[rows] = again["anomalous"].to_numpy(dtype=np.float64)
+        return np.nan_to_num(_series_runs(flags, masks, frame, key_column)[0]) > 0
+
+    ordered = _series_runs(raw, masks, frame, key_column)[1]
+    return lasting.refit(current, ordered, quiet, decide) != current
 
 
 def _series_runs(
@@ -221,7 +250,7 @@ def refit(
     if frame.empty:
         return None
     try:
-        normalized, quiet = _causal_normalized(detector, frame, key_column)
+        raw, normalized, quiet = _causal_scores(detector, frame, key_column)
     except ReconADError as exc:
         logger.info("labelled history cannot be scored for a refit: %s", exc)
         return None
@@ -231,10 +260,12 @@ def refit(
     in_events = event_mask(db, model_id, frame, key_column).astype(np.float64)
     event_runs, _ = _series_runs(in_events, masks, frame, key_column)
     lasting = fb.LastingRuns.of(ordered, np.nan_to_num(event_runs) > 0)
+    history_quiet = np.nan_to_num(quiet_runs) > 0
     out: dict[str, Any] = {}
     if lasting.anomaly > 0:
-        out["lasting"] = asdict(lasting)
-    result = fb.refit_threshold(scores, ordered, 1.0, quiet=np.nan_to_num(quiet_runs) > 0)
+        taken = _lasting(detector, frame, key_column, raw, masks, history_quiet, lasting)
+        out["lasting" if taken else "lasting_rejected"] = asdict(lasting)
+    result = fb.refit_threshold(scores, ordered, 1.0, quiet=history_quiet)
     if result is not None:
         out.update(
             scale=result.scale,

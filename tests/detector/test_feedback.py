@@ -366,6 +366,82 @@ def test_labels_say_when_an_event_must_stay_open() -> None:
         LastingRuns.of(masks(slice(10, 160)), events[:10])
 
 
+def test_a_longer_wait_is_taken_only_where_the_labelled_history_loses_no_f1() -> None:
+    def masks(anomaly: slice) -> LabelMasks:
+        a = np.zeros(600, dtype=bool)
+        a[anomaly] = True
+        return LabelMasks(a, np.zeros(600, dtype=bool), np.zeros(600, dtype=bool))
+
+    def flags(*spans: slice) -> np.ndarray:
+        out = np.zeros(600, dtype=bool)
+        for span in spans:
+            out[span] = True
+        return out
+
+    events = flags(slice(10, 110), slice(300, 400))
+    runs = LastingRuns.of(masks(slice(10, 160)), events)  # 150 points outlast 100
+    labelled = masks(slice(10, 160))
+    quiet = ~events
+    asked: list[int] = []
+
+    def decider(longer: np.ndarray) -> Any:
+        def decide(after: int) -> np.ndarray:
+            asked.append(after)
+            return longer if after == 150 else events
+
+        return decide
+
+    # the longer wait flags the rest of the confirmed anomaly: taken
+    assert runs.refit(100, labelled, quiet, decider(flags(slice(10, 160), slice(300, 400)))) == 150
+    assert sorted(asked) == [100, 150]
+    # it flags a drift's quiet points for longer and nothing more of the anomaly: not taken
+    drift = flags(slice(10, 110), slice(300, 450))
+    assert runs.refit(100, labelled, quiet, decider(drift)) == 100
+    # no cost and no gain: the labels' evidence decides, it is taken
+    assert runs.refit(100, labelled, quiet, decider(events)) == 150
+    # nothing to check where the rule would not change (decide is not called)
+    asked.clear()
+    assert runs.refit(200, labelled, quiet, decider(events)) == 200
+    assert runs.refit(None, labelled, quiet, decider(events)) is None
+    assert asked == []
+    with pytest.raises(errors.InputError, match="600 flags"):
+        runs.refit(100, labelled, quiet, lambda after: events[:10])
+
+
+def test_a_drifting_history_keeps_the_rule_where_a_longer_wait_would_flag_the_drift(
+    setup: dict[str, Any],
+) -> None:
+    det = setup["det"]
+    stream = normal_series(1200, seed=8, start=3000)
+    stream.iloc[100:115, 2] += 3.0  # a short anomaly, labelled as a wide window below
+    stream.iloc[500:, 2] += 1.0  # a lasting change of level, not labelled
+
+    monitor = det.monitor()
+    start = monitor.state_dict()
+    head = monitor.update(stream)
+    raw = head["score"].to_numpy()
+
+    def decide(after: int) -> np.ndarray:
+        again = Monitor.from_state(det, start)
+        again.apply_feedback(relearn_after=after)
+        return again.decide(raw)["anomalous"].to_numpy()
+
+    # decisions made again from the same start are the stream's own
+    assert (decide(100) == head["anomalous"].to_numpy()).all()
+    quiet = ~head["anomalous"].to_numpy()
+
+    def taken(label: slice) -> int | None:
+        given = [Label(stream.index[label.start], stream.index[label.stop - 1], "anomaly", T0)]
+        masks = label_masks(stream.index, given)
+        runs = LastingRuns.of(masks, head["event"].notna().to_numpy())
+        return runs.refit(100, masks, quiet, decide)
+
+    # a wide window around the short anomaly: waiting 200 points would flag the drift longer
+    assert taken(slice(90, 290)) == 100
+    # the lasting change labelled an anomaly itself: the monitor waits for it
+    assert taken(slice(500, 1100)) == 600
+
+
 def test_a_confirmed_long_anomaly_makes_the_monitor_wait_for_as_long(
     setup: dict[str, Any],
 ) -> None:

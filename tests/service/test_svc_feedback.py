@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_helpers import TINY_CONFIG, add_event, make_frame, register_trained_version
 
+from detector import feedback as fb
 from service import feedback
 from service.app import create_app
 from service.context import AppContext
@@ -310,6 +311,44 @@ def test_a_labelled_anomaly_longer_than_relearn_after_makes_live_monitors_wait(
     # a stream whose own rule is longer than any confirmed anomaly keeps it, and one off stays
     assert relearn_after({"relearn_after": 500}) == 500
     assert relearn_after({"relearn_after": None}) is None
+
+
+def test_a_longer_wait_that_the_labelled_history_rejects_is_kept_apart(
+    app: tuple[TestClient, dict[str, str], Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check itself is the library's (tests/detector/test_feedback.py); here: the refit
+    # asks it on the labelled history's own scores, and a rejection reaches no monitor.
+    client, h, settings = app
+    ctx = _ctx(client)
+    model_id = _model(client, h, "m", "always")
+    ctx.history.append(model_id, make_frame(1500, seed=1, end=T0))
+    later = _spiky(600, 4, [(100, 260)], end=T0 + pd.Timedelta("10h"))
+    ctx.history.append(model_id, later)
+    _label(client, h, "m", later.index[100], later.index[259], "anomaly")
+    asked: list[tuple[int | None, int]] = []
+
+    def rejecting(
+        self: fb.LastingRuns, current: int | None, masks: fb.LabelMasks, quiet: Any, decide: Any
+    ) -> int | None:
+        flags = decide(160)
+        asked.append((current, int(flags[masks.anomaly].sum())))
+        return current
+
+    monkeypatch.setattr(fb.LastingRuns, "refit", rejecting)
+    _run_job(ctx, settings, "m")
+    refit = _version(ctx, "m", 1).metrics["label_refit"]
+    assert refit == {"lasting_rejected": {"anomaly": 160, "normal_event": 0}}
+    ((current, flagged),) = asked
+    assert current == 100 and flagged > 100  # the decisions were made on the anomaly's scores
+    points = make_frame(30, seed=9, end=T0 + pd.Timedelta("20h"))
+    body = {
+        "timestamps": [t.isoformat() for t in points.index],
+        "values": {c: points[c].tolist() for c in ("a", "b")},
+    }
+    assert client.post("/v1/models/m/stream", json=body, headers=h).status_code == 200
+    with ctx.db.session() as session:
+        state = orjson.loads(session.query(Stream).one().state)
+    assert state["options"]["relearn_after"] == 100
 
 
 # --------------------------------------------------------------------------- promotion
