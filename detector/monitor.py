@@ -18,9 +18,16 @@ Missing data follows the model's policy, causally: index gaps of up to ``window`
 are re-inserted as unobserved rows, longer gaps start a new segment (the context is dropped and
 the first ``window - 1`` points after it get a NaN score, never a flag); a missing cell is filled
 with the feature's last observed value (the training mean before any), and filled cells never
-count in a score. Timestamps must increase strictly, also across calls: a point at or before the
-last one raises :class:`~detector.errors.InputError` (the caller decides what to do with late
-data).
+count in a score.
+
+Timestamps follow the library's policy (:mod:`detector.preprocessing`) as far as a stream can:
+every row given gets an output, in the caller's order; a repeated timestamp (a clock change, a
+re-sent row) with the same values as a point already seen at that time is that point (it gets
+the point's outputs again and moves nothing on), with other values it is the next point. A
+timestamp before the one before it, in a chunk or across calls, raises
+:class:`~detector.errors.InputError` (a stream cannot put a point into its past: sort each
+chunk, and send late data to training instead). The points of the stream's last timestamp are
+remembered for that (at most :data:`TAIL_POINTS`).
 
 Nothing depends on how the stream is cut: one point at a time, chunks of 7 or everything at once
 give the same scores, thresholds, flags and events (to float tolerance of the network's batched
@@ -76,6 +83,9 @@ from .thresholds import MIN_SCORES, calibrate
 
 if TYPE_CHECKING:
     from .detector import Detector
+
+#: Points of the stream's last timestamp kept to recognise a re-sent copy of one of them.
+TAIL_POINTS = 64
 
 __all__ = [
     "STATE_VERSION",
@@ -250,7 +260,8 @@ class Points:
     values : ndarray, shape (T, F)
         The model's features in ``feature_names_in_`` order; NaN is a missing value.
     index : Index, shape (T,)
-        Indexed like the training data (a ``DatetimeIndex`` or integers), strictly increasing.
+        Indexed like the training data (a ``DatetimeIndex`` or integers), in time order (a
+        repeated timestamp as in the module docstring).
     key : str, optional
         The series' key (required by a model with a key column).
     """
@@ -275,6 +286,32 @@ class Scores:
     event: np.ndarray
     expected: np.ndarray | None = None
 
+    def take(self, rows: np.ndarray) -> Scores:
+        """These rows, in this order."""
+        expected = None if self.expected is None else self.expected[rows]
+        return Scores(
+            self.score[rows],
+            self.normalized[rows],
+            self.threshold[rows],
+            self.anomalous[rows],
+            self.event[rows],
+            expected,
+        )
+
+    def then(self, other: Scores) -> Scores:
+        """These rows followed by ``other``'s."""
+        expected = None
+        if self.expected is not None and other.expected is not None:
+            expected = np.concatenate([self.expected, other.expected])
+        return Scores(
+            np.concatenate([self.score, other.score]),
+            np.concatenate([self.normalized, other.normalized]),
+            np.concatenate([self.threshold, other.threshold]),
+            np.concatenate([self.anomalous, other.anomalous]),
+            np.concatenate([self.event, other.event]),
+            expected,
+        )
+
     def frame(self, index: pd.Index, names: Sequence[str] = ()) -> pd.DataFrame:
         """``score``, ``normalized``, ``threshold``, ``anomalous``, ``event`` (Int64) on
         ``index``, then ``expected.<name>`` for ``names`` when ``expected`` is held (built in
@@ -294,13 +331,16 @@ class Scores:
 
 @dataclass
 class _Chunk:
-    """A validated chunk: values (T, F), index numbers (T,), key and time zone."""
+    """A validated chunk: values (n, F) and index numbers (n,) of its new points, key and time
+    zone; ``take``: for each of the caller's T rows, its new point (>= 0) or ``-1 - k`` for
+    the stream's remembered point k it repeats (None: every row is a new point)."""
 
     values: np.ndarray
     positions: np.ndarray
     key: str
     tz: str | None
     zone: Any  # the index's time zone object (conditions encode with it)
+    take: np.ndarray | None = None
 
 
 @dataclass
@@ -525,6 +565,9 @@ class Monitor(Decider):
         self._key: str | None = None
         self._tz: str | None = None
         self._last_pos: int | None = None
+        self._tail_values = np.empty((0, detector.n_features_in_))  # points at _last_pos
+        self._tail = self._empty_scores()  # their outputs
+        self._tail_pos: int | None = None  # the timestamp of the remembered points
         self._factor = 1.0
         self.memory: NormalMemory | None = None
 
@@ -545,7 +588,8 @@ class Monitor(Decider):
         ----------
         frame : DataFrame or Series, shape (T, F)
             The model's feature columns (and its key column, one value for the whole stream),
-            indexed like the training data, strictly after the last point seen.
+            indexed like the training data, in time order from the last point seen on (a
+            repeated timestamp follows the module docstring's policy).
 
         Returns
         -------
@@ -636,7 +680,30 @@ class Monitor(Decider):
                 piece.errors, piece.recon = errors, recon
         out: list[Scores] = []
         for monitor, chunk, pieces in zip(monitors, chunks, plans, strict=True):
-            out.append(monitor._empty_scores() if chunk is None else monitor._finish(chunk, pieces))
+            if chunk is None:
+                out.append(monitor._empty_scores())
+                continue
+            new = monitor._finish(chunk, pieces) if pieces else monitor._empty_scores()
+            out.append(monitor._settle(chunk, new))
+        return out
+
+    def _settle(self, chunk: _Chunk, new: Scores) -> Scores:
+        """The outputs of the caller's rows from those of the chunk's new points (a repeat
+        gets its point's), and the points of the stream's last timestamp remembered."""
+        tail, tail_values = self._tail, self._tail_values
+        out = new
+        if chunk.take is not None:
+            take = chunk.take
+            out = tail.then(new).take(np.where(take < 0, -1 - take, len(tail.score) + take))
+        if len(chunk.positions):
+            at = np.flatnonzero(chunk.positions == chunk.positions[-1])
+            if self._last_pos != self._tail_pos:  # the new points moved past the old tail
+                tail, tail_values = self._empty_scores(), tail_values[:0]
+            tail = tail.then(new.take(at))
+            tail_values = np.concatenate([tail_values, chunk.values[at]])
+            keep = np.arange(max(0, len(tail_values) - TAIL_POINTS), len(tail_values))
+            self._tail, self._tail_values = tail.take(keep), tail_values[keep]
+            self._tail_pos = self._last_pos
         return out
 
     def _empty_scores(self) -> Scores:
@@ -748,6 +815,7 @@ class Monitor(Decider):
                 "stamps": [float(v) for v in self._ctx_stamps],
                 "last_seen": _rows(self._last_seen[None, :])[0],
                 "smooth": _rows(self._smooth),
+                "tail": self._tail_state(),
             },
             "recent": [asdict(r) for r in self._recent],
             "open": None if self._open is None else asdict(self._open),
@@ -789,6 +857,7 @@ class Monitor(Decider):
             monitor._key, monitor._tz = state["key"], state["tz"]
             last = state["last_pos"]
             monitor._last_pos = None if last is None else int(last)
+            monitor._restore_tail(stream.get("tail"))  # absent in states of earlier versions
             monitor._recent.extend(_Recent(**r) for r in state["recent"])
             monitor._open = None if state["open"] is None else _OpenEvent(**state["open"])
             monitor._events.extend(monitor._event_from_state(e) for e in state["events"])
@@ -800,6 +869,36 @@ class Monitor(Decider):
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the monitor state is incomplete or malformed: {exc}") from exc
         return monitor
+
+    def _tail_state(self) -> dict[str, Any] | None:
+        """The points of the stream's last timestamp and their outputs, for a repeat."""
+        if self._tail_pos is None or self._tail_pos != self._last_pos:
+            return None
+        t = self._tail
+        return {
+            "values": _rows(self._tail_values),
+            "scores": _rows(np.column_stack([t.score, t.normalized, t.threshold])),
+            "anomalous": t.anomalous.astype(bool).tolist(),
+            "event": t.event.astype(int).tolist(),
+            "expected": None if t.expected is None else _rows(t.expected),
+        }
+
+    def _restore_tail(self, tail: dict[str, Any] | None) -> None:
+        if tail is None:
+            return
+        n_feat = self.detector.n_features_in_
+        scores = _array(tail["scores"], 3)
+        expected = tail["expected"]
+        self._tail_values = _array(tail["values"], n_feat)
+        self._tail = Scores(
+            scores[:, 0],
+            scores[:, 1],
+            scores[:, 2],
+            np.asarray(tail["anomalous"], dtype=bool),
+            np.asarray(tail["event"], dtype=np.int64),
+            None if expected is None else _array(expected, n_feat),
+        )
+        self._tail_pos = self._last_pos
 
     # ------------------------------------------------------------------ input
     def _validate(self, frame: pd.DataFrame) -> _Chunk:
@@ -855,10 +954,12 @@ class Monitor(Decider):
         pre = self.detector.preprocessor_
         pre.check_index_kind(index)
         positions = _index_numbers(index)
-        if (np.diff(positions) <= 0).any():
+        down = np.flatnonzero(np.diff(positions) < 0)
+        if down.size:
             raise InputError(
-                "the index must be strictly increasing (sorted, no duplicates); sort the points "
-                "by time and drop duplicate timestamps"
+                f"the index must be increasing: point {index[down[0] + 1]} comes after "
+                f"{index[down[0]]}; a stream cannot put a point into its past, so sort each "
+                "chunk by time"
             )
         if self._key is not None and key != self._key:
             raise InputError(f"this monitor follows key {self._key!r}, got key {key!r}")
@@ -870,12 +971,46 @@ class Monitor(Decider):
             raise InputError(
                 f"the stream's timestamps are in time zone {self._tz}, got {tz}; send the same"
             )
-        if self._last_pos is not None and positions[0] <= self._last_pos:
+        if self._last_pos is not None and positions[0] < self._last_pos:
             raise InputError(
-                f"point {index[0]} is not after the last point of the stream "
-                f"({self._label(self._last_pos)}); a stream takes points in time order, once"
+                f"point {index[0]} is before the last point of the stream "
+                f"({self._label(self._last_pos)}); a stream takes points in time order (late "
+                "data belongs in training data)"
             )
-        return _Chunk(values, positions, key, tz, zone)
+        repeats = self._repeats(values, positions)
+        if repeats is None:
+            return _Chunk(values, positions, key, tz, zone)
+        take, new = repeats
+        return _Chunk(values[new], positions[new], key, tz, zone, take)
+
+    def _repeats(
+        self, values: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:attr:`_Chunk.take` of a chunk in time order and the rows of its new points (None
+        without a repeated timestamp): a row with the timestamp and the values (NaN equal to
+        NaN) of a point before it at that time is that point, else a new one."""
+        before = positions[0] - 1 if self._last_pos is None else self._last_pos
+        repeated = positions == np.append(before, positions[:-1])
+        if not repeated.any():
+            return None
+        take = np.empty(len(positions), dtype=np.int64)
+        new: list[int] = []
+        same_time: list[tuple[int, np.ndarray]] = []  # (take value, values) at positions[i]
+        if positions[0] == self._last_pos and self._tail_pos == self._last_pos:
+            same_time = [(-1 - k, row) for k, row in enumerate(self._tail_values)]
+        for i, row in enumerate(values):
+            if not repeated[i]:
+                same_time = []
+            match = next(
+                (ref for ref, seen in same_time if np.array_equal(seen, row, equal_nan=True)),
+                None,
+            )
+            if match is None:
+                match = len(new)
+                new.append(i)
+                same_time.append((match, row))
+            take[i] = match
+        return take, np.asarray(new, dtype=np.int64)
 
     def _fast_values(self, frame: pd.DataFrame) -> np.ndarray | None:
         """The feature values (T, F) when the chunk is plainly valid, else None (the caller then
@@ -926,6 +1061,8 @@ class Monitor(Decider):
         """The gap-free runs of a validated chunk, ready for the network; moves the context,
         the last observed values, the key and the last position on (what does not depend on
         the network's output; :meth:`_finish` does the rest)."""
+        if not len(chunk.positions):
+            return []  # only repeats of points seen: nothing moves on
         smooth = self._smooth  # carried through the runs by _finish
         pieces = []
         for lo, hi, fresh in self._pieces(chunk.positions):

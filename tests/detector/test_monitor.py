@@ -150,6 +150,39 @@ def test_state_round_trip_mid_stream(
         assert restored.threshold == pytest.approx(never_stopped.threshold)
 
 
+@pytest.mark.parametrize("kind", ["ae", "cvae"])
+def test_repeated_timestamps_follow_the_library_policy(
+    kind: str, fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, base = fitted[kind], data["test"].iloc[:300]
+    other = base.iloc[[150]] + 0.5  # the time of point 150 again, with other values
+    parts = [base.iloc[:101], base.iloc[[100]], base.iloc[101:151], other, base.iloc[151:201]]
+    frame = pd.concat([*parts, base.iloc[[200, 200]], base.iloc[201:]])
+    copies = np.zeros(len(frame), dtype=bool)
+    copies[[101, 203, 204]] = True  # the re-sent rows (exact copies of points 100 and 200)
+
+    runs = {c: stream(det.monitor(**OPTIONS), frame, c) for c in (1, 7, 101, len(frame))}
+    whole = runs[len(frame)]
+    assert whole.index.equals(frame.index)  # every row gets its output, in the caller's order
+    for chunk in (1, 7, 101):
+        assert_same(runs[chunk], whole)
+    # a copy gets its point's outputs and moves nothing on: the stream without the copies
+    # gives the other rows the same outputs
+    for row, point in ((101, 100), (203, 202), (204, 202)):
+        pd.testing.assert_series_equal(whole.iloc[row], whole.iloc[point], check_names=False)
+    assert_same(whole[~copies], det.monitor(**OPTIONS).update(frame[~copies]))
+    # other values at a repeated time are the next point, with a score of their own
+    assert np.isfinite(whole["score"].iloc[152]) and whole["score"].iloc[152] != pytest.approx(
+        whole["score"].iloc[151]
+    )
+    # a stream stopped right before a copy knows the point it repeats
+    first = det.monitor(**OPTIONS)
+    head = first.update(frame.iloc[:101])
+    state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+    tail = Monitor.from_state(det, state).update(frame.iloc[101:])
+    assert_same(pd.concat([head, tail]), whole)
+
+
 def test_state_survives_saving_the_model(
     tmp_path: Path, fitted: dict[str, Detector], data: dict[str, Any]
 ) -> None:
@@ -228,10 +261,12 @@ def test_bad_input_is_refused_and_changes_nothing(
     monitor = det.monitor()
     monitor.update(test.iloc[:100])
     before = json.dumps(monitor.state_dict())
-    with pytest.raises(errors.InputError, match="not after the last point"):
+    with pytest.raises(errors.InputError, match="before the last point"):
         monitor.update(test.iloc[50:60])
-    with pytest.raises(errors.InputError, match="not after the last point"):
-        monitor.update(test.iloc[99:101])
+    with pytest.raises(errors.InputError, match="before the last point"):
+        monitor.update(test.iloc[98:101])
+    with pytest.raises(errors.InputError, match="must be increasing"):
+        monitor.update(test.iloc[[100, 102, 101]])
     with pytest.raises(errors.ColumnsError):
         monitor.update(test.iloc[100:110].drop(columns=["f1"]))
     with pytest.raises(errors.InputError, match="indexed by"):
@@ -462,7 +497,7 @@ def test_update_many_refuses_bad_input_and_changes_nothing(
     first = Monitor.update_many(monitors, [test.iloc[:50]] * 3)
     before = [json.dumps(m.state_dict()) for m in monitors]
     late = test.iloc[40:60]  # starts before the last point seen
-    with pytest.raises(errors.InputError, match="not after the last point"):
+    with pytest.raises(errors.InputError, match="before the last point"):
         Monitor.update_many(monitors, [test.iloc[50:60], late, test.iloc[50:60]])
     with pytest.raises(errors.InputError, match="listed twice"):
         Monitor.update_many([monitors[0], monitors[0]], [test.iloc[50:60]] * 2)
