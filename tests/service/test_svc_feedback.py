@@ -278,33 +278,46 @@ def test_a_version_refits_its_live_threshold_on_enough_labels(
     assert state["feedback"]["factor"] == pytest.approx(refit["scale"])
 
 
-def test_a_labelled_anomaly_longer_than_relearn_after_makes_live_monitors_wait(
-    app: tuple[TestClient, dict[str, str], Settings],
-) -> None:
-    client, h, settings = app
+def _long_labelled_anomaly(client: TestClient, h: dict[str, str]) -> AppContext:
+    """Model "m" with training history and, later, a 160-point anomaly labelled as one."""
     ctx = _ctx(client)
     model_id = _model(client, h, "m", "always")
     ctx.history.append(model_id, make_frame(1500, seed=1, end=T0))
     later = _spiky(600, 4, [(100, 260)], end=T0 + pd.Timedelta("10h"))
     ctx.history.append(model_id, later)
-    _label(client, h, "m", later.index[100], later.index[259], "anomaly")  # 160 points
+    _label(client, h, "m", later.index[100], later.index[259], "anomaly")
+    return ctx
+
+
+def _streamed_relearn_after(
+    client: TestClient, h: dict[str, str], ctx: AppContext, options: dict[str, Any]
+) -> Any:
+    """The ``relearn_after`` a new stream of "m" runs with (the stream is deleted again)."""
+    points = make_frame(30, seed=9, end=T0 + pd.Timedelta("20h"))
+    body = {
+        "timestamps": [t.isoformat() for t in points.index],
+        "values": {c: points[c].tolist() for c in ("a", "b")},
+        "options": options,
+    }
+    r = client.post("/v1/models/m/stream", json=body, headers=h)
+    assert r.status_code == 200, r.text
+    with ctx.db.session() as session:
+        state = orjson.loads(session.query(Stream).one().state)
+    assert client.delete("/v1/models/m/stream", headers=h).status_code == 204
+    return state["options"]["relearn_after"]
+
+
+def test_a_labelled_anomaly_longer_than_relearn_after_makes_live_monitors_wait(
+    app: tuple[TestClient, dict[str, str], Settings],
+) -> None:
+    client, h, settings = app
+    ctx = _long_labelled_anomaly(client, h)
     _run_job(ctx, settings, "m")
     refit = _version(ctx, "m", 1).metrics["label_refit"]
     assert refit == {"lasting": {"anomaly": 160, "normal_event": 0}}  # one range: no scale
 
     def relearn_after(options: dict[str, Any]) -> Any:
-        points = make_frame(30, seed=9, end=T0 + pd.Timedelta("20h"))
-        body = {
-            "timestamps": [t.isoformat() for t in points.index],
-            "values": {c: points[c].tolist() for c in ("a", "b")},
-            "options": options,
-        }
-        r = client.post("/v1/models/m/stream", json=body, headers=h)
-        assert r.status_code == 200, r.text
-        with ctx.db.session() as session:
-            state = orjson.loads(session.query(Stream).one().state)
-        assert client.delete("/v1/models/m/stream", headers=h).status_code == 204
-        return state["options"]["relearn_after"]
+        return _streamed_relearn_after(client, h, ctx, options)
 
     # the default rule (100 points) was outlasted by a confirmed anomaly: it waits for 160
     assert relearn_after({}) == 160
@@ -319,12 +332,7 @@ def test_a_longer_wait_that_the_labelled_history_rejects_is_kept_apart(
     # The check itself is the library's (tests/detector/test_feedback.py); here: the refit
     # asks it on the labelled history's own scores, and a rejection reaches no monitor.
     client, h, settings = app
-    ctx = _ctx(client)
-    model_id = _model(client, h, "m", "always")
-    ctx.history.append(model_id, make_frame(1500, seed=1, end=T0))
-    later = _spiky(600, 4, [(100, 260)], end=T0 + pd.Timedelta("10h"))
-    ctx.history.append(model_id, later)
-    _label(client, h, "m", later.index[100], later.index[259], "anomaly")
+    ctx = _long_labelled_anomaly(client, h)
     asked: list[tuple[int | None, int]] = []
 
     def rejecting(
@@ -340,15 +348,7 @@ def test_a_longer_wait_that_the_labelled_history_rejects_is_kept_apart(
     assert refit == {"lasting_rejected": {"anomaly": 160, "normal_event": 0}}
     ((current, flagged),) = asked
     assert current == 100 and flagged > 100  # the decisions were made on the anomaly's scores
-    points = make_frame(30, seed=9, end=T0 + pd.Timedelta("20h"))
-    body = {
-        "timestamps": [t.isoformat() for t in points.index],
-        "values": {c: points[c].tolist() for c in ("a", "b")},
-    }
-    assert client.post("/v1/models/m/stream", json=body, headers=h).status_code == 200
-    with ctx.db.session() as session:
-        state = orjson.loads(session.query(Stream).one().state)
-    assert state["options"]["relearn_after"] == 100
+    assert _streamed_relearn_after(client, h, ctx, {}) == 100
 
 
 # --------------------------------------------------------------------------- promotion
