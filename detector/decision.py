@@ -351,8 +351,12 @@ class DSpot(Threshold):
         times itself (in log units with ``log=True``); the level keeps following the stream,
         so later thresholds are the level plus the re-fitted excess. A threshold that cannot
         be reached with a positive excess (below the current level) keeps a tiny one. The
-        floor moves by ``factor`` too."""
-        target = _check_scale(factor) * self.threshold
+        floor moves by ``factor`` too. A factor of 1 changes nothing (also where the floor is
+        the threshold: the excess under it stays, so the threshold follows the level as
+        before)."""
+        if _check_scale(factor) == 1.0:
+            return
+        target = factor * self.threshold
         if self.floor is not None:
             self.floor *= factor
         level = self.level

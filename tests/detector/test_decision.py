@@ -103,6 +103,10 @@ def test_dspot_floor_stops_the_level_ratchet_on_cyclic_scores() -> None:
     again = threshold_from_state(json.loads(json.dumps(floored.state_dict(), allow_nan=False)))
     assert isinstance(again, DSpot) and again.floor == pot
     assert again.threshold == floored.threshold
+    assert floored.threshold == pot  # the floor is the threshold here
+    before = floored.state_dict()
+    floored.rescale(1.0)  # a refit that keeps the threshold changes nothing
+    assert floored.state_dict() == before
     floored.rescale(2.0)  # labels re-fit: the floor moves with the threshold
     assert floored.floor == pytest.approx(2 * pot)
     assert floored.threshold == pytest.approx(2 * again.threshold)
