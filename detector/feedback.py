@@ -22,10 +22,12 @@ What the labels change
   raised no alert) that carry no label, as normal: silence is taken for consent. Without
   them the labelled normals would be the false alarms only, every one above the threshold,
   so that a lower threshold would never cost a labelled false positive and the refit would
-  always go down to its bound (the feedback replay showed exactly that on smd). The "enough
-  labels" rule: at least ``min_anomaly_events`` labelled anomaly ranges (maximal runs of
-  labelled-anomaly points) and ``min_normal_points`` normal points (labelled or quiet) with a
-  finite score. Fed with the stream's normalised scores (``score /
+  always go down to its bound (the feedback replay showed exactly that on smd). The false
+  alarms the normal memory holds are left out (``remembered``): the memory already stops
+  windows like them, and counting them raised the threshold for alarms that no longer
+  alert. The "enough labels" rule: at least ``min_anomaly_events`` labelled anomaly ranges
+  (maximal runs of labelled-anomaly points) and ``min_normal_points`` normal points (labelled
+  or quiet) with a finite score. Fed with the stream's normalised scores (``score /
   threshold``) and ``current_threshold=1``, the result's :attr:`ThresholdRefit.scale` is a
   factor on the live threshold: :meth:`Monitor.apply_feedback
   <detector.monitor.Monitor.apply_feedback>` applies it to the online threshold, which keeps
@@ -252,6 +254,7 @@ def refit_threshold(
     masks: LabelMasks,
     current_threshold: float,
     quiet: npt.ArrayLike | None = None,
+    remembered: npt.ArrayLike | None = None,
     *,
     min_anomaly_events: int = 2,
     min_normal_points: int = 20,
@@ -271,6 +274,12 @@ def refit_threshold(
         a label count as normal. Default: the points scored at or below
         ``current_threshold`` (what would not have alerted). All False: the labelled points
         only (biased low, see above).
+    remembered : array_like of bool, shape (T,), optional
+        The points of the false alarms the normal memory holds (:class:`NormalMemory`: the
+        events labelled normal), left out: the memory stops windows like them, so the
+        threshold need not pay for them as well. Counted, they push the refit up for false
+        alarms that no longer alert (asd omi-9 in the feedback replay: its 20 remembered false
+        alarms raised the threshold 2x, and the second half's anomalies went unflagged).
     min_anomaly_events, min_normal_points : int
         The "enough labels" rule: at least this many labelled anomaly ranges (runs) and
         labelled normal points with a finite score.
@@ -288,6 +297,11 @@ def refit_threshold(
     if not (current_threshold > 0 and 0 < low <= 1 <= high):
         raise ConfigError("need current_threshold > 0 and bounds with 0 < low <= 1 <= high")
     finite = np.isfinite(s)
+    if remembered is not None:
+        held = np.asarray(remembered, dtype=bool)
+        if held.shape != s.shape:
+            raise InputError(f"got {held.size} remembered flags for {s.size} scores")
+        finite &= ~held | masks.anomaly
     anomaly, normal = _history_points(
         masks, s <= current_threshold if quiet is None else quiet, finite
     )

@@ -17,8 +17,8 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   service's rule for retraining on a stream, :func:`detector.retraining.refit_on_stream`), so
   that what retraining alone does is seen;
 - ``threshold + memory``: the live threshold re-fitted on the first half's normalised scores
-  and labels, its points without an alert counting as normal
-  (:func:`~detector.feedback.refit_threshold`, factor applied with
+  and labels, its points without an alert counting as normal and the false alarms the memory
+  holds left out (:func:`~detector.feedback.refit_threshold`, factor applied with
   :meth:`Monitor.apply_feedback <detector.monitor.Monitor.apply_feedback>`), and the events
   labelled normal remembered (:class:`~detector.feedback.NormalMemory`), and the monitor's
   ``relearn_after`` raised to the longest labelled anomaly where one outlasted it and the
@@ -37,6 +37,10 @@ Then the second half is streamed, in each of these modes, from the monitor's sta
   training; the ``ssaae`` learns their class, not their reconstruction), so the re-fit leans
   low; the 0.5-2x bounds of
   :func:`~detector.feedback.refit_threshold` hold it.
+
+A refit that fails (e.g. too little held-out data once the events are left out) leaves the
+model in use, as a failed training job leaves the active version; ``applied`` records it as
+``refit_error``.
 
 Only the second half is measured (labels for evaluation only): F1 at the live threshold,
 composite F1, false alarm events per 10,000 normal points and the other figures of
@@ -66,6 +70,7 @@ import pandas as pd
 from .bench import list_entities, load_entity, metric_window
 from .config import DetectorConfig
 from .detector import Detector, create_detector
+from .errors import ReconADError
 from .feedback import (
     Label,
     LabelMasks,
@@ -195,7 +200,9 @@ def feedback_replay(
     given = operator_labels(first.index, known, spans)
     masks = label_masks(first.index, given)
     quiet = ~head["anomalous"].to_numpy()
-    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet)
+    normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
+    remembered = ~outside_spans(first.index, normal_spans)  # what the normal memory holds
+    refit = refit_threshold(head["normalized"].to_numpy(), masks, 1.0, quiet, remembered)
     lasting = LastingRuns.of(masks, head["event"].notna().to_numpy())
     raw = head["score"].to_numpy()
 
@@ -205,32 +212,36 @@ def feedback_replay(
         return again.decide(raw)["anomalous"].to_numpy()
 
     relearn_after = lasting.refit(monitor.options.relearn_after, masks, quiet, decide)
-    normal_spans = [(lab.start, lab.end) for lab in given if lab.verdict == "normal"]
     history = pd.concat([train, first])
     outputs: dict[str, pd.DataFrame] = {}
     applied: dict[str, dict[str, Any]] = {}
     for mode in modes:
         live = Monitor.from_state(det, state)
-        used = det
-        if mode == "full feedback":
-            point_labels = np.concatenate([np.full(len(train), -1), masks.point_labels()])
-            used = refit_on_stream(config, history, labels=point_labels)
-            live = live.with_detector(used)
-        elif mode == "retrain, no labels":
-            keep = np.concatenate(
-                [np.ones(len(train), dtype=bool), outside_spans(first.index, spans)]
-            )
-            used = refit_on_stream(config, history, keep=keep)
-            live = live.with_detector(used)
         info: dict[str, Any] = {
             "anomaly_labels": sum(lab.verdict == "anomaly" for lab in given),
             "normal_labels": len(normal_spans),
         }
+        used = det
+        try:
+            if mode == "full feedback":
+                point_labels = np.concatenate([np.full(len(train), -1), masks.point_labels()])
+                used = refit_on_stream(config, history, labels=point_labels)
+            elif mode == "retrain, no labels":
+                keep = np.concatenate(
+                    [np.ones(len(train), dtype=bool), outside_spans(first.index, spans)]
+                )
+                used = refit_on_stream(config, history, keep=keep)
+        except ReconADError as exc:  # as a failed training job: the model in use stays
+            info["refit_error"] = f"{type(exc).__name__}: {exc}"
+        if used is not det:
+            live = live.with_detector(used)
         if mode in LABELLED_MODES:
             memory = NormalMemory.for_detector(used)
             for start, end in normal_spans:
                 memory.remember(used, history, start, end)
-            own = refit if used is det else _label_refit(used, train, first, masks, chunk)
+            own = (
+                refit if used is det else _label_refit(used, train, first, masks, chunk, remembered)
+            )
             scale = None if own is None else own.scale
             live.apply_feedback(scale=scale, memory=memory, relearn_after=relearn_after)
             info["refit_scale"] = scale
@@ -242,17 +253,23 @@ def feedback_replay(
 
 
 def _label_refit(
-    det: Detector, train: pd.DataFrame, first: pd.DataFrame, masks: LabelMasks, chunk: int
+    det: Detector,
+    train: pd.DataFrame,
+    first: pd.DataFrame,
+    masks: LabelMasks,
+    chunk: int,
+    remembered: np.ndarray,
 ) -> ThresholdRefit | None:
     """The threshold refit of a new model version on its own causal scores of the labelled
     first half, as the service's training job makes it (``service.feedback.refit``): a fresh
-    monitor's normalised scores, its points without an alert counting as normal."""
+    monitor's normalised scores, its points without an alert counting as normal, the false
+    alarms the memory holds left out."""
     fresh = det.monitor()
     if det.window_ > 1:
         fresh.update(train.iloc[-(det.window_ - 1) :])
     scored = _stream(fresh, first, chunk)
     quiet = ~scored["anomalous"].to_numpy()
-    return refit_threshold(scored["normalized"].to_numpy(), masks, 1.0, quiet)
+    return refit_threshold(scored["normalized"].to_numpy(), masks, 1.0, quiet, remembered)
 
 
 def _has_both_halves(labels: np.ndarray) -> bool:

@@ -15,7 +15,9 @@ This module turns stored labels (:class:`service.tables.Label`) into the library
   labelled anomaly ranges and 20 normal points with a score: labelled normal, or unlabelled
   and raising no alert), the new version's causal scores over the stored history around the
   labelled spans, normalised by its live threshold, give the factor that makes point F1 there
-  best, within 0.5-2x; it is stored as ``metrics.label_refit`` and every live
+  best, within 0.5-2x, with the points of the events labelled normal left out (the live
+  monitors remember those false alarms and stop windows like them, so the threshold need not
+  rise for them too); it is stored as ``metrics.label_refit`` and every live
   monitor of that version applies it to its online threshold (which keeps adapting from there).
   With any labelled anomaly, ``metrics.label_refit.lasting`` holds the labelled history's
   ``detector.feedback.LastingRuns`` (the longest labelled anomaly, the longest run of stored
@@ -259,13 +261,18 @@ def refit(
     quiet_runs, _ = _series_runs(quiet.astype(np.float64), masks, frame, key_column)
     in_events = event_mask(db, model_id, frame, key_column).astype(np.float64)
     event_runs, _ = _series_runs(in_events, masks, frame, key_column)
+    false_alarms = _normal_labelled(db, AnomalyEvent.model_id == model_id)
+    remembered = event_mask(db, model_id, frame, key_column, only=false_alarms)
+    remembered_runs, _ = _series_runs(remembered.astype(np.float64), masks, frame, key_column)
     lasting = fb.LastingRuns.of(ordered, np.nan_to_num(event_runs) > 0)
     history_quiet = np.nan_to_num(quiet_runs) > 0
     out: dict[str, Any] = {}
     if lasting.anomaly > 0:
         taken = _lasting(detector, frame, key_column, raw, masks, history_quiet, lasting)
         out["lasting" if taken else "lasting_rejected"] = asdict(lasting)
-    result = fb.refit_threshold(scores, ordered, 1.0, quiet=history_quiet)
+    result = fb.refit_threshold(
+        scores, ordered, 1.0, quiet=history_quiet, remembered=np.nan_to_num(remembered_runs) > 0
+    )
     if result is not None:
         out.update(
             scale=result.scale,
@@ -313,15 +320,23 @@ def compare_versions(
 
 def normal_events(db: Database, stream_id: int, limit: int) -> list[tuple[datetime, datetime]]:
     """``(start, end)`` of a stream's events whose newest label says "normal", newest first."""
+    found = _normal_labelled(db, AnomalyEvent.stream_id == stream_id)
+    spans = [(start, end) for start, end in found.values()]
+    return sorted(spans, key=lambda span: span[0], reverse=True)[:limit]
+
+
+def _normal_labelled(db: Database, where: Any) -> dict[int, tuple[datetime, datetime]]:
+    """``{event id: (start, end)}`` of the events matching ``where`` whose newest label says
+    "normal" (the false alarms the live monitors remember)."""
     with db.session() as session:
         rows = session.execute(
             select(Label.event_id, Label.verdict, AnomalyEvent.start, AnomalyEvent.end)
             .join(AnomalyEvent, AnomalyEvent.id == Label.event_id)
-            .where(AnomalyEvent.stream_id == stream_id)
+            .where(where)
             .order_by(Label.created_at, Label.id)
         ).all()
-    newest: dict[int | None, tuple[str, datetime, datetime]] = {}
+    newest: dict[int, tuple[str, datetime, datetime]] = {}
     for event_id, verdict, start, end in rows:  # oldest first: the newest label stays
-        newest[event_id] = (verdict, start, end)
-    spans = [(s, e) for verdict, s, e in newest.values() if verdict == "normal"]
-    return sorted(spans, key=lambda span: span[0], reverse=True)[:limit]
+        if event_id is not None:
+            newest[int(event_id)] = (verdict, start, end)
+    return {i: (s, e) for i, (verdict, s, e) in newest.items() if verdict == "normal"}

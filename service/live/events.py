@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -158,24 +158,30 @@ class EventCountsCollector(Collector):
 
 
 def event_mask(
-    db: Database, model_id: str, frame: pd.DataFrame, key_column: str | None
+    db: Database,
+    model_id: str,
+    frame: pd.DataFrame,
+    key_column: str | None,
+    only: Collection[int] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Which rows of ``frame`` lie inside the model's anomaly events, (T,) bool.
 
     Retraining on a stream must not learn an anomaly as the new normal: every point from an
     event's start to its end (of that event's series, for a model with a key column) is inside,
     whether the event is open or closed. ``service.feedback.training_data`` decides what of it
-    labels bring back.
+    labels bring back. ``only``: the events with these ids (the label refit's remembered false
+    alarms), instead of all.
     """
     inside = np.zeros(len(frame), dtype=bool)
-    if frame.empty:
+    if frame.empty or (only is not None and not only):
         return inside
+    query = select(AnomalyEvent.series, AnomalyEvent.start, AnomalyEvent.end).where(
+        AnomalyEvent.model_id == model_id
+    )
+    if only is not None:
+        query = query.where(AnomalyEvent.id.in_(list(only)))
     with db.session() as session:
-        spans = session.execute(
-            select(AnomalyEvent.series, AnomalyEvent.start, AnomalyEvent.end).where(
-                AnomalyEvent.model_id == model_id
-            )
-        ).all()
+        spans = session.execute(query).all()
     if not spans:
         return inside
     index = pd.DatetimeIndex(frame.index)

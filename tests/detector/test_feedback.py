@@ -109,6 +109,30 @@ def test_refit_picks_the_best_f1_threshold_within_bounds() -> None:
     assert clipped.scale == pytest.approx(2.0, rel=0.01)
 
 
+def test_remembered_false_alarms_do_not_raise_the_threshold() -> None:
+    rng = np.random.default_rng(1)
+    n = 600
+    scores = rng.uniform(0.1, 0.9, n)  # quiet normal points
+    anomaly = np.zeros(n, dtype=bool)
+    for lo in (100, 400):  # anomalies above the threshold
+        anomaly[lo : lo + 10] = True
+        scores[lo : lo + 10] = rng.uniform(1.1, 2.0, 10)
+    false_alarms = np.zeros(n, dtype=bool)
+    false_alarms[200:260] = True  # more false alarms labelled normal, in the same range
+    scores[false_alarms] = rng.uniform(1.1, 1.6, 60)
+    m = masks_of(anomaly, false_alarms)
+    counted = refit_threshold(scores, m, 1.0)
+    assert counted is not None and counted.scale > 1.5  # raised above the false alarms
+    # the memory stops windows like those: left out, they raise nothing
+    left_out = refit_threshold(scores, m, 1.0, remembered=false_alarms)
+    assert left_out is not None and left_out.scale == pytest.approx(1.0)
+    assert left_out.f1 == pytest.approx(1.0) and left_out.n_normal_points == n - 80
+    # a labelled anomaly inside a remembered stretch still counts
+    assert refit_threshold(scores, m, 1.0, remembered=false_alarms | anomaly) == left_out
+    with pytest.raises(errors.InputError, match="remembered"):
+        refit_threshold(scores, m, 1.0, remembered=false_alarms[:10])
+
+
 def test_refit_needs_enough_labels() -> None:
     scores = np.linspace(0, 2, 100)
     anomaly = np.zeros(100, dtype=bool)
