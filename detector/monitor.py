@@ -343,6 +343,35 @@ class _Chunk:
     take: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class _Tail:
+    """The points of a stream's last timestamp and their outputs (at most
+    :data:`TAIL_POINTS`), kept as the chunk that brought them, (n,) or (n, F) each, in time
+    order, and cut out only when asked (a repeat is rare; a chunk is not): ``before``, the
+    outputs and values of earlier points at the same time."""
+
+    scores: Scores
+    values: np.ndarray
+    positions: np.ndarray
+    before: tuple[Scores, np.ndarray] | None = None
+
+    def rows(self) -> tuple[Scores, np.ndarray]:
+        """The remembered points' outputs and values."""
+        first = int(np.searchsorted(self.positions, self.positions[-1]))
+        at = np.arange(first, len(self.positions))
+        scores, values = self.scores.take(at), self.values[at]
+        if self.before is not None:
+            scores = self.before[0].then(scores)
+            values = np.concatenate([self.before[1], values])
+        keep = np.arange(max(0, len(values) - TAIL_POINTS), len(values))
+        return scores.take(keep), values[keep]
+
+    def compact(self) -> _Tail:
+        """The same points with nothing else held."""
+        scores, values = self.rows()
+        return _Tail(scores, values, np.full(len(values), self.positions[-1]))
+
+
 @dataclass
 class _Piece:
     """One gap-free run of a chunk between :meth:`Monitor._plan` and :meth:`Monitor._finish`:
@@ -565,8 +594,7 @@ class Monitor(Decider):
         self._key: str | None = None
         self._tz: str | None = None
         self._last_pos: int | None = None
-        self._tail_values = np.empty((0, detector.n_features_in_))  # points at _last_pos
-        self._tail = self._empty_scores()  # their outputs
+        self._tail: _Tail | None = None  # the points at _tail_pos, for a re-sent copy
         self._tail_pos: int | None = None  # the timestamp of the remembered points
         self._factor = 1.0
         self.memory: NormalMemory | None = None
@@ -690,21 +718,24 @@ class Monitor(Decider):
     def _settle(self, chunk: _Chunk, new: Scores) -> Scores:
         """The outputs of the caller's rows from those of the chunk's new points (a repeat
         gets its point's), and the points of the stream's last timestamp remembered."""
-        tail, tail_values = self._tail, self._tail_values
         out = new
         if chunk.take is not None:
+            seen, _ = self._tail_rows()
             take = chunk.take
-            out = tail.then(new).take(np.where(take < 0, -1 - take, len(tail.score) + take))
+            out = seen.then(new).take(np.where(take < 0, -1 - take, len(seen.score) + take))
         if len(chunk.positions):
-            at = np.flatnonzero(chunk.positions == chunk.positions[-1])
-            if self._last_pos != self._tail_pos:  # the new points moved past the old tail
-                tail, tail_values = self._empty_scores(), tail_values[:0]
-            tail = tail.then(new.take(at))
-            tail_values = np.concatenate([tail_values, chunk.values[at]])
-            keep = np.arange(max(0, len(tail_values) - TAIL_POINTS), len(tail_values))
-            self._tail, self._tail_values = tail.take(keep), tail_values[keep]
+            # every new point at the old tail's time: they join it; else the tail starts anew
+            before = self._tail_rows() if chunk.positions[-1] == self._tail_pos else None
+            tail = _Tail(new, chunk.values, chunk.positions, before)
+            self._tail = tail if len(chunk.positions) <= TAIL_POINTS else tail.compact()
             self._tail_pos = self._last_pos
         return out
+
+    def _tail_rows(self) -> tuple[Scores, np.ndarray]:
+        """The outputs and values of the remembered points (none: empty)."""
+        if self._tail is None:
+            return self._empty_scores(), np.empty((0, self.detector.n_features_in_))
+        return self._tail.rows()
 
     def _empty_scores(self) -> Scores:
         n_feat = self.detector.n_features_in_
@@ -872,11 +903,11 @@ class Monitor(Decider):
 
     def _tail_state(self) -> dict[str, Any] | None:
         """The points of the stream's last timestamp and their outputs, for a repeat."""
-        if self._tail_pos is None or self._tail_pos != self._last_pos:
+        if self._tail is None or self._tail_pos != self._last_pos:
             return None
-        t = self._tail
+        t, values = self._tail.rows()
         return {
-            "values": _rows(self._tail_values),
+            "values": _rows(values),
             "scores": _rows(np.column_stack([t.score, t.normalized, t.threshold])),
             "anomalous": t.anomalous.astype(bool).tolist(),
             "event": t.event.astype(int).tolist(),
@@ -889,8 +920,8 @@ class Monitor(Decider):
         n_feat = self.detector.n_features_in_
         scores = _array(tail["scores"], 3)
         expected = tail["expected"]
-        self._tail_values = _array(tail["values"], n_feat)
-        self._tail = Scores(
+        values = _array(tail["values"], n_feat)
+        outputs = Scores(
             scores[:, 0],
             scores[:, 1],
             scores[:, 2],
@@ -898,6 +929,7 @@ class Monitor(Decider):
             np.asarray(tail["event"], dtype=np.int64),
             None if expected is None else _array(expected, n_feat),
         )
+        self._tail = _Tail(outputs, values, np.full(len(values), self._last_pos))
         self._tail_pos = self._last_pos
 
     # ------------------------------------------------------------------ input
@@ -997,7 +1029,7 @@ class Monitor(Decider):
         new: list[int] = []
         same_time: list[tuple[int, np.ndarray]] = []  # (take value, values) at positions[i]
         if positions[0] == self._last_pos and self._tail_pos == self._last_pos:
-            same_time = [(-1 - k, row) for k, row in enumerate(self._tail_values)]
+            same_time = [(-1 - k, row) for k, row in enumerate(self._tail_rows()[1])]
         for i, row in enumerate(values):
             if not repeated[i]:
                 same_time = []
