@@ -594,8 +594,7 @@ class Monitor(Decider):
         self._key: str | None = None
         self._tz: str | None = None
         self._last_pos: int | None = None
-        self._tail: _Tail | None = None  # the points at _tail_pos, for a re-sent copy
-        self._tail_pos: int | None = None  # the timestamp of the remembered points
+        self._tail: _Tail | None = None  # the points at _last_pos, for a re-sent copy
         self._factor = 1.0
         self.memory: NormalMemory | None = None
 
@@ -725,10 +724,10 @@ class Monitor(Decider):
             out = seen.then(new).take(np.where(take < 0, -1 - take, len(seen.score) + take))
         if len(chunk.positions):
             # every new point at the old tail's time: they join it; else the tail starts anew
-            before = self._tail_rows() if chunk.positions[-1] == self._tail_pos else None
+            joins = self._tail is not None and chunk.positions[-1] == self._tail.positions[-1]
+            before = self._tail_rows() if joins else None
             tail = _Tail(new, chunk.values, chunk.positions, before)
             self._tail = tail if len(chunk.positions) <= TAIL_POINTS else tail.compact()
-            self._tail_pos = self._last_pos
         return out
 
     def _tail_rows(self) -> tuple[Scores, np.ndarray]:
@@ -903,7 +902,7 @@ class Monitor(Decider):
 
     def _tail_state(self) -> dict[str, Any] | None:
         """The points of the stream's last timestamp and their outputs, for a repeat."""
-        if self._tail is None or self._tail_pos != self._last_pos:
+        if self._tail is None:
             return None
         t, values = self._tail.rows()
         return {
@@ -930,7 +929,6 @@ class Monitor(Decider):
             None if expected is None else _array(expected, n_feat),
         )
         self._tail = _Tail(outputs, values, np.full(len(values), self._last_pos))
-        self._tail_pos = self._last_pos
 
     # ------------------------------------------------------------------ input
     def _validate(self, frame: pd.DataFrame) -> _Chunk:
@@ -1028,7 +1026,7 @@ class Monitor(Decider):
         take = np.empty(len(positions), dtype=np.int64)
         new: list[int] = []
         same_time: list[tuple[int, np.ndarray]] = []  # (take value, values) at positions[i]
-        if positions[0] == self._last_pos and self._tail_pos == self._last_pos:
+        if positions[0] == self._last_pos:  # the tail (if any) is at the last position
             same_time = [(-1 - k, row) for k, row in enumerate(self._tail_rows()[1])]
         for i, row in enumerate(values):
             if not repeated[i]:

@@ -55,6 +55,7 @@ from sqlalchemy import select
 from detector import Detector
 from detector import feedback as fb
 from detector.errors import ReconADError
+from detector.monitor import MonitorOptions
 from service.db import Database
 from service.labels import labels_of
 from service.live.events import event_mask
@@ -196,12 +197,14 @@ def _lasting(
     key_column: str | None,
     raw: npt.NDArray[np.float64],
     masks: fb.LabelMasks,
+    ordered: fb.LabelMasks,
     quiet: npt.NDArray[np.bool_],
     lasting: fb.LastingRuns,
 ) -> bool:
     """Whether the monitors take ``lasting`` (``LastingRuns.refit`` under a fresh monitor's
-    options); ``masks`` in the frame's row order, ``quiet`` in :func:`_series_runs`' order."""
-    current = detector.monitor().options.relearn_after
+    options); ``masks`` and ``raw`` in the frame's row order, ``ordered`` and ``quiet`` in
+    :func:`_series_runs`' order."""
+    current = MonitorOptions().relearn_after
     if lasting.relearn_after(current) == current:
         return True  # nothing to check: no option the runs would change at the default
 
@@ -212,7 +215,6 @@ def _lasting(
             flags[rows] = again["anomalous"].to_numpy(dtype=np.float64)
         return np.nan_to_num(_series_runs(flags, masks, frame, key_column)[0]) > 0
 
-    ordered = _series_runs(raw, masks, frame, key_column)[1]
     return lasting.refit(current, ordered, quiet, decide) != current
 
 
@@ -268,7 +270,7 @@ def refit(
     history_quiet = np.nan_to_num(quiet_runs) > 0
     out: dict[str, Any] = {}
     if lasting.anomaly > 0:
-        taken = _lasting(detector, frame, key_column, raw, masks, history_quiet, lasting)
+        taken = _lasting(detector, frame, key_column, raw, masks, ordered, history_quiet, lasting)
         out["lasting" if taken else "lasting_rejected"] = asdict(lasting)
     result = fb.refit_threshold(
         scores, ordered, 1.0, quiet=history_quiet, remembered=np.nan_to_num(remembered_runs) > 0
