@@ -21,7 +21,7 @@ from detector import (
     load_detector,
 )
 from detector.detector import Detector
-from detector.monitor import Points
+from detector.monitor import TAIL_POINTS, Points
 
 
 def fit(kind: str, train: pd.DataFrame, **overrides: Any) -> Detector:
@@ -181,6 +181,20 @@ def test_repeated_timestamps_follow_the_library_policy(
     state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
     tail = Monitor.from_state(det, state).update(frame.iloc[101:])
     assert_same(pd.concat([head, tail]), whole)
+
+
+def test_the_points_kept_for_repeats_are_bounded(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    det, base = fitted["ae"], data["test"]
+    same_time = base.iloc[:100].copy()
+    same_time.index = pd.DatetimeIndex([base.index[0]] * 100)  # one time, 100 other values
+    for chunk in (1, 100):
+        monitor = det.monitor()
+        stream(monitor, same_time, chunk)
+        tail = monitor.state_dict()["stream"]["tail"]
+        assert len(tail["values"]) == len(tail["anomalous"]) == TAIL_POINTS
+        np.testing.assert_allclose(tail["values"], same_time.to_numpy()[-TAIL_POINTS:])
 
 
 def test_state_survives_saving_the_model(
