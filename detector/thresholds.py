@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
 
 from .config import CalibrationConfig
 from .errors import ConfigError, InputError, LabelsError, NonFiniteError, NotFittedError
@@ -318,25 +317,37 @@ def _fit_gpd(y: FloatArray) -> tuple[float, float]:
         lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.shape[0] - 1)]
         x_best, ll_best = float(grid[i]), float(ll[i])
         if lo < hi:
-            res = minimize_scalar(
-                lambda v: _negative_loglik(v, y),
-                bounds=(float(lo), float(hi)),
-                method="bounded",
-                options={"xatol": 1e-10 * max(abs(float(lo)), abs(float(hi)))},
-            )
-            if np.isfinite(res.fun) and -float(res.fun) > ll_best:
-                x_best, ll_best = float(res.x), -float(res.fun)
+            x_refined, ll_refined = _refine(float(lo), float(hi), y)
+            if ll_refined > ll_best:
+                x_best, ll_best = x_refined, ll_refined
         if ll_best > best_ll:
             gamma = float(np.mean(np.log1p(x_best * y)))
             best_gamma, best_sigma, best_ll = gamma, gamma / x_best, ll_best
     return best_gamma, best_sigma
 
 
-def _negative_loglik(x: float, y: np.ndarray) -> float:
-    """The profile log-likelihood's negative at ``x``, finite (the bounded search cannot handle
-    infinities)."""
-    value = -float(_profile_loglik(np.array([x]), y)[0])
-    return value if np.isfinite(value) else 1e100
+#: Points of each refining grid, and how many times the bracket is narrowed around the best.
+_REFINE_POINTS, _REFINE_ROUNDS = 17, 8
+
+
+def _refine(lo: float, hi: float, y: FloatArray) -> tuple[float, float]:
+    """The profile log-likelihood's maximum over ``[lo, hi]`` and its value: an even grid,
+    narrowed to the best point's two neighbours (8x narrower) :data:`_REFINE_ROUNDS` times.
+
+    Every round is one vectorised evaluation, so a fit costs a few dozen array operations
+    whatever its precision (8 rounds leave a bracket 1.7e7 times narrower than the first,
+    finer than the likelihood's curvature can tell); a scalar search spent most of a DSPOT
+    update's time in Python calls, one per evaluation.
+    """
+    x_best, ll_best = lo, -math.inf
+    for _ in range(_REFINE_ROUNDS):
+        grid = np.linspace(lo, hi, _REFINE_POINTS)
+        ll = _profile_loglik(grid, y)
+        i = int(np.argmax(ll))
+        if ll[i] > ll_best:
+            x_best, ll_best = float(grid[i]), float(ll[i])
+        lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, _REFINE_POINTS - 1)])
+    return x_best, ll_best
 
 
 def _pot_quantile(t: float, gamma: float, sigma: float, risk: float, n: int, n_peaks: int) -> float:

@@ -16,6 +16,7 @@ from detector.errors import ConfigError, InputError, LabelsError, NotFittedError
 from detector.thresholds import (
     Calibration,
     Spot,
+    _fit_gpd,
     best_f1_threshold,
     calibrate,
     mad_threshold,
@@ -94,6 +95,26 @@ def test_pot_fit_recovers_gpd_shape_at_least_as_well_as_scipy(shape: float) -> N
     ours = stats.genpareto.logpdf(excess, params["gamma"], scale=params["sigma"]).sum()
     c, _, s = stats.genpareto.fit(excess, floc=0)
     assert ours >= stats.genpareto.logpdf(excess, c, scale=s).sum() - 1e-6
+
+
+@pytest.mark.parametrize("n_peaks", [12, 40, 300])
+@pytest.mark.parametrize("shape", [0.4, 0.0, -0.4])
+def test_gpd_fit_of_few_peaks_is_the_maximum_likelihood(n_peaks: int, shape: float) -> None:
+    # the sizes a live DSPOT refits on: its likelihood is at least scipy's optimum, and no
+    # nearby shape does better (the refining grid found the peak, not a grid point near it)
+    rng = np.random.default_rng(n_peaks)
+    excess = stats.genpareto.rvs(shape, scale=1.0, size=n_peaks, random_state=rng) + 1e-9
+    gamma, sigma = _fit_gpd(excess)
+
+    def loglik(g: float, s: float) -> float:
+        return float(stats.genpareto.logpdf(excess, g, scale=s).sum())
+
+    ours = loglik(gamma, sigma)
+    c, _, s = stats.genpareto.fit(excess, floc=0)
+    assert ours >= loglik(c, s) - 1e-6
+    for dg in (-1e-3, 1e-3):  # the profile's optimum: sigma re-solved at a nudged shape
+        assert ours >= loglik(gamma + dg, sigma) - 1e-9
+    assert ours >= loglik(gamma, sigma * 1.001) - 1e-9 and ours >= loglik(gamma, sigma / 1.001)
 
 
 def test_pot_falls_back_with_few_or_no_peaks() -> None:
