@@ -23,8 +23,9 @@ reduction, as in the SPOT paper: with ``x = gamma / sigma`` the likelihood maxim
 ``-N * (log(gamma(x) / x) + gamma(x) + 1)``. Its stationary points are the roots Grimshaw's
 procedure searches for; here the profile is maximised directly, on a grid over each of the
 two admissible intervals ``x in (-1 / max(Y), 0)`` and ``x > 0`` refined by narrowing grids
-around the best point (vectorised; a live DSPOT refits often, on few peaks), and compared with the exponential tail ``gamma = 0, sigma = mean(Y)``; the candidate
-with the highest likelihood wins. Shapes ``gamma <= -1`` (where the likelihood is unbounded)
+around the best point (vectorised; a live DSPOT refits often, on few peaks), and compared
+with the exponential tail ``gamma = 0, sigma = mean(Y)``; the candidate with the highest
+likelihood wins. Shapes ``gamma <= -1`` (where the likelihood is unbounded)
 are excluded. With fewer than :data:`MIN_PEAKS` excesses the exponential tail is used, and with
 none the threshold is ``t`` itself.
 """
