@@ -194,6 +194,17 @@ def _kind_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
         }
 
 
+def _kind_training_defaults() -> str:
+    """The kinds' own training defaults, for the ``training`` field's description."""
+    own = {k: m.config_class.training_defaults for k, m in REGISTRY.items()}
+    parts = [
+        f"{kind}: " + ", ".join(f"{name} {value:g}" for name, value in fields.items())
+        for kind, fields in own.items()
+        if fields
+    ]
+    return "; ".join(parts) or "none at present"
+
+
 class DetectorConfig(_Strict):
     """Everything needed to build (and rebuild) a detector: its own options and its kind's.
 
@@ -290,8 +301,25 @@ class DetectorConfig(_Strict):
         None,
         description="Column naming the series each row belongs to; windows never cross series.",
     )
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        validate_default=True,
+        description="How the network is trained. A kind may set its own defaults for some "
+        f"fields, which the fields given here override ({_kind_training_defaults()}).",
+    )
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _apply_kind_training_defaults(cls, v: Any) -> Any:
+        """The kind's own training defaults (``training_defaults`` of its network config) fill
+        the fields that ``v`` does not set."""
+        own: Mapping[str, Any] = getattr(cls, "training_defaults", {})
+        if not own:
+            return v
+        if isinstance(v, TrainingConfig):
+            v = v.model_dump(exclude_unset=True)
+        return {**own, **v} if isinstance(v, Mapping) else v
 
     @field_validator("window")
     @classmethod

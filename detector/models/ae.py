@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -21,10 +22,18 @@ class AEConfig(NetworkConfig):
     .463, smap .537 -> .541, asd .666 -> .664, smd .591 -> .592, nab .542 -> .540), against an
     adoption rule fixed before the run (no folder down by more than 0.01). The other kinds
     were not measured at this width and keep theirs.
+
+    Its training schedule is shorter and steeper than the shared one: 30 epochs at a learning
+    rate of 2e-3 instead of 40 at 1e-3. Most dev entities reached the 40-epoch cap still
+    improving; at twice the rate 30 epochs reach a lower held-out validation error on most of
+    them (a training-data criterion) for a quarter less training (see the README's Fit time
+    section). The adversarial and variational kinds lost validation error under the steeper
+    rate on the entities measured and keep the shared schedule.
     """
 
     kind: Literal["ae"] = "ae"
     hidden_dims: list[int] = hidden_dims_field(64, 32)
+    training_defaults: ClassVar[Mapping[str, Any]] = {"learning_rate": 2e-3, "max_epochs": 30}
 
 
 class AutoEncoder(ReconstructionModel):

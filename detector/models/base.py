@@ -8,13 +8,14 @@ Each kind lives in one file with its config (``detector/models/ae.py`` holds ``A
 ``AutoEncoder``, as nanoGPT keeps ``GPTConfig`` beside ``GPT``). A kind's config is a
 :class:`NetworkConfig` subclass: the architecture every kind takes plus the kind's own options.
 The model receives that config only; training and calibration settings stay with the detector
-(:class:`~detector.config.DetectorConfig` adds them around it, in one flat shape).
+(:class:`~detector.config.DetectorConfig` adds them around it, in one flat shape), except that a
+kind's config may name its own defaults for the training schedule (``training_defaults``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -52,9 +53,14 @@ class NetworkConfig(BaseModel):
         Size of the code.
     dropout
         Dropout after every hidden activation.
+    training_defaults
+        The kind's own defaults for fields of :class:`~detector.config.TrainingConfig` (its
+        training schedule), where they differ from the shared ones; a field given in the
+        config's ``training`` always wins.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    training_defaults: ClassVar[Mapping[str, Any]] = {}
 
     kind: str
     hidden_dims: list[int] = hidden_dims_field(128, 64)

@@ -57,7 +57,11 @@ def test_timestamp_gaps_are_filled_and_scores_stay_on_the_input_index(ae: Detect
     scores = ae.anomaly_score(gappy)
     assert scores.index.equals(gappy.index)
     assert np.isfinite(scores).all()
-    assert not ae.predict(gappy).any()
+    # the filled gap raises no flag: every flag is one the same data without the gap has
+    # (a normal fluctuation may cross a tight threshold in both)
+    clean_flags = ae.predict(test).reindex(gappy.index)
+    assert not (ae.predict(gappy) & ~clean_flags).any()
+    assert clean_flags.mean() < 0.01
     # a gap longer than a window splits the series instead of being interpolated
     split = pd.concat([test.iloc[:200], test.iloc[400:]])
     assert np.isfinite(ae.anomaly_score(split)).all()
@@ -375,7 +379,7 @@ def test_error_floor_bounds_the_weight_of_features_that_never_vary(tiny: Any) ->
     test.loc[test.index[150:160], "const"] = 1.0
     shares, scales = {}, {}
     for floor in (1e-3, 1.0):
-        cfg = tiny("ae", error_floor=floor, two_valued_weight=1.0, training={"max_epochs": 3})
+        cfg = tiny("ae", error_floor=floor, two_valued_weight=1.0, training={"max_epochs": 10})
         det = create_detector(DetectorConfig.model_validate(cfg)).fit(train)
         shares[floor] = float(det.explain(test)["const"].iloc[150:160].mean())
         scales[floor] = det.error_scale_

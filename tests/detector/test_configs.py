@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from detector import KINDS, DetectorConfig, create_detector, stored_config
+from detector import KINDS, DetectorConfig, TrainingConfig, create_detector, stored_config
 from detector.config import KIND_CONFIGS, CVAEDetectorConfig, VAEDetectorConfig
 from detector.models import REGISTRY, AEConfig, CVAEConfig, VAEConfig
 
@@ -105,6 +105,30 @@ def test_the_model_receives_only_its_own_config() -> None:
         {"kind": "cvae", "condition_on": ["key"], "key_column": "k"}
     )
     assert isinstance(cvae.network, CVAEConfig) and "key_column" not in CVAEConfig.model_fields
+
+
+def test_a_kind_sets_its_own_training_defaults_and_given_fields_win() -> None:
+    own = dict(AEConfig.training_defaults)
+    shared = TrainingConfig()
+    assert own and all(getattr(shared, name) != value for name, value in own.items())
+    ae = DetectorConfig()
+    assert {name: getattr(ae.training, name) for name in own} == own
+    # the kinds without their own keep the shared schedule
+    assert DetectorConfig(kind="vae").training == shared
+    # a field given, in a mapping or a TrainingConfig, wins; the others keep the kind's
+    partial = DetectorConfig.model_validate({"kind": "ae", "training": {"batch_size": 32}})
+    assert partial.training.batch_size == 32
+    assert partial.training.learning_rate == own["learning_rate"]
+    given = DetectorConfig(kind="ae", training=TrainingConfig(learning_rate=1e-3))
+    assert given.training.learning_rate == 1e-3
+    assert given.training.max_epochs == own["max_epochs"]
+    # what is stored reads back as it was written, whatever the kind's defaults are
+    assert stored_config(given.model_dump(mode="json")) == given
+    described = DetectorConfig.model_json_schema()["$defs"]["AEDetectorConfig"]
+    assert (
+        "ae: learning_rate 0.002, max_epochs 30"
+        in described["properties"]["training"]["description"]
+    )
 
 
 def test_stored_configs_of_the_one_class_shape_still_read() -> None:
