@@ -10,7 +10,6 @@ leaves out there), and concurrent first starts serialise their migrations on an 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
@@ -31,17 +29,6 @@ logger = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x5245434F4E4144  # "RECONAD": the advisory lock id of schema migrations
-
-
-def _json_loads(text: str | bytes) -> Any:
-    """JSON columns as read: orjson, several times faster than the standard module on the
-    stream's state rows (a quarter of a batch's worker time went into ``json.loads``); values
-    it refuses (``NaN`` and ``Infinity``, which the standard module writes and SQLite keeps)
-    fall back to the standard module, so every stored row reads as before."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -74,9 +61,7 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             connect_args = {"check_same_thread": False, "timeout": 15}
-        self.engine: Engine = create_engine(
-            url, connect_args=connect_args, pool_pre_ping=True, json_deserializer=_json_loads
-        )
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

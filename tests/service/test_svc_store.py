@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -10,10 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import JSON, Column, Integer, MetaData, Table, select
 from svc_helpers import REPO, make_frame
 
-from service.db import Database, _json_loads
 from service.storage import LocalArtifactStore, LocalHistoryStore, StoreError, create_artifact_store
 
 
@@ -152,19 +149,3 @@ def test_history_writers_in_two_processes_lose_nothing(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "hist" / "m1").iterdir() if p.name.startswith("g")] == [
         (tmp_path / "hist" / "m1" / "CURRENT").read_text()
     ]
-
-
-def test_json_columns_read_fast_and_keep_what_the_standard_module_wrote(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-    assert db.engine.dialect._json_deserializer is _json_loads  # type: ignore[attr-defined]
-    meta = MetaData()
-    table = Table("docs", meta, Column("id", Integer, primary_key=True), Column("doc", JSON))
-    meta.create_all(db.engine)
-    plain = {"a": [1.5, "x", None], "b": {"c": True}}
-    # the standard module writes NaN, Infinity and integers beyond 64 bits, which orjson refuses
-    odd = {"nan": math.nan, "inf": math.inf, "big": 2**70}
-    with db.engine.begin() as conn:
-        conn.execute(table.insert(), [{"id": 1, "doc": plain}, {"id": 2, "doc": odd}])
-        rows = {i: doc for i, doc in conn.execute(select(table.c.id, table.c.doc))}
-    assert rows[1] == plain
-    assert math.isnan(rows[2]["nan"]) and rows[2]["inf"] == math.inf and rows[2]["big"] == 2**70
