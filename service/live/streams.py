@@ -101,7 +101,18 @@ class StreamRequest:
     expected: bool
 
 
-def _parse_item(raw: Any, where: str) -> StreamItem:
+@dataclass
+class _Item:
+    """A series item checked, its timestamps not yet parsed (:func:`_index_items`)."""
+
+    where: str
+    series: str
+    stamps: list[Any]
+    values: dict[str, Any]
+    options: dict[str, Any] | None
+
+
+def _parse_item(raw: Any, where: str) -> _Item:
     if not isinstance(raw, dict):
         raise InvalidInputError(f"{where} must be an object with 'timestamps' and 'values'")
     unknown = sorted(set(raw) - _ITEM_KEYS)
@@ -132,13 +143,39 @@ def _parse_item(raw: Any, where: str) -> StreamItem:
                 f"{where}.values[{name!r}] must be a list with one entry per timestamp "
                 f"({len(stamps)})"
             )
-    index = parse_timestamps(stamps, f"{where}.timestamps")
-    if len(index) > 1 and not (np.diff(index.asi8) > 0).all():
-        raise InvalidInputError(f"{where}.timestamps must be strictly increasing")
     options = raw.get("options")
     if options is not None and not isinstance(options, dict):
         raise InvalidInputError(f"{where}.options must be an object of monitor options")
-    return StreamItem(series, index, values, options, len(stamps))
+    return _Item(where, series, stamps, values, options)
+
+
+def _index_items(items: list[_Item]) -> list[StreamItem]:
+    """The items with their timestamps parsed.
+
+    All of a body's timestamps are parsed in one call and cut per item: the parser's cost is
+    mostly per call, and on a batch body of 100 one-point series parsing each item alone was
+    two thirds of the event loop's time. Where the whole does not parse (a bad value, or
+    items that use different forms, each valid alone), every item is parsed alone, so that
+    an error names its item.
+    """
+    flat = [stamp for item in items for stamp in item.stamps]
+    try:
+        whole = parse_timestamps(flat, "timestamps") if len(items) > 1 else None
+    except InvalidInputError:
+        whole = None
+    out: list[StreamItem] = []
+    start = 0
+    for item in items:
+        n = len(item.stamps)
+        if whole is None:
+            index = parse_timestamps(item.stamps, f"{item.where}.timestamps")
+        else:
+            index = whole[start : start + n]
+        start += n
+        if n > 1 and not (np.diff(index.asi8) > 0).all():
+            raise InvalidInputError(f"{item.where}.timestamps must be strictly increasing")
+        out.append(StreamItem(item.series, index, item.values, item.options, n))
+    return out
 
 
 def parse_stream_body(body: bytes, max_points: int) -> StreamRequest:
@@ -167,13 +204,13 @@ def parse_stream_body(body: bytes, max_points: int) -> StreamRequest:
             raise InvalidInputError("batch lists a series twice; send its points in one item")
     else:
         items = [_parse_item(data, "body")]
-    total = sum(item.n_points for item in items)
+    total = sum(len(item.stamps) for item in items)
     if total > max_points:
         raise PayloadTooLargeError(
             f"the request holds {total} points; the limit is {max_points} "
             "(stream_max_points_per_request): send fewer per request"
         )
-    return StreamRequest(items, batch, expected)
+    return StreamRequest(_index_items(items), batch, expected)
 
 
 def _point_hash(ts: int, row: list[float | None]) -> str:

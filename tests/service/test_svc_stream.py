@@ -158,6 +158,21 @@ def test_batch_of_series_in_one_request(live_client: Client) -> None:
         headers=headers,
     )
     assert r.status_code == 422 and "twice" in r.json()["detail"]
+    # a body's timestamps are parsed together and cut per item: items in different forms
+    # (each valid alone) still parse, and an error names its item
+    g1, g2 = _series_frame(25, seed=2).iloc[20:], _series_frame(25, seed=3).iloc[20:]
+    epoch = {**_body(g2, "s2"), "timestamps": [ts.timestamp() for ts in g2.index]}
+    bad = {**_body(g2, "s2"), "timestamps": ["2026-13-01T00:00:00Z"] * len(g2)}
+    back = {**_body(g2, "s2"), "timestamps": [ts.isoformat() for ts in g2.index[::-1]]}
+    for item, words in ((bad, "batch[1].timestamps"), (back, "batch[1].timestamps must be")):
+        r = client.post(
+            "/v1/models/multi/stream", json={"batch": [_body(g1, "s1"), item]}, headers=headers
+        )
+        assert r.status_code == 422 and words in r.json()["detail"], r.text
+    out = _post(client, headers, "multi", {"batch": [_body(g1, "s1"), epoch]})
+    assert [r["timestamps"] for r in out["results"]] == [
+        [ts.isoformat() for ts in g.index] for g in (g1, g2)
+    ]
 
 
 def test_timestamp_policy_and_bad_input(live_client: Client) -> None:
