@@ -46,7 +46,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -232,6 +232,7 @@ class _Cached:
     revision: int
     version: int
     monitor: LiveMonitor
+    recent: list[Any]  # the row's duplicate-detection entries at that revision
 
 
 @dataclass
@@ -257,7 +258,6 @@ _ROW_COLUMNS = (
     Stream.revision,
     Stream.n_points,
     Stream.last_ts,
-    Stream.recent,
     Stream.updated_at,
 )
 
@@ -280,8 +280,9 @@ class _Row:
     stored_revision: int  # in the database now (-1: created in this transaction)
 
     @classmethod
-    def of(cls, r: Any) -> _Row:
-        """From a result row of :data:`_ROW_COLUMNS` or a ``Stream``."""
+    def of(cls, r: Any, recent: list[Any] | None = None) -> _Row:
+        """From a result row of :data:`_ROW_COLUMNS` with its ``recent`` entries, or from a
+        result row or ``Stream`` that holds them."""
         return cls(
             r.id,
             r.model_id,
@@ -291,7 +292,7 @@ class _Row:
             r.revision,
             r.n_points,
             r.last_ts,
-            list(r.recent),
+            list(r.recent) if recent is None else recent,
             r.updated_at,
             r.revision,
         )
@@ -581,7 +582,9 @@ class StreamService:
         )
         if self.db.is_postgresql:
             query = query.with_for_update()
-        rows = {r.series: _Row.of(r) for r in session.execute(query).all()}
+        found = session.execute(query).all()
+        recent = self._recent(session, found)
+        rows = {r.series: _Row.of(r, recent[r.id]) for r in found}
         txn = _Txn(session, loaded, detector_of, prepared, local, rows)
         if rows:
             ids = [r.id for r in rows.values()]
@@ -592,6 +595,22 @@ class StreamService:
             ).scalars():
                 txn.open_events.setdefault(ev.stream_id, {})[ev.seq] = ev
         return txn
+
+    def _recent(self, session: Session, rows: Sequence[Any]) -> dict[int, list[Any]]:
+        """The rows' duplicate-detection entries by stream id: this process's copy where the
+        row's revision shows it is current, else read (one statement). A batch of series
+        otherwise decoded up to ``stream_dedup_points`` entries of JSON per series, a tenth
+        of the stream worker's time, to use them only for a resent point."""
+        out: dict[int, list[Any]] = {}
+        for r in rows:
+            cached = self.cache.get(r.id)
+            if cached is not None and cached.revision == r.revision:
+                out[r.id] = cached.recent
+        missing = [r.id for r in rows if r.id not in out]
+        if missing:
+            query = select(Stream.id, Stream.recent).where(Stream.id.in_(missing))
+            out.update((i, list(entries)) for i, entries in session.execute(query))
+        return out
 
     def _stage(self, txn: _Txn, job: _Job) -> list[_Step]:
         """One request's series (sorted: one lock order), checked against the rows: options,
@@ -663,7 +682,7 @@ class StreamService:
                 session.add(fresh)
         except IntegrityError:
             # Another replica created it first: use (and lock) theirs.
-            query = select(*_ROW_COLUMNS).where(
+            query = select(*_ROW_COLUMNS, Stream.recent).where(
                 Stream.model_id == loaded.model_id, Stream.series == item.series
             )
             if self.db.is_postgresql:
@@ -673,7 +692,7 @@ class StreamService:
             session.expunge(fresh)  # written once, at the end, through the row below
             row = _Row.of(fresh)
             row.stored_revision = -1  # created in this transaction (its state: revision 0)
-            txn.local[row.id] = _Cached(0, loaded.version, monitor)
+            txn.local[row.id] = _Cached(0, loaded.version, monitor, [])
             txn.n_series += 1
         txn.rows[item.series] = row
         return row
@@ -812,7 +831,7 @@ class StreamService:
             row.recent = (list(row.recent) + step.entries)[-self.dedup_points :]
             row.updated_at = now
             txn.dirty[row.id] = row
-            txn.local[row.id] = _Cached(row.revision, loaded.version, monitor)
+            txn.local[row.id] = _Cached(row.revision, loaded.version, monitor, row.recent)
         queued = 0
         if changed:
             session.flush()  # the events' ids, for the alerts and the answer
@@ -1125,8 +1144,8 @@ class StreamService:
                 except BaseException:
                     self.cache.drop(stream_id)  # its monitor may have moved on: reload
                     raise
-                revision = row.revision
-            self.cache.put(stream_id, _Cached(revision, loaded.version, monitor))
+                revision, recent = row.revision, list(row.recent)
+            self.cache.put(stream_id, _Cached(revision, loaded.version, monitor, recent))
             return len(spans)
 
     def _series_values(

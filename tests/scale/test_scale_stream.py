@@ -58,13 +58,18 @@ def _check_one_state(ctx: AppContext, applied: int, duplicates: int) -> None:
     assert row.revision == N_CHUNKS
 
 
+def _register_model(ctx: AppContext) -> None:
+    """Model ``m`` (key column ``host``) with an active version trained on series ``s1``."""
+    config = {**TINY_CONFIG, "key_column": "host"}
+    ctx.registry.create_model("m", DetectorConfig.model_validate(config), "", "manual")
+    train = make_frame(n=1200, seed=1, end=pd.Timestamp("2026-11-01T00:00:00Z"))
+    train["host"] = "s1"
+    register_trained_version(ctx, "m", train, config, promote=True)
+
+
 def test_two_replicas_one_series_in_process(tmp_path: Path, pg_url: str) -> None:
     with _two_replicas(_settings(tmp_path, pg_url)) as replicas:
-        config = {**TINY_CONFIG, "key_column": "host"}
-        replicas[0].registry.create_model("m", DetectorConfig.model_validate(config), "", "manual")
-        train = make_frame(n=1200, seed=1, end=pd.Timestamp("2026-11-01T00:00:00Z"))
-        train["host"] = "s1"
-        register_trained_version(replicas[0], "m", train, config, promote=True)
+        _register_model(replicas[0])
         chunks = _chunks()
         results: list[list[dict[str, Any]]] = [[], []]
         errors: list[BaseException] = []
@@ -98,11 +103,7 @@ def test_two_servers_one_series(tmp_path: Path, pg_url: str) -> None:
     data_dir = tmp_path / "data"
     settings = _settings(tmp_path, pg_url)
     with _two_replicas(settings) as replicas:
-        config = {**TINY_CONFIG, "key_column": "host"}
-        replicas[0].registry.create_model("m", DetectorConfig.model_validate(config), "", "manual")
-        train = make_frame(n=1200, seed=1, end=pd.Timestamp("2026-11-01T00:00:00Z"))
-        train["host"] = "s1"
-        register_trained_version(replicas[0], "m", train, config, promote=True)
+        _register_model(replicas[0])
         _, key = replicas[0].auth.create("admin", "tests")
     env = {"RECONAD_DATABASE_URL": pg_url, "RECONAD_TORCH_THREADS": "1"}
     servers = [
@@ -144,3 +145,27 @@ def test_two_servers_one_series(tmp_path: Path, pg_url: str) -> None:
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_replica_whose_copy_is_behind_reads_the_row_again(tmp_path: Path, pg_url: str) -> None:
+    # each replica keeps its monitors and duplicate-detection entries at the revision it saved
+    # them; one that another replica moved on must read the row again, or a resent point that
+    # the other replica accepted would be refused as a conflict instead of counted a duplicate
+    with _two_replicas(_settings(tmp_path, pg_url)) as replicas:
+        _register_model(replicas[0])
+        first, second, third = _chunks()[:3]
+
+        def post(i: int, body: bytes) -> dict[str, Any]:
+            out: dict[str, Any] = orjson.loads(
+                asyncio.run(replicas[i].live.streams.ingest("m", body))
+            )
+            return out
+
+        assert post(0, first)["n_points"] == CHUNK  # replica 0 keeps its copy at revision 1
+        assert post(1, second)["n_points"] == CHUNK  # replica 1 moves the row to revision 2
+        again = post(0, second)  # replica 0's copy is behind: the resend is a duplicate
+        assert again["n_points"] == 0 and again["duplicates"] == CHUNK
+        assert post(0, third)["n_points"] == CHUNK
+        with replicas[0].db.session() as session:
+            row = session.query(Stream).one()
+        assert row.n_points == 3 * CHUNK and row.revision == 3
