@@ -1227,10 +1227,13 @@ class StreamService:
                 if not rows or config is None:
                     continue  # none, or the model was deleted meanwhile (its points with it)
                 key = config.get("key_column")
-                frame = pd.DataFrame.from_records([r.values for r in rows])
-                frame.index = pd.DatetimeIndex([pd.Timestamp(r.ts) for r in rows], name=TIMESTAMP)
+                # columns by one transpose, timestamps by one conversion: this runs beside the
+                # stream's worker thread, whose batches wait while it holds the interpreter
+                _, names, stamps, values = zip(*rows, strict=True)
+                frame = pd.DataFrame.from_records(list(values))
+                frame.index = pd.DatetimeIndex(list(stamps), name=TIMESTAMP)
                 if key:
-                    frame[key] = [r.series for r in rows]
+                    frame[key] = list(names)
                 try:
                     self.history.append(model_id, frame, key_column=key)
                 except StoreError as exc:
