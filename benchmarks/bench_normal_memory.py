@@ -140,7 +140,9 @@ def main() -> None:
             row.revision += 1
             row.updated_at = utcnow()
             revision, stream_id = row.revision, row.id
-        streams.cache.put(stream_id, _Cached(revision, cached.version, cached.monitor))
+        streams.cache.put(
+            stream_id, _Cached(revision, cached.version, cached.monitor, cached.recent)
+        )
         with ctx.db.session() as session:
             sizes = {r.series: len(r.state) for r in session.query(Stream)}
         times: dict[str, list[float]] = {"with": [], "without": []}
