@@ -35,6 +35,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(f"ReconAD data dir: {settings.data_dir}", file=sys.stderr)
     app = create_app(settings)
+    if settings.gc_freeze_interval_s > 0:
+        from service.gc_policy import GcPolicy
+
+        GcPolicy(settings.gc_freeze_interval_s, settings.gc_full_interval_s).start()
     uvicorn.run(
         app,
         host=args.host,

@@ -275,6 +275,21 @@ class Settings(BaseSettings):
         description="How often streamed points are appended to the stored history that "
         "retraining reads.",
     )
+    gc_freeze_interval_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="reconad serve: how often the objects alive are frozen out of Python's "
+        "full garbage collections (service/gc_policy.py: a full collection of a server with "
+        "many live series paused every request for 150 ms); 0 keeps the default collector.",
+    )
+    gc_full_interval_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="reconad serve: how often everything is unfrozen and collected in full, "
+        "which frees garbage cycles that a freeze held back (one full pause per interval).",
+    )
     max_channels_per_model: int = Field(
         20, ge=1, le=1000, description="Notification channels one model may have."
     )
@@ -369,6 +384,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check_gc_intervals(self) -> Settings:
+        if self.gc_freeze_interval_s > self.gc_full_interval_s:
+            raise ValueError(
+                "gc_freeze_interval_s must be at most gc_full_interval_s (or 0: no freezing)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
