@@ -250,6 +250,16 @@ class _Recent:
     normalized: float
     contributions: list[float] = field(default_factory=list)
 
+    def state(self) -> dict[str, Any]:
+        """As :func:`dataclasses.asdict` gives it, built directly (a state is written for
+        every point of a stream; the generic walk was a tenth of it)."""
+        return {
+            "pos": self.pos,
+            "flagged": self.flagged,
+            "normalized": self.normalized,
+            "contributions": list(self.contributions),
+        }
+
 
 @dataclass(frozen=True)
 class Points:
@@ -286,8 +296,8 @@ class Scores:
     event: np.ndarray
     expected: np.ndarray | None = None
 
-    def take(self, rows: np.ndarray) -> Scores:
-        """These rows, in this order."""
+    def take(self, rows: np.ndarray | slice) -> Scores:
+        """These rows, in this order (a slice: views)."""
         expected = None if self.expected is None else self.expected[rows]
         return Scores(
             self.score[rows],
@@ -357,19 +367,21 @@ class _Tail:
 
     def rows(self) -> tuple[Scores, np.ndarray]:
         """The remembered points' outputs and values."""
-        first = int(np.searchsorted(self.positions, self.positions[-1]))
-        at = np.arange(first, len(self.positions))
+        at = slice(int(np.searchsorted(self.positions, self.positions[-1])), None)
         scores, values = self.scores.take(at), self.values[at]
         if self.before is not None:
             scores = self.before[0].then(scores)
             values = np.concatenate([self.before[1], values])
-        keep = np.arange(max(0, len(values) - TAIL_POINTS), len(values))
+        if len(values) <= TAIL_POINTS:
+            return scores, values
+        keep = slice(len(values) - TAIL_POINTS, None)
         return scores.take(keep), values[keep]
 
     def compact(self) -> _Tail:
-        """The same points with nothing else held."""
+        """The same points with nothing else held (copies, not views of the chunk)."""
         scores, values = self.rows()
-        return _Tail(scores, values, np.full(len(values), self.positions[-1]))
+        n = len(values)
+        return _Tail(scores.take(np.arange(n)), values.copy(), np.full(n, self.positions[-1]))
 
 
 @dataclass
@@ -847,7 +859,7 @@ class Monitor(Decider):
                 "smooth": _rows(self._smooth),
                 "tail": self._tail_state(),
             },
-            "recent": [asdict(r) for r in self._recent],
+            "recent": [r.state() for r in self._recent],
             "open": None if self._open is None else asdict(self._open),
             "events": [_event_state(e) for e in self._events],
             "next_id": self._next_id,

@@ -10,6 +10,7 @@ leaves out there), and concurrent first starts serialise their migrations on an 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
@@ -42,6 +44,17 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def _json_dumps(value: Any) -> str:
+    """JSON text of a JSON column's value: orjson, several times faster than the standard
+    module on the stream rows' duplicate-detection lists (written for every request), and the
+    standard module for what orjson refuses (integers beyond 64 bits). A NaN is written as
+    null, as PostgreSQL needs (its json type refuses NaN)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
 class Database:
     """An engine plus a session factory for one database URL.
 
@@ -61,7 +74,9 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             connect_args = {"check_same_thread": False, "timeout": 15}
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        self.engine: Engine = create_engine(
+            url, connect_args=connect_args, pool_pre_ping=True, json_serializer=_json_dumps
+        )
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -282,3 +282,36 @@ def test_labels_round_trip_and_their_bound_holds_across_replicas(
         replicas[0].registry.delete_model("pg-l")
         with replicas[1].db.session() as session:
             assert session.query(Label).filter_by(model_id=model.id).count() == 0
+
+
+def test_json_columns_round_trip_what_the_standard_module_writes_and_more(pg_url: str) -> None:
+    """JSON columns are written with orjson (service.db): integers past 64 bits fall back to
+    the standard module, integer keys become strings as the standard module makes them, and a
+    NaN, which PostgreSQL's json type refuses, is written as null."""
+    from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, select
+
+    from service.db import Database
+
+    db = Database(pg_url)
+    table = Table("json_round_trip", MetaData(), Column("id", Integer, primary_key=True))
+    table.append_column(Column("doc", JSON))
+    table.drop(db.engine, checkfirst=True)
+    table.create(db.engine)
+    try:
+        docs = [
+            {"recent": [[1.8e9, 2**63 - 1]], "nested": {"a": [1, 2.5, None, True]}},
+            {"big": 2**70},
+            {1: "one"},
+            {"nan": float("nan")},
+        ]
+        with db.transaction() as session:
+            session.execute(insert(table), [{"id": i, "doc": d} for i, d in enumerate(docs)])
+        with db.transaction() as session:
+            back = {i: d for i, d in session.execute(select(table.c.id, table.c.doc))}
+        assert back[0] == docs[0]
+        assert back[1] == {"big": 2**70}
+        assert back[2] == {"1": "one"}
+        assert back[3] == {"nan": None}
+    finally:
+        table.drop(db.engine)
+        db.dispose()
