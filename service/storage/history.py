@@ -11,10 +11,12 @@ History layout (one folder per model), the same in every backend of
     <root>/<model_id>/g<random>/manifest.json    parts, row counts, time range, columns
     <root>/<model_id>/g<random>/p000001.parquet
 
-Appending data newer than everything stored adds a part (written before the manifest that lists
-it); data that overlaps the stored range (or dropping a range) rewrites the model's history into
-a new generation and switches ``CURRENT`` atomically, so readers never see a half-written state
-and timestamps stay unique. Writers of one model serialise on a lock; readers that lose a
+Appending rows none of whose timestamps (with their key, for a keyed model) is stored adds a
+part (written before the manifest that lists it), even where the parts' time ranges overlap:
+the series of a keyed model arrive interleaved in time. Rows that replace stored ones (or
+dropping a range, or a 65th part) rewrite the model's history into a new generation and switch
+``CURRENT`` atomically, so readers never see a half-written state and each timestamp (and key)
+is stored once. Writers of one model serialise on a lock; readers that lose a
 generation to a rewrite read the new one.
 """
 
@@ -268,6 +270,28 @@ class GenerationHistoryStore(HistoryStore):
         result: pd.DataFrame = frame.sort_index(kind="stable")
         return result
 
+    def _collides(
+        self, gen: str, manifest: dict[str, Any], frame: pd.DataFrame, key_column: str | None
+    ) -> bool:
+        """Whether a stored row has the timestamp (and key) of one of ``frame``'s rows.
+
+        Only the parts whose time range reaches the frame's are read: for streamed points, the
+        latest part or two. (Series of a keyed model reach the store interleaved in time, so
+        newer-than-everything-stored would send nearly every flush through a rewrite of the
+        whole history.)
+        """
+        lo, hi = frame.index.min(), frame.index.max()
+        if lo > max(pd.Timestamp(p["end"]) for p in manifest["parts"]):
+            return False
+        stored = self._read_gen(gen, manifest, lo, hi + pd.Timedelta(microseconds=1))
+        if stored.empty:
+            return False
+        if key_column is None:
+            return bool(frame.index.isin(stored.index).any())
+        new = pd.MultiIndex.from_arrays([frame.index, frame[key_column].astype(str)])
+        old = pd.MultiIndex.from_arrays([stored.index, stored[key_column].astype(str)])
+        return bool(new.isin(old).any())
+
     @staticmethod
     def _ts(value: datetime | None) -> pd.Timestamp | None:
         if value is None:
@@ -290,8 +314,7 @@ class GenerationHistoryStore(HistoryStore):
             gen, manifest = current
             self._check_columns(manifest, columns)
             frame = frame[manifest["columns"]]
-            stored_end = max(pd.Timestamp(p["end"]) for p in manifest["parts"])
-            if frame.index.min() > stored_end and len(manifest["parts"]) < 64:
+            if len(manifest["parts"]) < 64 and not self._collides(gen, manifest, frame, key_column):
                 manifest["parts"].append(self._write_part(gen, frame, len(manifest["parts"]) + 1))
                 self._put_manifest(gen, manifest)
                 return len(frame)

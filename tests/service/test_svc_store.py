@@ -87,6 +87,41 @@ def test_history_overlap_replaces_rows(tmp_path: Path) -> None:
     assert (back.iloc[10:20]["a"] > 50).all() and (back.iloc[:10]["a"] < 50).all()
 
 
+def test_history_series_interleaved_in_time_append_parts_and_a_repeat_replaces(
+    tmp_path: Path,
+) -> None:
+    """A keyed model's series reach the store interleaved in time (another series' points of
+    the same timestamps, then later ones): each append adds a part, without rewriting the
+    history; a row with a stored timestamp and key still replaces the stored one."""
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(20)
+    first, second = frame.iloc[:10], frame.iloc[10:]
+    store.append("m1", first.assign(host="a"), key_column="host")
+    store.append("m1", first.assign(host="b"), key_column="host")  # the same timestamps
+    store.append("m1", second.iloc[:5].assign(host="b"), key_column="host")
+    store.append("m1", second.assign(host="a"), key_column="host")  # overlaps b's newest
+    summary = store.summary("m1")
+    assert summary.parts == 4 and summary.points == 35
+    back = store.read("m1")
+    assert back.index.is_monotonic_increasing
+    assert back.groupby("host").size().to_dict() == {"a": 20, "b": 15}
+    pd.testing.assert_frame_equal(
+        back[back["host"] == "a"].drop(columns="host"),
+        frame,
+        check_freq=False,
+        check_index_type=False,
+    )
+    repeat = first.iloc[[3]].assign(host="b")
+    repeat["a"] += 100.0
+    store.append("m1", repeat, key_column="host")
+    summary = store.summary("m1")
+    assert summary.points == 35 and summary.parts == 1  # a rewrite, as before
+    back = store.read("m1")
+    changed = back[(back["host"] == "b") & (back.index == first.index[3])]
+    assert len(changed) == 1 and changed["a"].iloc[0] > 50
+    assert (back[back["host"] == "a"]["a"] < 50).all()
+
+
 def test_history_drop_range_and_columns(tmp_path: Path) -> None:
     store = LocalHistoryStore(tmp_path / "hist")
     frame = make_frame(50)
