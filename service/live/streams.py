@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -54,7 +55,18 @@ from typing import Any, cast
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -1215,22 +1227,29 @@ class StreamService:
                     config = session.execute(
                         select(Model.config).where(Model.id == model_id)
                     ).scalar_one_or_none()
-                    rows = session.execute(
+                    # the columns as the driver gives them (no ORM rows, no per-row JSON or
+                    # datetime processing), converted below in one call each: this runs beside
+                    # the stream's worker thread, whose batches wait while it holds the
+                    # interpreter, and the per-row conversions were three quarters of it
+                    table = cast(Table, StreamPoint.__table__)
+                    query = (
                         select(
-                            StreamPoint.id, StreamPoint.series, StreamPoint.ts, StreamPoint.values
+                            table.c.id,
+                            table.c.series,
+                            type_coerce(table.c.ts, String),
+                            type_coerce(table.c["values"], Text),
                         )
-                        .where(StreamPoint.model_id == model_id)
-                        .order_by(StreamPoint.id)
+                        .where(table.c.model_id == model_id)
+                        .order_by(table.c.id)
                         .limit(limit)
-                    ).all()
+                    )
+                    rows = session.connection().execute(query).all()
                 if not rows or config is None:
                     continue  # none, or the model was deleted meanwhile (its points with it)
                 key = config.get("key_column")
-                # columns by one transpose, timestamps by one conversion: this runs beside the
-                # stream's worker thread, whose batches wait while it holds the interpreter
                 _, names, stamps, values = zip(*rows, strict=True)
-                frame = pd.DataFrame.from_records(list(values))
-                frame.index = pd.DatetimeIndex(list(stamps), name=TIMESTAMP)
+                frame = pd.DataFrame.from_records(_json_values(values))
+                frame.index = _utc_index(stamps)
                 if key:
                     frame[key] = list(names)
                 try:
@@ -1250,6 +1269,24 @@ class StreamService:
                     )
                 moved += len(rows)
         return moved
+
+
+def _json_values(stored: Sequence[Any]) -> list[Any]:
+    """JSON column values as read raw: text (parsed as one document), or what a driver that
+    parses JSON itself gave."""
+    if all(isinstance(v, str) for v in stored):
+        try:
+            parsed: list[Any] = orjson.loads("[" + ",".join(stored) + "]")
+            return parsed
+        except orjson.JSONDecodeError:  # NaN tokens of the standard module, say
+            return [json.loads(v) for v in stored]
+    return [json.loads(v) if isinstance(v, str) else v for v in stored]
+
+
+def _utc_index(stored: Sequence[Any]) -> pd.DatetimeIndex:
+    """A UTC column's values as read raw (naive UTC datetimes, or SQLite's text) as one index."""
+    index = pd.DatetimeIndex(pd.to_datetime(list(stored), format="ISO8601"), name=TIMESTAMP)
+    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
 
 
 def _floats(column: np.ndarray) -> list[float | None]:

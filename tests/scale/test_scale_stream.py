@@ -169,3 +169,28 @@ def test_a_replica_whose_copy_is_behind_reads_the_row_again(tmp_path: Path, pg_u
         with replicas[0].db.session() as session:
             row = session.query(Stream).one()
         assert row.n_points == 3 * CHUNK and row.revision == 3
+
+
+def test_the_flush_moves_the_points_unchanged_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The flush reads the buffered points' columns raw from PostgreSQL's driver (timestamps,
+    JSON values) and converts them in bulk: the stored history holds exactly what was sent."""
+    with _two_replicas(_settings(tmp_path, pg_url)) as replicas:
+        ctx = replicas[0]
+        _register_model(ctx)
+
+        async def run() -> None:
+            for body in _chunks():
+                await ctx.live.streams.ingest("m", body)
+
+        asyncio.run(run())
+        total = N_CHUNKS * CHUNK
+        assert ctx.live.streams.flush() == total
+        assert ctx.live.streams.flush() == 0
+        with ctx.db.session() as session:
+            model_id = session.query(Stream).one().model_id
+        stored = ctx.history.read(model_id)
+        sent = make_frame(n=total, seed=3, end=pd.Timestamp("2026-11-02T00:00:00Z"))
+        assert str(stored.index.tz) == "UTC" and (stored["host"] == "s1").all()
+        pd.testing.assert_frame_equal(
+            stored[["a", "b"]], sent, check_freq=False, check_index_type=False, check_names=False
+        )

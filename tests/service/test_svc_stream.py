@@ -238,12 +238,24 @@ def test_streamed_points_join_the_stored_history(live_client: Client) -> None:
     client, headers = live_client
     _model(client, headers, "multi", key="host")
     before = client.get("/v1/models/multi/data", headers=headers).json()["points"]
-    _post(client, headers, "multi", _body(_series_frame(12, seed=6), "s1"))
-    _post(client, headers, "multi", _body(_series_frame(8, seed=7), "s2"))
-    assert _ctx(client).live.streams.flush() == 20
+    sent = {"s1": _series_frame(12, seed=6), "s2": _series_frame(8, seed=7)}
+    for series, frame in sent.items():
+        _post(client, headers, "multi", _body(frame, series))
+    ctx = _ctx(client)
+    assert ctx.live.streams.flush() == 20
     after = client.get("/v1/models/multi/data", headers=headers).json()["points"]
     assert after == before + 20
-    assert _ctx(client).live.streams.flush() == 0  # moved once
+    assert ctx.live.streams.flush() == 0  # moved once
+    # unchanged: the values and UTC timestamps of each series (the flush converts in bulk)
+    stored = ctx.history.read(ctx.registry.get_model("multi").id, start=TRAIN_END)
+    for series, frame in sent.items():
+        pd.testing.assert_frame_equal(
+            stored[stored["host"] == series][["a", "b"]],
+            frame,
+            check_freq=False,
+            check_index_type=False,
+            check_names=False,
+        )
 
 
 # --------------------------------------------------------------------------- events, alerts
