@@ -429,8 +429,15 @@ class Decider:
         self._recent: deque[_Recent] = deque(maxlen=options.window_m)
         self._open: _OpenEvent | None = None
         self._events: deque[Event] = deque(maxlen=options.max_events)
+        # their JSON-able states, built once at close: every state written carries them
+        self._event_states: deque[dict[str, Any]] = deque(maxlen=options.max_events)
         self._next_id = 1
         self._decided = 0  # points decided by decide(): its next index number
+
+    def _keep(self, event: Event) -> None:
+        """Keep a closed event (the latest ``max_events``) and its state."""
+        self._events.append(event)
+        self._event_states.append(_event_state(event))
 
     @property
     def events(self) -> list[Event]:
@@ -517,7 +524,7 @@ class Decider:
                 return thr, True, op.id
             op.quiet += 1
             if op.quiet > opts.merge_gap:
-                self._events.append(self._event(op, "closed"))
+                self._keep(self._event(op, "closed"))
                 self._open = None
                 return thr, False, None
             return thr, False, op.id
@@ -861,7 +868,7 @@ class Monitor(Decider):
             },
             "recent": [r.state() for r in self._recent],
             "open": None if self._open is None else asdict(self._open),
-            "events": [_event_state(e) for e in self._events],
+            "events": [dict(e) for e in self._event_states],
             "next_id": self._next_id,
             "feedback": {
                 "factor": self._factor,
@@ -902,7 +909,8 @@ class Monitor(Decider):
             monitor._restore_tail(stream.get("tail"))  # absent in states of earlier versions
             monitor._recent.extend(_Recent(**r) for r in state["recent"])
             monitor._open = None if state["open"] is None else _OpenEvent(**state["open"])
-            monitor._events.extend(monitor._event_from_state(e) for e in state["events"])
+            for e in state["events"]:
+                monitor._keep(monitor._event_from_state(e))
             monitor._next_id = int(state["next_id"])
             feedback = state.get("feedback") or {}  # absent in states of earlier versions
             monitor._factor = float(feedback.get("factor", 1.0))

@@ -1013,10 +1013,12 @@ class StreamService:
         keep = np.ones(len(stamps), dtype=bool)
         if row.last_ts is not None:
             last = pd.Timestamp(row.last_ts).value // 1000  # ns -> us, as stamps
-            recent = {(int(t), h) for t, h in row.recent}
+            recent: set[tuple[int, Any]] | None = None  # built only for a point not newer
             for j, t in enumerate(stamps.tolist()):
                 if t > last:
                     break
+                if recent is None:
+                    recent = {(int(t), h) for t, h in row.recent}
                 if (t, hashes[j]) not in recent:
                     raise ConflictError(
                         f"series {row.series!r}: the point at "

@@ -147,6 +147,9 @@ def test_state_round_trip_mid_stream(
         tail = restored.update(frame.iloc[cut:])
         assert_same(pd.concat([head, tail]), reference)
         assert_same_events(restored.events, never_stopped.events)
+        # the events' states (kept from their close, or from the restored state) agree too
+        closed = never_stopped.state_dict()["events"]
+        assert closed and restored.state_dict()["events"] == closed
         assert restored.threshold == pytest.approx(never_stopped.threshold)
 
 
