@@ -13,11 +13,14 @@ History layout (one folder per model), the same in every backend of
 
 Appending rows none of whose timestamps (with their key, for a keyed model) is stored adds a
 part (written before the manifest that lists it), even where the parts' time ranges overlap:
-the series of a keyed model arrive interleaved in time. Rows that replace stored ones (or
-dropping a range, or a 65th part) rewrite the model's history into a new generation and switch
-``CURRENT`` atomically, so readers never see a half-written state and each timestamp (and key)
-is stored once. Writers of one model serialise on a lock; readers that lose a
-generation to a rewrite read the new one.
+the series of a keyed model arrive interleaved in time. Beyond 8 parts, the newest two are
+merged while the newest is at least as large as the one before (a binary counter: each row is
+rewritten about log2 of the history's size over an append's, not the whole history every 64
+appends; a reader that misses a merged file reads again). Rows that replace stored ones (or
+dropping a range) rewrite the model's history into a new generation and switch ``CURRENT``
+atomically, so readers never see a half-written state and each timestamp (and key) is stored
+once. Writers of one model serialise on a lock; readers that lose a generation to a rewrite
+read the new one.
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ class HistoryStore(ABC):
 
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Parts a generation lists at most; one more rewrites the history into a new generation.
+_MAX_PARTS = 64
+#: Parts listed before the newest ones are merged (:meth:`GenerationHistoryStore._compact_tail`).
+_KEPT_PARTS = 8
 
 
 class GenerationHistoryStore(HistoryStore):
@@ -171,6 +178,29 @@ class GenerationHistoryStore(HistoryStore):
             "end": idx.max().isoformat() if len(frame) else None,
             "bytes": len(data),
         }
+
+    @staticmethod
+    def _next_part(manifest: dict[str, Any]) -> int:
+        """The number of a generation's next part file (parts merged away leave gaps)."""
+        numbers = [int(p["file"][1:7]) for p in manifest["parts"]]
+        return max(numbers, default=0) + 1
+
+    def _compact_tail(self, gen: str, manifest: dict[str, Any]) -> None:
+        """Merge the newest two parts while the newest is at least as large as the one before
+        (and more than :data:`_KEPT_PARTS` parts are listed): a binary counter over the parts,
+        so every stored row is rewritten about log2(history / append) times in all, instead
+        of the whole history at every 64th append. The merged part is written, then the
+        manifest that lists it, then the merged files go; a reader holding the earlier manifest
+        misses a file and reads again (:meth:`read`)."""
+        parts = manifest["parts"]
+        while len(parts) > _KEPT_PARTS and parts[-1]["rows"] >= parts[-2]["rows"]:
+            pair = {"parts": parts[-2:], "columns": manifest["columns"]}
+            merged = self._read_gen(gen, pair, None, None)  # sorted; parts share no row
+            gone = [p["file"] for p in parts[-2:]]
+            parts[-2:] = [self._write_part(gen, merged, self._next_part(manifest))]
+            self._put_manifest(gen, manifest)
+            for name in gone:
+                self._remove(f"{gen}/{name}")
 
     def _put_manifest(self, gen: str, manifest: dict[str, Any]) -> None:
         self._put(f"{gen}/manifest.json", json.dumps(manifest).encode())
@@ -314,9 +344,11 @@ class GenerationHistoryStore(HistoryStore):
             gen, manifest = current
             self._check_columns(manifest, columns)
             frame = frame[manifest["columns"]]
-            if len(manifest["parts"]) < 64 and not self._collides(gen, manifest, frame, key_column):
-                manifest["parts"].append(self._write_part(gen, frame, len(manifest["parts"]) + 1))
+            parts = manifest["parts"]
+            if len(parts) < _MAX_PARTS and not self._collides(gen, manifest, frame, key_column):
+                parts.append(self._write_part(gen, frame, self._next_part(manifest)))
                 self._put_manifest(gen, manifest)
+                self._compact_tail(gen, manifest)
                 return len(frame)
             merged = pd.concat([self._read_gen(gen, manifest, None, None), frame])
             merged = self._dedupe(merged, key_column)

@@ -64,3 +64,23 @@ def test_history_append_rewrite_drop(s3_endpoint: str) -> None:
         store.append("m1", pd.DataFrame({"c": [1.0]}, index=index[-1:] + pd.Timedelta("1h")))
     store.delete("m1")
     assert store.summary("m1").points == 0 and store.read("m1").empty
+
+
+def test_history_tail_merges_on_s3(s3_endpoint: str) -> None:
+    """Beyond 8 parts the newest are merged in place: the merged parts' objects are removed,
+    the generation stays, and every row reads back once."""
+    store = create_history_store("s3://reconad/tail", s3_endpoint)
+    index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
+    frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)
+    for i in range(40):
+        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+    summary = store.summary("m1")
+    assert summary.points == 400 and 8 < summary.parts <= 8 + 6
+    generations = [n for n in store.fs.ls("reconad/tail/m1", detail=False) if "/g" in n]
+    assert len(generations) == 1
+    files = [n for n in store.fs.ls(generations[0], detail=False) if n.endswith(".parquet")]
+    assert len(files) == summary.parts
+    pd.testing.assert_frame_equal(
+        store.read("m1"), frame, check_freq=False, check_index_type=False, check_names=False
+    )
+    store.delete("m1")

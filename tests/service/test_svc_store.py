@@ -122,6 +122,25 @@ def test_history_series_interleaved_in_time_append_parts_and_a_repeat_replaces(
     assert (back[back["host"] == "a"]["a"] < 50).all()
 
 
+def test_history_of_many_appends_keeps_few_parts_in_one_generation(tmp_path: Path) -> None:
+    """Beyond 8 parts the newest are merged as a binary counter: 200 appends leave at most
+    8 + log2(200) parts, in the generation of the first append (no rewrite of the history),
+    with every row stored once."""
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(2000)
+    store.append("m1", frame.iloc[:10])
+    current = (tmp_path / "hist" / "m1" / "CURRENT").read_text()
+    for i in range(1, 200):
+        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+        assert store.summary("m1").parts <= 8 + 8
+    assert (tmp_path / "hist" / "m1" / "CURRENT").read_text() == current
+    summary = store.summary("m1")
+    assert summary.points == 2000 and 8 < summary.parts <= 16
+    pd.testing.assert_frame_equal(store.read("m1"), frame, check_freq=False, check_index_type=False)
+    files = sorted((tmp_path / "hist" / "m1" / current).glob("*.parquet"))
+    assert len(files) == summary.parts  # the merged parts' files are gone
+
+
 def test_history_drop_range_and_columns(tmp_path: Path) -> None:
     store = LocalHistoryStore(tmp_path / "hist")
     frame = make_frame(50)

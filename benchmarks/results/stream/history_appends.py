@@ -1,0 +1,69 @@
+"""Cost of appending streamed rows to a long stored history: a model's history holds
+``--stored`` rows of 1,000 series (one part), then ``--appends`` appends of 1,000 rows each (one
+point of every series, as a flush brings them); mean and max seconds per block of 16 appends.
+
+    python benchmarks/results/stream/history_appends.py --stored 2000000 --appends 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout
+
+from service.storage import LocalHistoryStore
+
+SERIES = 1000
+
+
+def rows(first_step: int, steps: int) -> pd.DataFrame:
+    """One point of every series per 10-second step."""
+    step = np.repeat(np.arange(first_step, first_step + steps), SERIES)
+    index = pd.DatetimeIndex(
+        pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(step * 10, unit="s"),
+        name="timestamp",
+    )
+    n = len(step)
+    rng = np.random.default_rng(first_step)
+    return pd.DataFrame(
+        {
+            "cpu": rng.standard_normal(n),
+            "mem": rng.standard_normal(n),
+            "host": np.tile([f"h{s}" for s in range(SERIES)], steps),
+        },
+        index=index,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stored", type=int, default=2_000_000)
+    parser.add_argument("--appends", type=int, default=128)
+    args = parser.parse_args()
+    store = LocalHistoryStore(Path(tempfile.mkdtemp()) / "history")
+    steps = args.stored // SERIES
+    store.append("m", rows(0, steps), key_column="host")
+    block: list[float] = []
+    for k in range(args.appends):
+        frame = rows(steps + k, 1)
+        started = time.perf_counter()
+        store.append("m", frame, key_column="host")
+        block.append(time.perf_counter() - started)
+        if len(block) == 16:
+            print(
+                f"appends {k - 14}-{k + 1}: mean {np.mean(block) * 1e3:.0f} ms, "
+                f"max {max(block) * 1e3:.0f} ms, parts {store.summary('m').parts}",
+                flush=True,
+            )
+            block = []
+
+
+if __name__ == "__main__":
+    main()
