@@ -13,14 +13,14 @@ History layout (one folder per model), the same in every backend of
 
 Appending rows none of whose timestamps (with their key, for a keyed model) is stored adds a
 part (written before the manifest that lists it), even where the parts' time ranges overlap:
-the series of a keyed model arrive interleaved in time. Beyond 8 parts, the newest two are
-merged while the newest is at least as large as the one before (a binary counter: each row is
-rewritten about log2 of the history's size over an append's, not the whole history every 64
-appends; a reader that misses a merged file reads again). Rows that replace stored ones (or
-dropping a range) rewrite the model's history into a new generation and switch ``CURRENT``
-atomically, so readers never see a half-written state and each timestamp (and key) is stored
-once. Writers of one model serialise on a lock; readers that lose a generation to a rewrite
-read the new one.
+the series of a keyed model arrive interleaved in time. Beyond 9 parts, the two before the
+newest are merged while the later is at least as large as the earlier (a binary counter: each
+row is rewritten about log2 of the history's size over an append's, not the whole history
+every 64 appends; a reader that misses a merged file reads again). Rows that replace stored
+ones (or dropping a range) rewrite the model's history into a new generation and switch
+``CURRENT`` atomically, so readers never see a half-written state and each timestamp (and key)
+is stored once. Writers of one model serialise on a lock; readers that lose a generation to a
+rewrite read the new one.
 """
 
 from __future__ import annotations
@@ -186,18 +186,20 @@ class GenerationHistoryStore(HistoryStore):
         return max(numbers, default=0) + 1
 
     def _compact_tail(self, gen: str, manifest: dict[str, Any]) -> None:
-        """Merge the newest two parts while the newest is at least as large as the one before
-        (and more than :data:`_KEPT_PARTS` parts are listed): a binary counter over the parts,
-        so every stored row is rewritten about log2(history / append) times in all, instead
-        of the whole history at every 64th append. The merged part is written, then the
-        manifest that lists it, then the merged files go; a reader holding the earlier manifest
-        misses a file and reads again (:meth:`read`)."""
+        """Merge the two parts before the newest while the later is at least as large as the
+        earlier (and more than :data:`_KEPT_PARTS` parts precede the newest): a binary counter
+        over the parts, so every stored row is rewritten about log2(history / append) times in
+        all, instead of the whole history at every 64th append. The newest part stays as it
+        was appended: the next append's rows overlap it in time (series arrive interleaved),
+        so :meth:`_collides` reads one append's rows, not a merged part. The merged part is
+        written, then the manifest that lists it, then the merged files go; a reader holding
+        the earlier manifest misses a file and reads again (:meth:`read`)."""
         parts = manifest["parts"]
-        while len(parts) > _KEPT_PARTS and parts[-1]["rows"] >= parts[-2]["rows"]:
-            pair = {"parts": parts[-2:], "columns": manifest["columns"]}
+        while len(parts) > _KEPT_PARTS + 1 and parts[-2]["rows"] >= parts[-3]["rows"]:
+            pair = {"parts": parts[-3:-1], "columns": manifest["columns"]}
             merged = self._read_gen(gen, pair, None, None)  # sorted; parts share no row
-            gone = [p["file"] for p in parts[-2:]]
-            parts[-2:] = [self._write_part(gen, merged, self._next_part(manifest))]
+            gone = [p["file"] for p in parts[-3:-1]]
+            parts[-3:-1] = [self._write_part(gen, merged, self._next_part(manifest))]
             self._put_manifest(gen, manifest)
             for name in gone:
                 self._remove(f"{gen}/{name}")

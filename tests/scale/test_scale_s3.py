@@ -67,8 +67,8 @@ def test_history_append_rewrite_drop(s3_endpoint: str) -> None:
 
 
 def test_history_tail_merges_on_s3(s3_endpoint: str) -> None:
-    """Beyond 8 parts the newest are merged in place: the merged parts' objects are removed,
-    the generation stays, and every row reads back once."""
+    """Beyond 9 parts the ones before the newest merge in place: the merged parts' objects
+    are removed, the generation stays, and every row reads back once."""
     store = create_history_store("s3://reconad/tail", s3_endpoint)
     index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
     frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)

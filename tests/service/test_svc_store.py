@@ -123,9 +123,9 @@ def test_history_series_interleaved_in_time_append_parts_and_a_repeat_replaces(
 
 
 def test_history_of_many_appends_keeps_few_parts_in_one_generation(tmp_path: Path) -> None:
-    """Beyond 8 parts the newest are merged as a binary counter: 200 appends leave at most
-    8 + log2(200) parts, in the generation of the first append (no rewrite of the history),
-    with every row stored once."""
+    """Beyond 9 parts the ones before the newest merge as a binary counter: 200 appends
+    leave at most 9 + log2(200) parts, in the generation of the first append (no rewrite of
+    the history), with every row stored once."""
     store = LocalHistoryStore(tmp_path / "hist")
     frame = make_frame(2000)
     store.append("m1", frame.iloc[:10])

@@ -3,6 +3,7 @@
 point of every series, as a flush brings them); mean and max seconds per block of 16 appends.
 
     python benchmarks/results/stream/history_appends.py --stored 2000000 --appends 128
+    python benchmarks/results/stream/history_appends.py --stored 2000000 --interleave
 """
 
 from __future__ import annotations
@@ -46,13 +47,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stored", type=int, default=2_000_000)
     parser.add_argument("--appends", type=int, default=128)
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="each append: the second half of the series at one step, the first half at the "
+        "next (so every append overlaps the stored time range, as flushes of independent "
+        "series do)",
+    )
     args = parser.parse_args()
     store = LocalHistoryStore(Path(tempfile.mkdtemp()) / "history")
     steps = args.stored // SERIES
-    store.append("m", rows(0, steps), key_column="host")
+    stored = rows(0, steps)
+    if args.interleave:  # the last step's second half comes with the first append
+        stored = stored.iloc[: len(stored) - SERIES // 2]
+    store.append("m", stored, key_column="host")
     block: list[float] = []
     for k in range(args.appends):
         frame = rows(steps + k, 1)
+        if args.interleave:
+            half = SERIES // 2
+            frame = pd.concat([rows(steps + k - 1, 1).iloc[half:], frame.iloc[:half]])
         started = time.perf_counter()
         store.append("m", frame, key_column="host")
         block.append(time.perf_counter() - started)
