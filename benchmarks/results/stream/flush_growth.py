@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout
 
 import torch
 from bench_stream import _body, prepare
+from history_appends import report  # this folder
 
 from service.context import AppContext
 from service.settings import Settings
@@ -46,11 +47,7 @@ def main() -> None:
         block.append(time.perf_counter() - started)
         asyncio.run(run(100_000 + k, range(5, 10)))
         if len(block) == 16:
-            print(
-                f"flushes {k - 14}-{k + 1} ({moved} rows each): mean "
-                f"{sum(block) / len(block) * 1e3:.0f} ms, max {max(block) * 1e3:.0f} ms",
-                flush=True,
-            )
+            report("flushes", k - 14, block, f" ({moved} rows each)")
             block = []
 
 

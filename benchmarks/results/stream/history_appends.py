@@ -43,6 +43,15 @@ def rows(first_step: int, steps: int) -> pd.DataFrame:
     )
 
 
+def report(label: str, first: int, seconds: list[float], extra: str = "") -> None:
+    """One line of a block of timings: its range, mean and max in milliseconds."""
+    print(
+        f"{label} {first}-{first + len(seconds) - 1}{extra}: mean "
+        f"{np.mean(seconds) * 1e3:.0f} ms, max {max(seconds) * 1e3:.0f} ms",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stored", type=int, default=2_000_000)
@@ -71,11 +80,7 @@ def main() -> None:
         store.append("m", frame, key_column="host")
         block.append(time.perf_counter() - started)
         if len(block) == 16:
-            print(
-                f"appends {k - 14}-{k + 1}: mean {np.mean(block) * 1e3:.0f} ms, "
-                f"max {max(block) * 1e3:.0f} ms, parts {store.summary('m').parts}",
-                flush=True,
-            )
+            report("appends", k - 14, block, f", parts {store.summary('m').parts}")
             block = []
 
 
