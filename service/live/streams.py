@@ -903,8 +903,9 @@ class StreamService:
                     "a series' state was moved on by another writer during this request; "
                     "nothing of it was applied: send it again"
                 )
-        if txn.points:  # the history rows of every request applied: one statement
-            session.execute(insert(StreamPoint), txn.points)
+        if txn.points:  # the history rows of every request applied: one Core statement
+            # (the ORM's bulk insert path costs a third more per row and returns nothing here)
+            session.execute(insert(cast(Table, StreamPoint.__table__)), txn.points)
 
     def _prepare(
         self,
