@@ -70,6 +70,7 @@ def test_history_tail_merges_on_s3(s3_endpoint: str) -> None:
     """Beyond 9 parts the ones before the newest merge in place: the merged parts' objects
     are removed, the generation stays, and every row reads back once."""
     store = create_history_store("s3://reconad/tail", s3_endpoint)
+    assert isinstance(store, FsspecHistoryStore)
     index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
     frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)
     for i in range(40):

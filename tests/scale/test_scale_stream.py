@@ -190,7 +190,8 @@ def test_the_flush_moves_the_points_unchanged_on_postgresql(tmp_path: Path, pg_u
             model_id = session.query(Stream).one().model_id
         stored = ctx.history.read(model_id)
         sent = make_frame(n=total, seed=3, end=pd.Timestamp("2026-11-02T00:00:00Z"))
-        assert str(stored.index.tz) == "UTC" and (stored["host"] == "s1").all()
+        assert isinstance(stored.index, pd.DatetimeIndex) and str(stored.index.tz) == "UTC"
+        assert (stored["host"] == "s1").all()
         pd.testing.assert_frame_equal(
             stored[["a", "b"]], sent, check_freq=False, check_index_type=False, check_names=False
         )
