@@ -439,6 +439,13 @@ class Decider:
         self._events.append(event)
         self._event_states.append(_event_state(event))
 
+    def forget_closed_events(self) -> None:
+        """Forget the closed events kept so far (:attr:`events` keeps an open one; ids go on):
+        for a caller that stores them elsewhere, so that neither the state nor the memory of
+        a series that raises many events grows with them."""
+        self._events.clear()
+        self._event_states.clear()
+
     @property
     def events(self) -> list[Event]:
         """The events so far (the latest ``max_events``), in order of start; an open one last."""

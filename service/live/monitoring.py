@@ -8,6 +8,7 @@ library's interface touches one file. The contract (see ``detector/monitor.py``)
 many series at once on arrays (``Points`` in, ``Scores`` out); ``monitor.events`` lists
 :class:`detector.Event` objects;
 ``monitor.state_dict()`` / ``Monitor.from_state(det, state)`` save and restore it;
+``monitor.forget_closed_events()`` drops the closed events the service has stored;
 ``monitor.with_detector(det)`` hands the stream to a new model version;
 ``monitor.apply_feedback(scale=..., memory=..., relearn_after=...)`` takes what labels
 taught (a re-fitted threshold factor, a memory of confirmed-normal windows, a ``relearn_after``
@@ -105,6 +106,11 @@ class LiveMonitor:
                 if len(found) == len(seqs):
                     break
         return found
+
+    def forget_closed_events(self) -> None:
+        """Drop the closed events from the monitor once they are in the events table (the
+        state, written with every request, and the cached monitor then stay small)."""
+        self._monitor.forget_closed_events()
 
     def state(self) -> dict[str, Any]:
         """The monitor's JSON-able state."""

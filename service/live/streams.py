@@ -820,6 +820,9 @@ class StreamService:
                 else:
                     open_rows.pop(seq, None)
             outcome.events = mine
+            # stored in the events table by this transaction (a failed one drops this copy of
+            # the monitor from the cache, and the next request restores the stored state)
+            monitor.forget_closed_events()
             pending.append((outcome, event_seqs, by_seq))
             features = loaded.features
             kept = step.values if step.keep.all() else step.values[step.keep]

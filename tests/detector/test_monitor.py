@@ -210,6 +210,28 @@ def test_state_survives_saving_the_model(
     assert_same(loaded.monitor().update(test), det.monitor().update(test))
 
 
+def test_forgotten_closed_events_leave_decisions_and_ids_unchanged(
+    fitted: dict[str, Detector], data: dict[str, Any]
+) -> None:
+    """``forget_closed_events`` (the service stores them elsewhere) drops only the kept
+    closed events: the outputs, and the ids of later events, are those of a monitor that
+    kept them, and the state carries none."""
+    det, test = fitted["ae"], data["test"]
+    kept, forgetful = det.monitor(merge_gap=5), det.monitor(merge_gap=5)
+    cut = len(test) // 2
+    first = [kept.update(test.iloc[:cut]), forgetful.update(test.iloc[:cut])]
+    assert any(e.status == "closed" for e in forgetful.events)
+    forgetful.forget_closed_events()
+    assert all(e.status == "open" for e in forgetful.events)
+    state = forgetful.state_dict()
+    assert state["events"] == []
+    restored = Monitor.from_state(det, json.loads(json.dumps(state, allow_nan=False)))
+    rest = [kept.update(test.iloc[cut:]), restored.update(test.iloc[cut:])]
+    assert_same(pd.concat([first[1], rest[1]]), pd.concat([first[0], rest[0]]))
+    later = [e for e in kept.events if e.id >= min((e.id for e in restored.events), default=0)]
+    assert restored.events and [e.id for e in restored.events] == [e.id for e in later]
+
+
 def test_events_find_the_injected_anomalies(
     fitted: dict[str, Detector], data: dict[str, Any]
 ) -> None:

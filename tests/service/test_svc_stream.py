@@ -24,7 +24,7 @@ from service.app import create_app
 from service.context import AppContext
 from service.live.streams import _MonitorCache
 from service.settings import Settings
-from service.tables import Alert, Stream
+from service.tables import Alert, AnomalyEvent, Stream
 
 Client = tuple[TestClient, dict[str, str]]
 SECRET = "s3cret-key-for-tests-0123"
@@ -389,6 +389,35 @@ def test_events_and_webhook_alerts(live_client: Client, receiver: Any) -> None:
     _wait_for(lambda: len(received(log)) >= 2 * n_closed)
     alerts = client.get(f"/v1/models/single/channels/{channel['id']}/alerts", headers=headers)
     assert [a["status"] for a in alerts.json()["data"]] == ["delivered"] * (2 * n_closed)
+
+
+def test_closed_events_live_in_the_events_table_not_in_the_series_state(
+    live_client: Client,
+) -> None:
+    """Once stored, closed events leave the monitor: the series' stored state carries none
+    however many it raised, and a monitor restored from that state (a restart) goes on with
+    new event ids."""
+    client, headers = live_client
+    _model(client, headers, "single")
+    ctx = _ctx(client)
+    ids: list[int] = []
+    for k in range(4):
+        frame = _with_spike(_series_frame(60, seed=20 + k, start_offset=60 * k), 20, 4)
+        out = _post(client, headers, "single", _body(frame))
+        assert [e["status"] for e in out["events"]] and all(
+            e["status"] == "closed" for e in out["events"]
+        )
+        ids += [e["id"] for e in out["events"]]
+        if k == 1:  # as after a restart: the next request restores the stored state
+            for stream_id in list(ctx.live.streams.cache._items):
+                ctx.live.streams.cache.drop(stream_id)
+    with ctx.db.session() as session:
+        row = session.query(Stream).one()
+        state = json.loads(row.state)
+        seqs = [e.seq for e in session.query(AnomalyEvent).order_by(AnomalyEvent.seq)]
+    assert state["events"] == [] and state["open"] is None
+    assert len(ids) == len(set(ids)) >= 4  # every request's events, none twice
+    assert seqs == list(range(1, len(seqs) + 1)) and state["next_id"] == len(seqs) + 1
 
 
 def test_failed_deliveries_are_retried_and_channels_are_managed(
