@@ -1,12 +1,18 @@
-"""Time of the stream's flush into the stored history as the history grows: 1,000 series of
-the bench's model, half of each step's batch bodies, a flush, then the other half (so the
-series reach the store interleaved in time, as they do from independent clients).
+"""Time of the stream's flush into the stored history: 1,000 series of the bench's model.
 
     OMP_NUM_THREADS=1 python benchmarks/results/stream/flush_growth.py 192
+    OMP_NUM_THREADS=1 python benchmarks/results/stream/flush_growth.py 8 --steps-per-flush 10
+
+By default, as the history grows: half of each step's batch bodies, a flush, then the other
+half (so the series reach the store interleaved in time, as they do from independent
+clients); mean and max per block of 16 flushes. With ``--steps-per-flush N``: N whole steps
+(1,000 points each) between flushes, and each flush's wall and CPU milliseconds (the first
+starts the history, a new generation).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import sys
@@ -26,8 +32,11 @@ from service.settings import Settings
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("flushes", type=int, nargs="?", default=80)
+    parser.add_argument("--steps-per-flush", type=int, default=0, help="0: half-step interleave")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 80
     data = Path(tempfile.mkdtemp()) / "data"
     prepare(data, 1000)
     ctx = AppContext.build(Settings(data_dir=data, bootstrap_admin_key=False, log_level="WARNING"))
@@ -40,12 +49,27 @@ def main() -> None:
     # walked by every full collection, so the figures are the flush's own
     gc.freeze()
     block: list[float] = []
-    for k in range(steps):
-        asyncio.run(run(100_000 + k, range(5)))
-        started = time.perf_counter()
+    step = 100_000
+    for k in range(args.flushes):
+        if args.steps_per_flush:
+            for _ in range(args.steps_per_flush):
+                asyncio.run(run(step, range(10)))
+                step += 1
+            gc.freeze()
+        else:
+            asyncio.run(run(step, range(5)))
+        started, cpu = time.perf_counter(), time.process_time()
         moved = streams.flush()
         block.append(time.perf_counter() - started)
-        asyncio.run(run(100_000 + k, range(5, 10)))
+        if args.steps_per_flush:
+            print(
+                f"{moved} rows: wall {block[-1] * 1e3:.0f} ms, "
+                f"cpu {(time.process_time() - cpu) * 1e3:.0f} ms",
+                flush=True,
+            )
+            continue
+        asyncio.run(run(step, range(5, 10)))
+        step += 1
         if len(block) == 16:
             report("flushes", k - 14, block, f" ({moved} rows each)")
             block = []

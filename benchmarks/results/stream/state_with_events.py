@@ -11,6 +11,7 @@ import timeit
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ (bench_stream)
@@ -30,11 +31,16 @@ def main() -> None:
         index=pd.date_range("2026-11-02", periods=n, freq="10s", tz="UTC", name="timestamp"),
     )
     frame.loc[frame.index[t % 20 == 10], "cpu"] += 8.0
-    monitor = det.monitor()
+    monitor = det.monitor(expected=True)  # as the service runs it
     monitor.update(frame)
     calls = 200
     seconds = timeit.timeit(monitor.state_dict, number=calls) / calls
-    print(f"{len(monitor.events)} events kept: state_dict {seconds * 1e3:.3f} ms")
+    size = len(orjson.dumps(monitor.state_dict()))
+    print(f"{len(monitor.events)} events kept: state_dict {seconds * 1e3:.3f} ms, {size} bytes")
+    if hasattr(monitor, "forget_closed_events"):  # what the service does once they are stored
+        monitor.forget_closed_events()
+        size = len(orjson.dumps(monitor.state_dict()))
+        print(f"after forget_closed_events: {len(monitor.events)} kept, {size} bytes")
 
 
 if __name__ == "__main__":
