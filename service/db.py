@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,19 @@ def _json_dumps(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:
         return json.dumps(value)
+
+
+def json_column_values(stored: Sequence[Any]) -> list[Any]:
+    """Many JSON column values as read raw (a select of the column coerced to text): text is
+    parsed as one document with orjson (the standard module where orjson refuses, NaN tokens of
+    rows written before :func:`_json_dumps`, say); what a driver parsed itself is kept."""
+    if all(isinstance(v, str) for v in stored):
+        try:
+            parsed: list[Any] = orjson.loads("[" + ",".join(stored) + "]")
+            return parsed
+        except orjson.JSONDecodeError:
+            return [json.loads(v) for v in stored]
+    return [json.loads(v) if isinstance(v, str) else v for v in stored]
 
 
 class Database:

@@ -6,9 +6,11 @@ classes must match the latest migration (a test compares them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import pandas as pd
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -74,6 +76,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
+
+
+def utc_index(stored: Sequence[Any], name: str | None = None) -> pd.DatetimeIndex:
+    """Many :class:`UTCDateTime` values as read raw (naive UTC datetimes, or SQLite's text) as
+    one UTC index, converted in one call."""
+    index = pd.DatetimeIndex(pd.to_datetime(list(stored), format="ISO8601"), name=name)
+    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
 
 
 class Base(DeclarativeBase):

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import threading
@@ -74,7 +73,7 @@ from detector import Detector
 from detector.errors import InputError
 from detector.feedback import NormalMemory
 from detector.monitor import Points, Scores
-from service.db import Database
+from service.db import Database, json_column_values
 from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.feedback import normal_events
 from service.live.batcher import Batcher
@@ -83,7 +82,7 @@ from service.live.monitoring import LiveMonitor, check_options, handover, new_mo
 from service.parsing import numeric_array, parse_json, parse_timestamps
 from service.scoring import LoadedVersion, ScoringService
 from service.storage import TIMESTAMP, HistoryStore, StoreError
-from service.tables import AnomalyEvent, Model, Stream, StreamPoint, utcnow
+from service.tables import AnomalyEvent, Model, Stream, StreamPoint, utc_index, utcnow
 
 __all__ = ["StreamItem", "StreamService", "parse_stream_body"]
 
@@ -1254,8 +1253,8 @@ class StreamService:
                     continue  # none, or the model was deleted meanwhile (its points with it)
                 key = config.get("key_column")
                 _, names, stamps, values = zip(*rows, strict=True)
-                frame = pd.DataFrame.from_records(_json_values(values))
-                frame.index = _utc_index(stamps)
+                frame = pd.DataFrame.from_records(json_column_values(values))
+                frame.index = utc_index(stamps, TIMESTAMP)
                 if key:
                     frame[key] = list(names)
                 try:
@@ -1275,24 +1274,6 @@ class StreamService:
                     )
                 moved += len(rows)
         return moved
-
-
-def _json_values(stored: Sequence[Any]) -> list[Any]:
-    """JSON column values as read raw: text (parsed as one document), or what a driver that
-    parses JSON itself gave."""
-    if all(isinstance(v, str) for v in stored):
-        try:
-            parsed: list[Any] = orjson.loads("[" + ",".join(stored) + "]")
-            return parsed
-        except orjson.JSONDecodeError:  # NaN tokens of the standard module, say
-            return [json.loads(v) for v in stored]
-    return [json.loads(v) if isinstance(v, str) else v for v in stored]
-
-
-def _utc_index(stored: Sequence[Any]) -> pd.DatetimeIndex:
-    """A UTC column's values as read raw (naive UTC datetimes, or SQLite's text) as one index."""
-    index = pd.DatetimeIndex(pd.to_datetime(list(stored), format="ISO8601"), name=TIMESTAMP)
-    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
 
 
 def _floats(column: np.ndarray) -> list[float | None]:
