@@ -1,0 +1,128 @@
+"""The Azure-compatible shape score with the nearest or the second nearest neighbour (exploration,
+not adopted).
+
+    OMP_NUM_THREADS=1 python benchmarks/azure_neighbour_variants.py ../shared/data
+
+A window's discord distance in :mod:`service.azure.univariate` is to its nearest non-overlapping
+window. An anomaly that occurs twice is the nearest neighbour of its twin, so neither stands out
+("twin freaks"); the distance to the second nearest window (skipping the nearest one and the
+windows overlapping it) does not have that blind spot, but it asks every normal shape to occur
+at least three times. This prints, for both:
+
+- on generated hourly series (a daily cycle and noise) with the same small level shift (3 noise
+  sd, a day long) twice, at hours 300 and 1,100, the share of the shifts' points flagged;
+- on generated hourly series without anomalies (daily and weekly cycles, a slow trend: the
+  series of ``tests/service/test_svc_azure_sdk.py``), the share of points flagged;
+- on every NAB entity (whole series in, as ``bench_azure.py`` sends it), VUS-PR on the test
+  part from ``severity``, and the share flagged on the series without anomalies in test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+
+from detector.bench import list_entities, load_entity, metric_window
+from detector.evaluation import vus_pr
+from service.azure import univariate as u
+
+Distances = Callable[..., npt.NDArray[np.float64]]
+
+
+def second_nearest(
+    scaled: npt.NDArray[np.float64], window: int, queries: npt.NDArray[np.int64] | None = None
+) -> npt.NDArray[np.float64]:
+    """:func:`service.azure.univariate.discord_distances` with the second nearest neighbour."""
+    x = torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32))
+    reference = u._paa(x.unfold(0, window, 1))
+    n_windows = reference.shape[0]
+    starts = torch.arange(n_windows) if queries is None else torch.from_numpy(queries)
+    out = torch.empty(len(starts), dtype=torch.float32)
+    band = torch.arange(-window + 1, window)
+    for lo in range(0, len(starts), u._CHUNK):
+        idx = starts[lo : lo + u._CHUNK]
+        dist = torch.cdist(reference[idx], reference)
+        dist.scatter_(1, (idx[:, None] + band[None, :]).clamp_(0, n_windows - 1), math.inf)
+        nearest, at = dist.min(dim=1)
+        dist.scatter_(1, (at[:, None] + band[None, :]).clamp_(0, n_windows - 1), math.inf)
+        second = dist.min(dim=1).values
+        best = torch.where(torch.isfinite(second), second, nearest)
+        out[lo : lo + len(idx)] = torch.where(torch.isfinite(best), best, 0.0)
+    return out.numpy().astype(np.float64)
+
+
+VARIANTS: dict[str, Distances] = {"nearest": u.discord_distances, "second": second_nearest}
+
+
+def generated(n: int, seed: int) -> npt.NDArray[np.float64]:
+    """Hourly: daily and weekly cycles, a slow trend and noise (no anomaly)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.asarray(
+        100
+        + 0.02 * t
+        + 15 * np.sin(2 * np.pi * t / 24)
+        + 5 * np.sin(2 * np.pi * t / (24 * 7))
+        + rng.normal(0, 1.0, n),
+        dtype=np.float64,
+    )
+
+
+def detect(values: npt.NDArray[np.float64], name: str, period: int | None) -> u.UnivariateResult:
+    with patch.object(u, "discord_distances", VARIANTS[name]):
+        return u.detect_series(values, period=period)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    twins: list[dict[str, Any]] = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        v = 100 + 10 * np.sin(2 * np.pi * np.arange(1440) / 24) + rng.normal(0, 1.0, 1440)
+        spans = [(300, 324), (1100, 1124)]
+        for a, b in spans:
+            v[a:b] += 3.0
+        for k in VARIANTS:
+            flags = detect(v, k, 24).is_anomaly
+            twins += [{"variant": k, "covered": flags[a:b].mean()} for a, b in spans]
+    print("share of the twin shifts' points flagged (6 series, 12 shifts):")
+    print(pd.DataFrame(twins).groupby("variant")["covered"].mean().round(3).to_string())
+    gen: list[dict[str, Any]] = []
+    for n in (720, 1440, 2880, 4320, 8640):
+        for seed in range(3):
+            v = generated(n, seed)
+            gen.append({"points": n} | {k: detect(v, k, 24).is_anomaly.mean() for k in VARIANTS})
+    print("share flagged on generated series without anomalies (3 seeds each):")
+    print(pd.DataFrame(gen).groupby("points").mean().round(3).to_string())
+    rows: list[dict[str, Any]] = []
+    clean: list[dict[str, Any]] = []
+    for _, folder in list_entities(args.root, ["nab"], None):
+        train, test, labels = load_entity(folder)
+        whole = pd.concat([train, test])["value"].interpolate(limit_direction="both")
+        values = whole.to_numpy(dtype=np.float64)
+        results = {k: detect(values, k, None) for k in VARIANTS}
+        if labels.sum() == 0:
+            clean.append({k: r.is_anomaly.mean() for k, r in results.items()})
+            continue
+        part, window = slice(len(train), None), metric_window(train)
+        rows.append({k: vus_pr(labels, r.severity[part], window) for k, r in results.items()})
+    print(f"NAB, {len(rows)} entities with anomalies, mean VUS-PR from severity:")
+    print(pd.DataFrame(rows).mean().round(3).to_string())
+    print(f"share flagged on the {len(clean)} NAB series without anomalies:")
+    print(pd.DataFrame(clean).mean().round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
