@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     history_url: str = Field(
         "", description="Where stored observations live (default: <data_dir>/history)."
     )
+    history_max_points: int = Field(
+        10_000_000,
+        ge=1000,
+        le=10_000_000_000,
+        description="Rows of stored history each model keeps: once an append takes it an "
+        "eighth past this, the oldest rows are dropped back to it (uploads and streamed "
+        "points alike).",
+    )
+    history_max_age_days: float = Field(
+        0.0,
+        ge=0,
+        le=36_500,
+        description="Rows of stored history each model keeps no older than this many days "
+        "before its newest row (trimmed like history_max_points); 0 keeps them at any age.",
+    )
     job_backend: Literal["inprocess", "celery"] = Field(
         "inprocess",
         description="How training jobs run: 'inprocess' = one child process per job of the API "

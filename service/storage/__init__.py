@@ -21,6 +21,7 @@ from service.storage.history import (
     HistoryStore,
     HistorySummary,
     LocalHistoryStore,
+    Retention,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LocalHistoryStore",
     "LocalStaging",
     "LockFactory",
+    "Retention",
     "StoreError",
     "create_artifact_store",
     "create_history_store",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from service.db import Database
 from service.settings import Settings
 from service.storage.artifacts import ArtifactStore, LocalArtifactStore
 from service.storage.base import LockFactory, StoreError
-from service.storage.history import HistoryStore, LocalHistoryStore
+from service.storage.history import HistoryStore, LocalHistoryStore, Retention
 
 __all__ = ["create_artifact_store", "create_history_store", "open_stores"]
 
@@ -42,10 +43,14 @@ def create_artifact_store(
 
 
 def create_history_store(
-    url: str, endpoint_url: str = "", lock: LockFactory | None = None
+    url: str,
+    endpoint_url: str = "",
+    lock: LockFactory | None = None,
+    retention: Retention | None = None,
 ) -> HistoryStore:
     """Build the history store for a URL: a plain path or ``file://`` URL (local), or an fsspec
-    URL such as ``s3://bucket/prefix`` whose writers serialise on ``lock(name)``.
+    URL such as ``s3://bucket/prefix`` whose writers serialise on ``lock(name)``; each model
+    keeps what ``retention`` allows (default: 10,000,000 rows).
 
     Raises
     ------
@@ -54,10 +59,10 @@ def create_history_store(
     """
     local = _local_path(url)
     if local is not None:
-        return LocalHistoryStore(Path(local))
+        return LocalHistoryStore(Path(local), retention)
     from service.storage.objectstore import FsspecHistoryStore  # fsspec only when used
 
-    return FsspecHistoryStore(url, endpoint_url, lock)
+    return FsspecHistoryStore(url, endpoint_url, lock, retention)
 
 
 def open_stores(settings: Settings, db: Database) -> tuple[ArtifactStore, HistoryStore]:
@@ -66,5 +71,9 @@ def open_stores(settings: Settings, db: Database) -> tuple[ArtifactStore, Histor
     artifacts = create_artifact_store(
         settings.artifact_url, settings.data_dir / "cache" / "artifacts", settings.s3_endpoint_url
     )
-    history = create_history_store(settings.history_url, settings.s3_endpoint_url, db.named_lock)
+    age = settings.history_max_age_days
+    retention = Retention(settings.history_max_points, timedelta(days=age) if age else None)
+    history = create_history_store(
+        settings.history_url, settings.s3_endpoint_url, db.named_lock, retention
+    )
     return artifacts, history

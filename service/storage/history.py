@@ -21,6 +21,9 @@ ones (or dropping a range) rewrite the model's history into a new generation and
 ``CURRENT`` atomically, so readers never see a half-written state and each timestamp (and key)
 is stored once. Writers of one model serialise on a lock; readers that lose a generation to a
 rewrite read the new one.
+
+Each model's history is bounded (:class:`Retention`: a row count, optionally an age): an
+append that takes it an eighth past a limit drops the oldest rows, whole parts where it can.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,6 +58,7 @@ __all__ = [
     "HistoryStore",
     "HistorySummary",
     "LocalHistoryStore",
+    "Retention",
 ]
 
 TIMESTAMP = "timestamp"
@@ -68,6 +74,27 @@ class HistorySummary:
     columns: list[str] = field(default_factory=list)
     bytes: int = 0
     parts: int = 0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much history each model keeps: at most ``max_points`` rows, and with ``max_age``
+    no row older than that before the model's newest row (measured from the data, not the
+    clock, so a backfill of last year's data is kept). The oldest rows go first.
+
+    An append trims once the history is an eighth over a limit (:data:`_RETENTION_SLACK`),
+    back to the limit, so one trim pays for many appends: the history holds at most
+    ``max_points`` and an eighth.
+    """
+
+    max_points: int = 10_000_000
+    max_age: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_points < 1:
+            raise ValueError(f"max_points must be at least 1, got {self.max_points}")
+        if self.max_age is not None and self.max_age <= timedelta(0):
+            raise ValueError(f"max_age must be positive, got {self.max_age}")
 
 
 class HistoryStore(ABC):
@@ -111,6 +138,14 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_PARTS = 64
 #: Parts listed before the newest ones are merged (:meth:`GenerationHistoryStore._compact_tail`).
 _KEPT_PARTS = 8
+#: How far over a retention limit a history may grow before an append trims it (a share).
+_RETENTION_SLACK = 1 / 8
+
+
+def _utc_values(index: pd.DatetimeIndex) -> npt.NDArray[np.datetime64]:
+    """A UTC index's values as naive ``datetime64[us]``."""
+    values: npt.NDArray[np.datetime64] = index.tz_convert("UTC").tz_localize(None).to_numpy()
+    return values.astype("datetime64[us]")
 
 
 class GenerationHistoryStore(HistoryStore):
@@ -118,12 +153,14 @@ class GenerationHistoryStore(HistoryStore):
 
     Every backend shares this logic and supplies the storage primitives below: reading and
     atomically writing a file, listing and removing, and the lock that serialises the writers of
-    one model. Paths are ``/``-joined strings under ``top``; ``where`` names the store in errors.
+    one model. Paths are ``/``-joined strings under ``top``; ``where`` names the store in errors;
+    ``retention`` bounds each model's history (:class:`Retention`; default 10,000,000 rows).
     """
 
-    def __init__(self, top: str, where: str) -> None:
+    def __init__(self, top: str, where: str, retention: Retention | None = None) -> None:
         self._top = top.rstrip("/")
         self._where = where
+        self.retention = retention or Retention()
 
     # -- storage primitives
     @abstractmethod
@@ -195,6 +232,8 @@ class GenerationHistoryStore(HistoryStore):
         written, then the manifest that lists it, then the merged files go; a reader holding
         the earlier manifest misses a file and reads again (:meth:`read`)."""
         parts = manifest["parts"]
+        if len(parts) > _KEPT_PARTS + 1 and parts[-2]["rows"] >= parts[-3]["rows"]:
+            self._sweep(gen, manifest)
         while len(parts) > _KEPT_PARTS + 1 and parts[-2]["rows"] >= parts[-3]["rows"]:
             pair = {"parts": parts[-3:-1], "columns": manifest["columns"]}
             merged = self._read_gen(gen, pair, None, None)  # sorted; parts share no row
@@ -204,6 +243,82 @@ class GenerationHistoryStore(HistoryStore):
             for name in gone:
                 self._remove(f"{gen}/{name}")
 
+    def _sweep(self, gen: str, manifest: dict[str, Any]) -> None:
+        """Remove the files of a generation that its manifest does not list: what a writer
+        that died between a manifest and the removals after it (a merge, a trim) left. Only
+        writers, which hold the model's lock, write a generation's files, so an unlisted one
+        is no other writer's work in progress."""
+        listed = {p["file"] for p in manifest["parts"]} | {"manifest.json"}
+        for name in self._names(gen):
+            if name not in listed:
+                self._remove(f"{gen}/{name}")
+
+    def _cutoff(
+        self,
+        rows: int,
+        oldest: pd.Timestamp,
+        newest: pd.Timestamp,
+        stamps: Callable[[], npt.NDArray[np.datetime64]],
+    ) -> pd.Timestamp | None:
+        """The oldest timestamp the retention keeps, or None while the history is within an
+        eighth of both limits. ``stamps`` returns every stored timestamp (UTC); it is called
+        only when there are more rows than the limit."""
+        limit = self.retention
+        over_rows = rows > limit.max_points * (1 + _RETENTION_SLACK)
+        over_age = limit.max_age is not None and newest - oldest > limit.max_age * (
+            1 + _RETENTION_SLACK
+        )
+        if not (over_rows or over_age):
+            return None
+        cut: pd.Timestamp | None = None if limit.max_age is None else newest - limit.max_age
+        if rows > limit.max_points:
+            values = stamps().astype("datetime64[us]")
+            first = len(values) - limit.max_points
+            by_rows = pd.Timestamp(np.partition(values, first)[first]).tz_localize("UTC")
+            cut = by_rows if cut is None else max(cut, by_rows)
+        return cut
+
+    def _retain(self, gen: str, manifest: dict[str, Any]) -> None:
+        """Trim a generation to the retention in place: parts wholly older than the cutoff
+        leave the manifest, a part that straddles it is rewritten without its older rows
+        (as a new file, so that readers of the earlier manifest read again), then the files
+        that left go."""
+        parts = manifest["parts"]
+        summary = self._summarise(manifest)
+        if summary.start is None or summary.end is None:
+            return
+
+        def stamps() -> npt.NDArray[np.datetime64]:
+            return np.concatenate([self._part_stamps(gen, p) for p in parts])
+
+        cutoff = self._cutoff(
+            summary.points, pd.Timestamp(summary.start), pd.Timestamp(summary.end), stamps
+        )
+        if cutoff is None:
+            return
+        self._sweep(gen, manifest)
+        kept: list[dict[str, Any]] = []
+        gone: list[str] = []
+        number = self._next_part(manifest)
+        for part in parts:
+            if pd.Timestamp(part["start"]) >= cutoff:
+                kept.append(part)
+                continue
+            gone.append(part["file"])
+            if pd.Timestamp(part["end"]) >= cutoff:
+                one = {"parts": [part], "columns": manifest["columns"]}
+                kept.append(self._write_part(gen, self._read_gen(gen, one, cutoff, None), number))
+                number += 1
+        manifest["parts"] = kept
+        self._put_manifest(gen, manifest)
+        for name in gone:
+            self._remove(f"{gen}/{name}")
+
+    def _part_stamps(self, gen: str, part: dict[str, Any]) -> npt.NDArray[np.datetime64]:
+        """The UTC timestamps of one part (its index column alone)."""
+        table = pq.read_table(io.BytesIO(self._get(f"{gen}/{part['file']}")), columns=[TIMESTAMP])
+        return _utc_values(pd.DatetimeIndex(table.column(TIMESTAMP).to_pandas()))
+
     def _put_manifest(self, gen: str, manifest: dict[str, Any]) -> None:
         self._put(f"{gen}/manifest.json", json.dumps(manifest).encode())
 
@@ -211,6 +326,11 @@ class GenerationHistoryStore(HistoryStore):
         self, mdir: str, frame: pd.DataFrame, columns: list[str], key_column: str | None
     ) -> None:
         name = f"g{uuid.uuid4().hex[:12]}"
+        if len(frame):
+            index = pd.DatetimeIndex(frame.index)
+            cutoff = self._cutoff(len(frame), index.min(), index.max(), lambda: _utc_values(index))
+            if cutoff is not None:
+                frame = frame[index >= cutoff]
         parts = [self._write_part(f"{mdir}/{name}", frame, 1)] if len(frame) else []
         manifest = {"parts": parts, "columns": columns, "key_column": key_column}
         self._put_manifest(f"{mdir}/{name}", manifest)
@@ -351,6 +471,7 @@ class GenerationHistoryStore(HistoryStore):
                 parts.append(self._write_part(gen, frame, self._next_part(manifest)))
                 self._put_manifest(gen, manifest)
                 self._compact_tail(gen, manifest)
+                self._retain(gen, manifest)
                 return len(frame)
             merged = pd.concat([self._read_gen(gen, manifest, None, None), frame])
             merged = self._dedupe(merged, key_column)
@@ -412,12 +533,14 @@ class LocalHistoryStore(GenerationHistoryStore):
     ----------
     root
         Folder holding one sub-folder per model (created if missing).
+    retention
+        How much history each model keeps (default: 10,000,000 rows).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, retention: Retention | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        super().__init__(str(self.root), str(self.root))
+        super().__init__(str(self.root), str(self.root), retention)
         self._threads = thread_locks()  # flock does not serialise the threads of one process
 
     @contextlib.contextmanager

@@ -25,7 +25,7 @@ from typing import Any
 
 from service.storage.artifacts import ArtifactStore, LocalStaging
 from service.storage.base import LockFactory, StoreError, check_key, thread_locks
-from service.storage.history import GenerationHistoryStore
+from service.storage.history import GenerationHistoryStore, Retention
 
 __all__ = ["FsspecArtifactStore", "FsspecHistoryStore", "open_filesystem"]
 
@@ -171,12 +171,20 @@ class FsspecHistoryStore(GenerationHistoryStore):
     lock
         ``lock(name)`` returns a context manager held while a model's history is written; the
         default only serialises the threads of this process.
+    retention
+        How much history each model keeps (default: 10,000,000 rows).
     """
 
-    def __init__(self, url: str, endpoint_url: str = "", lock: LockFactory | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        endpoint_url: str = "",
+        lock: LockFactory | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.url = url
         self.fs, self.root = open_filesystem(url, endpoint_url)
-        super().__init__(self.root, url)
+        super().__init__(self.root, url, retention)
         self._lock = lock or thread_locks()
 
     def _locked(self, model_id: str) -> contextlib.AbstractContextManager[None]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.storage import StoreError, create_artifact_store, create_history_store
+from service.storage import Retention, StoreError, create_artifact_store, create_history_store
 from service.storage.objectstore import FsspecArtifactStore, FsspecHistoryStore
 
 
@@ -84,4 +84,29 @@ def test_history_tail_merges_on_s3(s3_endpoint: str) -> None:
     pd.testing.assert_frame_equal(
         store.read("m1"), frame, check_freq=False, check_index_type=False, check_names=False
     )
+    store.delete("m1")
+
+
+def test_history_retention_on_s3(s3_endpoint: str) -> None:
+    """Past an eighth over the row limit the oldest rows go on S3 too: the newest rows stay,
+    each once, and the generation holds only the objects its manifest lists."""
+    store = create_history_store("s3://reconad/keep", s3_endpoint, retention=Retention(300))
+    assert isinstance(store, FsspecHistoryStore)
+    index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
+    frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)
+    for i in range(40):
+        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+    summary = store.summary("m1")
+    assert 300 <= summary.points <= 337
+    pd.testing.assert_frame_equal(
+        store.read("m1"),
+        frame.iloc[-summary.points :],
+        check_freq=False,
+        check_index_type=False,
+        check_names=False,
+    )
+    store.fs.invalidate_cache()
+    generations = [n for n in store.fs.ls("reconad/keep/m1", detail=False) if "/g" in n]
+    files = [n for n in store.fs.ls(generations[0], detail=False) if n.endswith(".parquet")]
+    assert len(generations) == 1 and len(files) == summary.parts
     store.delete("m1")

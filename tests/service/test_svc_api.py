@@ -189,6 +189,25 @@ def test_data_append_upload_summary_drop(app_client: Client) -> None:
     assert client.delete("/v1/models/m/data", headers=headers).status_code == 422
 
 
+def test_stored_history_keeps_its_newest_rows_within_the_limit(settings: Settings) -> None:
+    """``RECONAD_HISTORY_MAX_POINTS``: uploads past an eighth over it drop the oldest rows,
+    and the summary says what is kept."""
+    app = create_app(settings.model_copy(update={"history_max_points": 1000}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _, key = app.state.context.auth.create("admin", "tests")
+        headers = {"Authorization": f"Bearer {key}"}
+        client.post("/v1/models", json={"name": "m", "config": TINY_CONFIG}, headers=headers)
+        frame = make_frame(1500)
+        for lo in range(0, 1500, 300):
+            rows = {"rows": rows_of(frame.iloc[lo : lo + 300])}
+            assert client.post("/v1/models/m/data", json=rows, headers=headers).status_code == 200
+        summary = client.get("/v1/models/m/data", headers=headers).json()
+        assert 1000 <= summary["points"] <= 1125
+        kept = frame.iloc[-summary["points"] :]
+        assert pd.Timestamp(summary["start"]) == kept.index[0]
+        assert pd.Timestamp(summary["end"]) == frame.index[-1]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

@@ -5,13 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from svc_helpers import REPO, make_frame
 
-from service.storage import LocalArtifactStore, LocalHistoryStore, StoreError, create_artifact_store
+from service.db import Database
+from service.settings import Settings
+from service.storage import (
+    LocalArtifactStore,
+    LocalHistoryStore,
+    Retention,
+    StoreError,
+    create_artifact_store,
+    open_stores,
+)
 
 
 def test_artifacts_publish_is_atomic_and_immutable(tmp_path: Path) -> None:
@@ -139,6 +150,100 @@ def test_history_of_many_appends_keeps_few_parts_in_one_generation(tmp_path: Pat
     pd.testing.assert_frame_equal(store.read("m1"), frame, check_freq=False, check_index_type=False)
     files = sorted((tmp_path / "hist" / "m1" / current).glob("*.parquet"))
     assert len(files) == summary.parts  # the merged parts' files are gone
+
+
+def _interleaved(store: LocalHistoryStore, frame: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Append ``frame`` for hosts a and b, ``step`` rows of each per append, the series
+    interleaved in time as a keyed model's streams reach the store; return every row sent."""
+    sent = []
+    for lo in range(0, len(frame), step):
+        for host in ("a", "b"):
+            rows = frame.iloc[lo : lo + step].assign(host=host)
+            store.append("m1", rows, key_column="host")
+            sent.append(rows)
+    return pd.concat(sent)
+
+
+def test_history_keeps_the_newest_rows_within_its_row_limit(tmp_path: Path) -> None:
+    """Past an eighth over ``max_points`` an append drops the oldest rows back to the limit:
+    what stays is exactly the newest rows sent, every one of them, and no file is left that
+    the manifest does not list."""
+    store = LocalHistoryStore(tmp_path / "hist", Retention(max_points=1000))
+    sent = _interleaved(store, make_frame(1500), step=25)  # 3,000 rows in 120 appends
+    summary = store.summary("m1")
+    assert 1000 <= summary.points <= 1125
+    back = store.read("m1")
+    newest = sent.sort_index(kind="stable").iloc[-summary.points :]
+    assert back.index.min() == newest.index.min()  # the oldest rows went, no newer one
+    assert back.groupby("host").size().to_dict() == newest.groupby("host").size().to_dict()
+    a = back[back["host"] == "a"].drop(columns="host")
+    pd.testing.assert_frame_equal(
+        a,
+        sent[sent["host"] == "a"].drop(columns="host").loc[a.index.min() :],
+        check_freq=False,
+        check_index_type=False,
+    )
+    gen = tmp_path / "hist" / "m1" / (tmp_path / "hist" / "m1" / "CURRENT").read_text()
+    assert len(list(gen.glob("*.parquet"))) == summary.parts
+
+
+def test_history_keeps_rows_within_its_age_limit_of_the_newest(tmp_path: Path) -> None:
+    """With ``max_age`` the rows more than that before the newest row go (measured from the
+    data, so a backfill of old data stays while it is the newest there is), by whole parts
+    and by rewriting the part that straddles the cutoff; the rewrite path trims too."""
+    day = pd.Timedelta("1D")
+    store = LocalHistoryStore(tmp_path / "hist", Retention(max_points=10**6, max_age=day))
+    end = pd.Timestamp("2024-01-04", tz="UTC")  # years old: the age counts from the data
+    frame = make_frame(3 * 24 * 6, seed=1, end=end, freq="10min")  # three days
+    store.append("m1", frame.iloc[:100])
+    assert store.summary("m1").points == 100
+    for lo in range(100, len(frame), 37):
+        store.append("m1", frame.iloc[lo : lo + 37])
+        summary = store.summary("m1")
+        assert summary.end is not None and summary.start is not None
+        assert summary.end - summary.start <= day * 9 / 8
+    back = store.read("m1")
+    newest = back.index.max()
+    kept = frame.loc[back.index.min() :]
+    pd.testing.assert_frame_equal(back, kept, check_freq=False, check_index_type=False)
+    assert back.index.min() <= newest - day * 15 / 16  # trimmed to the limit, not far past it
+    store.append("m1", frame.iloc[-5:] * 2)  # a stored timestamp: rewrites the history
+    assert store.read("m1").index.min() >= newest - day * 9 / 8
+
+
+def test_history_removes_files_a_crashed_merge_left(tmp_path: Path) -> None:
+    """A writer that died between a merge's manifest and its removals leaves unlisted part
+    files in the generation; the next merge removes them and reads the listed ones."""
+    store = LocalHistoryStore(tmp_path / "hist")
+    frame = make_frame(400)
+    store.append("m1", frame.iloc[:10])
+    gen = tmp_path / "hist" / "m1" / (tmp_path / "hist" / "m1" / "CURRENT").read_text()
+    (gen / "p999998.parquet").write_bytes(b"left by a crash")
+    (gen / ".tmp-123").write_bytes(b"half written")
+    for i in range(1, 40):
+        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+    assert not (gen / "p999998.parquet").exists() and not (gen / ".tmp-123").exists()
+    assert len(list(gen.glob("*.parquet"))) == store.summary("m1").parts
+    pd.testing.assert_frame_equal(store.read("m1"), frame, check_freq=False, check_index_type=False)
+
+
+def test_the_settings_set_each_store_s_retention(tmp_path: Path, db: Database) -> None:
+    settings = Settings(data_dir=tmp_path, history_max_points=5000, history_max_age_days=1.5)
+    _, history = open_stores(settings, db)
+    assert isinstance(history, LocalHistoryStore)
+    assert history.retention == Retention(5000, timedelta(hours=36))
+    _, history = open_stores(Settings(data_dir=tmp_path), db)
+    assert isinstance(history, LocalHistoryStore)
+    assert history.retention == Retention(10_000_000, None)  # the default keeps any age
+    with pytest.raises(ValidationError, match="history_max_points"):
+        Settings(data_dir=tmp_path, history_max_points=10)
+
+
+def test_retention_refuses_limits_that_keep_nothing() -> None:
+    with pytest.raises(ValueError, match="max_points"):
+        Retention(max_points=0)
+    with pytest.raises(ValueError, match="max_age"):
+        Retention(max_age=timedelta(0))
 
 
 def test_history_drop_range_and_columns(tmp_path: Path) -> None:
