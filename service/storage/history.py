@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from service.storage.base import StoreError, atomic_write_bytes, thread_locks
@@ -306,13 +307,35 @@ class GenerationHistoryStore(HistoryStore):
                 continue
             gone.append(part["file"])
             if pd.Timestamp(part["end"]) >= cutoff:
-                one = {"parts": [part], "columns": manifest["columns"]}
-                kept.append(self._write_part(gen, self._read_gen(gen, one, cutoff, None), number))
+                kept.append(self._trim_part(gen, part, cutoff, number))
                 number += 1
         manifest["parts"] = kept
         self._put_manifest(gen, manifest)
         for name in gone:
             self._remove(f"{gen}/{name}")
+
+    def _trim_part(
+        self, gen: str, part: dict[str, Any], cutoff: pd.Timestamp, number: int
+    ) -> dict[str, Any]:
+        """Write part ``number``: the rows of ``part`` from ``cutoff`` on (in Arrow: the
+        straddling part is the oldest and largest, and a trip through pandas cost most of the
+        trim); return its manifest entry."""
+        table = pq.read_table(io.BytesIO(self._get(f"{gen}/{part['file']}")))
+        stamps = table.column(TIMESTAMP)
+        table = table.filter(pc.greater_equal(stamps, pa.scalar(cutoff, type=stamps.type)))
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        data = buffer.getvalue()
+        name = f"p{number:06d}.parquet"
+        self._put(f"{gen}/{name}", data)
+        kept = table.column(TIMESTAMP)
+        return {
+            "file": name,
+            "rows": table.num_rows,
+            "start": pd.Timestamp(pc.min(kept).as_py()).isoformat(),
+            "end": part["end"],
+            "bytes": len(data),
+        }
 
     def _part_stamps(self, gen: str, part: dict[str, Any]) -> npt.NDArray[np.datetime64]:
         """The UTC timestamps of one part (its index column alone)."""

@@ -4,6 +4,11 @@ point of every series, as a flush brings them); mean and max seconds per block o
 
     python benchmarks/results/stream/history_appends.py --stored 2000000 --appends 128
     python benchmarks/results/stream/history_appends.py --stored 2000000 --interleave
+    python benchmarks/results/stream/history_appends.py --stored 2000000 --max-points 1800000
+
+With ``--max-points`` the store keeps that many rows (:class:`service.storage.Retention`): the
+append that takes the history an eighth past it trims the oldest rows, and its own time is
+printed.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout
 
-from service.storage import LocalHistoryStore
+from service.storage import LocalHistoryStore, Retention
 
 SERIES = 1000
 
@@ -63,8 +68,10 @@ def main() -> None:
         "next (so every append overlaps the stored time range, as flushes of independent "
         "series do)",
     )
+    parser.add_argument("--max-points", type=int, default=None)
     args = parser.parse_args()
-    store = LocalHistoryStore(Path(tempfile.mkdtemp()) / "history")
+    retention = None if args.max_points is None else Retention(args.max_points)
+    store = LocalHistoryStore(Path(tempfile.mkdtemp()) / "history", retention)
     steps = args.stored // SERIES
     stored = rows(0, steps)
     if args.interleave:  # the last step's second half comes with the first append
@@ -77,8 +84,16 @@ def main() -> None:
             half = SERIES // 2
             frame = pd.concat([rows(steps + k - 1, 1).iloc[half:], frame.iloc[:half]])
         started = time.perf_counter()
+        before = store.summary("m").points
         store.append("m", frame, key_column="host")
         block.append(time.perf_counter() - started)
+        after = store.summary("m").points
+        if after < before:
+            print(
+                f"append {k} trimmed {before + len(frame):,} -> {after:,} rows: "
+                f"{block[-1] * 1e3:.0f} ms",
+                flush=True,
+            )
         if len(block) == 16:
             report("appends", k - 14, block, f", parts {store.summary('m').parts}")
             block = []
