@@ -1,13 +1,16 @@
-"""The Azure-compatible shape score with the nearest or the second nearest neighbour (exploration,
-not adopted).
+"""The Azure-compatible shape score from the nearest, the second nearest or the guarded neighbour
+distance.
 
     OMP_NUM_THREADS=1 python benchmarks/azure_neighbour_variants.py ../shared/data
 
-A window's discord distance in :mod:`service.azure.univariate` is to its nearest non-overlapping
-window. An anomaly that occurs twice is the nearest neighbour of its twin, so neither stands out
-("twin freaks"); the distance to the second nearest window (skipping the nearest one and the
-windows overlapping it) does not have that blind spot, but it asks every normal shape to occur
-at least three times. This prints, for both:
+A window's discord distance in :mod:`service.azure.univariate` was its distance to the nearest
+non-overlapping window (``nearest``). An anomaly that occurs twice is the nearest neighbour of
+its twin, so neither stands out ("twin freaks"). The distance to the second nearest window
+(``second``: skipping the nearest one and the windows overlapping it) does not have that blind
+spot, but it asks every normal shape to occur at least three times. ``guarded``, the method's
+score now, takes the larger of the nearest distance and the smaller of the window's and its
+nearest neighbour's second distances (see :func:`service.azure.univariate.discord_distances`).
+This prints, for each:
 
 - on generated hourly series (a daily cycle and noise) with the same small level shift (3 noise
   sd, a day long) twice, at hours 300 and 1,100, the share of the shifts' points flagged;
@@ -20,7 +23,6 @@ at least three times. This prints, for both:
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,29 +40,27 @@ from service.azure import univariate as u
 Distances = Callable[..., npt.NDArray[np.float64]]
 
 
-def second_nearest(
-    scaled: npt.NDArray[np.float64], window: int, queries: npt.NDArray[np.int64] | None = None
-) -> npt.NDArray[np.float64]:
-    """:func:`service.azure.univariate.discord_distances` with the second nearest neighbour."""
-    x = torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32))
-    reference = u._paa(x.unfold(0, window, 1))
-    n_windows = reference.shape[0]
-    starts = torch.arange(n_windows) if queries is None else torch.from_numpy(queries)
-    out = torch.empty(len(starts), dtype=torch.float32)
-    band = torch.arange(-window + 1, window)
-    for lo in range(0, len(starts), u._CHUNK):
-        idx = starts[lo : lo + u._CHUNK]
-        dist = torch.cdist(reference[idx], reference)
-        dist.scatter_(1, (idx[:, None] + band[None, :]).clamp_(0, n_windows - 1), math.inf)
-        nearest, at = dist.min(dim=1)
-        dist.scatter_(1, (at[:, None] + band[None, :]).clamp_(0, n_windows - 1), math.inf)
-        second = dist.min(dim=1).values
-        best = torch.where(torch.isfinite(second), second, nearest)
-        out[lo : lo + len(idx)] = torch.where(torch.isfinite(best), best, 0.0)
-    return out.numpy().astype(np.float64)
+def _alone(pick: int) -> Distances:
+    """A discord distance from the window's own neighbours only: the nearest (``pick`` 0) or
+    the second nearest (2), as :func:`service.azure.univariate._nearest_two` gives them."""
+
+    def distances(
+        scaled: npt.NDArray[np.float64], window: int, queries: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.float64]:
+        x = torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32))
+        reference = u._paa(x.unfold(0, window, 1))
+        starts = torch.arange(reference.shape[0]) if queries is None else torch.from_numpy(queries)
+        best = u._nearest_two(reference, starts, window)[pick]
+        return torch.where(torch.isfinite(best), best, 0.0).numpy().astype(np.float64)
+
+    return distances
 
 
-VARIANTS: dict[str, Distances] = {"nearest": u.discord_distances, "second": second_nearest}
+VARIANTS: dict[str, Distances] = {
+    "nearest": _alone(0),
+    "second": _alone(2),
+    "guarded": u.discord_distances,
+}
 
 
 def generated(n: int, seed: int) -> npt.NDArray[np.float64]:
