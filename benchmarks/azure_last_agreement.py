@@ -16,10 +16,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from bench_azure import nab_series
 
-from detector.bench import list_entities, load_entity
 from service.azure.univariate import detect_series
 
 API_LIMIT = 8640
@@ -32,13 +31,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     agree = cuts = flagged = both = 0
-    for _, folder in list_entities(args.root, ["nab"], None):
-        train, test, _ = load_entity(folder)
-        whole = pd.concat([train, test])["value"].interpolate(limit_direction="both")
-        values = whole.to_numpy(dtype=np.float64)
+    for series in nab_series(args.root):
+        values = series.values
         if len(values) > API_LIMIT:
             continue
-        ends = np.linspace(len(train) + 1, len(values), args.cuts).round().astype(int)
+        first = series.test.start
+        ends = np.linspace(first + 1, len(values), args.cuts).round().astype(int)
         for end in ends:
             last = bool(detect_series(values[:end], last_only=True).is_anomaly[-1])
             entire = bool(detect_series(values[:end]).is_anomaly[-1])

@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
+from bench_azure import nab_series
 
-from detector.bench import list_entities, load_entity, metric_window
 from detector.evaluation import vus_pr
 from service.azure import univariate as u
 
@@ -108,16 +108,17 @@ def main() -> None:
     print(pd.DataFrame(gen).groupby("points").mean().round(3).to_string())
     rows: list[dict[str, Any]] = []
     clean: list[dict[str, Any]] = []
-    for _, folder in list_entities(args.root, ["nab"], None):
-        train, test, labels = load_entity(folder)
-        whole = pd.concat([train, test])["value"].interpolate(limit_direction="both")
-        values = whole.to_numpy(dtype=np.float64)
-        results = {k: detect(values, k, None) for k in VARIANTS}
-        if labels.sum() == 0:
+    for series in nab_series(args.root):
+        results = {k: detect(series.values, k, None) for k in VARIANTS}
+        if series.clean:
             clean.append({k: r.is_anomaly.mean() for k, r in results.items()})
             continue
-        part, window = slice(len(train), None), metric_window(train)
-        rows.append({k: vus_pr(labels, r.severity[part], window) for k, r in results.items()})
+        rows.append(
+            {
+                k: vus_pr(series.labels, r.severity[series.test], series.window)
+                for k, r in results.items()
+            }
+        )
     print(f"NAB, {len(rows)} entities with anomalies, mean VUS-PR from severity:")
     print(pd.DataFrame(rows).mean().round(3).to_string())
     print(f"share flagged on the {len(clean)} NAB series without anomalies:")

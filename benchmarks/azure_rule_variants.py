@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
+from bench_azure import nab_series
 
-from detector.bench import list_entities, load_entity, metric_window
 from detector.evaluation import vus_pr
 from service.azure import univariate as u
 
@@ -74,15 +74,12 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     clean: list[dict[str, Any]] = []
     split: list[dict[str, Any]] = []
-    for _, folder in list_entities(args.root, ["nab"], None):
-        train, test, labels = load_entity(folder)
-        whole = pd.concat([train, test])["value"].interpolate(limit_direction="both")
-        values = whole.to_numpy(dtype=np.float64)
+    for series in nab_series(args.root):
+        values, labels, part, window = series.values, series.labels, series.test, series.window
         base, both = detect(values, u._flags), detect(values, joint)
-        if labels.sum() == 0:
+        if series.clean:
             clean.append({"base": base.is_anomaly.mean(), "joint": both.is_anomaly.mean()})
             continue
-        part, window = slice(len(train), None), metric_window(train)
         peak = event_peak(base.is_anomaly, base.score)
         by_peak = np.where(base.is_anomaly, peak / (peak + 1.0), 0.0)
         variants = {

@@ -23,6 +23,8 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,28 +73,60 @@ def speed(repeats: int) -> dict[str, float]:
 SENSITIVITIES = (80, 90, 95, 99)
 
 
+@dataclass(frozen=True)
+class NabSeries:
+    """One NAB entity as a client of the API sends it: the whole series (train, then test,
+    gaps interpolated) in ``values``; ``labels`` and VUS-PR's ``window`` are the test part's,
+    ``test`` where it starts in ``values``."""
+
+    name: str
+    train: pd.DataFrame
+    test_frame: pd.DataFrame
+    values: np.ndarray
+    labels: np.ndarray
+    test: slice
+    window: int
+
+    @property
+    def clean(self) -> bool:
+        """No anomaly in the test part."""
+        return not self.labels.any()
+
+
+def nab_series(root: Path) -> Iterator[NabSeries]:
+    """Every NAB entity of the benchmark data under ``root``."""
+    for _, folder in list_entities(root, ["nab"], None):
+        train, test, labels = load_entity(folder)
+        whole = pd.concat([train, test])["value"].interpolate(limit_direction="both")
+        yield NabSeries(
+            folder.name,
+            train,
+            test,
+            whole.to_numpy(dtype=np.float64),
+            np.asarray(labels),
+            slice(len(train), None),
+            metric_window(train),
+        )
+
+
 def quality(root: Path, sensitivities: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-entity VUS-PR of the method and of kNN on NAB, and the share of points flagged on
     the NAB series without anomalies in test."""
     rows = []
     clean_rows = []
     cfg = DetectorConfig()
-    for _, folder in list_entities(root, ["nab"], None):
-        train, test, labels = load_entity(folder)
-        if labels.sum() == 0:
-            whole = pd.concat([train, test])["value"].interpolate(limit_direction="both")
-            clean: dict[str, Any] = {"entity": folder.name, "points": len(whole)}
+    for series in nab_series(root):
+        values, labels, part, window = series.values, series.labels, series.test, series.window
+        if series.clean:
+            clean: dict[str, Any] = {"entity": series.name, "points": len(values)}
             for s in sensitivities:
-                flags = detect_series(whole.to_numpy(dtype=np.float64), sensitivity=s).is_anomaly
-                clean[f"flagged_{s}"] = float(flags.mean())
+                clean[f"flagged_{s}"] = float(
+                    detect_series(values, sensitivity=s).is_anomaly.mean()
+                )
             clean_rows.append(clean)
             print(json.dumps(clean), flush=True)
             continue
-        window = metric_window(train)
-        full = pd.concat([train, test])["value"].interpolate(limit_direction="both")
-        values = full.to_numpy(dtype=np.float64)
-        part = slice(len(train), None)
-        row: dict[str, Any] = {"entity": folder.name, "points": len(values)}
+        row: dict[str, Any] = {"entity": series.name, "points": len(values)}
         for s in sensitivities:
             t0 = time.perf_counter()
             r = detect_series(values, sensitivity=s)
@@ -106,8 +140,8 @@ def quality(root: Path, sensitivities: tuple[int, ...]) -> tuple[pd.DataFrame, p
             cfg.training.seed,
             cfg.score_reduction,
             cfg.training.validation_fraction,
-        ).fit(train)
-        row["knn"] = vus_pr(labels, knn.anomaly_score(test).to_numpy(), window)
+        ).fit(series.train)
+        row["knn"] = vus_pr(labels, knn.anomaly_score(series.test_frame).to_numpy(), window)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return pd.DataFrame(rows), pd.DataFrame(clean_rows)

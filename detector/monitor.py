@@ -240,6 +240,21 @@ class _OpenEvent:
     quiet: int = 0
     age: int = 0  # points decided since it opened
 
+    def state(self) -> dict[str, Any]:
+        """As :func:`dataclasses.asdict` gives it, built directly (written for every point
+        inside an event; the generic walk took about 0.2 ms each under a profiler)."""
+        return {
+            "id": self.id,
+            "start": self.start,
+            "end": self.end,
+            "peak": self.peak,
+            "total": self.total,
+            "n_points": self.n_points,
+            "contributions": list(self.contributions),
+            "quiet": self.quiet,
+            "age": self.age,
+        }
+
 
 @dataclass
 class _Recent:
@@ -874,7 +889,7 @@ class Monitor(Decider):
                 "tail": self._tail_state(),
             },
             "recent": [r.state() for r in self._recent],
-            "open": None if self._open is None else asdict(self._open),
+            "open": None if self._open is None else self._open.state(),
             "events": [dict(e) for e in self._event_states],
             "next_id": self._next_id,
             "feedback": {

@@ -66,15 +66,21 @@ def test_history_append_rewrite_drop(s3_endpoint: str) -> None:
     assert store.summary("m1").points == 0 and store.read("m1").empty
 
 
+def _minutes_in_40_appends(store: FsspecHistoryStore) -> pd.DataFrame:
+    """Append 400 minutes of two columns to model m1, ten rows at a time; return them."""
+    index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
+    frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)
+    for i in range(40):
+        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+    return frame
+
+
 def test_history_tail_merges_on_s3(s3_endpoint: str) -> None:
     """Beyond 9 parts the ones before the newest merge in place: the merged parts' objects
     are removed, the generation stays, and every row reads back once."""
     store = create_history_store("s3://reconad/tail", s3_endpoint)
     assert isinstance(store, FsspecHistoryStore)
-    index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
-    frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)
-    for i in range(40):
-        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+    frame = _minutes_in_40_appends(store)
     summary = store.summary("m1")
     assert summary.points == 400 and 8 < summary.parts <= 8 + 6
     generations = [n for n in store.fs.ls("reconad/tail/m1", detail=False) if "/g" in n]
@@ -92,10 +98,7 @@ def test_history_retention_on_s3(s3_endpoint: str) -> None:
     each once, and the generation holds only the objects its manifest lists."""
     store = create_history_store("s3://reconad/keep", s3_endpoint, retention=Retention(300))
     assert isinstance(store, FsspecHistoryStore)
-    index = pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC")
-    frame = pd.DataFrame({"a": range(400), "b": range(400)}, index=index, dtype=float)
-    for i in range(40):
-        store.append("m1", frame.iloc[i * 10 : (i + 1) * 10])
+    frame = _minutes_in_40_appends(store)
     summary = store.summary("m1")
     assert 300 <= summary.points <= 337
     pd.testing.assert_frame_equal(
