@@ -861,14 +861,29 @@ class Monitor(Decider):
                 f"the new model has features {detector.feature_names_in_}, the stream "
                 f"{self.detector.feature_names_in_}; a stream keeps its features across versions"
             )
-        state = self.state_dict()
-        state["decision"] = None
-        state["feedback"]["factor"] = 1.0
-        state["stream"]["smooth"] = []
+        return Monitor.handed_over(detector, self.state_dict())
+
+    @classmethod
+    def handed_over(cls, detector: Detector, state: dict[str, Any]) -> Monitor:
+        """:meth:`with_detector` from a saved state: the stream that ``state`` (from
+        :meth:`state_dict` of a monitor of another model, or version, of the same features)
+        describes, handed to ``detector`` without the model that wrote it, which may be gone
+        (a deleted version, say). ``state`` itself is not changed.
+
+        Raises
+        ------
+        ConfigError
+            If the state is not one this version writes, or holds another number of features.
+        """
+        if not isinstance(state, dict) or not isinstance(state.get("stream"), dict):
+            return Monitor.from_state(detector, state)  # raises, saying what it got
         window = detector.window_
+        stream = {**state["stream"], "smooth": []}
         for name in ("values", "observed", "stamps"):
-            state["stream"][name] = state["stream"][name][-(window - 1) :] if window > 1 else []
-        return Monitor.from_state(detector, state)
+            stream[name] = stream[name][-(window - 1) :] if window > 1 else []
+        feedback = {**(state.get("feedback") or {}), "factor": 1.0}
+        moved = {**state, "decision": None, "feedback": feedback, "stream": stream}
+        return Monitor.from_state(detector, moved)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -210,6 +210,18 @@ def handover(
 ) -> LiveMonitor:
     """The same stream handed to a new model version (context, events and threshold kept),
     with the new version's label ``refit``."""
-    moved = LiveMonitor(monitor._monitor.with_detector(detector))
+    return _refitted(monitor._monitor.with_detector(detector), refit)
+
+
+def handover_state(
+    state: dict[str, Any], detector: Detector, refit: LabelRefit | None = None
+) -> LiveMonitor:
+    """:func:`handover` of a saved state (from :meth:`LiveMonitor.state`), without the version
+    that wrote it: a stream saved by a version since deleted goes on with ``detector``."""
+    return _refitted(Monitor.handed_over(detector, state), refit)
+
+
+def _refitted(monitor: Monitor, refit: LabelRefit | None) -> LiveMonitor:
+    moved = LiveMonitor(monitor)
     moved.apply_refit(refit or LabelRefit())
     return moved

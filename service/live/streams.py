@@ -78,7 +78,14 @@ from service.errors import ConflictError, InvalidInputError, NotFoundError, Payl
 from service.feedback import normal_events
 from service.live.batcher import Batcher
 from service.live.channels import queue_alerts
-from service.live.monitoring import LiveMonitor, check_options, handover, new_monitor, restore
+from service.live.monitoring import (
+    LiveMonitor,
+    check_options,
+    handover,
+    handover_state,
+    new_monitor,
+    restore,
+)
 from service.parsing import numeric_array, parse_json, parse_timestamps
 from service.scoring import LoadedVersion, ScoringService
 from service.storage import TIMESTAMP, HistoryStore, StoreError
@@ -234,7 +241,6 @@ class _Job:
     loaded: LoadedVersion
     items: list[StreamItem]
     values: list[np.ndarray]  # per item, (T, F) in the model's feature order
-    detector_of: Callable[[int], Detector]
 
 
 @dataclass
@@ -327,7 +333,6 @@ class _Txn:
 
     session: Session
     loaded: LoadedVersion
-    detector_of: Callable[[int], Detector]
     prepared: dict[str, tuple[int | None, LiveMonitor]]
     local: dict[int, _Cached]  # monitors moved on in this transaction, by stream id
     rows: dict[str, _Row]  # by series
@@ -437,7 +442,7 @@ class StreamService:
             request = parse_stream_body(body, self.max_points)
         loaded = await self.scoring.resolve(name, None)
         values = [self._values(loaded, item) for item in request.items]
-        job = _Job(loaded, request.items, values, self._detectors(loaded))
+        job = _Job(loaded, request.items, values)
         outcomes, _ = await self.batcher.submit(job)
         self.scoring.note_scored(loaded.model_id)
         results = [self._encode(loaded, o, request.expected) for o in outcomes]
@@ -447,19 +452,6 @@ class StreamService:
             else {"model": loaded.model_name, **results[0]}
         )
         return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-
-    def _detectors(self, loaded: LoadedVersion) -> Callable[[int], Detector]:
-        """A lookup of the model's detector by version for worker threads (the scoring cache
-        belongs to the running event loop, so other versions are resolved on it)."""
-        loop = asyncio.get_running_loop()
-
-        def detector_of(version: int) -> Detector:
-            if version == loaded.version:
-                return loaded.detector
-            resolving = self.scoring.resolve(loaded.model_name, version)
-            return asyncio.run_coroutine_threadsafe(resolving, loop).result().detector
-
-        return detector_of
 
     @staticmethod
     def _values(loaded: LoadedVersion, item: StreamItem) -> np.ndarray:
@@ -538,7 +530,7 @@ class StreamService:
         fail (409, 422) fails alone and changes nothing; the states, the points and the
         events of the others are written at the end, one statement per table (the state
         UPDATE checks each row's revision)."""
-        loaded, detector_of = jobs[0].loaded, jobs[0].detector_of
+        loaded = jobs[0].loaded
         firsts: dict[str, StreamItem] = {}
         for job in jobs:
             for item in job.items:
@@ -546,11 +538,11 @@ class StreamService:
         answers: list[tuple[list[_Outcome], int] | BaseException | None] = [None] * len(jobs)
         local: dict[int, _Cached] = {}  # monitors moved on in this transaction, by stream id
         with self._series_locks(loaded.model_id, list(firsts)):
-            prepared = self._prepare(loaded, list(firsts.values()), detector_of)
+            prepared = self._prepare(loaded, list(firsts.values()))
             txn: _Txn | None = None
             try:
                 with self.db.transaction() as session:
-                    txn = self._open(session, loaded, list(firsts), prepared, local, detector_of)
+                    txn = self._open(session, loaded, list(firsts), prepared, local)
                     wave: list[tuple[int, list[_Step]]] = []
                     in_wave: set[str] = set()
                     for j, job in enumerate(jobs):
@@ -581,7 +573,6 @@ class StreamService:
         series: list[str],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
         local: dict[int, _Cached],
-        detector_of: Callable[[int], Detector],
     ) -> _Txn:
         """The transaction's view of the series' rows and their open events (two statements;
         the rows locked on PostgreSQL, in one order for every replica)."""
@@ -595,7 +586,7 @@ class StreamService:
         found = session.execute(query).all()
         recent = self._recent(session, found)
         rows = {r.series: _Row.of(r, recent[r.id]) for r in found}
-        txn = _Txn(session, loaded, detector_of, prepared, local, rows)
+        txn = _Txn(session, loaded, prepared, local, rows)
         if rows:
             ids = [r.id for r in rows.values()]
             for ev in session.execute(
@@ -662,9 +653,7 @@ class StreamService:
         keep, entries = self._accept(row, item.index, values)
         monitor = None
         if keep.any():
-            monitor = self._monitor(
-                row, loaded, txn.detector_of, txn.prepared, txn.local, txn.session
-            )
+            monitor = self._monitor(row, loaded, txn.prepared, txn.local, txn.session)
         return _Step(i, row, item, values, keep, entries, monitor)
 
     def _create(self, txn: _Txn, item: StreamItem) -> _Row:
@@ -913,7 +902,6 @@ class StreamService:
         self,
         loaded: LoadedVersion,
         items: list[StreamItem],
-        detector_of: Callable[[int], Detector],
     ) -> dict[str, tuple[int | None, LiveMonitor]]:
         """Build the monitors this process lacks before the write transaction starts.
 
@@ -956,8 +944,7 @@ class StreamService:
                 stream_id, revision, version = found
                 state = states.get(stream_id)
                 if state is not None:
-                    monitor = restore(detector_of(version), orjson.loads(state))
-                    prepared[item.series] = (revision, monitor)
+                    prepared[item.series] = (revision, self._restored(state, version, loaded))
             except Exception:  # raised again for its own request alone, in its savepoint
                 continue
         return prepared
@@ -966,7 +953,6 @@ class StreamService:
         self,
         row: Stream | _Row,
         loaded: LoadedVersion,
-        detector_of: Callable[[int], Detector],
         prepared: dict[str, tuple[int | None, LiveMonitor]],
         local: dict[int, _Cached] | None = None,
         session: Session | None = None,
@@ -977,25 +963,35 @@ class StreamService:
         cached = (local or {}).get(row.id) or self.cache.get(row.id)
         ready = prepared.get(row.series)
         if cached is not None and cached.revision == row.revision and cached.version == row.version:
-            monitor = cached.monitor
-        elif ready is not None and ready[0] == row.revision:
-            monitor = ready[1]  # restored before the lock, and nobody moved the row on since
+            if row.version == loaded.version:
+                return cached.monitor
+            self._log_handover(loaded, row.version)
+            return handover(cached.monitor, loaded.detector, loaded.label_refit)
+        if ready is not None and ready[0] == row.revision:
+            return ready[1]  # restored before the lock, and nobody moved the row on since
+        if isinstance(row, Stream):
+            state = row.state
         else:
-            if isinstance(row, Stream):
-                state = row.state
-            else:
-                assert session is not None, "a _Row's state is read in its transaction"
-                state = session.execute(
-                    select(Stream.state).where(Stream.id == row.id)
-                ).scalar_one()
-            monitor = restore(detector_of(row.version), orjson.loads(state))
-        if row.version != loaded.version:
-            logger.info(
-                "stream handed to a new version",
-                extra={"model": loaded.model_name, "from": row.version, "to": loaded.version},
-            )
-            monitor = handover(monitor, loaded.detector, loaded.label_refit)
-        return monitor
+            assert session is not None, "a _Row's state is read in its transaction"
+            state = session.execute(select(Stream.state).where(Stream.id == row.id)).scalar_one()
+        return self._restored(state, row.version, loaded)
+
+    def _restored(self, state: str, version: int, loaded: LoadedVersion) -> LiveMonitor:
+        """The monitor a row's state describes, at the loaded version: a state saved by
+        another version is handed over from the state alone, so a series whose version was
+        deleted since goes on (restoring it with its own version first would need that
+        version, and every request of the series would be refused)."""
+        if version == loaded.version:
+            return restore(loaded.detector, orjson.loads(state))
+        self._log_handover(loaded, version)
+        return handover_state(orjson.loads(state), loaded.detector, loaded.label_refit)
+
+    @staticmethod
+    def _log_handover(loaded: LoadedVersion, version: int) -> None:
+        logger.info(
+            "stream handed to a new version",
+            extra={"model": loaded.model_name, "from": version, "to": loaded.version},
+        )
 
     def _accept(
         self, row: _Row, index: pd.DatetimeIndex, values: np.ndarray
@@ -1116,13 +1112,9 @@ class StreamService:
             For an unknown model, or one without an active version.
         """
         loaded = await self.scoring.resolve(name, None)
-        return await asyncio.to_thread(
-            self._refresh_memory, loaded, series, self._detectors(loaded)
-        )
+        return await asyncio.to_thread(self._refresh_memory, loaded, series)
 
-    def _refresh_memory(
-        self, loaded: LoadedVersion, series: str, detector_of: Callable[[int], Detector]
-    ) -> int:
+    def _refresh_memory(self, loaded: LoadedVersion, series: str) -> int:
         with self._series_locks(loaded.model_id, [series]):
             with self.db.session() as session:
                 stream_id = session.execute(
@@ -1150,7 +1142,7 @@ class StreamService:
                 if row is None:
                     return 0
                 try:
-                    monitor = self._monitor(row, loaded, detector_of, {})
+                    monitor = self._monitor(row, loaded, {})
                     monitor.remember(memory)
                     row.state = orjson.dumps(monitor.state()).decode()
                     row.revision += 1

@@ -568,3 +568,21 @@ def test_the_hand_built_states_equal_the_generic_ones() -> None:
     recent = _Recent(12, True, 1.7, [0.25, 0.75])
     assert op.state() == dataclasses.asdict(op)
     assert recent.state() == dataclasses.asdict(recent)
+
+
+def test_a_stream_is_handed_over_from_its_state_alone() -> None:
+    """``Monitor.handed_over(new, state)`` continues the stream exactly as
+    ``with_detector(new)`` of the restored monitor does, without the model that wrote the
+    state, and leaves the state unchanged."""
+    frame = normal_series(900, seed=3)
+    old = fit("ae", frame.iloc[:600])
+    new = fit("ae", frame.iloc[:600], window=16, training={"seed": 1})
+    monitor = old.monitor()
+    monitor.update(frame.iloc[600:750])
+    state = monitor.state_dict()
+    kept = json.dumps(state, sort_keys=True)
+    via_old = monitor.with_detector(new).update(frame.iloc[750:])
+    alone = Monitor.handed_over(new, state).update(frame.iloc[750:])
+    pd.testing.assert_frame_equal(alone, via_old)
+    assert json.dumps(state, sort_keys=True) == kept
+    assert alone["score"].notna().all()

@@ -526,3 +526,29 @@ def test_new_version_takes_over_the_stream_without_a_burst(
         assert row.version == 2 and row.n_points == 80
     time.sleep(0.3)
     assert len(received(log)) == n_before  # nothing new at or after the switch
+
+
+def test_a_series_goes_on_after_its_version_is_deleted(live_client: Client) -> None:
+    """A series last moved on by version 1; version 2 is promoted and version 1 deleted. The
+    next points (on a replica without the series' monitor, or after a restart) are handed
+    to version 2 from the stored state alone, as if version 1 still existed: before, every
+    request of the series was refused with "no version 1"."""
+    client, headers = live_client
+    _model(client, headers, "single")
+    frame = _series_frame(80, seed=12)
+    _post(client, headers, "single", _body(frame.iloc[:40]))
+    ctx = _ctx(client)
+    register_trained_version(ctx, "single", make_frame(n=1200, seed=2, end=TRAIN_END), promote=True)
+    assert client.delete("/v1/models/single/versions/1", headers=headers).status_code == 204
+    ctx.scoring.forget("single")
+    with ctx.db.session() as session:
+        row = session.query(Stream).one()
+        assert row.version == 1
+        stream_id = row.id
+    ctx.live.streams.cache.drop(stream_id)  # as on another replica, or after a restart
+    after = _post(client, headers, "single", _body(frame.iloc[40:]))
+    assert after["version"] == 2 and len(after["score"]) == 40
+    assert not any(after["anomalous"]) and not after["events"]  # normal data, no burst
+    with ctx.db.session() as session:
+        row = session.query(Stream).one()
+        assert row.version == 2 and row.n_points == 80

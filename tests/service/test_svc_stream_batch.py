@@ -200,18 +200,17 @@ def test_a_failing_request_fails_alone(app_client: tuple[TestClient, dict[str, s
     streams = ctx.live.streams
     frames = _frames()
 
-    async def setup() -> tuple[Any, Any]:
+    async def setup() -> Any:
         for s in ("s2", "s3"):
             await streams.ingest("fleet", _body(frames[s][:10], s))
-        loaded = await streams.scoring.resolve("fleet", None)
-        return loaded, streams._detectors(loaded)
+        return await streams.scoring.resolve("fleet", None)
 
-    loaded, detector_of = _call(client, setup)
+    loaded = _call(client, setup)
 
     def job(body: bytes) -> _Job:
         request = parse_stream_body(body, streams.max_points)
         values = [streams._values(loaded, item) for item in request.items]
-        return _Job(loaded, request.items, values, detector_of)
+        return _Job(loaded, request.items, values)
 
     f1 = frames["s1"]
     refused = job(_body(frames["s4"][0:5], "s4"))  # a new series whose chunk the monitor refuses
