@@ -65,13 +65,7 @@ class AppContext:
         db = Database(settings.database_url)
         artifacts, history = open_stores(settings, db)
         metrics = Metrics()
-        registry = ModelRegistry(
-            db,
-            artifacts,
-            history,
-            settings.test_promotion_pause_s,
-            max_parameters=settings.max_model_parameters,
-        )
+        registry = ModelRegistry.for_settings(settings, db, artifacts, history)
         runner = create_job_runner(
             settings, db, sweep=functools.partial(registry.sweep_orphans, shared_workers=True)
         )

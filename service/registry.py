@@ -34,6 +34,7 @@ from detector.models import model_class
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.jobs import states
+from service.settings import Settings
 from service.storage import ArtifactStore, HistoryStore
 from service.tables import ACTIVE_STATES, Job, Model, Promotion, Version, utcnow
 
@@ -268,6 +269,9 @@ class ModelRegistry:
         Testing only: sleep inside the promotion transaction.
     max_parameters
         Largest network a model config may ask for (``None``: no limit).
+    max_versions
+        Versions each model keeps: registering one beyond it deletes the oldest that are not
+        active (``None``: no limit).
     """
 
     def __init__(
@@ -277,13 +281,29 @@ class ModelRegistry:
         history: HistoryStore,
         promotion_pause_s: float = 0.0,
         max_parameters: int | None = None,
+        max_versions: int | None = None,
     ) -> None:
         self.db = db
         self.artifacts = artifacts
         self.history = history
         self._pause = promotion_pause_s
         self.max_parameters = max_parameters
+        self.max_versions = max_versions
         self._listeners: list[Any] = []
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, db: Database, artifacts: ArtifactStore, history: HistoryStore
+    ) -> ModelRegistry:
+        """The registry a deployment's settings describe (the API process and job workers)."""
+        return cls(
+            db,
+            artifacts,
+            history,
+            settings.test_promotion_pause_s,
+            max_parameters=settings.max_model_parameters,
+            max_versions=settings.max_versions_per_model,
+        )
 
     def on_change(self, callback: Any) -> None:
         """Call ``callback(model_name)`` after a model's active version or config changes here."""
@@ -559,8 +579,36 @@ class ModelRegistry:
                 job.version = number
                 job.promoted = promote
                 job.progress = {**(job.progress or {}), "stage": "done", "promotion": reason}
+            pruned = self._prune_versions(session, model)
         self._changed(model.name)
+        for key in pruned:  # after the commit: a failed removal leaves a file, never a row
+            try:
+                self.artifacts.delete(key)
+            except Exception:
+                logger.exception("a pruned version's artifact could not be removed: %s", key)
         return row, promote, reason
+
+    def _prune_versions(self, session: Session, model: Model) -> list[str]:
+        """Delete the rows of the model's versions beyond :attr:`max_versions`, oldest first,
+        never the active one; return their artifact keys. This runs where versions are
+        registered (a job worker, often another process), so a scoring cache that holds a
+        pruned version keeps it until it is evicted (the cache is bounded); live series on
+        one move to the active version from their stored state."""
+        if self.max_versions is None:
+            return []
+        session.flush()
+        rows = session.scalars(
+            select(Version).where(Version.model_id == model.id).order_by(Version.version.desc())
+        ).all()
+        gone = [r for r in rows[self.max_versions :] if r.version != model.active_version]
+        for r in gone:
+            session.delete(r)
+        if gone:
+            logger.info(
+                "old versions deleted",
+                extra={"model": model.name, "versions": [r.version for r in gone]},
+            )
+        return [r.artifact_key for r in gone]
 
     def _activate(self, session: Session, model: Model, version: int, reason: str) -> None:
         session.add(

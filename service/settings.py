@@ -132,6 +132,14 @@ class Settings(BaseSettings):
         description="Most network parameters a model config may ask for (counted from the "
         "config without allocating; about 4 bytes each); larger configs are refused with 422.",
     )
+    max_versions_per_model: int = Field(
+        50,
+        ge=2,
+        le=100_000,
+        description="Versions each model keeps: a new version beyond this deletes the oldest "
+        "ones that are not active (their rows and artifacts), so scheduled retraining does "
+        "not fill the artifact store.",
+    )
     max_queued_jobs_per_model: int = Field(
         5, ge=1, le=10_000, description="Queued training jobs one model may have; more get 429."
     )

@@ -218,7 +218,7 @@ def run_job(settings: Settings, job_id: str) -> int:
     ctx = _JobContext(db, job_id, token, settings.job_heartbeat_s)
     threading.Thread(target=ctx.heartbeat, name="heartbeat", daemon=True).start()
     artifacts, history = open_stores(settings, db)
-    registry = ModelRegistry(db, artifacts, history)
+    registry = ModelRegistry.for_settings(settings, db, artifacts, history)
     log_extra = {"job_id": job_id, "model": model.name}
     started = time.monotonic()
     try:

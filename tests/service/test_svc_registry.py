@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from detector import DetectorConfig
 from service.context import AppContext
-from service.db import Database
+from service.db import Database, upgrade_schema
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.registry import NewVersion, decide_promotion
+from service.settings import Settings
 from service.tables import Base, Promotion
 
 
@@ -45,6 +46,39 @@ def _publish(ctx: AppContext, model_id: str, name: str) -> str:
 
 def _model(ctx: AppContext, name: str = "m1", policy: str = "always") -> Any:
     return ctx.registry.create_model(name, DetectorConfig(window=16), "", policy)
+
+
+def test_versions_beyond_the_limit_go_oldest_first_never_the_active_one(
+    settings: Settings,
+) -> None:
+    """``RECONAD_MAX_VERSIONS_PER_MODEL`` 3 under the manual policy (version 1 stays
+    active): six versions leave the newest three and the active one, and the deleted ones'
+    artifacts are gone."""
+    ctx = AppContext.build(settings.model_copy(update={"max_versions_per_model": 3}))
+    upgrade_schema(ctx.db)
+    try:
+        model = _model(ctx, "m1", policy="manual")
+        keys = {}
+        for n in range(1, 7):
+            keys[n] = _publish(ctx, model.id, f"v{n}")
+            version, promoted, _ = ctx.registry.register_version(model.id, _new(keys[n]))
+            assert version.version == n and promoted == (n == 1)
+            kept = {v.version for v in ctx.registry.list_versions("m1")[1]}
+            assert kept == ({1} | set(range(max(2, n - 2), n + 1)))
+        assert ctx.registry.get_model("m1").active_version == 1
+        assert [ctx.artifacts.exists(keys[n]) for n in range(1, 7)] == [
+            True,
+            False,
+            False,
+            True,
+            True,
+            True,
+        ]
+        with pytest.raises(NotFoundError, match="no version 2"):
+            ctx.registry.get_version("m1", 2)
+    finally:
+        ctx.scoring.close()
+        ctx.db.dispose()
 
 
 def test_migrations_match_the_tables(db: Database) -> None:
