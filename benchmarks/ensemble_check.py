@@ -5,7 +5,9 @@
 Per entity with an anomaly: ``ae`` (default detector, fitted on the whole training part),
 ``knn`` (the bench's kNN baseline fitted on its first 80%), and two combinations of the two
 test scores, each scaled by its own held-out scores (the last 20% of the training part: its
-median, and the distance from it to the 99th percentile): their ``mean`` and their ``max``.
+median, and the distance from it to the 99th percentile): their ``mean``, their ``max`` and
+their ``min`` (a point is as anomalous as the less alarmed of the two: badly reconstructed
+*and* unlike every training window).
 Then the means over entities.
 """
 
@@ -55,6 +57,7 @@ def main() -> None:
                 ("knn", k),
                 ("mean", np.nanmean(both, axis=0)),
                 ("max", np.fmax(both[0], both[1])),
+                ("min", np.fmin(both[0], both[1])),
             )
         }
         rows.append(row)
