@@ -291,6 +291,14 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Stream requests waiting for a batch; more get 429 with Retry-After.",
     )
+    stream_max_buffered_points: int = Field(
+        2_000_000,
+        ge=1000,
+        le=1_000_000_000,
+        description="Streamed points that may wait in the database for the stored history "
+        "(all models); beyond it, as the last flush counted them, stream requests get 503 "
+        "with Retry-After until the history store takes points again.",
+    )
     stream_flush_interval_s: float = Field(
         5.0,
         gt=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 
 from service.db import Database
@@ -65,6 +66,8 @@ class LiveServices:
             memory_events=settings.normal_memory_events,
             public_url=settings.public_url,
             on_alerts=dispatcher.notify,
+            max_buffered=settings.stream_max_buffered_points,
+            retry_after_s=max(1, math.ceil(settings.stream_flush_interval_s)),
         )
         events = EventService(db)
         metrics.registry.register(EventCountsCollector(events.counts))

@@ -74,7 +74,13 @@ from detector.errors import InputError
 from detector.feedback import NormalMemory
 from detector.monitor import Points, Scores
 from service.db import Database, json_column_values
-from service.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from service.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
 from service.feedback import normal_events
 from service.live.batcher import Batcher
 from service.live.channels import queue_alerts
@@ -88,7 +94,7 @@ from service.live.monitoring import (
 )
 from service.parsing import numeric_array, parse_json, parse_timestamps
 from service.scoring import LoadedVersion, ScoringService
-from service.storage import TIMESTAMP, HistoryStore, StoreError
+from service.storage import TIMESTAMP, HistoryStore
 from service.tables import AnomalyEvent, Model, Stream, StreamPoint, utc_index, utcnow
 
 __all__ = ["StreamItem", "StreamService", "parse_stream_body"]
@@ -408,8 +414,13 @@ class StreamService:
         memory_events: int = 16,
         public_url: str = "",
         on_alerts: Callable[[], None] | None = None,
+        max_buffered: int = 2_000_000,
+        retry_after_s: int = 5,
     ) -> None:
         self.public_url = public_url
+        self.max_buffered = max_buffered
+        self.retry_after_s = retry_after_s
+        self.buffered = 0  # points waiting for the stored history, as the last flush left them
         self.db = db
         self.scoring = scoring
         self.history = history
@@ -435,7 +446,18 @@ class StreamService:
         Raises
         ------
         BadRequestError, InvalidInputError, PayloadTooLargeError, NotFoundError, ConflictError
+        UnavailableError
+            While more points wait for the stored history than ``max_buffered`` (it is failing
+            or slow): nothing of the request is applied, and it can be sent again.
         """
+        if self.buffered > self.max_buffered:
+            raise UnavailableError(
+                f"{self.buffered} streamed points are waiting for the stored history, more than "
+                f"the limit of {self.max_buffered} (stream_max_buffered_points): the history "
+                "store is failing or slow (see the server log); nothing of this request was "
+                "applied, send it again later",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
         if len(body) > 64 * 1024:
             request = await asyncio.to_thread(parse_stream_body, body, self.max_points)
         else:
@@ -1213,11 +1235,14 @@ class StreamService:
         """Append buffered stream points to the stored history; return how many moved.
 
         A crash between the append and the delete appends the same rows again next time, which
-        the history store's replace-by-timestamp rule makes harmless.
+        the history store's replace-by-timestamp rule makes harmless. A model whose points
+        cannot be appended keeps them buffered and the others go on; :attr:`buffered` then
+        counts what is left (stream requests are refused beyond :attr:`max_buffered`).
         """
         with self.db.session() as session:
             models = list(session.execute(select(StreamPoint.model_id).distinct()).scalars())
         moved = 0
+        behind = False  # a model's points stay buffered, or more than one read's worth
         for model_id in models:
             with self.db.named_lock(f"stream-flush:{model_id}"):
                 with self.db.session() as session:
@@ -1249,13 +1274,15 @@ class StreamService:
                 frame.index = utc_index(stamps, TIMESTAMP)
                 if key:
                     frame[key] = list(names)
+                behind |= len(rows) == limit
                 try:
                     self.history.append(model_id, frame, key_column=key)
-                except StoreError as exc:
+                except Exception as exc:  # a store error, a full disk: the others go on
                     logger.error(
                         "streamed points could not join the stored history; they stay buffered",
                         extra={"model_id": model_id, "error": str(exc)},
                     )
+                    behind = True
                     continue
                 last = rows[-1].id
                 with self.db.transaction() as session:
@@ -1265,6 +1292,12 @@ class StreamService:
                         )
                     )
                 moved += len(rows)
+        if behind:
+            with self.db.session() as session:
+                counted = session.scalar(select(func.count()).select_from(StreamPoint))
+                self.buffered = int(counted or 0)
+        else:
+            self.buffered = 0  # what came in meanwhile is one interval's worth
         return moved
 
 

@@ -4,6 +4,7 @@ outbox to a real receiver process, and the hand-over of a stream to a new versio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,6 +25,7 @@ from service.app import create_app
 from service.context import AppContext
 from service.live.streams import _MonitorCache
 from service.settings import Settings
+from service.storage import StoreError
 from service.tables import Alert, AnomalyEvent, Stream
 
 Client = tuple[TestClient, dict[str, str]]
@@ -31,9 +33,8 @@ SECRET = "s3cret-key-for-tests-0123"
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def live_client(tmp_path: Path) -> Iterator[Client]:
-    settings = Settings(
+def _live_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
         data_dir=tmp_path / "data",
         max_concurrent_jobs=0,
         bootstrap_admin_key=False,
@@ -43,7 +44,18 @@ def live_client(tmp_path: Path) -> Iterator[Client]:
         alert_backoff_s=0.05,
         stream_flush_interval_s=3600,
         stream_max_points_per_request=500,
+        **overrides,
     )
+
+
+@pytest.fixture
+def live_client(tmp_path: Path) -> Iterator[Client]:
+    with _live_app(_live_settings(tmp_path)) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _live_app(settings: Settings) -> Iterator[Client]:
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         _, key = _ctx(client).auth.create("admin", "tests")
@@ -552,3 +564,42 @@ def test_a_series_goes_on_after_its_version_is_deleted(live_client: Client) -> N
     with ctx.db.session() as session:
         row = session.query(Stream).one()
         assert row.version == 2 and row.n_points == 80
+
+
+def test_stream_requests_wait_while_the_history_store_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RECONAD_STREAM_MAX_BUFFERED_POINTS``: while the stored history refuses points they
+    stay buffered, and past the limit stream requests get 503 with Retry-After, applying
+    nothing; once the store takes them, every buffered point reaches the history and the
+    stream goes on."""
+    with _live_app(_live_settings(tmp_path, stream_max_buffered_points=1000)) as (client, headers):
+        _model(client, headers, "fleet", key="host")
+        ctx = _ctx(client)
+        streams = ctx.live.streams
+        append = streams.history.append
+
+        def failing(*_args: Any, **_kwargs: Any) -> int:
+            raise StoreError("the disk is full")
+
+        monkeypatch.setattr(streams.history, "append", failing)
+        frame = _series_frame(400, seed=5)
+        for host in ("s1", "s2", "s3"):
+            _post(client, headers, "fleet", _body(frame, series=host))
+        assert streams.flush() == 0 and streams.buffered == 1200
+        later = _series_frame(410, seed=5).iloc[-10:]
+        refused = client.post("/v1/models/fleet/stream", json=_body(later, "s1"), headers=headers)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "3600"
+        assert "1200 streamed points are waiting" in refused.json()["detail"]
+        with ctx.db.session() as session:
+            assert {r.series: r.n_points for r in session.query(Stream)} == {
+                "s1": 400,
+                "s2": 400,
+                "s3": 400,
+            }
+        monkeypatch.setattr(streams.history, "append", append)
+        assert streams.flush() == 1200 and streams.buffered == 0
+        model_id = ctx.registry.get_model("fleet").id
+        assert streams.history.summary(model_id).points == 1200
+        after = _post(client, headers, "fleet", _body(later, "s1"))
+        assert len(after["score"]) == 10
