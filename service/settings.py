@@ -357,6 +357,14 @@ class Settings(BaseSettings):
     alert_backoff_s: float = Field(
         1.0, gt=0, description="First retry delay of a failed delivery (doubles each attempt)."
     )
+    alert_retention_days: float = Field(
+        30.0,
+        ge=1,
+        le=36_500,
+        description="How long delivered and given-up alerts of closed events stay listed "
+        "before they are deleted (checked hourly); pending alerts and those of open events "
+        "are never deleted.",
+    )
     alert_backoff_max_s: float = Field(
         300.0, gt=0, description="Longest delay between two delivery attempts."
     )

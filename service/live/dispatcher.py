@@ -12,7 +12,9 @@ A delivery that fails is retried with exponential backoff (``alert_backoff_s`` d
 ``alert_backoff_max_s``, with jitter) until the channel's ``max_attempts``; a 4xx answer other
 than 408 and 429 is final at once (the receiver refuses the message, sending it again will not
 help). Each channel delivers at most ``rate_limit_per_minute`` alerts a minute: the rest wait
-(they are postponed, never dropped).
+(they are postponed, never dropped). Delivered and given-up alerts of closed events are kept
+for ``retention`` (``alert_retention_days``) and then deleted, once an hour; pending ones and
+those of open events are never deleted.
 """
 
 from __future__ import annotations
@@ -21,21 +23,25 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from service.db import Database
 from service.live.channels import ChannelConfig, sign
-from service.tables import Alert, Channel, utcnow
+from service.tables import Alert, AnomalyEvent, Channel, utcnow
 
 __all__ = ["AlertDispatcher", "Delivery"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two deletions of the alerts past their retention.
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -60,6 +66,8 @@ class AlertDispatcher:
         The database holding the outbox.
     poll_interval_s, batch_size, claim_s, backoff_s, backoff_max_s
         See :class:`service.settings.Settings` (``alert_*``).
+    retention
+        How long delivered and given-up alerts are kept (``alert_retention_days``).
     """
 
     def __init__(
@@ -71,8 +79,11 @@ class AlertDispatcher:
         claim_s: float,
         backoff_s: float,
         backoff_max_s: float,
+        retention: timedelta = timedelta(days=30),
     ) -> None:
         self.db = db
+        self.retention = retention
+        self._pruned_at: float | None = None
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
         self.claim_s = claim_s
@@ -129,6 +140,9 @@ class AlertDispatcher:
         while True:
             try:
                 busy = await self.run_once()
+                if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    self._pruned_at = time.monotonic()
+                    await asyncio.to_thread(self.prune)
             except Exception:  # a database hiccup must not end delivery for good
                 logger.exception("alert dispatch pass failed")
                 busy = 0
@@ -137,6 +151,27 @@ class AlertDispatcher:
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll_interval_s)
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete the alerts created more than :attr:`retention` before ``now`` that were
+        delivered or given up, of closed events; return how many. Pending ones stay, however
+        old, and so do those of open events: their rows are what keeps an event's
+        ``firing`` from being queued twice and lets its ``resolved`` follow
+        (:func:`service.live.channels.queue_alerts`); a closed event changes no more."""
+        cutoff = (now or utcnow()) - self.retention
+        closed = select(AnomalyEvent.id).where(AnomalyEvent.status == "closed")
+        with self.db.transaction() as session:
+            result = session.execute(
+                delete(Alert).where(
+                    Alert.status != "pending",
+                    Alert.created_at < cutoff,
+                    Alert.event_id.in_(closed),
+                )
+            )
+        gone = int(getattr(result, "rowcount", 0) or 0)
+        if gone:
+            logger.info("old alerts deleted", extra={"alerts": gone})
+        return gone
 
     # ------------------------------------------------------------------ one pass
     async def run_once(self) -> int:

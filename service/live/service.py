@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from service.db import Database
 from service.live.channels import ChannelService
@@ -51,6 +52,7 @@ class LiveServices:
             claim_s=settings.alert_claim_s,
             backoff_s=settings.alert_backoff_s,
             backoff_max_s=settings.alert_backoff_max_s,
+            retention=timedelta(days=settings.alert_retention_days),
         )
         streams = StreamService(
             db,

@@ -84,6 +84,40 @@ def _events(
     return ids
 
 
+def test_old_alerts_of_closed_events_are_deleted_the_others_never(tmp_path: Path) -> None:
+    """``RECONAD_ALERT_RETENTION_DAYS``: a prune deletes the alerts delivered or given up
+    more than the retention ago, of closed events; newer ones, pending ones and those of an
+    event still open (its firing row keeps a second firing from being queued) stay."""
+    data_dir = tmp_path / "data"
+    _events(data_dir, 4, "webhook", "http://127.0.0.1:9/hook", closed=True, secret=SECRET)
+    ctx = AppContext.build(Settings(data_dir=data_dir, bootstrap_admin_key=False))
+    try:
+        now = utcnow()
+        with ctx.db.transaction() as session:
+            alerts = session.query(Alert).order_by(Alert.id).all()
+            assert len(alerts) == 8  # firing and resolved of four events
+            statuses = ["delivered", "failed", "pending", "delivered"] * 2
+            for i, (alert, status) in enumerate(zip(alerts, statuses, strict=True)):
+                alert.status = status
+                alert.created_at = now - timedelta(days=40 if i < 4 else 5)
+            reopened = session.get(AnomalyEvent, alerts[3].event_id)
+            assert reopened is not None
+            reopened.status = "open"  # as if still open: its old rows must stay
+            kept = {alerts[3].id} | {a.id for a in alerts if a.event_id == reopened.id}
+            old = {a.id for a in alerts[:4] if a.status != "pending"} - kept
+        dispatcher = ctx.live.dispatcher
+        assert dispatcher.retention == timedelta(days=30)
+        assert dispatcher.prune(now) == len(old) > 0
+        with ctx.db.session() as session:
+            left = {a.id: a.status for a in session.query(Alert)}
+        assert not old & set(left) and kept <= set(left) and len(left) == 8 - len(old)
+        assert sum(status == "pending" for status in left.values()) == 2
+        assert dispatcher.prune(now) == 0
+    finally:
+        ctx.scoring.close()
+        ctx.db.dispose()
+
+
 def _receiver(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     log = tmp_path / "received.jsonl"
