@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from bench_azure import nab_series
+from bench_azure import nab_series, print_means
 
 from detector.evaluation import vus_pr
 from service.azure import univariate as u
@@ -119,10 +119,7 @@ def main() -> None:
                 for k, r in results.items()
             }
         )
-    print(f"NAB, {len(rows)} entities with anomalies, mean VUS-PR from severity:")
-    print(pd.DataFrame(rows).mean().round(3).to_string())
-    print(f"share flagged on the {len(clean)} NAB series without anomalies:")
-    print(pd.DataFrame(clean).mean().round(4).to_string())
+    print_means(rows, clean)
 
 
 if __name__ == "__main__":

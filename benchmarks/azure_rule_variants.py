@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from bench_azure import nab_series
+from bench_azure import nab_series, print_means
 
 from detector.evaluation import vus_pr
 from service.azure import univariate as u
@@ -98,10 +98,7 @@ def main() -> None:
                     "split": vus_pr(labels, np.concatenate(halves)[part], window),
                 }
             )
-    print(f"{len(rows)} entities with anomalies, mean VUS-PR from severity:")
-    print(pd.DataFrame(rows).mean().round(3).to_string())
-    print(f"share flagged on the {len(clean)} series without anomalies:")
-    print(pd.DataFrame(clean).mean().round(4).to_string())
+    print_means(rows, clean)
     print(f"{len(split)} series over 8,640 points, whole against split requests:")
     print(pd.DataFrame(split).mean().round(3).to_string())
 

@@ -109,6 +109,15 @@ def nab_series(root: Path) -> Iterator[NabSeries]:
         )
 
 
+def print_means(rows: list[dict[str, Any]], clean: list[dict[str, Any]]) -> None:
+    """The exploration scripts' summary: mean VUS-PR per variant over the entities with
+    anomalies, and the mean share flagged on the series without."""
+    print(f"NAB, {len(rows)} entities with anomalies, mean VUS-PR from severity:")
+    print(pd.DataFrame(rows).mean().round(3).to_string())
+    print(f"share flagged on the {len(clean)} NAB series without anomalies:")
+    print(pd.DataFrame(clean).mean().round(4).to_string())
+
+
 def quality(root: Path, sensitivities: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-entity VUS-PR of the method and of kNN on NAB, and the share of points flagged on
     the NAB series without anomalies in test."""
