@@ -78,6 +78,7 @@ class AppContext:
             max_queued_per_model=settings.max_queued_jobs_per_model,
             max_queued=settings.max_queued_jobs,
             retry_after_s=settings.retry_after_s,
+            max_finished_per_model=settings.max_finished_jobs_per_model,
         )
         schedules = ScheduleService(db, registry, jobs, metrics)
         scoring = ScoringService(

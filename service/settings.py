@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         "ones that are not active (their rows and artifacts), so scheduled retraining does "
         "not fill the artifact store.",
     )
+    max_finished_jobs_per_model: int = Field(
+        500,
+        ge=10,
+        le=1_000_000,
+        description="Finished training jobs each model keeps (with their loss curves and "
+        "uploaded data): queuing a job beyond it deletes the oldest finished ones, except "
+        "those a schedule or an Azure-compatible model names.",
+    )
     max_queued_jobs_per_model: int = Field(
         5, ge=1, le=10_000, description="Queued training jobs one model may have; more get 429."
     )

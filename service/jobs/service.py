@@ -27,7 +27,7 @@ from service.jobs import states
 from service.jobs.states import ACTIVE_STATES, FINAL_STATES, JOB_STATES, RETRYABLE_STATES
 from service.registry import ModelRegistry, check_model_size
 from service.storage import ArtifactStore, HistoryStore
-from service.tables import Job, Model, utcnow
+from service.tables import AzureModel, Job, Model, Schedule, utcnow
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JOB_STATES", "RETRYABLE_STATES", "JobService"]
 
@@ -52,6 +52,9 @@ class JobService:
         (``None``: no bound).
     retry_after_s
         The ``Retry-After`` of that refusal.
+    max_finished_per_model
+        Finished jobs one model keeps (``None``: all): queuing a job beyond it deletes the
+        oldest finished ones and the uploaded data no remaining job uses.
     """
 
     def __init__(
@@ -65,8 +68,10 @@ class JobService:
         max_queued_per_model: int | None = None,
         max_queued: int | None = None,
         retry_after_s: int = 30,
+        max_finished_per_model: int | None = None,
     ) -> None:
         self.db = db
+        self.max_finished_per_model = max_finished_per_model
         self.registry = registry
         self.artifacts = artifacts
         self.history = history
@@ -238,9 +243,50 @@ class JobService:
                 created_at=utcnow(),
             )
             session.add(job)
+            inputs = self._prune(session, model)
         logger.info("job queued", extra={"job_id": job_id, "model": model.name})
         self._notify()
+        for key in inputs:  # after the commit: a failed removal leaves a file, never a row
+            try:
+                self.artifacts.delete(key)
+            except Exception:
+                logger.exception("a pruned job's uploaded data could not be removed: %s", key)
         return job
+
+    def _prune(self, session: Session, model: Model) -> list[str]:
+        """Delete the model's finished jobs beyond :attr:`max_finished_per_model`, oldest
+        first, except those a schedule or an Azure-compatible model names; return the keys
+        of the uploaded data that no remaining job of the model uses."""
+        if self.max_finished_per_model is None:
+            return []
+        session.flush()
+        named = (
+            select(Schedule.last_job_id)
+            .where(Schedule.last_job_id.is_not(None))
+            .union(select(AzureModel.job_id).where(AzureModel.job_id.is_not(None)))
+        )
+        finished = session.scalars(
+            select(Job)
+            .where(
+                Job.model_id == model.id,
+                Job.status.in_(FINAL_STATES),
+                Job.id.not_in(named),
+            )
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .offset(self.max_finished_per_model)
+        ).all()
+        if not finished:
+            return []
+        keys = {j.params.get("input_key") for j in finished} - {None}
+        for j in finished:
+            session.delete(j)
+        session.flush()
+        used = {
+            params.get("input_key")
+            for params in session.scalars(select(Job.params).where(Job.model_id == model.id))
+        }
+        logger.info("old jobs deleted", extra={"model": model.name, "jobs": len(finished)})
+        return sorted(str(k) for k in keys - used)
 
     # ------------------------------------------------------------------ queries
     def get(self, job_id: str) -> tuple[Job, str]:

@@ -6,11 +6,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, true
+from sqlalchemy import select, true, update
+from svc_helpers import make_frame
 
-from service.db import Database
+from detector import DetectorConfig
+from service.context import AppContext
+from service.db import Database, upgrade_schema
 from service.jobs import states
-from service.tables import Job, Model, utcnow
+from service.settings import Settings
+from service.tables import Job, Model, Schedule, utcnow
 
 
 def _job(db: Database, status: str = "queued") -> str:
@@ -103,3 +107,53 @@ def test_bulk_moves_touch_only_the_old_state(db: Database) -> None:
         assert states.move_all(session, true(), "running", "interrupted", error="restart") == 1
     assert _row(db, running).status == "interrupted" and _row(db, running).error == "restart"
     assert _row(db, queued).status == "queued"
+
+
+def test_finished_jobs_beyond_the_limit_go_with_the_data_no_job_uses(settings: Settings) -> None:
+    """``RECONAD_MAX_FINISHED_JOBS_PER_MODEL`` 10: queuing jobs one after another (each
+    finished before the next) keeps the newest ten finished ones. A job named by a schedule
+    stays; an uploaded input goes only once no remaining job (a retry shares it) uses it."""
+    ctx = AppContext.build(settings.model_copy(update={"max_finished_jobs_per_model": 10}))
+    upgrade_schema(ctx.db)
+    try:
+        ctx.registry.create_model("m", DetectorConfig(window=16), "", "manual")
+        frame = make_frame(200)
+
+        def finish(job_id: str, status: str = "failed") -> None:
+            with ctx.db.transaction() as session:
+                session.execute(update(Job).where(Job.id == job_id).values(status=status))
+
+        first = ctx.jobs.create("m", inline=frame)
+        key = first.params["input_key"]
+        finish(first.id)
+        retry = ctx.jobs.retry(first.id)  # the same uploaded data
+        finish(retry.id)
+        named = ctx.jobs.create("m", inline=frame)
+        finish(named.id, "succeeded")
+        with ctx.db.transaction() as session:
+            session.add(
+                Schedule(
+                    id=uuid.uuid4().hex,
+                    model_id=first.model_id,
+                    interval_s=3600.0,
+                    window_s=3600.0,
+                    next_run_at=utcnow(),
+                    last_job_id=named.id,
+                )
+            )
+        later = []
+        for i in range(12):
+            job = ctx.jobs.create("m", inline=frame)
+            later.append(job.id)
+            if i < 11:
+                finish(job.id, "succeeded")
+            with ctx.db.session() as session:
+                ids = set(session.scalars(select(Job.id)))
+            if i == 9:  # eleven finished besides the named one: the first went, not its data
+                assert first.id not in ids and retry.id in ids and ctx.artifacts.exists(key)
+        assert retry.id not in ids and not ctx.artifacts.exists(key)  # its data with it
+        assert named.id in ids and ids >= set(later[1:]) and later[0] not in ids
+        assert len(ids) == 1 + 10 + 1  # the named, ten finished, the one still queued
+    finally:
+        ctx.scoring.close()
+        ctx.db.dispose()
