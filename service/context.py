@@ -80,7 +80,9 @@ class AppContext:
             retry_after_s=settings.retry_after_s,
             max_finished_per_model=settings.max_finished_jobs_per_model,
         )
-        schedules = ScheduleService(db, registry, jobs, metrics)
+        schedules = ScheduleService(
+            db, registry, jobs, metrics, max_per_model=settings.max_schedules_per_model
+        )
         scoring = ScoringService(
             registry,
             artifacts,

@@ -45,6 +45,7 @@ class ErrorPublic(BaseModel):
 CONFLICTS = {
     ("POST", "/v1/models"),
     ("POST", "/v1/models/{name}/channels"),
+    ("POST", "/v1/models/{name}/schedules"),
     ("POST", "/v1/models/{name}/labels"),
     ("POST", "/v1/models/{name}/labels/import"),
     ("POST", "/v1/events/{event_id}/label"),

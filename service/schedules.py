@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterBadDateError, croniter
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.db import Database
 from service.errors import ConflictError, InvalidInputError, NotFoundError, ServiceError
@@ -77,12 +77,18 @@ class ScheduleService:
     """
 
     def __init__(
-        self, db: Database, registry: ModelRegistry, jobs: JobService, metrics: Metrics | None
+        self,
+        db: Database,
+        registry: ModelRegistry,
+        jobs: JobService,
+        metrics: Metrics | None,
+        max_per_model: int | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.jobs = jobs
         self.metrics = metrics
+        self.max_per_model = max_per_model
 
     def create(
         self,
@@ -99,6 +105,8 @@ class ScheduleService:
         ------
         service.errors.InvalidInputError
             Unless exactly one of ``cron`` and ``interval_s`` is given and valid.
+        service.errors.ConflictError
+            When the model has ``max_per_model`` schedules already.
         """
         if (cron is None) == (interval_s is None):
             raise InvalidInputError("give exactly one of 'cron' and 'interval'")
@@ -120,8 +128,19 @@ class ScheduleService:
             created_at=now,
         )
         with self.db.transaction() as session:
-            if session.get(Model, model.id) is None:
+            if session.get(Model, model.id, with_for_update={"key_share": True}) is None:
                 raise NotFoundError(f"model {model_name!r} was deleted")
+            count = int(
+                session.scalar(
+                    select(func.count()).select_from(Schedule).where(Schedule.model_id == model.id)
+                )
+                or 0
+            )
+            if self.max_per_model is not None and count >= self.max_per_model:
+                raise ConflictError(
+                    f"the model has {count} schedules, the limit (max_schedules_per_model); "
+                    "delete one first"
+                )
             session.add(row)
         logger.info("schedule created", extra={"model": model_name, "schedule_id": row.id})
         return row, model.name

@@ -329,6 +329,9 @@ class Settings(BaseSettings):
         description="reconad serve: how often everything is unfrozen and collected in full, "
         "which frees garbage cycles that a freeze held back (one full pause per interval).",
     )
+    max_schedules_per_model: int = Field(
+        20, ge=1, le=1000, description="Training schedules one model may have; more get 409."
+    )
     max_channels_per_model: int = Field(
         20, ge=1, le=1000, description="Notification channels one model may have."
     )

@@ -113,8 +113,8 @@ def _openapi() -> dict[str, Any]:
 
 #: Statuses besides 2xx that a schema-valid request may get, by operation, from state the schema
 #: cannot know: ids the fuzzer makes up name nothing (404); a name already taken, a model
-#: without an earlier version to roll back to (409); a model's job queue already full from the
-#: cases before (429).
+#: without an earlier version to roll back to, a model's schedules at their limit from the cases
+#: before (409); a model's job queue already full from the cases before (429).
 _STATE_STATUSES: dict[str, list[str]] = {
     **{
         op: ["2xx", "404"]
@@ -149,6 +149,7 @@ _STATE_STATUSES: dict[str, list[str]] = {
     },
     "POST /v1/models": ["2xx", "409"],
     "POST /v1/models/{name}/channels": ["2xx", "409"],
+    "POST /v1/models/{name}/schedules": ["2xx", "409"],
     "POST /v1/models/{name}/rollback": ["2xx", "409"],
     "POST /v1/models/{name}/jobs": ["2xx", "429"],
     # a pinned version that does not exist; no active version after the cases before

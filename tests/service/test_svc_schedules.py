@@ -81,3 +81,17 @@ def test_schedule_without_history_logs_and_skips(context: AppContext) -> None:
     svc = context.schedules
     svc.create("empty", None, 1.0, 3600)
     assert svc.fire_due(datetime.now(UTC) + timedelta(seconds=5)) == []
+
+
+def test_a_model_s_schedules_are_bounded(context: AppContext) -> None:
+    """``RECONAD_MAX_SCHEDULES_PER_MODEL`` (20 by default): the 21st schedule of a model is a
+    409 that names the setting; another model is not affected, and a deletion makes room."""
+    _setup(context)
+    context.registry.create_model("m2", DetectorConfig(window=16), "", "always")
+    svc = context.schedules
+    rows = [svc.create("m1", None, 3600.0 + i, 86400)[0] for i in range(20)]
+    with pytest.raises(ConflictError, match=r"20 schedules, the limit \(max_schedules_per_model"):
+        svc.create("m1", None, 60.0, 86400)
+    assert svc.create("m2", None, 60.0, 86400)[1] == "m2"
+    svc.delete(rows[0].id)
+    assert svc.create("m1", None, 60.0, 86400)[1] == "m1"
