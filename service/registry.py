@@ -272,6 +272,8 @@ class ModelRegistry:
     max_versions
         Versions each model keeps: registering one beyond it deletes the oldest that are not
         active (``None``: no limit).
+    max_models
+        Models the deployment may hold; creating one more is refused (``None``: no limit).
     """
 
     def __init__(
@@ -282,6 +284,7 @@ class ModelRegistry:
         promotion_pause_s: float = 0.0,
         max_parameters: int | None = None,
         max_versions: int | None = None,
+        max_models: int | None = None,
     ) -> None:
         self.db = db
         self.artifacts = artifacts
@@ -289,6 +292,7 @@ class ModelRegistry:
         self._pause = promotion_pause_s
         self.max_parameters = max_parameters
         self.max_versions = max_versions
+        self.max_models = max_models
         self._listeners: list[Any] = []
 
     @classmethod
@@ -303,6 +307,7 @@ class ModelRegistry:
             settings.test_promotion_pause_s,
             max_parameters=settings.max_model_parameters,
             max_versions=settings.max_versions_per_model,
+            max_models=settings.max_models,
         )
 
     def on_change(self, callback: Any) -> None:
@@ -332,11 +337,17 @@ class ModelRegistry:
         Raises
         ------
         service.errors.ConflictError
-            When the name is taken.
+            When the name is taken, or :attr:`max_models` models exist.
         """
         check_name(name)
         check_model_size(config, self.max_parameters)
         with self.db.transaction() as session:
+            if self.max_models is not None:
+                count = int(session.scalar(select(func.count()).select_from(Model)) or 0)
+                if count >= self.max_models:
+                    raise ConflictError(
+                        f"{count} models exist, the limit (max_models); delete one first"
+                    )
             taken = session.scalar(select(Model.name).where(Model.name_key == name.lower()))
             if taken is not None:
                 same = "" if taken == name else f" ({taken!r}: names are case-insensitive)"

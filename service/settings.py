@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         description="Most network parameters a model config may ask for (counted from the "
         "config without allocating; about 4 bytes each); larger configs are refused with 422.",
     )
+    max_models: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Models the deployment may hold (Azure-compatible multivariate models "
+        "included); creating one more is a 409 until one is deleted.",
+    )
     max_versions_per_model: int = Field(
         50,
         ge=2,

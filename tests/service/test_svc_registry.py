@@ -287,3 +287,20 @@ def test_celery_dispatcher_resends_jobs_sent_but_never_claimed(
         assert lost is not None and recent is not None
         assert lost.run_token is None  # the dispatcher sends it again
         assert recent.run_token == "t-recent"  # still in flight
+
+
+def test_the_number_of_models_is_bounded(settings: Settings) -> None:
+    """``RECONAD_MAX_MODELS``: creating one more model than the limit is a 409 that names
+    the setting, and deleting one makes room."""
+    ctx = AppContext.build(settings.model_copy(update={"max_models": 2}))
+    upgrade_schema(ctx.db)
+    try:
+        _model(ctx, "a")
+        _model(ctx, "b")
+        with pytest.raises(ConflictError, match=r"2 models exist, the limit \(max_models\)"):
+            _model(ctx, "c")
+        ctx.registry.delete_model("a")
+        assert _model(ctx, "c").name == "c"
+    finally:
+        ctx.scoring.close()
+        ctx.db.dispose()
