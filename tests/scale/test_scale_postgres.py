@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -315,3 +316,42 @@ def test_json_columns_round_trip_what_the_standard_module_writes_and_more(pg_url
     finally:
         table.drop(db.engine)
         db.dispose()
+
+
+def test_versions_and_jobs_stay_bounded_across_replicas(tmp_path: Path, pg_url: str) -> None:
+    """Two replicas register versions at once and queue jobs in turn, with
+    ``max_versions_per_model`` 5 and ``max_finished_jobs_per_model`` 10: the registrations
+    serialise on the model's row, so the newest five versions and the active one remain and
+    every number was given once; each job queued leaves ten finished ones before it."""
+    settings = _settings(tmp_path, pg_url, max_versions_per_model=5, max_finished_jobs_per_model=10)
+    with _two_replicas(settings) as replicas:
+        model = replicas[0].registry.create_model("pg-b", DetectorConfig(window=16), "", "manual")
+        errors: list[BaseException] = []
+
+        def register(ctx: AppContext) -> None:
+            try:
+                for _ in range(5):
+                    ctx.registry.register_version(model.id, _new_version(ctx, model.id))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=register, args=(c,)) for c in replicas for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        current, versions = replicas[1].registry.list_versions("pg-b")
+        assert current.last_version == 20 and current.active_version == 1
+        assert sorted(v.version for v in versions) == [1, 16, 17, 18, 19, 20]
+        frame = pd.DataFrame(
+            {"value": range(100)},
+            index=pd.date_range("2026-01-01", periods=100, freq="min", tz="UTC"),
+            dtype=float,
+        )
+        for i in range(14):
+            job = replicas[i % 2].jobs.create("pg-b", inline=frame)
+            with replicas[0].db.transaction() as session:
+                session.execute(update(Job).where(Job.id == job.id).values(status="failed"))
+        with replicas[0].db.session() as session:  # ten kept when the last was queued, and it
+            assert session.query(Job).count() == 11
