@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,6 +21,9 @@ from service.settings import Settings
 from service.storage import HistoryStore
 
 __all__ = ["LiveServices"]
+
+#: Seconds between two deletions of the events that end before their model's stored history.
+PRUNE_EVENTS_EVERY_S = 3600.0
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +91,19 @@ class LiveServices:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
+        pruned_at: float | None = None
         while True:
             await asyncio.sleep(self.settings.stream_flush_interval_s)
             try:
                 await asyncio.to_thread(self.streams.flush)
             except Exception:
                 logger.exception("moving streamed points to the stored history failed")
+            if pruned_at is None or time.monotonic() - pruned_at >= PRUNE_EVENTS_EVERY_S:
+                pruned_at = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.streams.prune_events)
+                except Exception:
+                    logger.exception("deleting the events before the stored history failed")
 
     async def stop(self) -> None:
         """Stop both loops and move what is buffered into the stored history."""

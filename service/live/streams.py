@@ -1300,6 +1300,31 @@ class StreamService:
             self.buffered = 0  # what came in meanwhile is one interval's worth
         return moved
 
+    def prune_events(self) -> int:
+        """Delete the closed events that end before their model's stored history begins: the
+        points they describe are no longer kept (the history's retention bounds the events
+        with it, and retraining, which leaves events out, only reads what is kept). Their
+        alerts go with them; labels keep their own spans. Returns how many went."""
+        with self.db.session() as session:
+            models = list(session.scalars(select(AnomalyEvent.model_id).distinct()))
+        gone = 0
+        for model_id in models:
+            start = self.history.summary(model_id).start
+            if start is None:
+                continue
+            with self.db.transaction() as session:
+                result = session.execute(
+                    delete(AnomalyEvent).where(
+                        AnomalyEvent.model_id == model_id,
+                        AnomalyEvent.status == "closed",
+                        AnomalyEvent.end < start,
+                    )
+                )
+            gone += int(getattr(result, "rowcount", 0) or 0)
+        if gone:
+            logger.info("events before the stored history deleted", extra={"events": gone})
+        return gone
+
 
 def _floats(column: np.ndarray) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in np.asarray(column, dtype=np.float64).tolist()]

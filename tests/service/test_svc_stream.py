@@ -19,14 +19,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import TINY_CONFIG, free_port, make_frame, register_trained_version
+from svc_helpers import TINY_CONFIG, add_event, free_port, make_frame, register_trained_version
 
+from detector import DetectorConfig
 from service.app import create_app
 from service.context import AppContext
+from service.live.channels import ChannelConfig
 from service.live.streams import _MonitorCache
 from service.settings import Settings
 from service.storage import StoreError
-from service.tables import Alert, AnomalyEvent, Stream
+from service.tables import Alert, AnomalyEvent, Label, Stream, utcnow
 
 Client = tuple[TestClient, dict[str, str]]
 SECRET = "s3cret-key-for-tests-0123"
@@ -603,3 +605,51 @@ def test_stream_requests_wait_while_the_history_store_fails(
         assert streams.history.summary(model_id).points == 1200
         after = _post(client, headers, "fleet", _body(later, "s1"))
         assert len(after["score"]) == 10
+
+
+def test_events_before_the_stored_history_are_deleted(context: AppContext) -> None:
+    """Closed events that end before the model's stored history begins go, with their alerts
+    (a label on one keeps its span); later ones and open ones stay."""
+    ctx = context
+    ctx.registry.create_model("m", DetectorConfig.model_validate(TINY_CONFIG), "", "manual")
+    model_id = ctx.registry.get_model("m").id
+    history = make_frame(100, end=TRAIN_END)
+    ctx.history.append(model_id, history)
+    begin = history.index[0]
+    config = ChannelConfig.model_validate({"url": "http://127.0.0.1:9/", "secret": "s" * 16})
+    channel = ctx.live.channels.create("m", "out", "webhook", config, 0.0, 60, True)
+    old = add_event(ctx, "m", "s", begin - pd.Timedelta("2h"), begin - pd.Timedelta("1h"))
+    straddling = add_event(ctx, "m", "s", begin - pd.Timedelta("1h"), begin + pd.Timedelta("1min"))
+    still_open = add_event(ctx, "m", "s", begin - pd.Timedelta("3h"), begin - pd.Timedelta("2h"))
+    with ctx.db.transaction() as session:
+        opened = session.get(AnomalyEvent, still_open)
+        assert opened is not None
+        opened.status = "open"
+        session.add(
+            Label(
+                model_id=model_id,
+                series="s",
+                start=begin - pd.Timedelta("2h"),
+                end=begin - pd.Timedelta("1h"),
+                verdict="anomaly",
+                event_id=old,
+            )
+        )
+        session.add(
+            Alert(
+                channel_id=channel.id,
+                event_id=old,
+                state="resolved",
+                idempotency_key=f"{old}:resolved",
+                payload={},
+                status="delivered",
+                next_attempt_at=utcnow(),
+            )
+        )
+    assert ctx.live.streams.prune_events() == 1
+    with ctx.db.session() as session:
+        assert {e.id for e in session.query(AnomalyEvent)} == {straddling, still_open}
+        assert session.query(Alert).count() == 0
+        label = session.query(Label).one()
+        assert label.event_id is None and label.verdict == "anomaly"
+    assert ctx.live.streams.prune_events() == 0
