@@ -109,15 +109,17 @@ def test_migrations_on_postgres_match_the_tables(replicas: list[AppContext]) -> 
     assert diff == []
 
 
-def test_concurrent_versions_and_promotions_lose_nothing(replicas: list[AppContext]) -> None:
-    model = replicas[0].registry.create_model("pg-m", DetectorConfig(window=16), "", "always")
+def _register_at_once(
+    replicas: list[AppContext], model_id: str, per_thread: int
+) -> list[BaseException]:
+    """Two threads per replica each register ``per_thread`` versions at once; the errors."""
     errors: list[BaseException] = []
 
     def register(ctx: AppContext) -> None:
         try:
-            for _ in range(10):
-                ctx.registry.register_version(model.id, _new_version(ctx, model.id))
-        except BaseException as exc:  # pragma: no cover - reported below
+            for _ in range(per_thread):
+                ctx.registry.register_version(model_id, _new_version(ctx, model_id))
+        except BaseException as exc:  # pragma: no cover - reported by the caller
             errors.append(exc)
 
     threads = [threading.Thread(target=register, args=(c,)) for c in replicas for _ in range(2)]
@@ -125,7 +127,12 @@ def test_concurrent_versions_and_promotions_lose_nothing(replicas: list[AppConte
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_concurrent_versions_and_promotions_lose_nothing(replicas: list[AppContext]) -> None:
+    model = replicas[0].registry.create_model("pg-m", DetectorConfig(window=16), "", "always")
+    assert _register_at_once(replicas, model.id, 10) == []
     current, versions = replicas[1].registry.list_versions("pg-m")
     numbers = sorted(v.version for v in versions)
     assert numbers == list(range(1, 41))
@@ -326,21 +333,7 @@ def test_versions_and_jobs_stay_bounded_across_replicas(tmp_path: Path, pg_url: 
     settings = _settings(tmp_path, pg_url, max_versions_per_model=5, max_finished_jobs_per_model=10)
     with _two_replicas(settings) as replicas:
         model = replicas[0].registry.create_model("pg-b", DetectorConfig(window=16), "", "manual")
-        errors: list[BaseException] = []
-
-        def register(ctx: AppContext) -> None:
-            try:
-                for _ in range(5):
-                    ctx.registry.register_version(model.id, _new_version(ctx, model.id))
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=register, args=(c,)) for c in replicas for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        assert _register_at_once(replicas, model.id, 5) == []
         current, versions = replicas[1].registry.list_versions("pg-b")
         assert current.last_version == 20 and current.active_version == 1
         assert sorted(v.version for v in versions) == [1, 16, 17, 18, 19, 20]
