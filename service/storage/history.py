@@ -203,17 +203,30 @@ class GenerationHistoryStore(HistoryStore):
         return f"{mdir}/{gen}", manifest
 
     def _write_part(self, gen: str, frame: pd.DataFrame, index: int) -> dict[str, Any]:
+        idx = frame.index
+        return self._write_table(
+            gen,
+            pa.Table.from_pandas(frame, preserve_index=True),
+            index,
+            idx.min().isoformat() if len(frame) else None,
+            idx.max().isoformat() if len(frame) else None,
+        )
+
+    def _write_table(
+        self, gen: str, table: pa.Table, index: int, start: str | None, end: str | None
+    ) -> dict[str, Any]:
+        """Write part ``index`` of a generation; return its manifest entry (``start`` and
+        ``end``: its time range, ISO)."""
         name = f"p{index:06d}.parquet"
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), buffer)
+        pq.write_table(table, buffer)
         data = buffer.getvalue()
         self._put(f"{gen}/{name}", data)
-        idx = frame.index
         return {
             "file": name,
-            "rows": len(frame),
-            "start": idx.min().isoformat() if len(frame) else None,
-            "end": idx.max().isoformat() if len(frame) else None,
+            "rows": table.num_rows,
+            "start": start,
+            "end": end,
             "bytes": len(data),
         }
 
@@ -323,19 +336,8 @@ class GenerationHistoryStore(HistoryStore):
         table = pq.read_table(io.BytesIO(self._get(f"{gen}/{part['file']}")))
         stamps = table.column(TIMESTAMP)
         table = table.filter(pc.greater_equal(stamps, pa.scalar(cutoff, type=stamps.type)))
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        data = buffer.getvalue()
-        name = f"p{number:06d}.parquet"
-        self._put(f"{gen}/{name}", data)
-        kept = table.column(TIMESTAMP)
-        return {
-            "file": name,
-            "rows": table.num_rows,
-            "start": pd.Timestamp(pc.min(kept).as_py()).isoformat(),
-            "end": part["end"],
-            "bytes": len(data),
-        }
+        start = pd.Timestamp(pc.min(table.column(TIMESTAMP)).as_py()).isoformat()
+        return self._write_table(gen, table, number, start, part["end"])
 
     def _part_stamps(self, gen: str, part: dict[str, Any]) -> npt.NDArray[np.datetime64]:
         """The UTC timestamps of one part (its index column alone)."""
