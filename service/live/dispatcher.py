@@ -13,8 +13,9 @@ A delivery that fails is retried with exponential backoff (``alert_backoff_s`` d
 than 408 and 429 is final at once (the receiver refuses the message, sending it again will not
 help). Each channel delivers at most ``rate_limit_per_minute`` alerts a minute: the rest wait
 (they are postponed, never dropped). Delivered and given-up alerts of closed events are kept
-for ``retention`` (``alert_retention_days``) and then deleted, once an hour; pending ones and
-those of open events are never deleted.
+for ``retention`` (``alert_retention_days``), then :meth:`AlertDispatcher.prune` deletes them
+(hourly, with the live path's other housekeeping in :mod:`service.live.service`); pending ones
+and those of open events are never deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,9 +39,6 @@ from service.tables import Alert, AnomalyEvent, Channel, utcnow
 __all__ = ["AlertDispatcher", "Delivery"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds between two deletions of the alerts past their retention.
-PRUNE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -83,7 +80,6 @@ class AlertDispatcher:
     ) -> None:
         self.db = db
         self.retention = retention
-        self._pruned_at: float | None = None
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
         self.claim_s = claim_s
@@ -140,9 +136,6 @@ class AlertDispatcher:
         while True:
             try:
                 busy = await self.run_once()
-                if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-                    self._pruned_at = time.monotonic()
-                    await asyncio.to_thread(self.prune)
             except Exception:  # a database hiccup must not end delivery for good
                 logger.exception("alert dispatch pass failed")
                 busy = 0

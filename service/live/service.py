@@ -22,8 +22,9 @@ from service.storage import HistoryStore
 
 __all__ = ["LiveServices"]
 
-#: Seconds between two deletions of the events that end before their model's stored history.
-PRUNE_EVENTS_EVERY_S = 3600.0
+#: Seconds between two housekeeping passes: alerts past their retention, events before the
+#: stored history.
+HOUSEKEEPING_EVERY_S = 3600.0
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class LiveServices:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
+        """Move buffered points to the stored history every flush interval, and keep house
+        every hour (:meth:`_housekeeping`)."""
         pruned_at: float | None = None
         while True:
             await asyncio.sleep(self.settings.stream_flush_interval_s)
@@ -98,12 +101,18 @@ class LiveServices:
                 await asyncio.to_thread(self.streams.flush)
             except Exception:
                 logger.exception("moving streamed points to the stored history failed")
-            if pruned_at is None or time.monotonic() - pruned_at >= PRUNE_EVENTS_EVERY_S:
+            if pruned_at is None or time.monotonic() - pruned_at >= HOUSEKEEPING_EVERY_S:
                 pruned_at = time.monotonic()
                 try:
-                    await asyncio.to_thread(self.streams.prune_events)
+                    await asyncio.to_thread(self._housekeeping)
                 except Exception:
-                    logger.exception("deleting the events before the stored history failed")
+                    logger.exception("deleting old alerts and events failed")
+
+    def _housekeeping(self) -> None:
+        """Delete the alerts past their retention, then the events before the stored history
+        (their remaining alerts go with them)."""
+        self.dispatcher.prune()
+        self.streams.prune_events()
 
     async def stop(self) -> None:
         """Stop both loops and move what is buffered into the stored history."""
