@@ -592,11 +592,7 @@ class ModelRegistry:
                 job.progress = {**(job.progress or {}), "stage": "done", "promotion": reason}
             pruned = self._prune_versions(session, model)
         self._changed(model.name)
-        for key in pruned:  # after the commit: a failed removal leaves a file, never a row
-            try:
-                self.artifacts.delete(key)
-            except Exception:
-                logger.exception("a pruned version's artifact could not be removed: %s", key)
+        self.artifacts.discard(pruned, "a pruned version's artifact")
         return row, promote, reason
 
     def _prune_versions(self, session: Session, model: Model) -> list[str]:

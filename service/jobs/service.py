@@ -246,11 +246,7 @@ class JobService:
             inputs = self._prune(session, model)
         logger.info("job queued", extra={"job_id": job_id, "model": model.name})
         self._notify()
-        for key in inputs:  # after the commit: a failed removal leaves a file, never a row
-            try:
-                self.artifacts.delete(key)
-            except Exception:
-                logger.exception("a pruned job's uploaded data could not be removed: %s", key)
+        self.artifacts.discard(inputs, "a pruned job's uploaded data")
         return job
 
     def _prune(self, session: Session, model: Model) -> list[str]:

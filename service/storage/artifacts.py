@@ -4,19 +4,22 @@ model version) under string keys such as ``"<model_id>/<artifact_id>"``."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from detector.persistence import fsync_path
 from service.storage.base import StoreError, atomic_write_bytes, check_key, fsync_tree
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "LocalStaging"]
+
+logger = logging.getLogger(__name__)
 
 
 class ArtifactStore(ABC):
@@ -53,6 +56,16 @@ class ArtifactStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete an artifact or every artifact under a prefix; missing keys are ignored."""
+
+    def discard(self, keys: Iterable[str], what: str) -> None:
+        """Delete the artifacts of rows already deleted (after their transaction committed):
+        a failure is logged, not raised, and leaves a file, never a row. ``what`` names
+        them in the log."""
+        for key in keys:
+            try:
+                self.delete(key)
+            except Exception:
+                logger.exception("%s could not be removed: %s", what, key)
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
