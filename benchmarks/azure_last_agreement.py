@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_azure import nab_series
+from bench_azure import N_POINTS, nab_series
 
 from service.azure.univariate import detect_series
-
-API_LIMIT = 8640
 
 
 def main() -> None:
@@ -33,7 +31,7 @@ def main() -> None:
     agree = cuts = flagged = both = 0
     for series in nab_series(args.root):
         values = series.values
-        if len(values) > API_LIMIT:
+        if len(values) > N_POINTS:  # beyond the API's limit
             continue
         first = series.test.start
         ends = np.linspace(first + 1, len(values), args.cuts).round().astype(int)

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from bench_azure import nab_series, print_means
+from bench_azure import N_POINTS, nab_series, print_means
 
 from detector.evaluation import vus_pr
 from service.azure import univariate as u
@@ -89,8 +89,9 @@ def main() -> None:
             "mix": np.where(base.is_anomaly, (by_peak + base.severity) / 2, 0.0),
         }
         rows.append({k: vus_pr(labels, v[part], window) for k, v in variants.items()})
-        if len(values) > 8640:
-            edges = np.linspace(0, len(values), -(-len(values) // 8640) + 1).round().astype(int)
+        if len(values) > N_POINTS:
+            parts = -(-len(values) // N_POINTS)
+            edges = np.linspace(0, len(values), parts + 1).round().astype(int)
             halves = [u.detect_series(values[a:b]).severity for a, b in pairwise(edges)]
             split.append(
                 {
